@@ -1,0 +1,135 @@
+"""The layer catalog: one row per layer in ``onemap.layers``, read into immutable records."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+DATA_SCHEMA = "onemap_data"
+
+# System columns of every layer table; source fields never take these names.
+SYSTEM_COLUMNS = ("_rid", "_fid", "_version", "_valid_from", "_valid_to", "_produced_at",
+                  "_ingested_at", "_updated_at", "_hash", "geom", "_geom_3857")
+
+# Dictionary type -> PostgreSQL type.
+PG_TYPES = {"integer": "bigint", "number": "double precision", "string": "text",
+            "boolean": "boolean", "date": "date", "datetime": "timestamptz", "time": "time",
+            "decimal": "numeric"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One entry of a layer's data dictionary."""
+
+    name: str
+    type: str
+    length: int | None = None
+    nullable: bool = True
+    key: bool = False
+    source_name: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "length": self.length,
+                "nullable": self.nullable, "key": self.key,
+                "source_name": self.source_name or self.name}
+
+
+@dataclass(frozen=True)
+class Layer:
+    id: str
+    kind: str
+    title: str
+    description: str | None
+    department: str | None
+    keywords: tuple[str, ...]
+    update_cycle: str
+    sharing_type: str
+    crs: str
+    source_crs: str | None
+    source: str | None
+    geometry_type: str | None
+    key_field: str | None
+    fields: tuple[Field, ...]
+    feature_count: int
+    extent: tuple[float, float, float, float] | None
+    detail_zoom: int | None
+    minzoom: int
+    maxzoom: int
+    version: int
+    schema_version: int
+    produced_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def table(self) -> sql.Identifier:
+        return table_of(self.id)
+
+    @property
+    def is_point(self) -> bool:
+        return (self.geometry_type or "").endswith("Point")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "kind": self.kind, "title": self.title,
+            "description": self.description, "department": self.department,
+            "keywords": list(self.keywords), "update_cycle": self.update_cycle,
+            "sharing_type": self.sharing_type, "crs": self.crs, "source_crs": self.source_crs,
+            "geometry_type": self.geometry_type, "key": self.key_field,
+            "fields": [f.as_dict() for f in self.fields], "feature_count": self.feature_count,
+            "extent": list(self.extent) if self.extent else None,
+            "minzoom": self.minzoom, "maxzoom": self.maxzoom, "version": self.version,
+            "produced_at": _iso(self.produced_at), "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def table_of(layer_id: str) -> sql.Identifier:
+    if not LAYER_ID.match(layer_id):
+        raise ValueError(f"invalid layer id {layer_id!r}: use a-z, 0-9 and _, starting a-z")
+    return sql.Identifier(DATA_SCHEMA, layer_id)
+
+
+def layer_from_row(row: dict[str, Any]) -> Layer:
+    return Layer(
+        id=row["id"], kind=row["kind"], title=row["title"], description=row["description"],
+        department=row["department"], keywords=tuple(row["keywords"] or ()),
+        update_cycle=row["update_cycle"], sharing_type=row["sharing_type"], crs=row["crs"],
+        source_crs=row["source_crs"], source=row["source"], geometry_type=row["geometry_type"],
+        key_field=row["key_field"], fields=tuple(Field(**f) for f in row["fields"]),
+        feature_count=row["feature_count"],
+        extent=tuple(row["extent"]) if row["extent"] else None,  # type: ignore[arg-type]
+        detail_zoom=row["detail_zoom"], minzoom=row["minzoom"], maxzoom=row["maxzoom"],
+        version=row["version"], schema_version=row["schema_version"],
+        produced_at=row["produced_at"], created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+SELECT_LAYERS = sql.SQL("SELECT * FROM onemap.layers")
+SELECT_VERSIONS = sql.SQL(
+    "SELECT id, version, schema_version FROM onemap.layers WHERE id = ANY(%s)")
+
+
+def list_layers(conn: psycopg.Connection) -> list[Layer]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(SELECT_LAYERS + sql.SQL(" ORDER BY id"))
+        return [layer_from_row(r) for r in cur.fetchall()]
+
+
+def get_layer(conn: psycopg.Connection, layer_id: str) -> Layer | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(SELECT_LAYERS + sql.SQL(" WHERE id = %s"), (layer_id,))
+        row = cur.fetchone()
+        return layer_from_row(row) if row else None

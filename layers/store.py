@@ -1,0 +1,228 @@
+"""Feature tables with complete history.
+
+Every layer is one table in ``onemap_data``. A row is one version of one feature, alive from
+``_valid_from`` until ``_valid_to`` (NULL while current). Nothing is deleted: a change
+closes the current row and adds the next version, so any past state can be read back.
+Geometry is lon/lat (SRID 4326); ``_geom_3857`` is a derived copy for tiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from layers.catalog import PG_TYPES, Field, table_of
+
+STAGING = sql.Identifier("_onemap_staging")
+INCOMING = sql.Identifier("_onemap_incoming")
+CLOSED = sql.Identifier("_onemap_closed")
+
+# Clip to Web Mercator's latitude range so the derived column is defined for any lon/lat.
+_GEOM_3857 = (
+    "ST_Transform(CASE WHEN ST_YMin(geom) >= -85.05 AND ST_YMax(geom) <= 85.05 THEN geom"
+    " ELSE ST_ClipByBox2D(geom, ST_MakeEnvelope(-180, -85.05, 180, 85.05, 4326)) END, 3857)"
+)
+
+
+def _column_defs(fields: Sequence[Field]) -> sql.Composable:
+    return sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(PG_TYPES[f.type]))
+        for f in fields
+    )
+
+
+def table_exists(conn: psycopg.Connection, layer_id: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                       (f'onemap_data."{layer_id}"',)).fetchone()
+    return bool(row and row[0])
+
+
+def create_table(conn: psycopg.Connection, layer_id: str, fields: Sequence[Field]) -> None:
+    extra = sql.SQL(", ") + _column_defs(fields) if fields else sql.SQL("")
+    conn.execute(sql.SQL(
+        "CREATE TABLE {t} ("
+        " _rid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " _fid text NOT NULL,"
+        " _version integer NOT NULL,"
+        " _valid_from timestamptz NOT NULL,"
+        " _valid_to timestamptz,"
+        " _produced_at timestamptz,"
+        " _ingested_at timestamptz NOT NULL,"
+        " _updated_at timestamptz NOT NULL,"
+        " _hash bytea NOT NULL,"
+        " geom geometry(Geometry, 4326) NOT NULL,"
+        " _geom_3857 geometry(Geometry, 3857) GENERATED ALWAYS AS (" + _GEOM_3857 + ") STORED"
+        "{extra})"
+    ).format(t=table_of(layer_id), extra=extra))
+
+
+_INDEXES = (
+    ("cur_fid", "CREATE UNIQUE INDEX {n} ON {t} (_fid) WHERE _valid_to IS NULL"),
+    ("fid_ver", "CREATE INDEX {n} ON {t} (_fid, _version)"),
+    ("cur_gix", "CREATE INDEX {n} ON {t} USING gist (_geom_3857) WHERE _valid_to IS NULL"),
+    ("all_gix", "CREATE INDEX {n} ON {t} USING gist (_geom_3857)"),
+    ("valid", "CREATE INDEX {n} ON {t} (_valid_from, _valid_to)"),
+)
+
+
+def create_indexes(conn: psycopg.Connection, layer_id: str) -> None:
+    """Built after the first bulk load, which is faster than maintaining them during it."""
+    for suffix, stmt in _INDEXES:
+        name = sql.Identifier(f"{layer_id[:40]}_{suffix}")
+        conn.execute(sql.SQL(stmt).format(n=name, t=table_of(layer_id)))
+
+
+def existing_columns(conn: psycopg.Connection, layer_id: str) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+        (f'onemap_data."{layer_id}"',),
+    ).fetchall()
+    return dict(rows)
+
+
+def add_or_widen_columns(conn: psycopg.Connection, layer_id: str,
+                         fields: Sequence[Field]) -> bool:
+    """Bring the table's columns up to the incoming dictionary; True if anything changed."""
+    have = existing_columns(conn, layer_id)
+    changed = False
+    t = table_of(layer_id)
+    for f in fields:
+        want = PG_TYPES[f.type]
+        col = sql.Identifier(f.name)
+        if f.name not in have:
+            conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(t, col, sql.SQL(want)))
+            changed = True
+        elif have[f.name] != want:
+            # A field whose type changed is widened so every past version stays readable.
+            conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
+                t, col, sql.SQL(want), col, sql.SQL(want)))
+            changed = True
+    return changed
+
+
+def create_staging(conn: psycopg.Connection, fields: Sequence[Field]) -> list[str]:
+    """A temporary table the source is copied into; returns its column order for COPY."""
+    extra = sql.SQL(", ") + _column_defs(fields) if fields else sql.SQL("")
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE {s} (_n bigint NOT NULL, _fid text, _produced_at timestamptz,"
+        " geom geometry NOT NULL{extra}) ON COMMIT DROP"
+    ).format(s=STAGING, extra=extra))
+    return ["_n", "_fid", "_produced_at", "geom", *[f.name for f in fields]]
+
+
+def copy_statement(columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        STAGING, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+
+
+def staging_duplicates(conn: psycopg.Connection) -> list[tuple[int, str, int]]:
+    """Rows whose key repeats an earlier row's: (row number, key, first row number)."""
+    rows = conn.execute(sql.SQL(
+        "SELECT _n, _fid, first_n FROM (SELECT _n, _fid,"
+        " min(_n) OVER (PARTITION BY _fid) AS first_n FROM {s}) d WHERE _n <> first_n"
+    ).format(s=STAGING)).fetchall()
+    if rows:
+        conn.execute(sql.SQL(
+            "DELETE FROM {s} d USING (SELECT _fid, min(_n) AS first_n FROM {s} GROUP BY _fid) f"
+            " WHERE d._fid = f._fid AND d._n <> f.first_n").format(s=STAGING))
+    return [(int(n), str(k), int(first)) for n, k, first in rows]
+
+
+def merge(conn: psycopg.Connection, layer_id: str, fields: Sequence[Field]) -> dict[str, int]:
+    """Merge staging into the layer as of this transaction's time; returns counts."""
+    t = table_of(layer_id)
+    cols = sql.SQL("").join(sql.SQL(", ") + sql.Identifier(f.name) for f in fields)
+    row = (sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(f.name) for f in fields))
+           if fields else sql.SQL("ROW()"))
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE {i} ON COMMIT DROP AS SELECT _fid, _produced_at,"
+        " ST_SetSRID(geom, 4326) AS geom{cols},"
+        " decode(md5(concat_ws('|', {row}::text, _produced_at::text,"
+        " encode(ST_AsEWKB(geom), 'hex'))), 'hex') AS _hash FROM {s}"
+    ).format(i=INCOMING, s=STAGING, cols=cols, row=row))
+    conn.execute(sql.SQL("CREATE INDEX ON {} (_fid)").format(INCOMING))
+    conn.execute(sql.SQL("ANALYZE {}").format(INCOMING))
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE {c} ON COMMIT DROP AS SELECT _fid FROM {t} WHERE false"
+    ).format(c=CLOSED, t=t))
+    # Close current versions that vanished or changed.
+    conn.execute(sql.SQL(
+        "WITH c AS (UPDATE {t} AS cur SET _valid_to = now() WHERE cur._valid_to IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM {i} i WHERE i._fid = cur._fid AND i._hash = cur._hash)"
+        " RETURNING cur._fid) INSERT INTO {c} SELECT _fid FROM c"
+    ).format(t=t, i=INCOMING, c=CLOSED))
+    # Add a version for every incoming feature that has no identical current one.
+    inserted = conn.execute(sql.SQL(
+        "WITH ins AS (INSERT INTO {t} (_fid, _version, _valid_from, _produced_at, _ingested_at,"
+        " _updated_at, _hash, geom{cols})"
+        " SELECT i._fid, coalesce(h.v, 0) + 1, now(), i._produced_at, coalesce(h.first, now()),"
+        " now(), i._hash, i.geom{icols} FROM {i} i"
+        " LEFT JOIN LATERAL (SELECT max(_version) AS v, min(_ingested_at) AS first FROM {t} p"
+        "  WHERE p._fid = i._fid) h ON true"
+        " WHERE NOT EXISTS (SELECT 1 FROM {t} cur WHERE cur._fid = i._fid"
+        "  AND cur._valid_to IS NULL)"
+        " RETURNING _version)"
+        " SELECT count(*) FILTER (WHERE _version = 1), count(*) FILTER (WHERE _version > 1)"
+        " FROM ins"
+    ).format(t=t, i=INCOMING, cols=cols,
+             icols=sql.SQL("").join(sql.SQL(", i.") + sql.Identifier(f.name) for f in fields))
+    ).fetchone()
+    new, changed_or_back = (int(inserted[0]), int(inserted[1])) if inserted else (0, 0)
+    closed_total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(CLOSED)).fetchone()
+    incoming = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(INCOMING)).fetchone()
+    closed = int(closed_total[0]) if closed_total else 0
+    n_in = int(incoming[0]) if incoming else 0
+    # A closed feature that came back in this ingest was changed, not vanished.
+    changed = conn.execute(sql.SQL(
+        "SELECT count(*) FROM {c} c JOIN {i} i USING (_fid)").format(c=CLOSED, i=INCOMING)
+    ).fetchone()
+    n_changed = int(changed[0]) if changed else 0
+    return {
+        "inserted": new + (changed_or_back - n_changed),
+        "changed": n_changed,
+        "closed": closed - n_changed,
+        "unchanged": n_in - new - changed_or_back,
+    }
+
+
+def layer_stats(conn: psycopg.Connection, layer_id: str) -> dict[str, Any]:
+    row = conn.execute(sql.SQL(
+        "SELECT n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e), types FROM"
+        " (SELECT count(*) AS n, ST_Extent(geom) AS e,"
+        "  array_agg(DISTINCT ST_GeometryType(geom)) AS types"
+        "  FROM {t} WHERE _valid_to IS NULL) s"
+    ).format(t=table_of(layer_id))).fetchone()
+    assert row is not None
+    count, *ext, types = row
+    return {"feature_count": int(count or 0),
+            "extent": ext if ext[0] is not None else None,
+            "geometry_types": sorted(types or [])}
+
+
+def features(conn: psycopg.Connection, layer_id: str, fields: Sequence[Field],
+             as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """Current features, or the layer as it stood at ``as_of``, as GeoJSON-like dicts."""
+    t = table_of(layer_id)
+    cols = sql.SQL("").join(sql.SQL(", ") + sql.Identifier(f.name) for f in fields)
+    when = (sql.SQL("_valid_to IS NULL") if as_of is None else
+            sql.SQL("_valid_from <= %(t)s AND (_valid_to IS NULL OR _valid_to > %(t)s)"))
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL(
+            "SELECT _fid, _version, _valid_from, _valid_to, _produced_at, _ingested_at,"
+            " _updated_at, ST_AsText(geom) AS wkt{cols} FROM {t} WHERE {when} ORDER BY _fid"
+        ).format(cols=cols, t=t, when=when), {"t": as_of})
+        out = []
+        for r in cur:
+            out.append({
+                "id": r.pop("_fid"), "wkt": r.pop("wkt"),
+                "meta": {k: r.pop(k) for k in ("_version", "_valid_from", "_valid_to",
+                                               "_produced_at", "_ingested_at", "_updated_at")},
+                "properties": r,
+            })
+        return out

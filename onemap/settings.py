@@ -1,0 +1,64 @@
+"""The one settings object. Every value comes from an ``ONEMAP_*`` environment variable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"ONEMAP_{name}", default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # With no database_url, OneMap runs its own PostgreSQL cluster under data_dir.
+    database_url: str | None = None
+    data_dir: Path = Path("var")
+    db_port: int = 54329
+    # Server.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    cors_origins: tuple[str, ...] = ("*",)
+    pool_min: int = 2
+    pool_max: int = 10
+    # Versioned tile URLs (``?v=N`` matching the layer version) may be cached this long.
+    tile_max_age: int = 86400
+    # Ingest.
+    ingest_batch_size: int = 50_000
+    # Tiles below this zoom are generalized unless a layer says otherwise.
+    detail_zoom: int = 14
+    # Tests turn this off to run the embedded cluster without fsync.
+    db_durable: bool = True
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Read ``ONEMAP_*``; keyword overrides win (the CLI's flags)."""
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = _env(f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _coerce(name: str, raw: str) -> object:
+    if name == "data_dir":
+        return Path(raw)
+    if name in {"db_port", "port", "pool_min", "pool_max", "tile_max_age",
+                "ingest_batch_size", "detail_zoom"}:
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise ValueError(f"ONEMAP_{name.upper()} must be an integer, got {raw!r}") from exc
+    if name == "db_durable":
+        return raw.strip().lower() not in {"0", "false", "no", "off"}
+    if name == "cors_origins":
+        return tuple(o.strip() for o in raw.split(",") if o.strip())
+    return raw
