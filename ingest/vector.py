@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class LayerMeta:
     title: str | None = None
     description: str | None = None
     department: str | None = None
+    attribution: str | None = None
     keywords: Sequence[str] | None = None
     update_cycle: str | None = None
     sharing_type: str | None = None
@@ -286,6 +287,7 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, p
         "description": meta.description if meta.description is not None else (
             old.description if old else None),
         "department": meta.department or (old.department if old else None),
+        "attribution": meta.attribution or (old.attribution if old else None),
         "keywords": list(meta.keywords) if meta.keywords is not None else (
             list(old.keywords) if old else []),
         "update_cycle": meta.update_cycle or (old.update_cycle if old else "irregular"),
@@ -356,10 +358,10 @@ def ingest_vector(
                                  "starting with a letter, at most 63 characters")
     if not path.startswith("/vsi") and not os.path.exists(path):
         raise IngestError(label, f"file not found: {path}")
-    info, ctx = _open(path, label, source_layer, where, settings.ingest_batch_size)
     url = database_url(settings)
     started = datetime.now(UTC)
     try:
+        info, ctx = _open(path, label, source_layer, where, settings.ingest_batch_size)
         with ctx as (arrow_meta, reader):
             plan = _plan(path, label, reader.schema, arrow_meta, info, key, produced_field,
                          source_crs)
@@ -426,7 +428,8 @@ def _run(url: str, layer_id: str, plan: _Plan, reader: Any, report: IngestReport
             store.create_table(conn, layer_id, fields)
             schema_changed = True
         else:
-            schema_changed = store.add_or_widen_columns(conn, layer_id, fields)
+            types, schema_changed = store.add_or_widen_columns(conn, layer_id, fields)
+            fields = [replace(f, type=types[f.name]) for f in fields]
         counts = store.merge(conn, layer_id, plan.fields)
         if new_table:
             store.create_indexes(conn, layer_id)

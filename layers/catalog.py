@@ -48,6 +48,7 @@ class Layer:
     title: str
     description: str | None
     department: str | None
+    attribution: str | None
     keywords: tuple[str, ...]
     update_cycle: str
     sharing_type: str
@@ -80,6 +81,7 @@ class Layer:
         return {
             "id": self.id, "kind": self.kind, "title": self.title,
             "description": self.description, "department": self.department,
+            "attribution": self.attribution,
             "keywords": list(self.keywords), "update_cycle": self.update_cycle,
             "sharing_type": self.sharing_type, "crs": self.crs, "source_crs": self.source_crs,
             "geometry_type": self.geometry_type, "key": self.key_field,
@@ -104,7 +106,8 @@ def table_of(layer_id: str) -> sql.Identifier:
 def layer_from_row(row: dict[str, Any]) -> Layer:
     return Layer(
         id=row["id"], kind=row["kind"], title=row["title"], description=row["description"],
-        department=row["department"], keywords=tuple(row["keywords"] or ()),
+        department=row["department"], attribution=row["attribution"],
+        keywords=tuple(row["keywords"] or ()),
         update_cycle=row["update_cycle"], sharing_type=row["sharing_type"], crs=row["crs"],
         source_crs=row["source_crs"], source=row["source"], geometry_type=row["geometry_type"],
         key_field=row["key_field"], fields=tuple(Field(**f) for f in row["fields"]),

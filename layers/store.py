@@ -29,6 +29,10 @@ _GEOM_3857 = (
 )
 
 
+_DICT_TYPES = {pg: name for name, pg in PG_TYPES.items()} | {
+    "timestamp with time zone": "datetime", "time without time zone": "time"}
+
+
 def _column_defs(fields: Sequence[Field]) -> sql.Composable:
     return sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(PG_TYPES[f.type]))
@@ -86,24 +90,44 @@ def existing_columns(conn: psycopg.Connection, layer_id: str) -> dict[str, str]:
     return dict(rows)
 
 
+def widest(a: str, b: str) -> str:
+    """The dictionary type that holds values of both types."""
+    if a == b:
+        return a
+    if {a, b} <= {"integer", "number", "decimal"}:
+        return "decimal" if "decimal" in (a, b) else "number"
+    if {a, b} == {"date", "datetime"}:
+        return "datetime"
+    return "string"
+
+
 def add_or_widen_columns(conn: psycopg.Connection, layer_id: str,
-                         fields: Sequence[Field]) -> bool:
-    """Bring the table's columns up to the incoming dictionary; True if anything changed."""
-    have = existing_columns(conn, layer_id)
+                         fields: Sequence[Field]) -> tuple[dict[str, str], bool]:
+    """Bring the table's columns up to the incoming dictionary.
+
+    Returns each field's type in the table and whether the table changed. A field whose
+    type changed is widened to a type that holds both, so every past version stays readable.
+    """
+    have = {name: _DICT_TYPES.get(pg, "string")
+            for name, pg in existing_columns(conn, layer_id).items()}
     changed = False
+    types: dict[str, str] = {}
     t = table_of(layer_id)
     for f in fields:
-        want = PG_TYPES[f.type]
         col = sql.Identifier(f.name)
         if f.name not in have:
-            conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(t, col, sql.SQL(want)))
-            changed = True
-        elif have[f.name] != want:
-            # A field whose type changed is widened so every past version stays readable.
+            conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                t, col, sql.SQL(PG_TYPES[f.type])))
+            types[f.name], changed = f.type, True
+            continue
+        wide = widest(have[f.name], f.type)
+        if wide != have[f.name]:
+            pg = sql.SQL(PG_TYPES[wide])
             conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
-                t, col, sql.SQL(want), col, sql.SQL(want)))
+                t, col, pg, col, pg))
             changed = True
-    return changed
+        types[f.name] = wide
+    return types, changed
 
 
 def create_staging(conn: psycopg.Connection, fields: Sequence[Field]) -> list[str]:

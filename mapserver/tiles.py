@@ -1,0 +1,162 @@
+"""Vector tile endpoints: MVT for one or several layers, and TileJSON 3.0."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from layers.catalog import LAYER_ID
+from layers.registry import Resolved
+from layers.tiles import params
+from mapserver.deps import app_state
+
+MVT = "application/vnd.mapbox-vector-tile"
+MAX_ZOOM = 24
+# Changes whenever the way tiles are made changes, so cached tiles are never reused wrongly.
+TILE_FORMAT = "1"
+
+
+def parse_ids(raw: str) -> list[str]:
+    ids = raw.split(",")
+    if not all(LAYER_ID.match(i) for i in ids) or len(ids) > 32:
+        raise HTTPException(404, f"no layer set {raw!r}")
+    return ids
+
+
+def parse_tile(z: str, x: str, y: str) -> tuple[int, int, int]:
+    try:
+        zi, xi, yi = int(z), int(x), int(y)
+    except ValueError as exc:
+        raise HTTPException(400, f"tile address {z}/{x}/{y} is not three integers") from exc
+    if not 0 <= zi <= MAX_ZOOM:
+        raise HTTPException(400, f"zoom {zi} is outside 0..{MAX_ZOOM}")
+    n = 1 << zi
+    if not (0 <= xi < n and 0 <= yi < n):
+        raise HTTPException(400, f"tile {zi}/{xi}/{yi} does not exist: x and y run 0..{n - 1}")
+    return zi, xi, yi
+
+
+def parse_as_of(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        t = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise HTTPException(400, f"as_of {raw!r} is not an ISO 8601 date or time") from exc
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def version_token(resolved: list[Resolved], as_of: datetime | None) -> str:
+    text = "|".join(f"{r.layer.id}:{r.version}" for r in resolved)
+    text += f"|{as_of.isoformat() if as_of else ''}|{TILE_FORMAT}"
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def _matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+async def resolve(request: Request, conn, ids: list[str]) -> list[Resolved]:
+    resolved = await app_state(request).registry.resolve(conn, ids)
+    if resolved is None:
+        raise HTTPException(404, f"no layer set {','.join(ids)!r}")
+    return resolved
+
+
+async def tile(request: Request) -> Response:
+    p = request.path_params
+    if p["fmt"] not in ("mvt", "pbf"):
+        raise HTTPException(404, f"no tile format {p['fmt']!r}; use .mvt")
+    ids = parse_ids(p["layers"])
+    z, x, y = parse_tile(p["z"], p["x"], p["y"])
+    as_of = parse_as_of(request.query_params.get("as_of"))
+    state = app_state(request)
+    async with state.pool.connection() as conn:
+        resolved = await resolve(request, conn, ids)
+        token = version_token(resolved, as_of)
+        etag = f'"{token}"'
+        pinned = request.query_params.get("v") == token
+        headers = {
+            "ETag": etag,
+            "Cache-Control": (f"public, max-age={state.settings.tile_max_age}, immutable"
+                              if pinned else "public, no-cache"),
+        }
+        if _matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        parts, report = [], []
+        for r in resolved:
+            query, method = r.source.query(z, as_of is not None)
+            cur = await conn.execute(query, params(r.layer.id, z, x, y, as_of))
+            row = await cur.fetchone()
+            data, covered, kept = row if row else (b"", 0, 0)
+            parts.append(bytes(data or b""))
+            report.append(f"{r.layer.id};covered={covered};kept={kept};method={method}")
+    headers["OneMap-Tile-Features"] = ", ".join(report)
+    body = b"".join(parts)
+    return Response(body, media_type=MVT, headers=headers)
+
+
+def tile_url(request: Request, ids: list[str], token: str) -> str:
+    base = str(request.base_url).rstrip("/")
+    return f"{base}/tiles/{','.join(ids)}/{{z}}/{{x}}/{{y}}.mvt?v={token}"
+
+
+async def tilejson(request: Request) -> Response:
+    ids = parse_ids(request.path_params["layers"])
+    state = app_state(request)
+    async with state.pool.connection() as conn:
+        resolved = await resolve(request, conn, ids)
+    token = version_token(resolved, None)
+    return JSONResponse(tilejson_doc(request, resolved, token),
+                        headers={"Cache-Control": "public, no-cache"})
+
+
+def tilejson_doc(request: Request, resolved: list[Resolved], token: str) -> dict:
+    extents = [r.layer.extent for r in resolved if r.layer.extent]
+    bounds = ([min(e[0] for e in extents), min(e[1] for e in extents),
+               max(e[2] for e in extents), max(e[3] for e in extents)]
+              if extents else [-180, -85.0511, 180, 85.0511])
+    minzoom = min(r.layer.minzoom for r in resolved)
+    maxzoom = max(r.layer.maxzoom for r in resolved)
+    center_zoom = max(minzoom, min(maxzoom, 12))
+    return {
+        "tilejson": "3.0.0",
+        "name": ", ".join(r.layer.title for r in resolved),
+        "description": "; ".join(r.layer.description or r.layer.title for r in resolved),
+        "version": "1.0.0",
+        "attribution": "; ".join(sorted({r.layer.attribution for r in resolved
+                                         if r.layer.attribution})),
+        "scheme": "xyz",
+        "tiles": [tile_url(request, [r.layer.id for r in resolved], token)],
+        "minzoom": minzoom,
+        "maxzoom": maxzoom,
+        "bounds": bounds,
+        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, center_zoom],
+        "vector_layers": [{
+            "id": r.layer.id,
+            "description": r.layer.title,
+            "minzoom": r.layer.minzoom,
+            "maxzoom": r.layer.maxzoom,
+            "fields": {"_id": "String", "_count": "Number",
+                       **{f.name: _tilejson_type(f.type) for f in r.layer.fields}},
+        } for r in resolved],
+    }
+
+
+def _tilejson_type(t: str) -> str:
+    return {"integer": "Number", "number": "Number", "decimal": "Number",
+            "boolean": "Boolean"}.get(t, "String")
+
+
+routes = [
+    Route("/tiles/{layers}/tilejson.json", tilejson),
+    Route("/tiles/{layers}/{z}/{x}/{y}.{fmt}", tile),
+]

@@ -1,0 +1,159 @@
+"""The ``onemap`` command: serve, run the embedded database, list and ingest layers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from onemap.settings import Settings
+
+SHOWN_ISSUES = 20
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from layers.db import prepare
+    from mapserver.app import create_app
+
+    prepare(settings)  # start and migrate before announcing the URL
+    print(f"OneMap at http://{settings.host}:{settings.port}/", flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="info", workers=1, proxy_headers=True)
+    return 0
+
+
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    from layers.db import embedded_cluster, prepare
+
+    if settings.database_url:
+        if args.action == "start":
+            prepare(settings)
+        print("using ONEMAP_DATABASE_URL; the embedded cluster is not used")
+        return 0
+    cluster = embedded_cluster(settings)
+    if args.action == "start":
+        prepare(settings)
+    elif args.action == "stop":
+        cluster.stop()
+    print(cluster.status())
+    return 0
+
+
+def _layers(args: argparse.Namespace, settings: Settings) -> int:
+    from layers.catalog import list_layers
+    from layers.db import connect, prepare
+
+    prepare(settings)
+    with connect(settings) as conn:
+        layers = list_layers(conn)
+    if args.json:
+        print(json.dumps([ly.as_dict() for ly in layers], ensure_ascii=False, indent=2))
+        return 0
+    if not layers:
+        print("no layers")
+    for ly in layers:
+        print(f"{ly.id:24} v{ly.version:<4} {ly.kind:7} {ly.geometry_type or '-':16} "
+              f"{ly.feature_count:>9} features  {ly.crs:10} {ly.title}")
+    return 0
+
+
+def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.errors import IngestError
+    from ingest.vector import LayerMeta, ingest_vector
+    from layers.db import prepare
+
+    prepare(settings)
+    meta = LayerMeta(title=args.title, description=args.description,
+                     department=args.department, attribution=args.attribution,
+                     update_cycle=args.update_cycle, sharing_type=args.sharing_type,
+                     keywords=args.keyword or None)
+    try:
+        report = ingest_vector(args.path, args.layer, settings=settings,
+                               source_layer=args.source_layer, source_crs=args.source_crs,
+                               key=args.key, where=args.where,
+                               produced_field=args.produced_field, meta=meta)
+    except IngestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    for issue in report.issues[:SHOWN_ISSUES]:
+        print(f"  feature {issue.feature} (id {issue.id}): {issue.action}: {issue.reason}")
+    if len(report.issues) > SHOWN_ISSUES:
+        print(f"  ... and {len(report.issues) - SHOWN_ISSUES} more"
+              + ("" if args.report else " (write them all with --report FILE)"))
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as fh:
+            json.dump(report.as_dict(), fh, ensure_ascii=False, indent=2)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="onemap", description="OneMap: the city's one map.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve tiles, styles, the catalog and the viewer")
+    s.add_argument("--host", help="address to listen on (ONEMAP_HOST, default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (ONEMAP_PORT, default 8080)")
+    s.set_defaults(func=_serve)
+
+    d = sub.add_parser("db", help="the embedded PostgreSQL cluster under ONEMAP_DATA_DIR")
+    d.add_argument("action", choices=["start", "stop", "status"])
+    d.set_defaults(func=_db)
+
+    ly = sub.add_parser("layers", help="list the layer catalog")
+    ly.add_argument("--json", action="store_true", help="full entries with data dictionaries")
+    ly.set_defaults(func=_layers)
+
+    i = sub.add_parser("ingest", help="load data into a layer")
+    isub = i.add_subparsers(dest="kind", required=True)
+    v = isub.add_parser(
+        "vector", help="GeoJSON, GeoPackage, Shapefile (.shp or .zip), FlatGeobuf, OSM PBF, CSV",
+        description="Load a vector file into a layer in one transaction. With --key, a "
+                    "re-ingest is an incremental update; every past state stays queryable.")
+    v.add_argument("path")
+    v.add_argument("--layer", required=True, help="layer id: a-z, 0-9, _")
+    v.add_argument("--source-layer", help="layer inside the file (e.g. points for OSM PBF)")
+    v.add_argument("--source-crs", help="CRS of the data if the file has none or a wrong one "
+                                        "(EPSG:xxxx, WKT, PROJ, or GCJ02)")
+    v.add_argument("--key", help="field(s) that identify a feature, comma-separated")
+    v.add_argument("--where", help="OGR SQL filter on the source, e.g. \"highway='street_lamp'\"")
+    v.add_argument("--produced-field", help="field holding each feature's production time "
+                                            "(default: the file's modification time)")
+    v.add_argument("--title")
+    v.add_argument("--description")
+    v.add_argument("--department", help="owning department")
+    v.add_argument("--attribution", help="credit shown with the data, e.g. its license")
+    v.add_argument("--keyword", action="append", help="catalog keyword (repeatable)")
+    v.add_argument("--update-cycle", help="e.g. daily, monthly, yearly, irregular")
+    v.add_argument("--sharing-type", choices=["unconditional", "conditional", "not_shared"])
+    v.add_argument("--report", help="write the full ingest report as JSON to this file")
+    v.set_defaults(func=_ingest_vector)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {k: getattr(args, k, None) for k in ("host", "port")}
+    try:
+        settings = Settings.from_env(**overrides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from layers.cluster import ClusterError
+
+    try:
+        return int(args.func(args, settings))
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

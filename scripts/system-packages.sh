@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what OneMap needs from the system's packages (Debian/Ubuntu): PostgreSQL 15+ with
+# PostGIS 3, Python's venv. Does nothing when all of it is there already.
+set -euo pipefail
+
+have_postgis() { ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1; }
+have_server() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
+have_venv() { python3 -c 'import venv, ensurepip' >/dev/null 2>&1; }
+
+if have_postgis && have_server && have_venv; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "error: install PostgreSQL 15+ with PostGIS 3 and python3-venv, then run make again" >&2
+  exit 1
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# The distribution's default PostgreSQL major version, for the matching PostGIS package.
+pgv=$(apt-cache depends postgresql 2>/dev/null | sed -n 's/.*Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -n1)
+if [ -z "$pgv" ] || [ "$pgv" -lt 15 ]; then
+  echo "error: this system's PostgreSQL (${pgv:-none}) is older than 15; add the PGDG apt" \
+       "repository or set ONEMAP_DATABASE_URL to a PostgreSQL 15+ server with PostGIS 3" >&2
+  exit 1
+fi
+$SUDO apt-get install -y -qq --no-install-recommends \
+  "postgresql-$pgv" "postgresql-$pgv-postgis-3" postgresql-client python3-venv python3-dev
