@@ -167,8 +167,9 @@ def merge(conn: psycopg.Connection, layer_id: str, fields: Sequence[Field]) -> d
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE {i} ON COMMIT DROP AS SELECT _fid, _produced_at,"
         " ST_SetSRID(geom, 4326) AS geom{cols},"
-        " decode(md5(concat_ws('|', {row}::text, _produced_at::text,"
-        " encode(ST_AsEWKB(geom), 'hex'))), 'hex') AS _hash FROM {s}"
+        # The file-level produced time is left out: a new copy of unchanged data is no change.
+        " decode(md5(concat_ws('|', {row}::text, encode(ST_AsEWKB(geom), 'hex'))), 'hex')"
+        " AS _hash FROM {s}"
     ).format(i=INCOMING, s=STAGING, cols=cols, row=row))
     conn.execute(sql.SQL("CREATE INDEX ON {} (_fid)").format(INCOMING))
     conn.execute(sql.SQL("ANALYZE {}").format(INCOMING))

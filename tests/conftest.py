@@ -86,15 +86,19 @@ def http(server: str) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def sample_layers(settings: Settings) -> dict[str, str]:
     """The demo's layers, loaded once from the real sample files."""
+    from ingest.vector import LayerMeta
+
     pbf = SAMPLES / "helsinki-centre.osm.pbf"
+    osm = LayerMeta(attribution="© OpenStreetMap contributors, ODbL")
     ingest_vector(SAMPLES / "beijing-districts-cgcs2000.geojson", "districts", key="gb",
                   settings=settings)
     ingest_vector(pbf, "lamps", source_layer="points", where="highway = 'street_lamp'",
-                  key="osm_id", settings=settings)
+                  key="osm_id", settings=settings, meta=osm)
     ingest_vector(pbf, "roads", source_layer="lines", where="highway IS NOT NULL",
-                  key="osm_id", settings=settings)
+                  key="osm_id", settings=settings, meta=osm)
     ingest_vector(pbf, "buildings", source_layer="multipolygons",
-                  where="building IS NOT NULL", key="osm_id,osm_way_id", settings=settings)
+                  where="building IS NOT NULL", key="osm_id,osm_way_id", settings=settings,
+                  meta=osm)
     return {"pbf": str(pbf)}
 
 

@@ -1,0 +1,258 @@
+"""Vector tiles over real HTTP: decoded and checked against the database."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from datetime import UTC, datetime
+
+import geopandas as gpd
+import mapbox_vector_tile
+import morecantile
+import psycopg
+import pytest
+from shapely.geometry import Point
+
+from ingest.vector import ingest_vector
+
+TMS = morecantile.tms.get("WebMercatorQuad")
+HELSINKI = (24.944, 60.170)
+
+
+def decode(data: bytes) -> dict:
+    return mapbox_vector_tile.decode(data)
+
+
+def tile_at(z: int, lonlat=HELSINKI) -> morecantile.Tile:
+    return TMS.tile(*lonlat, z)
+
+
+def to_lonlat(t: morecantile.Tile, px: float, py: float, extent: int = 4096):
+    b = TMS.xy_bounds(t)
+    x = b.left + px / extent * (b.right - b.left)
+    y = b.bottom + py / extent * (b.top - b.bottom)  # decode() puts the origin bottom-left
+    return TMS.lnglat(x, y)
+
+
+def features_header(resp) -> dict[str, dict[str, str]]:
+    out = {}
+    for part in resp.headers["OneMap-Tile-Features"].split(", "):
+        name, *kv = part.split(";")
+        out[name] = dict(item.split("=") for item in kv)
+    return out
+
+
+def test_tile_matches_database(http, db, sample_layers):
+    t = tile_at(16)
+    resp = http.get(f"/tiles/lamps/{t.z}/{t.x}/{t.y}.mvt")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    layer = decode(resp.content)["lamps"]
+    rows = db.execute(
+        "SELECT _fid, osm_id, highway, other_tags, ST_X(geom), ST_Y(geom)"
+        " FROM onemap_data.lamps WHERE _valid_to IS NULL"
+        # Features in the tile's 64-unit buffer belong to it too, so edge symbols are whole.
+        " AND ST_Intersects(_geom_3857, ST_TileEnvelope(%s, %s, %s, margin => 64.0 / 4096))",
+        (t.z, t.x, t.y)).fetchall()
+    assert len(rows) > 10
+    expected = {r[0]: r for r in rows}
+    got = {f["properties"]["_id"]: f for f in layer["features"]}
+    assert set(got) == set(expected)
+    for fid, f in got.items():
+        _, osm_id, highway, other_tags, lon, lat = expected[fid]
+        assert f["properties"]["osm_id"] == osm_id
+        assert f["properties"]["highway"] == highway == "street_lamp"
+        assert f["properties"].get("other_tags") == other_tags
+        assert "_count" not in f["properties"]  # full detail at z16
+        px, py = f["geometry"]["coordinates"]
+        glon, glat = to_lonlat(t, px, py)
+        # Positions are quantized to 1/4096 of the tile: allow one and a half units.
+        assert glon == pytest.approx(lon, abs=360 / 2**16 / 4096 * 1.5)
+        assert glat == pytest.approx(lat, abs=360 / 2**16 / 4096 * 1.5)
+    assert features_header(resp)["lamps"] == {
+        "covered": str(len(rows)), "kept": str(len(rows)), "method": "none"}
+
+
+def test_several_layers_in_one_tile(http, sample_layers):
+    t = tile_at(15)
+    resp = http.get(f"/tiles/roads,buildings,lamps/{t.z}/{t.x}/{t.y}.mvt")
+    assert resp.status_code == 200
+    layers = decode(resp.content)
+    assert set(layers) == {"roads", "buildings", "lamps"}
+    assert {f["geometry"]["type"] for f in layers["roads"]["features"]} <= {
+        "LineString", "MultiLineString"}
+    assert {f["geometry"]["type"] for f in layers["buildings"]["features"]} <= {
+        "Polygon", "MultiPolygon"}
+    assert set(features_header(resp)) == {"roads", "buildings", "lamps"}
+
+
+def test_low_zoom_points_are_clustered_not_cut(http, db, sample_layers):
+    t = tile_at(11)
+    resp = http.get(f"/tiles/lamps/{t.z}/{t.x}/{t.y}.mvt")
+    feats = decode(resp.content)["lamps"]["features"]
+    counts = [f["properties"]["_count"] for f in feats]
+    report = features_header(resp)["lamps"]
+    total = db.execute("SELECT count(*) FROM onemap_data.lamps WHERE _valid_to IS NULL"
+                       " AND _geom_3857 && ST_TileEnvelope(%s, %s, %s)", (t.z, t.x, t.y)
+                       ).fetchone()[0]
+    assert report["method"] == "cluster"
+    assert sum(counts) == int(report["covered"]) == total
+    assert len(feats) == int(report["kept"]) < total
+    assert max(counts) > 1
+
+
+def test_low_zoom_polygons_report_what_they_leave_out(http, db, sample_layers):
+    t = tile_at(12)
+    resp = http.get(f"/tiles/buildings/{t.z}/{t.x}/{t.y}.mvt")
+    report = features_header(resp)["buildings"]
+    kept = decode(resp.content)["buildings"]["features"]
+    assert report["method"] == "simplify"
+    assert len(kept) == int(report["kept"]) <= int(report["covered"])
+
+
+def test_tilejson_and_style(http, db, sample_layers):
+    tj = http.get("/tiles/roads,lamps/tilejson.json").json()
+    assert tj["tilejson"] == "3.0.0"
+    assert [v["id"] for v in tj["vector_layers"]] == ["roads", "lamps"]
+    assert tj["vector_layers"][0]["fields"]["z_order"] == "Number"
+    assert tj["vector_layers"][0]["fields"]["highway"] == "String"
+    assert tj["attribution"] == "© OpenStreetMap contributors, ODbL"
+    url = tj["tiles"][0]
+    assert url.startswith(str(http.base_url).rstrip("/") + "/tiles/roads,lamps/{z}/{x}/{y}.mvt?v=")
+    west, south, east, north = tj["bounds"]
+    ext = db.execute("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"
+                     " (SELECT ST_Extent(geom) e FROM (SELECT geom FROM onemap_data.roads"
+                     "  WHERE _valid_to IS NULL UNION ALL SELECT geom FROM onemap_data.lamps"
+                     "  WHERE _valid_to IS NULL) u) s").fetchone()
+    assert (west, south, east, north) == pytest.approx(ext)
+    # The pinned URL from TileJSON may be cached for long: it names the data version.
+    t = tile_at(14)
+    pinned = http.get(url.replace("{z}/{x}/{y}", f"{t.z}/{t.x}/{t.y}"))
+    assert "immutable" in pinned.headers["cache-control"]
+
+    style = http.get("/styles/roads,buildings,lamps/style.json").json()
+    assert style["version"] == 8
+    assert http.get(style["sources"]["onemap"]["url"]).json()["tilejson"] == "3.0.0"
+    source_layers = {ly.get("source-layer") for ly in style["layers"]}
+    assert source_layers == {None, "roads", "buildings", "lamps"}
+    kinds = {ly["source-layer"]: ly["type"] for ly in style["layers"] if "source-layer" in ly}
+    assert kinds["lamps"] == "circle" and kinds["roads"] == "line"
+
+
+def test_etag_304_and_no_stale_tile_after_ingest(http, tmp_path, settings):
+    def write(status: str) -> None:
+        gpd.GeoDataFrame({"code": ["p1", "p2"], "status": [status, "ok"]},
+                         geometry=[Point(*HELSINKI), Point(24.945, 60.1705)],
+                         crs=4326).to_file(tmp_path / "pts.geojson")
+
+    write("ok")
+    ingest_vector(tmp_path / "pts.geojson", "etag_pts", key="code", settings=settings)
+    t = tile_at(15)
+    url = f"/tiles/etag_pts/{t.z}/{t.x}/{t.y}.mvt"
+    first = http.get(url)
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and etag
+    assert first.headers["cache-control"] == "public, no-cache"
+    again = http.get(url, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == etag
+
+    write("broken")  # one attribute changes
+    ingest_vector(tmp_path / "pts.geojson", "etag_pts", key="code", settings=settings)
+    after = http.get(url, headers={"If-None-Match": etag})
+    assert after.status_code == 200
+    assert after.headers["etag"] != etag
+    statuses = {f["properties"]["_id"]: f["properties"]["status"]
+                for f in decode(after.content)["etag_pts"]["features"]}
+    assert statuses == {"p1": "broken", "p2": "ok"}
+
+    # The same data again is no change: the ETag stays valid.
+    ingest_vector(tmp_path / "pts.geojson", "etag_pts", key="code", settings=settings)
+    assert http.get(url, headers={"If-None-Match": after.headers["etag"]}).status_code == 304
+
+
+def test_as_of_tile_shows_the_past(http, tmp_path, settings):
+    path = tmp_path / "asof.geojson"
+    gpd.GeoDataFrame({"code": ["x"], "v": [1]}, geometry=[Point(*HELSINKI)],
+                     crs=4326).to_file(path)
+    ingest_vector(path, "asof_pts", key="code", settings=settings)
+    time.sleep(0.05)
+    between = datetime.now(UTC).isoformat()
+    time.sleep(0.05)
+    gpd.GeoDataFrame({"code": ["x"], "v": [2]}, geometry=[Point(*HELSINKI)],
+                     crs=4326).to_file(path)
+    ingest_vector(path, "asof_pts", key="code", settings=settings)
+    t = tile_at(16)
+    url = f"/tiles/asof_pts/{t.z}/{t.x}/{t.y}.mvt"
+    now_v = decode(http.get(url).content)["asof_pts"]["features"][0]["properties"]["v"]
+    past = http.get(url, params={"as_of": between})
+    then_v = decode(past.content)["asof_pts"]["features"][0]["properties"]["v"]
+    assert (now_v, then_v) == (2, 1)
+    assert http.get(url, params={"as_of": "yesterday"}).status_code == 400
+
+
+def test_gzip_and_cors(http, sample_layers):
+    t = tile_at(14)
+    url = f"/tiles/roads/{t.z}/{t.x}/{t.y}.mvt"
+    plain = http.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    raw = http.build_request("GET", url, headers={"Accept-Encoding": "gzip",
+                                                  "Origin": "https://app.example.gov"})
+    resp = http.send(raw, stream=True)
+    body = b"".join(resp.iter_raw())
+    assert resp.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(body) == plain.content
+    assert resp.headers["access-control-allow-origin"] == "*"
+    assert "ETag" in resp.headers["access-control-expose-headers"]
+
+
+@pytest.mark.parametrize("path, status, detail", [
+    ("/tiles/nosuchlayer/1/0/0.mvt", 404, "no layer set 'nosuchlayer'"),
+    ("/tiles/lamps,nosuch/1/0/0.mvt", 404, "no layer set 'lamps,nosuch'"),
+    ("/tiles/lamps/x/0/0.mvt", 400, "not three integers"),
+    ("/tiles/lamps/3/8/0.mvt", 400, "x and y run 0..7"),
+    ("/tiles/lamps/3/0/-1.mvt", 400, "x and y run 0..7"),
+    ("/tiles/lamps/25/0/0.mvt", 400, "zoom 25 is outside"),
+    ("/tiles/lamps/1/0/0.png", 404, "no tile format"),
+    ("/tiles/Lamps';--/1/0/0.mvt", 404, "no layer set"),
+    ("/tiles/nosuch/tilejson.json", 404, "no layer set"),
+    ("/styles/nosuch/style.json", 404, "no layer set"),
+    ("/layers/nosuch", 404, "no layer 'nosuch'"),
+])
+def test_errors_are_problem_json(http, sample_layers, path, status, detail):
+    resp = http.get(path)
+    assert resp.status_code == status
+    assert resp.headers["content-type"] == "application/problem+json"
+    body = resp.json()
+    assert body["status"] == status and detail in body["detail"]
+
+
+def test_server_error_leaks_no_trace(http, tmp_path, settings):
+    gpd.GeoDataFrame({"code": ["a"]}, geometry=[Point(*HELSINKI)], crs=4326).to_file(
+        tmp_path / "doomed.geojson")
+    ingest_vector(tmp_path / "doomed.geojson", "doomed", key="code", settings=settings)
+    t = tile_at(10)
+    assert http.get(f"/tiles/doomed/{t.z}/{t.x}/{t.y}.mvt").status_code == 200
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE onemap_data.doomed")  # the data vanishes behind the catalog
+    resp = http.get(f"/tiles/doomed/{t.z}/{t.x}/{t.y}.mvt")
+    assert resp.status_code == 500
+    assert resp.json() == {"type": "about:blank", "title": "Internal Server Error",
+                           "status": 500, "detail": "the error was logged"}
+    assert "Traceback" not in resp.text and "doomed" not in resp.text
+
+
+def test_catalog_health_and_viewer(http, sample_layers):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    layers = {ly["id"]: ly for ly in http.get("/layers").json()["layers"]}
+    assert {"districts", "lamps", "roads", "buildings"} <= set(layers)
+    districts = http.get("/layers/districts").json()
+    assert districts["crs"] == "EPSG:4490" and districts["key"] == "gb"
+    assert [f["name"] for f in districts["fields"]] == ["name", "gb"]
+    assert {ln["rel"] for ln in districts["links"]} == {"tilejson", "style", "tiles"}
+    page = http.get("/")
+    assert page.status_code == 200 and "/static/vendor/maplibre-gl.js" in page.text
+    assert "https://" not in page.text  # nothing from a CDN
+    js = http.get("/static/vendor/maplibre-gl.js")
+    assert js.status_code == 200 and len(js.content) > 500_000
+    assert http.get("/static/viewer.js").status_code == 200
