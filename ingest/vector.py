@@ -384,7 +384,7 @@ def _batches(reader: Any, label: str):
             warnings.simplefilter("always")
             batch = next(it, None)
         for w in caught:
-            log.warning("%s: %s", label, w.message)
+            log.info("%s: %s", label, w.message)
         if batch is None:
             return
         yield batch

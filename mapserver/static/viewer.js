@@ -34,8 +34,14 @@
     list.appendChild(li);
   }
 
+  // A few pixels of slack, so a thin road or a small lamp is easy to hit; topmost wins.
+  const near = p => map.queryRenderedFeatures([[p.x - 4, p.y - 4], [p.x + 4, p.y + 4]])
+    .filter(f => f.source === 'onemap');
+  map.on('mousemove', e => {
+    map.getCanvas().style.cursor = near(e.point).length ? 'pointer' : '';
+  });
   map.on('click', e => {
-    const hits = map.queryRenderedFeatures(e.point).filter(f => f.source === 'onemap');
+    const hits = near(e.point);
     if (!hits.length) return;
     const f = hits[0];
     const table = document.createElement('table');
