@@ -35,7 +35,7 @@ from ingest import crs as crsmod
 from ingest.errors import IngestError
 from ingest.geometry import check
 from ingest.report import IngestReport, Issue
-from layers import store
+from layers import overviews, store
 from layers.catalog import LAYER_ID, SYSTEM_COLUMNS, Field, Layer, get_layer, table_of
 from layers.db import database_url
 from onemap.settings import Settings
@@ -279,7 +279,7 @@ def _dictionary(old: Layer | None, plan: _Plan) -> list[Field]:
 
 def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, plan: _Plan,
                    meta: LayerMeta, source: str, fields: list[Field], schema_changed: bool,
-                   data_changed: bool) -> int:
+                   data_changed: bool, detail_zoom: int) -> int:
     stats = store.layer_stats(conn, layer_id)
     dictionary = [f.as_dict() for f in fields]
     values = {
@@ -298,6 +298,7 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, p
         "fields": Jsonb(dictionary), "feature_count": stats["feature_count"],
         "extent": stats["extent"],
         "produced_at": plan.produced_default,
+        "detail_zoom": detail_zoom,
     }
     meta_changed = old is None or any(
         values[k] != getattr(old, k) for k in ("title", "department", "update_cycle",
@@ -365,7 +366,8 @@ def ingest_vector(
         with ctx as (arrow_meta, reader):
             plan = _plan(path, label, reader.schema, arrow_meta, info, key, produced_field,
                          source_crs)
-            report = _run(url, layer_id, plan, reader, report, meta, progress)
+            report = _run(url, layer_id, plan, reader, report, meta, progress,
+                          settings.detail_zoom)
     except IngestError as exc:
         _log_ingest(url, report, started, exc.reason)
         raise
@@ -391,7 +393,7 @@ def _batches(reader: Any, label: str):
 
 
 def _run(url: str, layer_id: str, plan: _Plan, reader: Any, report: IngestReport,
-         meta: LayerMeta, progress: bool | None) -> IngestReport:
+         meta: LayerMeta, progress: bool | None, detail_zoom: int) -> IngestReport:
     show = sys.stderr.isatty() if progress is None else progress
     with psycopg.connect(url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
@@ -437,8 +439,12 @@ def _run(url: str, layer_id: str, plan: _Plan, reader: Any, report: IngestReport
         report.inserted, report.changed = counts["inserted"], counts["changed"]
         report.unchanged, report.closed = counts["unchanged"], counts["closed"]
         data_changed = bool(report.inserted or report.changed or report.closed)
+        zoom = old.detail_zoom if old and old.detail_zoom is not None else detail_zoom
+        if data_changed or new_table:
+            cells = overviews.build(conn, layer_id, zoom)
+            log.info("%s: overview of %d cells below zoom %d", layer_id, cells, zoom)
         report.version = _write_catalog(conn, layer_id, old, plan, meta, plan.label, fields,
-                                        schema_changed, data_changed)
+                                        schema_changed, data_changed, zoom)
         conn.commit()
     log.info("%s", report.summary())
     return report

@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 
 LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 DATA_SCHEMA = "onemap_data"
+OVERVIEW_SCHEMA = "onemap_overview"
 
 # System columns of every layer table; source fields never take these names.
 SYSTEM_COLUMNS = ("_rid", "_fid", "_version", "_valid_from", "_valid_to", "_produced_at",
@@ -101,6 +102,11 @@ def table_of(layer_id: str) -> sql.Identifier:
     if not LAYER_ID.match(layer_id):
         raise ValueError(f"invalid layer id {layer_id!r}: use a-z, 0-9 and _, starting a-z")
     return sql.Identifier(DATA_SCHEMA, layer_id)
+
+
+def overview_of(layer_id: str) -> sql.Identifier:
+    table_of(layer_id)  # same rules for the id
+    return sql.Identifier(OVERVIEW_SCHEMA, layer_id)
 
 
 def layer_from_row(row: dict[str, Any]) -> Layer:

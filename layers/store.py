@@ -188,8 +188,9 @@ def merge(conn: psycopg.Connection, layer_id: str, fields: Sequence[Field]) -> d
         " _updated_at, _hash, geom{cols})"
         " SELECT i._fid, coalesce(h.v, 0) + 1, now(), i._produced_at, coalesce(h.first, now()),"
         " now(), i._hash, i.geom{icols} FROM {i} i"
-        " LEFT JOIN LATERAL (SELECT max(_version) AS v, min(_ingested_at) AS first FROM {t} p"
-        "  WHERE p._fid = i._fid) h ON true"
+        # Set-based, so the first load of a still unindexed table stays linear.
+        " LEFT JOIN (SELECT _fid, max(_version) AS v, min(_ingested_at) AS first FROM {t}"
+        "  WHERE _fid IN (SELECT _fid FROM {i}) GROUP BY _fid) h ON h._fid = i._fid"
         " WHERE NOT EXISTS (SELECT 1 FROM {t} cur WHERE cur._fid = i._fid"
         "  AND cur._valid_to IS NULL)"
         " RETURNING _version)"

@@ -1,25 +1,24 @@
 """Vector tile sources: one per layer, its SQL generated once per layer schema.
 
 Below a layer's detail zoom, tiles are generalized so they stay small at every zoom, and
-nothing is cut silently:
+nothing is cut silently (docs/tiles.md):
 
-* points are gathered into cells of ``CELL_UNITS`` tile units (2 px of a 256 px tile); each
-  cell becomes one feature with ``_count``, the number of features it stands for, and the
-  attributes of its lowest-id member;
-* lines and polygons are simplified to a quarter pixel, and those smaller than half a pixel
-  in both directions are left out.
+* points, and shapes under half a pixel, are gathered into cells of ``CELL_UNITS`` tile units
+  (2 px of a 256 px tile), read from the layer's overview (layers.overviews); a cell of
+  several features is one point at their centroid with ``_count``, a cell of one is that
+  feature, with its attributes, at its centre;
+* lines and polygons big enough to see are simplified to a quarter pixel.
 
 Every tile reports, per layer, how many features it covered and how many it holds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from psycopg import sql
 
-from layers.catalog import Layer, table_of
+from layers.catalog import Layer, overview_of, table_of
 
 EXTENT = 4096
 BUFFER = 64
@@ -29,15 +28,6 @@ WORLD = 2 * 20037508.342789244
 
 def tile_size_m(z: int) -> float:
     return WORLD / (1 << z)
-
-
-@dataclass(frozen=True)
-class TileResult:
-    layer: str
-    data: bytes
-    covered: int  # features in the tile's area
-    kept: int  # features in the tile (a cluster counts once)
-    method: str  # "none", "cluster" or "simplify"
 
 
 class TileSource(Protocol):
@@ -50,22 +40,37 @@ class TileSource(Protocol):
 
 
 class PostgisSource:
-    """A layer table in ``onemap_data``: current rows, or rows valid at a past instant."""
+    """A layer table in ``onemap_data``: current rows, or rows valid at a past instant.
+
+    Below the detail zoom, current tiles read the layer's overview; tiles of the past are
+    generalized on the fly (history has no overviews).
+    """
 
     def __init__(self, layer: Layer, detail_zoom: int) -> None:
         self.id = layer.id
         self.schema_version = layer.schema_version
         self.detail_zoom = layer.detail_zoom if layer.detail_zoom is not None else detail_zoom
-        self._statements: dict[tuple[str, bool], sql.Composed] = {}
-        methods = ["none", "cluster" if layer.geometry_type == "Point" else "simplify"]
-        for method in methods:
-            for as_of in (False, True):
-                self._statements[(method, as_of)] = _statement(layer, method, as_of)
-        self._generalized = methods[1]
+        point = layer.geometry_type == "Point"
+        past = "cluster" if point else "simplify"
+        self._statements = {
+            ("none", False): _statement(layer, "none", False),
+            ("none", True): _statement(layer, "none", True),
+            ("overview", False): _statement(layer, "overview", False),
+            (past, True): _statement(layer, past, True),
+        }
+        self._past = past
 
     def query(self, z: int, as_of: bool) -> tuple[sql.Composed, str]:
-        method = self._generalized if z < self.detail_zoom else "none"
+        if z >= self.detail_zoom:
+            method = "none"
+        else:
+            method = self._past if as_of else "overview"
         return self._statements[(method, as_of)], method
+
+
+def min_size(z: int) -> float:
+    """Below this size (metres, both ways) a shape is under half a pixel at zoom z."""
+    return tile_size_m(z) / 256 / 2
 
 
 def params(layer_id: str, z: int, x: int, y: int, as_of: object) -> dict[str, object]:
@@ -75,8 +80,21 @@ def params(layer_id: str, z: int, x: int, y: int, as_of: object) -> dict[str, ob
         "margin": BUFFER / EXTENT,
         "cell": size * CELL_UNITS / EXTENT,
         "tol": size / 256 / 4,
-        "min_size": size / 256 / 2,
+        "min_size": min_size(z),
     }
+
+
+# Every statement yields rows u(_rid, _count, _id, attributes..., geom, _w); _w is how many
+# features a row stands for. This tail encodes them and counts what was covered and kept.
+_TAIL = (
+    " SELECT (SELECT ST_AsMVT(q, %(name)s, {ext}, 'geom', '_rid') FROM"
+    "  (SELECT _rid, _count, _id{cols}, geom FROM u) q),"
+    " (SELECT coalesce(sum(_w), 0) FROM u), (SELECT count(geom) FROM u)"
+)
+_BOUNDS = ("WITH b AS (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS e,"
+           " ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s) AS em)")
+_SMALL = ("greatest(ST_XMax(t._geom_3857) - ST_XMin(t._geom_3857),"
+          " ST_YMax(t._geom_3857) - ST_YMin(t._geom_3857)) < %(min_size)s")
 
 
 def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
@@ -84,35 +102,61 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
     when = (sql.SQL("t._valid_from <= %(as_of)s AND (t._valid_to IS NULL"
                     " OR t._valid_to > %(as_of)s)") if as_of
             else sql.SQL("t._valid_to IS NULL"))
-    attrs = sql.SQL("").join(
-        sql.SQL(", t.") + sql.Identifier(f.name) for f in layer.fields)
-    if method == "cluster":
-        return sql.SQL(
-            "WITH b AS (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS e),"
-            " src AS (SELECT t._rid, t._geom_3857 AS g FROM {t} t, b"
-            "  WHERE t._geom_3857 && b.e AND {when}),"
-            " cells AS (SELECT min(_rid) AS _rid, count(*) AS _count FROM src, b"
-            "  GROUP BY floor((ST_X(g) - ST_XMin(b.e)) / %(cell)s),"
-            "  floor((ST_Y(g) - ST_YMin(b.e)) / %(cell)s)),"
-            " m AS (SELECT c._rid, c._count, t._fid AS _id{attrs},"
-            "  ST_AsMVTGeom(t._geom_3857, b.e, {ext}, 0, true) AS geom"
-            "  FROM cells c JOIN {t} t ON t._rid = c._rid, b)"
-            " SELECT ST_AsMVT(m, %(name)s, {ext}, 'geom', '_rid'),"
-            " (SELECT count(*) FROM src), count(m.geom) FROM m"
-        ).format(t=t, when=when, attrs=attrs, ext=sql.Literal(EXTENT))
-    geom = sql.SQL("t._geom_3857")
-    keep = sql.SQL("true")
-    if method == "simplify":
-        geom = sql.SQL("ST_Simplify(t._geom_3857, %(tol)s, true)")
-        keep = sql.SQL("(ST_XMax(t._geom_3857) - ST_XMin(t._geom_3857) >= %(min_size)s"
-                       " OR ST_YMax(t._geom_3857) - ST_YMin(t._geom_3857) >= %(min_size)s)")
-    return sql.SQL(
-        "WITH b AS (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS e,"
-        "  ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s) AS em),"
-        " src AS (SELECT t._rid, t._fid AS _id{attrs},"
-        "  CASE WHEN {keep} THEN ST_AsMVTGeom({geom}, b.e, {ext}, {buf}, true) END AS geom"
-        "  FROM {t} t, b WHERE t._geom_3857 && b.em AND {when})"
-        " SELECT ST_AsMVT(src, %(name)s, {ext}, 'geom', '_rid'), count(*), count(src.geom)"
-        " FROM src"
-    ).format(t=t, when=when, attrs=attrs, keep=keep, geom=geom, ext=sql.Literal(EXTENT),
-             buf=sql.Literal(BUFFER))
+    names = [sql.Identifier(f.name) for f in layer.fields]
+    attrs = sql.SQL("").join(sql.SQL(", t.") + n for n in names)
+    cols = sql.SQL("").join(sql.SQL(", ") + n for n in names)
+    ext, buf = sql.Literal(EXTENT), sql.Literal(BUFFER)
+    shapes = sql.SQL(
+        " SELECT t._rid, NULL::bigint AS _count, t._fid AS _id{attrs},"
+        # A shape that collapses at this resolution is kept as a point on its surface.
+        "  coalesce(ST_AsMVTGeom({geom}, b.e, {ext}, {buf}, true),"
+        "   ST_AsMVTGeom(ST_PointOnSurface(t._geom_3857), b.e, {ext}, {buf}, true)) AS geom,"
+        "  1 AS _w FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}{keep}")
+    if method == "none":
+        body = shapes.format(attrs=attrs, geom=sql.SQL("t._geom_3857"), ext=ext, buf=buf, t=t,
+                             when=when, keep=sql.SQL(""))
+    elif method == "simplify":
+        # The past below the detail zoom: shapes under half a pixel are left out, counted.
+        body = sql.SQL(
+            " SELECT t._rid, NULL::bigint AS _count, t._fid AS _id{attrs},"
+            "  CASE WHEN NOT ({small}) THEN ST_AsMVTGeom(ST_Simplify(t._geom_3857, %(tol)s,"
+            "  true), b.e, {ext}, {buf}, true) END AS geom, 1 AS _w"
+            "  FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}"
+        ).format(attrs=attrs, small=sql.SQL(_SMALL), ext=ext, buf=buf, t=t, when=when)
+    elif method == "cluster":
+        # The past below the detail zoom, points: the same cells as the overview, on the fly.
+        body = sql.SQL(
+            " SELECT c._rid, CASE WHEN c.n > 1 THEN c.n END AS _count,"
+            "  CASE WHEN c.n = 1 THEN t._fid END AS _id{attrs},"
+            "  ST_AsMVTGeom(ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857), b.e, {ext},"
+            "  {buf}, true) AS geom, c.n AS _w"
+            " FROM (SELECT min(t._rid) AS _rid, count(*)::int AS n, sum(ST_X(t._geom_3857)) AS sx,"
+            "   sum(ST_Y(t._geom_3857)) AS sy FROM {t} t, b"
+            "   WHERE t._geom_3857 && b.em AND {when}"
+            "   GROUP BY floor((ST_X(t._geom_3857) - ST_XMin(b.e)) / %(cell)s),"
+            "   floor((ST_Y(t._geom_3857) - ST_YMin(b.e)) / %(cell)s)) c"
+            " CROSS JOIN b LEFT JOIN {t} t ON c.n = 1 AND t._rid = c._rid"
+        ).format(attrs=attrs, ext=ext, buf=buf, t=t, when=when)
+    elif method == "overview":
+        shift = sql.Literal((EXTENT // CELL_UNITS).bit_length() - 1)
+        body = sql.SQL(
+            " SELECT c._rid, CASE WHEN c.n > 1 THEN c.n END AS _count,"
+            "  CASE WHEN c.n = 1 THEN t._fid END AS _id{attrs},"
+            "  ST_AsMVTGeom(c.g, b.e, {ext}, {buf}, true) AS geom, c.n AS _w"
+            " FROM (SELECT o._rid, o.n,"
+            "   ST_SetSRID(ST_MakePoint(o.sx / o.n, o.sy / o.n), 3857) AS g"
+            "   FROM {o} o WHERE o.z = %(z)s"
+            "   AND (o.cx >> {shift}) BETWEEN %(x)s - 1 AND %(x)s + 1"
+            "   AND (o.cy >> {shift}) BETWEEN %(y)s - 1 AND %(y)s + 1) c"
+            " CROSS JOIN b LEFT JOIN {t} t ON c.n = 1 AND t._rid = c._rid"
+            " WHERE c.g && b.em"
+        ).format(attrs=attrs, ext=ext, buf=buf, t=t, o=overview_of(layer.id), shift=shift)
+        if layer.geometry_type != "Point":
+            # Shapes big enough to see are drawn, simplified; the small ones are cells above.
+            body = body + sql.SQL(" UNION ALL") + shapes.format(
+                attrs=attrs, geom=sql.SQL("ST_Simplify(t._geom_3857, %(tol)s, true)"), ext=ext,
+                buf=buf, t=t, when=when, keep=sql.SQL(" AND NOT ({})").format(sql.SQL(_SMALL)))
+    else:
+        raise ValueError(method)
+    return (sql.SQL(_BOUNDS) + sql.SQL(", u AS (") + body + sql.SQL(")")
+            + sql.SQL(_TAIL).format(ext=ext, cols=cols))

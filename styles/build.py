@@ -25,24 +25,32 @@ def _custom(layer: Layer) -> list[dict[str, Any]] | None:
     return json.loads(entry.read_text(encoding="utf-8"))
 
 
+def _circles(base: dict[str, Any], layer_id: str, colour: str) -> dict[str, Any]:
+    """Points, and the cells that stand for features too small to see at low zooms."""
+    return {**base, "id": layer_id, "type": "circle",
+            "filter": ["==", ["geometry-type"], "Point"], "paint": {
+                "circle-color": colour,
+                "circle-radius": ["interpolate", ["linear"],
+                                  ["coalesce", ["get", "_count"], 1], 1, 3.5, 100, 9],
+                "circle-stroke-color": "#ffffff", "circle-stroke-width": 1}}
+
+
 def _default(layer: Layer, colour: str) -> list[dict[str, Any]]:
     kind = (layer.geometry_type or "").removeprefix("Multi")
     base = {"source": SOURCE, "source-layer": layer.id}
     if kind == "Point":
-        return [{**base, "id": layer.id, "type": "circle", "paint": {
-            "circle-color": colour,
-            "circle-radius": ["interpolate", ["linear"], ["coalesce", ["get", "_count"], 1],
-                              1, 3.5, 100, 9],
-            "circle-stroke-color": "#ffffff", "circle-stroke-width": 1}}]
+        return [_circles(base, layer.id, colour)]
     if kind == "LineString":
         return [{**base, "id": layer.id, "type": "line", "paint": {
             "line-color": colour,
-            "line-width": ["interpolate", ["linear"], ["zoom"], 10, 0.5, 16, 3]}}]
+            "line-width": ["interpolate", ["linear"], ["zoom"], 10, 0.5, 16, 3]}},
+            _circles(base, f"{layer.id}-small", colour)]
     return [
         {**base, "id": f"{layer.id}-fill", "type": "fill",
          "paint": {"fill-color": colour, "fill-opacity": 0.35}},
         {**base, "id": f"{layer.id}-outline", "type": "line",
          "paint": {"line-color": colour, "line-width": 1}},
+        _circles(base, f"{layer.id}-small", colour),
     ]
 
 

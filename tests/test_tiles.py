@@ -86,28 +86,64 @@ def test_several_layers_in_one_tile(http, sample_layers):
     assert set(features_header(resp)) == {"roads", "buildings", "lamps"}
 
 
-def test_low_zoom_points_are_clustered_not_cut(http, db, sample_layers):
-    t = tile_at(11)
-    resp = http.get(f"/tiles/lamps/{t.z}/{t.x}/{t.y}.mvt")
+def whole_layer_tile(db, layer: str, z: int) -> morecantile.Tile:
+    """The tile holding all of a layer at zoom z (the Helsinki sample is 1.5 km across)."""
+    west, south, east, north = db.execute(
+        "SELECT extent FROM onemap.layers WHERE id = %s", (layer,)).fetchone()[0]
+    t = TMS.tile(west, north, z)
+    assert t == TMS.tile(east, south, z), "the layer straddles a tile edge at this zoom"
+    return t
+
+
+def weights(feats: list[dict]) -> list[int]:
+    return [f["properties"].get("_count", 1) for f in feats]
+
+
+@pytest.mark.parametrize("as_of", [False, True])
+def test_low_zoom_points_are_gathered_not_cut(http, db, sample_layers, as_of):
+    t = whole_layer_tile(db, "lamps", 12)
+    query = {"as_of": datetime.now(UTC).isoformat()} if as_of else {}
+    resp = http.get(f"/tiles/lamps/{t.z}/{t.x}/{t.y}.mvt", params=query)
     feats = decode(resp.content)["lamps"]["features"]
-    counts = [f["properties"]["_count"] for f in feats]
     report = features_header(resp)["lamps"]
     total = db.execute("SELECT count(*) FROM onemap_data.lamps WHERE _valid_to IS NULL"
-                       " AND _geom_3857 && ST_TileEnvelope(%s, %s, %s)", (t.z, t.x, t.y)
                        ).fetchone()[0]
-    assert report["method"] == "cluster"
-    assert sum(counts) == int(report["covered"]) == total
+    assert report["method"] == ("cluster" if as_of else "overview")
+    assert sum(weights(feats)) == int(report["covered"]) == total == 586
     assert len(feats) == int(report["kept"]) < total
-    assert max(counts) > 1
+    cells = [f for f in feats if "_count" in f["properties"]]
+    singles = [f for f in feats if "_count" not in f["properties"]]
+    assert cells and singles
+    # A cell of several has only its count; a cell of one is that lamp, attributes and all.
+    assert all(set(f["properties"]) == {"_count"} for f in cells)
+    ids = {f["properties"]["_id"] for f in singles}
+    known = {r[0] for r in db.execute("SELECT _fid FROM onemap_data.lamps"
+                                      " WHERE highway = 'street_lamp'")}
+    assert ids <= known and all(f["properties"]["highway"] == "street_lamp" for f in singles)
 
 
-def test_low_zoom_polygons_report_what_they_leave_out(http, db, sample_layers):
-    t = tile_at(12)
+def test_overview_and_on_the_fly_cells_agree(http, db, sample_layers):
+    t = whole_layer_tile(db, "lamps", 11)
+    url = f"/tiles/lamps/{t.z}/{t.x}/{t.y}.mvt"
+    now = decode(http.get(url).content)["lamps"]["features"]
+    past = decode(http.get(url, params={"as_of": datetime.now(UTC).isoformat()}).content)
+    assert sorted(weights(now)) == sorted(weights(past["lamps"]["features"]))
+
+
+def test_low_zoom_shapes_keep_the_big_and_gather_the_small(http, db, sample_layers):
+    t = whole_layer_tile(db, "buildings", 12)
     resp = http.get(f"/tiles/buildings/{t.z}/{t.x}/{t.y}.mvt")
     report = features_header(resp)["buildings"]
-    kept = decode(resp.content)["buildings"]["features"]
-    assert report["method"] == "simplify"
-    assert len(kept) == int(report["kept"]) <= int(report["covered"])
+    feats = decode(resp.content)["buildings"]["features"]
+    total = db.execute("SELECT count(*) FROM onemap_data.buildings WHERE _valid_to IS NULL"
+                       ).fetchone()[0]
+    assert report["method"] == "overview"
+    assert sum(weights(feats)) == int(report["covered"]) == total
+    kinds = {f["geometry"]["type"] for f in feats}
+    assert "Point" in kinds and kinds & {"Polygon", "MultiPolygon"}
+    # A building big enough to see stays a polygon with its attributes.
+    shapes = [f for f in feats if f["geometry"]["type"] != "Point"]
+    assert all("_count" not in f["properties"] and f["properties"]["_id"] for f in shapes)
 
 
 def test_tilejson_and_style(http, db, sample_layers):
@@ -135,8 +171,10 @@ def test_tilejson_and_style(http, db, sample_layers):
     assert http.get(style["sources"]["onemap"]["url"]).json()["tilejson"] == "3.0.0"
     source_layers = {ly.get("source-layer") for ly in style["layers"]}
     assert source_layers == {None, "roads", "buildings", "lamps"}
-    kinds = {ly["source-layer"]: ly["type"] for ly in style["layers"] if "source-layer" in ly}
+    kinds = {ly["id"]: ly["type"] for ly in style["layers"]}
     assert kinds["lamps"] == "circle" and kinds["roads"] == "line"
+    # Low zooms gather small roads and buildings into points: those are drawn too.
+    assert kinds["roads-small"] == kinds["buildings-small"] == "circle"
 
 
 def test_etag_304_and_no_stale_tile_after_ingest(http, tmp_path, settings):
@@ -157,8 +195,16 @@ def test_etag_304_and_no_stale_tile_after_ingest(http, tmp_path, settings):
     assert again.status_code == 304 and again.content == b""
     assert again.headers["etag"] == etag
 
+    low = tile_at(9)
+    low_url = f"/tiles/etag_pts/{low.z}/{low.x}/{low.y}.mvt"
+    assert {f["properties"].get("status") for f in
+            decode(http.get(low_url).content)["etag_pts"]["features"]} == {"ok"}
+
     write("broken")  # one attribute changes
     ingest_vector(tmp_path / "pts.geojson", "etag_pts", key="code", settings=settings)
+    # Low zooms read the overview: it was rebuilt in the same transaction.
+    assert {f["properties"].get("status") for f in
+            decode(http.get(low_url).content)["etag_pts"]["features"]} == {"ok", "broken"}
     after = http.get(url, headers={"If-None-Match": etag})
     assert after.status_code == 200
     assert after.headers["etag"] != etag

@@ -1,0 +1,136 @@
+"""What every benchmark shares: a private cluster, servers in subprocesses, a load loop.
+
+Peers are measured side by side in one run, on the same data and the same tile lists,
+in alternating rounds so that the machine's noise falls on all of them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A server in its own process, started with uvicorn like its users run it."""
+
+    name: str
+    app: str
+    env: dict[str, str]
+    factory: bool = False
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, health: str = "/") -> None:
+        cmd = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
+               "--port", str(self.port), "--workers", "1", "--log-level", "warning",
+               "--no-access-log"]
+        if self.factory:
+            cmd.append("--factory")
+        self.proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.proc.stderr.read().decode()}")
+            try:
+                if httpx.get(self.url + health, timeout=2).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+@dataclass
+class Run:
+    """One pass over a request list: wall time, per-request latency and body sizes."""
+
+    seconds: float
+    latencies: list[float]
+    sizes: list[int]
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+
+async def drive(calls: Sequence[Callable[[], Awaitable[int]]], concurrency: int) -> Run:
+    """Runs the calls with at most ``concurrency`` in flight; each returns a body size."""
+    queue = list(enumerate(calls))
+    latencies = [0.0] * len(calls)
+    sizes = [0] * len(calls)
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        while queue:
+            i, call = queue.pop()
+            t0 = time.perf_counter()
+            try:
+                sizes[i] = await call()
+            except Exception:  # a failed request is counted, not fatal to the run
+                errors += 1
+            latencies[i] = time.perf_counter() - t0
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Run(time.perf_counter() - start, latencies, sizes, errors)
+
+
+def http_calls(client: httpx.AsyncClient, urls: Sequence[str]):
+    def make(url: str):
+        async def call() -> int:
+            r = await client.get(url, headers={"Accept-Encoding": "identity"})
+            if r.status_code not in (200, 204):
+                raise RuntimeError(f"{url}: {r.status_code}")
+            return len(r.content)
+        return call
+    return [make(u) for u in urls]
+
+
+@dataclass
+class Summary:
+    rps: float  # median over rounds
+    p50_ms: float
+    p99_ms: float
+    median_bytes: float
+    max_bytes: int
+    errors: int
+
+    @classmethod
+    def of(cls, runs: list[Run]) -> Summary:
+        lat = np.array([x for r in runs for x in r.latencies]) * 1000
+        sizes = [s for r in runs for s in r.sizes]
+        return cls(statistics.median(r.rps for r in runs), float(np.percentile(lat, 50)),
+                   float(np.percentile(lat, 99)), float(statistics.median(sizes)),
+                   max(sizes), sum(r.errors for r in runs))

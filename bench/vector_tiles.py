@@ -1,0 +1,227 @@
+"""Vector tiles: OneMap against tipg on the same PostGIS tables, and the database floor.
+
+Loads 1,000,000 points and 100,000 polygons in the Beijing area through ``onemap ingest``,
+then serves the same tile lists (zoom 10, 12, 14 and mixed) from OneMap and from tipg, and
+sends OneMap's tile SQL straight through psycopg as the floor. Usage:
+
+    make bench            # or: .venv/bin/python bench/vector_tiles.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import httpx
+import mapbox_vector_tile
+import morecantile
+import numpy as np
+import psycopg
+import shapely
+from harness import ROOT, Run, Server, Summary, drive, free_port, http_calls
+from psycopg_pool import AsyncConnectionPool
+
+from layers.catalog import get_layer
+from layers.cluster import Cluster
+from layers.migrate import migrate
+from layers.tiles import PostgisSource, params
+
+TMS = morecantile.tms.get("WebMercatorQuad")
+BBOX = (116.0, 39.6, 116.8, 40.2)  # Beijing's urban area
+N_POINTS = 1_000_000
+N_POLYGONS = 100_000
+LISTS = {"z10": [10], "z12": [12], "z14": [14], "mixed": [10, 11, 12, 13, 14, 15, 16]}
+REQUESTS = {"z10": 60, "z12": 200, "z14": 400, "mixed": 300}
+CONCURRENCY = 8
+SEED = 20261122
+
+
+def city(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Lon/lat scattered like a city: dense centres over a thinner spread."""
+    centres = rng.uniform(BBOX[:2], BBOX[2:], size=(40, 2))
+    which = rng.integers(0, len(centres), n)
+    spread = rng.uniform(0.005, 0.04, len(centres))[which]
+    xy = centres[which] + rng.normal(0, 1, (n, 2)) * spread[:, None]
+    uniform = rng.random(n) < 0.3
+    xy[uniform] = rng.uniform(BBOX[:2], BBOX[2:], size=(uniform.sum(), 2))
+    xy = np.clip(xy, BBOX[:2], BBOX[2:])
+    return xy[:, 0], xy[:, 1]
+
+
+def make_data(folder: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(SEED)
+    x, y = city(N_POINTS, rng)
+    kinds = np.array(["camera", "lamp", "sensor", "signal", "hydrant", "bin"])
+    points = gpd.GeoDataFrame({
+        "code": [f"P{i:07d}" for i in range(N_POINTS)],
+        "kind": kinds[rng.integers(0, len(kinds), N_POINTS)],
+        "height": np.round(rng.uniform(3, 12, N_POINTS), 1),
+        "year": rng.integers(1995, 2026, N_POINTS),
+    }, geometry=shapely.points(x, y), crs=4326)
+    px, py = city(N_POLYGONS, rng)
+    w = rng.uniform(0.0001, 0.0006, N_POLYGONS)
+    h = rng.uniform(0.0001, 0.0005, N_POLYGONS)
+    uses = np.array(["residential", "commercial", "industrial", "public", "green"])
+    polygons = gpd.GeoDataFrame({
+        "code": [f"B{i:06d}" for i in range(N_POLYGONS)],
+        "landuse": uses[rng.integers(0, len(uses), N_POLYGONS)],
+        "floors": rng.integers(1, 30, N_POLYGONS),
+    }, geometry=shapely.box(px, py, px + w, py + h), crs=4326)
+    p1, p2 = folder / "points.fgb", folder / "polygons.fgb"
+    points.to_file(p1, driver="FlatGeobuf")
+    polygons.to_file(p2, driver="FlatGeobuf")
+    return p1, p2
+
+
+def ingest(url: str, path: Path, layer: str) -> dict:
+    """Through the real command line; reports time and the ingest process's peak memory."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "onemap.cli", "ingest", "vector", str(path),
+                           "--layer", layer, "--key", "code"], cwd=ROOT, capture_output=True,
+                          text=True, env={"ONEMAP_DATABASE_URL": url, "PATH": "/usr/bin:/bin"})
+    if proc.returncode:
+        raise RuntimeError(proc.stderr)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(peak_mb),
+            "summary": proc.stdout.splitlines()[0]}
+
+
+def tile_lists(rng: random.Random) -> dict[str, list[morecantile.Tile]]:
+    out = {}
+    for name, zooms in LISTS.items():
+        tiles = []
+        for _ in range(REQUESTS[name]):
+            z = rng.choice(zooms)
+            # Tiles under the data, picked where the data is: a random point's tile.
+            lon, lat = rng.uniform(BBOX[0], BBOX[2]), rng.uniform(BBOX[1], BBOX[3])
+            tiles.append(TMS.tile(lon, lat, z))
+        out[name] = tiles
+    return out
+
+
+def features_in(data: bytes) -> int:
+    return sum(len(v["features"]) for v in mapbox_vector_tile.decode(data).values())
+
+
+async def measure(args: argparse.Namespace, url: str) -> dict:
+    onemap = Server("onemap", "mapserver.app:create_app", {"ONEMAP_DATABASE_URL": url},
+                    factory=True)
+    tipg = Server("tipg", "tipg.main:app", {"DATABASE_URL": url,
+                                            "TIPG_DB_SCHEMAS": '["onemap_data"]'})
+    onemap.start("/healthz")
+    tipg.start("/healthz")
+    results: dict = {}
+    try:
+        layers = {"points": ("bench_points", "code,kind,height,year"),
+                  "polygons": ("bench_polygons", "code,landuse,floors")}
+        lists = tile_lists(random.Random(SEED))
+        with psycopg.connect(url) as conn:
+            sources = {k: (get_layer(conn, lid), PostgisSource(get_layer(conn, lid), 14))
+                       for k, (lid, _) in layers.items()}
+        pool = AsyncConnectionPool(url, min_size=CONCURRENCY, max_size=CONCURRENCY,
+                                   kwargs={"autocommit": True}, open=False)
+        await pool.open(wait=True)
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(
+                max_connections=CONCURRENCY)) as client:
+            for kind, (layer_id, props) in layers.items():
+                layer, source = sources[kind]
+                for name, tiles in lists.items():
+                    urls = {
+                        "onemap": [f"{onemap.url}/tiles/{layer_id}/{t.z}/{t.x}/{t.y}.mvt"
+                                   for t in tiles],
+                        "tipg": [f"{tipg.url}/collections/onemap_data.{layer_id}/tiles/"
+                                 f"WebMercatorQuad/{t.z}/{t.x}/{t.y}?properties={props}"
+                                 for t in tiles],
+                    }
+
+                    def floor_calls(tiles=tiles, layer_id=layer_id, source=source):
+                        def make(t):
+                            async def call() -> int:
+                                q, _ = source.query(t.z, False)
+                                async with pool.connection() as conn:
+                                    cur = await conn.execute(q, params(layer_id, t.z, t.x,
+                                                                       t.y, None))
+                                    row = await cur.fetchone()
+                                return len(row[0] or b"")
+                            return call
+                        return [make(t) for t in tiles]
+
+                    # Warm-up: each server sees the list once; feature counts from it.
+                    counts = {}
+                    for peer, peer_urls in urls.items():
+                        sample = [await client.get(u) for u in peer_urls[:20]]
+                        counts[peer] = float(np.median([features_in(r.content)
+                                                        for r in sample]))
+                    await drive(floor_calls(), CONCURRENCY)
+                    runs: dict[str, list[Run]] = {"onemap": [], "tipg": [], "floor": []}
+                    for _ in range(args.rounds):
+                        for peer in ("onemap", "tipg", "floor"):
+                            calls = (floor_calls() if peer == "floor"
+                                     else http_calls(client, urls[peer]))
+                            runs[peer].append(await drive(calls, CONCURRENCY))
+                    key = f"{kind}/{name}"
+                    results[key] = {peer: vars(Summary.of(r)) for peer, r in runs.items()}
+                    for peer in ("onemap", "tipg"):
+                        results[key][peer]["median_features"] = counts[peer]
+                    o, t = results[key]["onemap"], results[key]["tipg"]
+                    print(f"{key:18} onemap {o['rps']:7.1f}/s p50 {o['p50_ms']:7.1f} ms "
+                          f"{o['median_bytes'] / 1024:7.1f} KB | tipg {t['rps']:7.1f}/s p50 "
+                          f"{t['p50_ms']:7.1f} ms {t['median_bytes'] / 1024:7.1f} KB | floor "
+                          f"{results[key]['floor']['rps']:7.1f}/s | x{o['rps'] / t['rps']:.2f}",
+                          flush=True)
+        await pool.close()
+    finally:
+        onemap.stop()
+        tipg.stop()
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "vector_tiles.json"))
+    ap.add_argument("--generate", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.generate:
+        make_data(Path(args.generate))
+        return
+    root = Path(tempfile.mkdtemp(prefix="onemap-bench-"))
+    root.chmod(0o755)
+    cluster = Cluster(root / "pg", free_port())
+    cluster.start()
+    try:
+        with psycopg.connect(cluster.url, autocommit=True) as conn:
+            migrate(conn)
+        t0 = time.perf_counter()
+        # In a child process, so this process stays small and the ingests' peak memory,
+        # measured for child processes, is the ingests' own.
+        subprocess.run([sys.executable, __file__, "--generate", str(root)], check=True)
+        points, polygons = root / "points.fgb", root / "polygons.fgb"
+        print(f"generated data in {time.perf_counter() - t0:.0f} s", flush=True)
+        loads = {"points": ingest(cluster.url, points, "bench_points"),
+                 "polygons": ingest(cluster.url, polygons, "bench_polygons")}
+        for k, v in loads.items():
+            print(f"ingest {k}: {v}", flush=True)
+        results = asyncio.run(measure(args, cluster.url))
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"ingest": loads, "tiles": results, "rounds": args.rounds,
+                                   "concurrency": CONCURRENCY}, indent=2))
+        print(f"wrote {out}")
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
