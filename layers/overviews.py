@@ -16,8 +16,6 @@ from psycopg import sql
 from layers.catalog import OVERVIEW_SCHEMA, overview_of, table_of
 from layers.tiles import CELL_UNITS, EXTENT, WORLD, min_size
 
-SHIFT = (EXTENT // CELL_UNITS).bit_length() - 1  # cells per tile side = 2 ** SHIFT
-
 
 def cell_size(z: int) -> float:
     return WORLD / (1 << z) / (EXTENT // CELL_UNITS)
@@ -36,7 +34,7 @@ def build(conn: psycopg.Connection, layer_id: str, detail_zoom: int) -> int:
     conn.execute(sql.SQL(
         "CREATE TABLE {} (z smallint NOT NULL, cx integer NOT NULL, cy integer NOT NULL,"
         " n integer NOT NULL, _rid bigint NOT NULL, sx double precision NOT NULL,"
-        " sy double precision NOT NULL)").format(temp))
+        " sy double precision NOT NULL, g geometry(Point, 3857) NOT NULL)").format(temp))
     size = sql.SQL("greatest(ST_XMax(t._geom_3857) - ST_XMin(t._geom_3857),"
                    " ST_YMax(t._geom_3857) - ST_YMin(t._geom_3857))")
     for z in range(detail_zoom - 1, -1, -1):
@@ -44,8 +42,9 @@ def build(conn: psycopg.Connection, layer_id: str, detail_zoom: int) -> int:
         upper = min_size(z)
         lower = min_size(z + 1) if z < detail_zoom - 1 else -1.0
         conn.execute(sql.SQL(
-            "INSERT INTO {o} (z, cx, cy, n, _rid, sx, sy)"
-            " SELECT %(z)s, cx, cy, sum(n), min(_rid), sum(sx), sum(sy) FROM ("
+            "INSERT INTO {o} (z, cx, cy, n, _rid, sx, sy, g)"
+            " SELECT %(z)s, cx, cy, sum(n), min(_rid), sum(sx), sum(sy),"
+            "  ST_SetSRID(ST_MakePoint(sum(sx) / sum(n), sum(sy) / sum(n)), 3857) FROM ("
             "  SELECT floor((x + %(half)s) / %(cell)s)::int AS cx,"
             "   floor((%(half)s - y) / %(cell)s)::int AS cy, 1 AS n, _rid, x AS sx, y AS sy"
             "  FROM (SELECT t._rid, (ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
@@ -53,12 +52,12 @@ def build(conn: psycopg.Connection, layer_id: str, detail_zoom: int) -> int:
             "   FROM {t} t WHERE t._valid_to IS NULL AND {size} < %(upper)s"
             "   AND {size} >= %(lower)s) f"
             "  UNION ALL"
+            # Cells of the level above halve their indices: two by two make one here.
             "  SELECT cx >> 1, cy >> 1, n, _rid, sx, sy FROM {o} WHERE z = %(z)s + 1"
             " ) c GROUP BY cx, cy"
         ).format(o=temp, t=t, size=size),
             {"z": z, "half": WORLD / 2, "cell": cell_size(z), "upper": upper, "lower": lower})
-    conn.execute(sql.SQL("CREATE INDEX ON {} (z, (cx >> {s}), (cy >> {s}))").format(
-        temp, s=sql.Literal(SHIFT)))
+    conn.execute(sql.SQL("CREATE INDEX ON {} USING gist (z, g)").format(temp))
     rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(temp)).fetchone()
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(final))
     conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(temp, sql.Identifier(layer_id)))

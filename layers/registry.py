@@ -1,7 +1,8 @@
 """The registry of tile sources: built lazily, rebuilt when a layer's schema changes.
 
-Each request reads the requested layers' versions (one indexed lookup), so a tile's ETag
-always names the data it was made from and no tile is stale after an ingest commits.
+A tile statement returns its layer's version and schema version with the tile, so a hot
+tile costs one round trip; a schema that changed since the source was built is noticed
+there and the tile made again from a fresh source.
 """
 
 from __future__ import annotations
@@ -25,29 +26,39 @@ class Resolved:
 class SourceRegistry:
     def __init__(self, detail_zoom: int) -> None:
         self.detail_zoom = detail_zoom
-        self._entries: dict[str, tuple[Layer, PostgisSource]] = {}
+        self._sources: dict[str, PostgisSource] = {}
+
+    async def sources(self, conn: AsyncConnection, ids: list[str]) -> list[PostgisSource] | None:
+        """Sources for ``ids`` in order (loading unknown ones), or None if one is not a
+        vector layer."""
+        missing = [i for i in ids if i not in self._sources]
+        if missing:
+            await self.reload(conn, missing)
+        if any(i not in self._sources for i in ids):
+            return None
+        return [self._sources[i] for i in ids]
 
     async def resolve(self, conn: AsyncConnection, ids: list[str]) -> list[Resolved] | None:
-        """The sources for ``ids`` in order, or None if any of them is not a vector layer."""
+        """Sources with their current versions, read now; None if one is not a vector layer."""
         cur = await conn.execute(SELECT_VERSIONS, (ids,))
         found = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
         if len(found) != len(set(ids)):
             return None
         stale = [i for i in ids
-                 if i not in self._entries or self._entries[i][1].schema_version != found[i][1]]
+                 if i not in self._sources or self._sources[i].schema_version != found[i][1]]
         if stale:
-            await self._load(conn, stale)
-        out = []
-        for i in ids:
-            layer, source = self._entries[i]
-            if layer.kind != "vector":
-                return None
-            out.append(Resolved(layer, found[i][0], source))
-        return out
+            await self.reload(conn, stale)
+        if any(i not in self._sources for i in ids):
+            return None
+        return [Resolved(self._sources[i].layer, found[i][0], self._sources[i]) for i in ids]
 
-    async def _load(self, conn: AsyncConnection, ids: list[str]) -> None:
+    async def reload(self, conn: AsyncConnection, ids: list[str]) -> None:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(SELECT_LAYERS + sql.SQL(" WHERE id = ANY(%s)"), (ids,))
-            for row in await cur.fetchall():
-                layer = layer_from_row(row)
-                self._entries[layer.id] = (layer, PostgisSource(layer, self.detail_zoom))
+            rows = await cur.fetchall()
+        for i in ids:
+            self._sources.pop(i, None)
+        for row in rows:
+            layer = layer_from_row(row)
+            if layer.kind == "vector":
+                self._sources[layer.id] = PostgisSource(layer, self.detail_zoom)

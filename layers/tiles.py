@@ -47,6 +47,7 @@ class PostgisSource:
     """
 
     def __init__(self, layer: Layer, detail_zoom: int) -> None:
+        self.layer = layer
         self.id = layer.id
         self.schema_version = layer.schema_version
         self.detail_zoom = layer.detail_zoom if layer.detail_zoom is not None else detail_zoom
@@ -86,10 +87,13 @@ def params(layer_id: str, z: int, x: int, y: int, as_of: object) -> dict[str, ob
 
 # Every statement yields rows u(_rid, _count, _id, attributes..., geom, _w); _w is how many
 # features a row stands for. This tail encodes them and counts what was covered and kept.
+# The layer's versions come from the same snapshot as the tile, so its ETag names exactly
+# these bytes; no row at all means the layer is gone.
 _TAIL = (
     " SELECT (SELECT ST_AsMVT(q, %(name)s, {ext}, 'geom', '_rid') FROM"
     "  (SELECT _rid, _count, _id{cols}, geom FROM u) q),"
-    " (SELECT coalesce(sum(_w), 0) FROM u), (SELECT count(geom) FROM u)"
+    " (SELECT coalesce(sum(_w), 0) FROM u), (SELECT count(geom) FROM u),"
+    " l.version, l.schema_version FROM onemap.layers l WHERE l.id = %(name)s"
 )
 _BOUNDS = ("WITH b AS (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS e,"
            " ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s) AS em)")
@@ -138,19 +142,13 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
             " CROSS JOIN b LEFT JOIN {t} t ON c.n = 1 AND t._rid = c._rid"
         ).format(attrs=attrs, ext=ext, buf=buf, t=t, when=when)
     elif method == "overview":
-        shift = sql.Literal((EXTENT // CELL_UNITS).bit_length() - 1)
         body = sql.SQL(
             " SELECT c._rid, CASE WHEN c.n > 1 THEN c.n END AS _count,"
             "  CASE WHEN c.n = 1 THEN t._fid END AS _id{attrs},"
             "  ST_AsMVTGeom(c.g, b.e, {ext}, {buf}, true) AS geom, c.n AS _w"
-            " FROM (SELECT o._rid, o.n,"
-            "   ST_SetSRID(ST_MakePoint(o.sx / o.n, o.sy / o.n), 3857) AS g"
-            "   FROM {o} o WHERE o.z = %(z)s"
-            "   AND (o.cx >> {shift}) BETWEEN %(x)s - 1 AND %(x)s + 1"
-            "   AND (o.cy >> {shift}) BETWEEN %(y)s - 1 AND %(y)s + 1) c"
-            " CROSS JOIN b LEFT JOIN {t} t ON c.n = 1 AND t._rid = c._rid"
-            " WHERE c.g && b.em"
-        ).format(attrs=attrs, ext=ext, buf=buf, t=t, o=overview_of(layer.id), shift=shift)
+            " FROM b JOIN {o} c ON c.z = %(z)s AND c.g && b.em"
+            " LEFT JOIN {t} t ON c.n = 1 AND t._rid = c._rid"
+        ).format(attrs=attrs, ext=ext, buf=buf, t=t, o=overview_of(layer.id))
         if layer.geometry_type != "Point":
             # Shapes big enough to see are drawn, simplified; the small ones are cells above.
             body = body + sql.SQL(" UNION ALL") + shapes.format(

@@ -51,8 +51,8 @@ def parse_as_of(raw: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def version_token(resolved: list[Resolved], as_of: datetime | None) -> str:
-    text = "|".join(f"{r.layer.id}:{r.version}" for r in resolved)
+def version_token(versions: list[tuple[str, int]], as_of: datetime | None) -> str:
+    text = "|".join(f"{layer_id}:{version}" for layer_id, version in versions)
     text += f"|{as_of.isoformat() if as_of else ''}|{TILE_FORMAT}"
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
@@ -79,29 +79,53 @@ async def tile(request: Request) -> Response:
     z, x, y = parse_tile(p["z"], p["x"], p["y"])
     as_of = parse_as_of(request.query_params.get("as_of"))
     state = app_state(request)
+    inm = request.headers.get("if-none-match")
     async with state.pool.connection() as conn:
-        resolved = await resolve(request, conn, ids)
-        token = version_token(resolved, as_of)
-        etag = f'"{token}"'
-        pinned = request.query_params.get("v") == token
-        headers = {
-            "ETag": etag,
-            "Cache-Control": (f"public, max-age={state.settings.tile_max_age}, immutable"
-                              if pinned else "public, no-cache"),
-        }
-        if _matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-        parts, report = [], []
-        for r in resolved:
-            query, method = r.source.query(z, as_of is not None)
-            cur = await conn.execute(query, params(r.layer.id, z, x, y, as_of))
+        if inm:
+            # Revalidation: compare versions before doing any tile work.
+            resolved = await resolve(request, conn, ids)
+            etag = f'"{version_token([(r.layer.id, r.version) for r in resolved], as_of)}"'
+            if _matches(inm, etag):
+                return Response(status_code=304, headers=_cache_headers(request, etag))
+        rows = await _render(conn, state.registry, ids, z, x, y, as_of)
+    versions = [(layer_id, row[3]) for layer_id, row in zip(ids, rows, strict=True)]
+    etag = f'"{version_token(versions, as_of)}"'
+    headers = _cache_headers(request, etag)
+    headers["OneMap-Tile-Features"] = ", ".join(
+        f"{layer_id};covered={row[1]};kept={row[2]};method={row[5]}"
+        for layer_id, row in zip(ids, rows, strict=True))
+    return Response(b"".join(bytes(row[0] or b"") for row in rows), media_type=MVT,
+                    headers=headers)
+
+
+def _cache_headers(request: Request, etag: str) -> dict[str, str]:
+    pinned = request.query_params.get("v") == etag.strip('"')
+    max_age = app_state(request).settings.tile_max_age
+    return {"ETag": etag, "Cache-Control": (f"public, max-age={max_age}, immutable"
+                                            if pinned else "public, no-cache")}
+
+
+async def _render(conn, registry, ids: list[str], z: int, x: int, y: int,
+                  as_of: datetime | None) -> list[tuple]:
+    """Each layer's (mvt, covered, kept, version, schema_version, method)."""
+    for _ in range(2):
+        sources = await registry.sources(conn, ids)
+        if sources is None:
+            raise HTTPException(404, f"no layer set {','.join(ids)!r}")
+        rows, stale = [], []
+        for source in sources:
+            query, method = source.query(z, as_of is not None)
+            cur = await conn.execute(query, params(source.id, z, x, y, as_of))
             row = await cur.fetchone()
-            data, covered, kept = row if row else (b"", 0, 0)
-            parts.append(bytes(data or b""))
-            report.append(f"{r.layer.id};covered={covered};kept={kept};method={method}")
-    headers["OneMap-Tile-Features"] = ", ".join(report)
-    body = b"".join(parts)
-    return Response(body, media_type=MVT, headers=headers)
+            if row is None:  # the layer was removed since its source was built
+                stale.append(source.id)
+            elif row[4] != source.schema_version:
+                stale.append(source.id)
+            rows.append((*row, method) if row else None)
+        if not stale:
+            return rows
+        await registry.reload(conn, stale)
+    raise HTTPException(404, f"no layer set {','.join(ids)!r}")
 
 
 def tile_url(request: Request, ids: list[str], token: str) -> str:
@@ -114,7 +138,7 @@ async def tilejson(request: Request) -> Response:
     state = app_state(request)
     async with state.pool.connection() as conn:
         resolved = await resolve(request, conn, ids)
-    token = version_token(resolved, None)
+    token = version_token([(r.layer.id, r.version) for r in resolved], None)
     return JSONResponse(tilejson_doc(request, resolved, token),
                         headers={"Cache-Control": "public, no-cache"})
 

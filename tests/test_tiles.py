@@ -302,3 +302,18 @@ def test_catalog_health_and_viewer(http, sample_layers):
     js = http.get("/static/vendor/maplibre-gl.js")
     assert js.status_code == 200 and len(js.content) > 500_000
     assert http.get("/static/viewer.js").status_code == 200
+
+
+def test_tile_after_schema_change_has_the_new_field(http, tmp_path, settings):
+    path = tmp_path / "evolve.geojson"
+    gpd.GeoDataFrame({"code": ["a"]}, geometry=[Point(*HELSINKI)], crs=4326).to_file(path)
+    ingest_vector(path, "evolving", key="code", settings=settings)
+    t = tile_at(16)
+    url = f"/tiles/evolving/{t.z}/{t.x}/{t.y}.mvt"
+    assert decode(http.get(url).content)["evolving"]["features"][0]["properties"] == {
+        "_id": "a", "code": "a"}
+    gpd.GeoDataFrame({"code": ["a"], "owner": ["Transport"]}, geometry=[Point(*HELSINKI)],
+                     crs=4326).to_file(path)
+    ingest_vector(path, "evolving", key="code", settings=settings)
+    props = decode(http.get(url).content)["evolving"]["features"][0]["properties"]
+    assert props == {"_id": "a", "code": "a", "owner": "Transport"}
