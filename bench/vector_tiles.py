@@ -35,6 +35,7 @@ from layers.catalog import get_layer
 from layers.cluster import Cluster
 from layers.migrate import migrate
 from layers.tiles import PostgisSource, params
+from mapserver.app import SESSION
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 BBOX = (116.0, 39.6, 116.8, 40.2)  # Beijing's urban area
@@ -118,12 +119,16 @@ def features_in(data: bytes) -> int:
 
 
 async def measure(args: argparse.Namespace, url: str) -> dict:
-    onemap = Server("onemap", "mapserver.app:create_app", {"ONEMAP_DATABASE_URL": url},
-                    factory=True)
+    # The comparison: every tile computed. The cache is measured on its own.
+    onemap = Server("onemap", "mapserver.app:create_app",
+                    {"ONEMAP_DATABASE_URL": url, "ONEMAP_TILE_CACHE_MB": "0"}, factory=True)
+    cached = Server("onemap+cache", "mapserver.app:create_app",
+                    {"ONEMAP_DATABASE_URL": url, "ONEMAP_TILE_CACHE_MB": "256"}, factory=True)
     tipg = Server("tipg", "tipg.main:app", {"DATABASE_URL": url,
                                             "TIPG_DB_SCHEMAS": '["onemap_data"]'})
-    onemap.start("/healthz")
-    tipg.start("/healthz")
+    servers = [onemap, cached, tipg]
+    for server in servers:
+        server.start("/healthz")
     results: dict = {}
     try:
         layers = {"points": ("bench_points", "code,kind,height,year"),
@@ -133,7 +138,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
             sources = {k: (get_layer(conn, lid), PostgisSource(get_layer(conn, lid), 14))
                        for k, (lid, _) in layers.items()}
         pool = AsyncConnectionPool(url, min_size=CONCURRENCY, max_size=CONCURRENCY,
-                                   kwargs={"autocommit": True}, open=False)
+                                   kwargs={"autocommit": True, "options": SESSION}, open=False)
         await pool.open(wait=True)
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(
                 max_connections=CONCURRENCY)) as client:
@@ -143,6 +148,8 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
                     urls = {
                         "onemap": [f"{onemap.url}/tiles/{layer_id}/{t.z}/{t.x}/{t.y}.mvt"
                                    for t in tiles],
+                        "onemap+cache": [f"{cached.url}/tiles/{layer_id}/{t.z}/{t.x}/{t.y}.mvt"
+                                         for t in tiles],
                         "tipg": [f"{tipg.url}/collections/onemap_data.{layer_id}/tiles/"
                                  f"WebMercatorQuad/{t.z}/{t.x}/{t.y}?properties={props}"
                                  for t in tiles],
@@ -151,42 +158,47 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
                     def floor_calls(tiles=tiles, layer_id=layer_id, source=source):
                         def make(t):
                             async def call() -> int:
-                                q, _ = source.query(t.z, False)
                                 async with pool.connection() as conn:
+                                    q, _ = source.query_bytes(t.z, False, conn)
                                     cur = await conn.execute(q, params(layer_id, t.z, t.x,
-                                                                       t.y, None))
+                                                                       t.y, None), prepare=True)
                                     row = await cur.fetchone()
                                 return len(row[0] or b"")
                             return call
                         return [make(t) for t in tiles]
 
-                    # Warm-up: each server sees the list once; feature counts from it.
+                    # Warm-up: each server sees the whole list once (which also fills
+                    # OneMap's cache); feature counts from the first tiles.
                     counts = {}
                     for peer, peer_urls in urls.items():
+                        await drive(http_calls(client, peer_urls), CONCURRENCY)
                         sample = [await client.get(u) for u in peer_urls[:20]]
                         counts[peer] = float(np.median([features_in(r.content)
                                                         for r in sample]))
                     await drive(floor_calls(), CONCURRENCY)
-                    runs: dict[str, list[Run]] = {"onemap": [], "tipg": [], "floor": []}
+                    peers = ("onemap", "tipg", "floor", "onemap+cache")
+                    runs: dict[str, list[Run]] = {peer: [] for peer in peers}
                     for _ in range(args.rounds):
-                        for peer in ("onemap", "tipg", "floor"):
+                        for peer in peers:
                             calls = (floor_calls() if peer == "floor"
                                      else http_calls(client, urls[peer]))
                             runs[peer].append(await drive(calls, CONCURRENCY))
                     key = f"{kind}/{name}"
                     results[key] = {peer: vars(Summary.of(r)) for peer, r in runs.items()}
-                    for peer in ("onemap", "tipg"):
+                    for peer in counts:
                         results[key][peer]["median_features"] = counts[peer]
                     o, t = results[key]["onemap"], results[key]["tipg"]
-                    print(f"{key:18} onemap {o['rps']:7.1f}/s p50 {o['p50_ms']:7.1f} ms "
-                          f"{o['median_bytes'] / 1024:7.1f} KB | tipg {t['rps']:7.1f}/s p50 "
-                          f"{t['p50_ms']:7.1f} ms {t['median_bytes'] / 1024:7.1f} KB | floor "
-                          f"{results[key]['floor']['rps']:7.1f}/s | x{o['rps'] / t['rps']:.2f}",
-                          flush=True)
+                    c, f = results[key]["onemap+cache"], results[key]["floor"]
+                    print(f"{key:16} onemap {o['rps']:6.1f}/s p50 {o['p50_ms']:6.1f} p99 "
+                          f"{o['p99_ms']:6.1f} ms {o['median_bytes'] / 1024:6.1f} KB (max "
+                          f"{o['max_bytes'] / 1024:5.0f}) | tipg {t['rps']:6.1f}/s p50 "
+                          f"{t['p50_ms']:6.1f} p99 {t['p99_ms']:6.1f} ms "
+                          f"{t['median_bytes'] / 1024:6.1f} KB | floor {f['rps']:6.1f}/s | "
+                          f"cached {c['rps']:6.1f}/s | x{o['rps'] / t['rps']:.2f}", flush=True)
         await pool.close()
     finally:
-        onemap.stop()
-        tipg.stop()
+        for server in servers:
+            server.stop()
     return results
 
 
@@ -194,28 +206,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "vector_tiles.json"))
+    ap.add_argument("--workdir", help="keep the cluster and data here and reuse them next time")
+    ap.add_argument("--port", type=int, help="the cluster's port (default: a free one)")
     ap.add_argument("--generate", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.generate:
         make_data(Path(args.generate))
         return
-    root = Path(tempfile.mkdtemp(prefix="onemap-bench-"))
+    keep = args.workdir is not None
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="onemap-bench-")).absolute()
+    root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
-    cluster = Cluster(root / "pg", free_port())
+    cluster = Cluster(root / "pg", args.port or free_port())
+    loaded = cluster.initialized()
     cluster.start()
     try:
         with psycopg.connect(cluster.url, autocommit=True) as conn:
             migrate(conn)
-        t0 = time.perf_counter()
-        # In a child process, so this process stays small and the ingests' peak memory,
-        # measured for child processes, is the ingests' own.
-        subprocess.run([sys.executable, __file__, "--generate", str(root)], check=True)
-        points, polygons = root / "points.fgb", root / "polygons.fgb"
-        print(f"generated data in {time.perf_counter() - t0:.0f} s", flush=True)
-        loads = {"points": ingest(cluster.url, points, "bench_points"),
-                 "polygons": ingest(cluster.url, polygons, "bench_polygons")}
-        for k, v in loads.items():
-            print(f"ingest {k}: {v}", flush=True)
+            loaded = loaded and get_layer(conn, "bench_polygons") is not None
+        loads: dict = {}
+        if not loaded:
+            t0 = time.perf_counter()
+            # In a child process, so this process stays small and the ingests' peak memory,
+            # measured for child processes, is the ingests' own.
+            subprocess.run([sys.executable, __file__, "--generate", str(root)], check=True)
+            points, polygons = root / "points.fgb", root / "polygons.fgb"
+            print(f"generated data in {time.perf_counter() - t0:.0f} s", flush=True)
+            loads = {"points": ingest(cluster.url, points, "bench_points"),
+                     "polygons": ingest(cluster.url, polygons, "bench_polygons")}
+            for k, v in loads.items():
+                print(f"ingest {k}: {v}", flush=True)
         results = asyncio.run(measure(args, cluster.url))
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +244,8 @@ def main() -> None:
         print(f"wrote {out}")
     finally:
         cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

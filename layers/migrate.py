@@ -15,7 +15,7 @@ _LOCK_KEY = 0x0E4A9
 
 def _migrations() -> list[tuple[int, str, str]]:
     found = []
-    for entry in resources.files("layers.migrations").iterdir():
+    for entry in (resources.files("layers") / "migrations").iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))

@@ -14,7 +14,7 @@ Every tile reports, per layer, how many features it covered and how many it hold
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from psycopg import sql
 
@@ -60,6 +60,7 @@ class PostgisSource:
             (past, True): _statement(layer, past, True),
         }
         self._past = past
+        self._rendered: dict[tuple[str, bool], bytes] = {}
 
     def query(self, z: int, as_of: bool) -> tuple[sql.Composed, str]:
         if z >= self.detail_zoom:
@@ -67,6 +68,15 @@ class PostgisSource:
         else:
             method = self._past if as_of else "overview"
         return self._statements[(method, as_of)], method
+
+    def query_bytes(self, z: int, as_of: bool, conn: Any) -> tuple[bytes, str]:
+        """The statement rendered once per source; psycopg prepares it by these bytes."""
+        statement, method = self.query(z, as_of)
+        key = (method, as_of)
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            rendered = self._rendered[key] = statement.as_bytes(conn)
+        return rendered, method
 
 
 def min_size(z: int) -> float:
@@ -139,7 +149,7 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
             "   WHERE t._geom_3857 && b.em AND {when}"
             "   GROUP BY floor((ST_X(t._geom_3857) - ST_XMin(b.e)) / %(cell)s),"
             "   floor((ST_Y(t._geom_3857) - ST_YMin(b.e)) / %(cell)s)) c"
-            " CROSS JOIN b LEFT JOIN {t} t ON c.n = 1 AND t._rid = c._rid"
+            " CROSS JOIN b LEFT JOIN {t} t ON t._rid = CASE WHEN c.n = 1 THEN c._rid END"
         ).format(attrs=attrs, ext=ext, buf=buf, t=t, when=when)
     elif method == "overview":
         body = sql.SQL(
@@ -147,8 +157,9 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
             "  CASE WHEN c.n = 1 THEN t._fid END AS _id{attrs},"
             "  ST_AsMVTGeom(c.g, b.e, {ext}, {buf}, true) AS geom, c.n AS _w"
             " FROM b JOIN {o} c ON c.z = %(z)s AND c.g && b.em"
-            " LEFT JOIN {t} t ON c.n = 1 AND t._rid = c._rid"
+            " LEFT JOIN {t} t ON t._rid = CASE WHEN c.n = 1 THEN c._rid END"
         ).format(attrs=attrs, ext=ext, buf=buf, t=t, o=overview_of(layer.id))
+        # (The CASE keeps the lookup of a cell's attributes to cells of one feature.)
         if layer.geometry_type != "Point":
             # Shapes big enough to see are drawn, simplified; the small ones are cells above.
             body = body + sql.SQL(" UNION ALL") + shapes.format(

@@ -21,12 +21,15 @@ from starlette.staticfiles import StaticFiles
 from layers.db import prepare
 from layers.registry import SourceRegistry
 from mapserver import catalog, tiles
+from mapserver.cache import TileCache
 from mapserver.deps import AppState, app_state
 from mapserver.errors import http_error, problem, server_error
 from onemap.settings import Settings
 
 log = logging.getLogger("onemap.http")
 STATIC = resources.files("mapserver") / "static"
+# Serving runs many short queries at once: parallel workers would only compete for cores.
+SESSION = "-c max_parallel_workers_per_gather=0"
 
 
 async def healthz(request: Request) -> Response:
@@ -50,9 +53,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         url = prepare(settings)
         pool = AsyncConnectionPool(url, min_size=settings.pool_min, max_size=settings.pool_max,
-                                   kwargs={"autocommit": True}, open=False)
+                                   kwargs={"autocommit": True, "options": SESSION},
+                                   open=False)
         await pool.open(wait=True)
-        app.state.onemap = AppState(settings, pool, SourceRegistry(settings.detail_zoom))
+        app.state.onemap = AppState(settings, pool, SourceRegistry(settings.detail_zoom),
+                                    TileCache(settings.tile_cache_mb * 1024 * 1024))
         try:
             yield
         finally:
@@ -68,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     middleware = [
         Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                    allow_methods=["GET", "HEAD", "OPTIONS"],
-                   expose_headers=["ETag", "OneMap-Tile-Features"]),
+                   expose_headers=["ETag", "OneMap-Tile-Features", "OneMap-Cache"]),
         Middleware(GZipMiddleware, minimum_size=500),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,

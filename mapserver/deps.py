@@ -8,6 +8,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from layers.registry import SourceRegistry
+from mapserver.cache import TileCache
 from onemap.settings import Settings
 
 
@@ -16,6 +17,7 @@ class AppState:
     settings: Settings
     pool: AsyncConnectionPool
     registry: SourceRegistry
+    cache: TileCache
 
 
 def app_state(request: Request) -> AppState:

@@ -81,21 +81,39 @@ async def tile(request: Request) -> Response:
     state = app_state(request)
     inm = request.headers.get("if-none-match")
     async with state.pool.connection() as conn:
-        if inm:
-            # Revalidation: compare versions before doing any tile work.
+        sources = await state.registry.sources(conn, ids)
+        if sources is None:
+            raise HTTPException(404, f"no layer set {','.join(ids)!r}")
+        # Generalized tiles are few and dear: worth a version check to serve them cached.
+        cached = state.cache.enabled and z < min(s.detail_zoom for s in sources)
+        if inm or cached:
             resolved = await resolve(request, conn, ids)
-            etag = f'"{version_token([(r.layer.id, r.version) for r in resolved], as_of)}"'
+            token = version_token([(r.layer.id, r.version) for r in resolved], as_of)
+            etag = f'"{token}"'
             if _matches(inm, etag):
                 return Response(status_code=304, headers=_cache_headers(request, etag))
+            hit = state.cache.get((token, z, x, y)) if cached else None
+            if hit is not None:
+                return _tile_response(request, etag, *hit, cache="hit")
         rows = await _render(conn, state.registry, ids, z, x, y, as_of)
     versions = [(layer_id, row[3]) for layer_id, row in zip(ids, rows, strict=True)]
-    etag = f'"{version_token(versions, as_of)}"'
+    token = version_token(versions, as_of)
+    body = b"".join(bytes(row[0] or b"") for row in rows)
+    report = ", ".join(f"{layer_id};covered={row[1]};kept={row[2]};method={row[5]}"
+                       for layer_id, row in zip(ids, rows, strict=True))
+    if cached:
+        state.cache.put((token, z, x, y), body, report)
+    return _tile_response(request, f'"{token}"', body, report,
+                          cache="miss" if cached else None)
+
+
+def _tile_response(request: Request, etag: str, body: bytes, report: str,
+                   cache: str | None) -> Response:
     headers = _cache_headers(request, etag)
-    headers["OneMap-Tile-Features"] = ", ".join(
-        f"{layer_id};covered={row[1]};kept={row[2]};method={row[5]}"
-        for layer_id, row in zip(ids, rows, strict=True))
-    return Response(b"".join(bytes(row[0] or b"") for row in rows), media_type=MVT,
-                    headers=headers)
+    headers["OneMap-Tile-Features"] = report
+    if cache:
+        headers["OneMap-Cache"] = cache
+    return Response(body, media_type=MVT, headers=headers)
 
 
 def _cache_headers(request: Request, etag: str) -> dict[str, str]:
@@ -114,12 +132,11 @@ async def _render(conn, registry, ids: list[str], z: int, x: int, y: int,
             raise HTTPException(404, f"no layer set {','.join(ids)!r}")
         rows, stale = [], []
         for source in sources:
-            query, method = source.query(z, as_of is not None)
-            cur = await conn.execute(query, params(source.id, z, x, y, as_of))
+            query, method = source.query_bytes(z, as_of is not None, conn)
+            cur = await conn.execute(query, params(source.id, z, x, y, as_of), prepare=True)
             row = await cur.fetchone()
-            if row is None:  # the layer was removed since its source was built
-                stale.append(source.id)
-            elif row[4] != source.schema_version:
+            # No row: the layer was removed since its source was built.
+            if row is None or row[4] != source.schema_version:
                 stale.append(source.id)
             rows.append((*row, method) if row else None)
         if not stale:

@@ -29,6 +29,8 @@ class Settings:
     ingest_batch_size: int = 50_000
     # Tiles below this zoom are generalized unless a layer says otherwise.
     detail_zoom: int = 14
+    # Memory for generalized (below detail zoom) tiles; 0 turns the cache off.
+    tile_cache_mb: int = 256
     # Tests turn this off to run the embedded cluster without fsync.
     db_durable: bool = True
     extra: dict[str, str] = field(default_factory=dict, compare=False)
@@ -52,7 +54,7 @@ def _coerce(name: str, raw: str) -> object:
     if name == "data_dir":
         return Path(raw)
     if name in {"db_port", "port", "pool_min", "pool_max", "tile_max_age",
-                "ingest_batch_size", "detail_zoom"}:
+                "ingest_batch_size", "detail_zoom", "tile_cache_mb"}:
         try:
             return int(raw)
         except ValueError as exc:

@@ -199,12 +199,18 @@ def test_etag_304_and_no_stale_tile_after_ingest(http, tmp_path, settings):
     low_url = f"/tiles/etag_pts/{low.z}/{low.x}/{low.y}.mvt"
     assert {f["properties"].get("status") for f in
             decode(http.get(low_url).content)["etag_pts"]["features"]} == {"ok"}
+    cached = http.get(low_url)
+    assert cached.headers["onemap-cache"] == "hit"
+    assert "onemap-cache" not in first.headers  # full-detail tiles are not cached
 
     write("broken")  # one attribute changes
     ingest_vector(tmp_path / "pts.geojson", "etag_pts", key="code", settings=settings)
-    # Low zooms read the overview: it was rebuilt in the same transaction.
+    # Low zooms read the overview, rebuilt in the same transaction; the cached tile of the
+    # old version is not served.
+    fresh = http.get(low_url)
+    assert fresh.headers["onemap-cache"] == "miss"
     assert {f["properties"].get("status") for f in
-            decode(http.get(low_url).content)["etag_pts"]["features"]} == {"ok", "broken"}
+            decode(fresh.content)["etag_pts"]["features"]} == {"ok", "broken"}
     after = http.get(url, headers={"If-None-Match": etag})
     assert after.status_code == 200
     assert after.headers["etag"] != etag
@@ -277,7 +283,7 @@ def test_server_error_leaks_no_trace(http, tmp_path, settings):
     gpd.GeoDataFrame({"code": ["a"]}, geometry=[Point(*HELSINKI)], crs=4326).to_file(
         tmp_path / "doomed.geojson")
     ingest_vector(tmp_path / "doomed.geojson", "doomed", key="code", settings=settings)
-    t = tile_at(10)
+    t = tile_at(16)  # full detail: never served from the tile cache
     assert http.get(f"/tiles/doomed/{t.z}/{t.x}/{t.y}.mvt").status_code == 200
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("DROP TABLE onemap_data.doomed")  # the data vanishes behind the catalog
