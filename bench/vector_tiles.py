@@ -118,6 +118,21 @@ def features_in(data: bytes) -> int:
     return sum(len(v["features"]) for v in mapbox_vector_tile.decode(data).values())
 
 
+def size_sweep(url: str, layer_id: str, zooms: range) -> dict[int, dict]:
+    """Every tile over the data at each zoom, made by OneMap's SQL: the largest and count."""
+    out = {}
+    with psycopg.connect(url, autocommit=True, options=SESSION) as conn:
+        source = PostgisSource(get_layer(conn, layer_id), 14)
+        for z in zooms:
+            q, _ = source.query_bytes(z, False, conn)
+            sizes = [len(conn.execute(q, params(layer_id, t.z, t.x, t.y, None), prepare=True)
+                         .fetchone()[0] or b"") for t in TMS.tiles(*BBOX, zooms=[z])]
+            out[z] = {"tiles": len(sizes), "max_kb": round(max(sizes) / 1024, 1)}
+            print(f"sweep {layer_id} z{z}: {len(sizes)} tiles, largest "
+                  f"{out[z]['max_kb']} KB", flush=True)
+    return out
+
+
 async def measure(args: argparse.Namespace, url: str) -> dict:
     # The comparison: every tile computed. The cache is measured on its own.
     onemap = Server("onemap", "mapserver.app:create_app",
@@ -236,11 +251,13 @@ def main() -> None:
                      "polygons": ingest(cluster.url, polygons, "bench_polygons")}
             for k, v in loads.items():
                 print(f"ingest {k}: {v}", flush=True)
-        results = asyncio.run(measure(args, cluster.url))
+        sweep = size_sweep(cluster.url, "bench_points", range(0, 15))
+        results = asyncio.run(measure(args, cluster.url)) if args.rounds else {}
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"ingest": loads, "tiles": results, "rounds": args.rounds,
-                                   "concurrency": CONCURRENCY}, indent=2))
+        out.write_text(json.dumps({"ingest": loads, "sweep": sweep, "tiles": results,
+                                   "rounds": args.rounds, "concurrency": CONCURRENCY},
+                                  indent=2))
         print(f"wrote {out}")
     finally:
         cluster.stop()

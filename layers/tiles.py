@@ -4,7 +4,7 @@ Below a layer's detail zoom, tiles are generalized so they stay small at every z
 nothing is cut silently (docs/tiles.md):
 
 * points, and shapes under half a pixel, are gathered into cells of ``CELL_UNITS`` tile units
-  (2 px of a 256 px tile), read from the layer's overview (layers.overviews); a cell of
+  (4 px of a 256 px tile), read from the layer's overview (layers.overviews); a cell of
   several features is one point at their centroid with ``_count``, a cell of one is that
   feature, with its attributes, at its centre;
 * lines and polygons big enough to see are simplified to a quarter pixel.
@@ -22,7 +22,7 @@ from layers.catalog import Layer, overview_of, table_of
 
 EXTENT = 4096
 BUFFER = 64
-CELL_UNITS = 32  # a 128 x 128 grid: at most 16,384 point features per tile and layer
+CELL_UNITS = 64  # 4 px of a 256 px tile: a 64 x 64 grid, at most 4,096 cells per tile
 WORLD = 2 * 20037508.342789244
 
 
@@ -95,15 +95,17 @@ def params(layer_id: str, z: int, x: int, y: int, as_of: object) -> dict[str, ob
     }
 
 
-# Every statement yields rows u(_rid, _count, _id, attributes..., geom, _w); _w is how many
-# features a row stands for. This tail encodes them and counts what was covered and kept.
-# The layer's versions come from the same snapshot as the tile, so its ETag names exactly
-# these bytes; no row at all means the layer is gone.
+# Every statement yields rows (_rid, _count, _id, attributes..., geom); _count (1 where
+# NULL) is how many features a row stands for. The tail encodes them and counts, in one
+# pass, what was covered and kept, with the layer's versions from the same snapshot, so the
+# ETag names exactly these bytes; no row at all means the layer is gone.
 _TAIL = (
-    " SELECT (SELECT ST_AsMVT(q, %(name)s, {ext}, 'geom', '_rid') FROM"
-    "  (SELECT _rid, _count, _id{cols}, geom FROM u) q),"
-    " (SELECT coalesce(sum(_w), 0) FROM u), (SELECT count(geom) FROM u),"
-    " l.version, l.schema_version FROM onemap.layers l WHERE l.id = %(name)s"
+    ") q) a, onemap.layers l WHERE l.id = %(name)s"
+)
+_HEAD = (
+    " SELECT a.mvt, a.covered, a.kept, l.version, l.schema_version FROM"
+    " (SELECT ST_AsMVT(q, %(name)s, {ext}, 'geom', '_rid') AS mvt,"
+    "  coalesce(sum(coalesce(q._count, 1)), 0) AS covered, count(q.geom) AS kept FROM ("
 )
 _BOUNDS = ("WITH b AS (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS e,"
            " ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s) AS em)")
@@ -118,14 +120,13 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
             else sql.SQL("t._valid_to IS NULL"))
     names = [sql.Identifier(f.name) for f in layer.fields]
     attrs = sql.SQL("").join(sql.SQL(", t.") + n for n in names)
-    cols = sql.SQL("").join(sql.SQL(", ") + n for n in names)
     ext, buf = sql.Literal(EXTENT), sql.Literal(BUFFER)
     shapes = sql.SQL(
         " SELECT t._rid, NULL::bigint AS _count, t._fid AS _id{attrs},"
         # A shape that collapses at this resolution is kept as a point on its surface.
         "  coalesce(ST_AsMVTGeom({geom}, b.e, {ext}, {buf}, true),"
-        "   ST_AsMVTGeom(ST_PointOnSurface(t._geom_3857), b.e, {ext}, {buf}, true)) AS geom,"
-        "  1 AS _w FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}{keep}")
+        "   ST_AsMVTGeom(ST_PointOnSurface(t._geom_3857), b.e, {ext}, {buf}, true)) AS geom"
+        "  FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}{keep}")
     if method == "none":
         body = shapes.format(attrs=attrs, geom=sql.SQL("t._geom_3857"), ext=ext, buf=buf, t=t,
                              when=when, keep=sql.SQL(""))
@@ -134,7 +135,7 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
         body = sql.SQL(
             " SELECT t._rid, NULL::bigint AS _count, t._fid AS _id{attrs},"
             "  CASE WHEN NOT ({small}) THEN ST_AsMVTGeom(ST_Simplify(t._geom_3857, %(tol)s,"
-            "  true), b.e, {ext}, {buf}, true) END AS geom, 1 AS _w"
+            "  true), b.e, {ext}, {buf}, true) END AS geom"
             "  FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}"
         ).format(attrs=attrs, small=sql.SQL(_SMALL), ext=ext, buf=buf, t=t, when=when)
     elif method == "cluster":
@@ -143,7 +144,7 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
             " SELECT c._rid, CASE WHEN c.n > 1 THEN c.n END AS _count,"
             "  CASE WHEN c.n = 1 THEN t._fid END AS _id{attrs},"
             "  ST_AsMVTGeom(ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857), b.e, {ext},"
-            "  {buf}, true) AS geom, c.n AS _w"
+            "  {buf}, true) AS geom"
             " FROM (SELECT min(t._rid) AS _rid, count(*)::int AS n, sum(ST_X(t._geom_3857)) AS sx,"
             "   sum(ST_Y(t._geom_3857)) AS sy FROM {t} t, b"
             "   WHERE t._geom_3857 && b.em AND {when}"
@@ -155,7 +156,7 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
         body = sql.SQL(
             " SELECT c._rid, CASE WHEN c.n > 1 THEN c.n END AS _count,"
             "  CASE WHEN c.n = 1 THEN t._fid END AS _id{attrs},"
-            "  ST_AsMVTGeom(c.g, b.e, {ext}, {buf}, true) AS geom, c.n AS _w"
+            "  ST_AsMVTGeom(c.g, b.e, {ext}, {buf}, true) AS geom"
             " FROM b JOIN {o} c ON c.z = %(z)s AND c.g && b.em"
             " LEFT JOIN {t} t ON t._rid = CASE WHEN c.n = 1 THEN c._rid END"
         ).format(attrs=attrs, ext=ext, buf=buf, t=t, o=overview_of(layer.id))
@@ -167,5 +168,4 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
                 buf=buf, t=t, when=when, keep=sql.SQL(" AND NOT ({})").format(sql.SQL(_SMALL)))
     else:
         raise ValueError(method)
-    return (sql.SQL(_BOUNDS) + sql.SQL(", u AS (") + body + sql.SQL(")")
-            + sql.SQL(_TAIL).format(ext=ext, cols=cols))
+    return (sql.SQL(_BOUNDS) + sql.SQL(_HEAD).format(ext=ext) + body + sql.SQL(_TAIL))
