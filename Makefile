@@ -52,7 +52,9 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
+# Peers (tipg) from PyPI, wrk from the system's packages; figures go to docs/benchmarks.md.
 bench: setup
+	bash scripts/system-packages.sh wrk
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/vector_tiles.py
 

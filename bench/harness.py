@@ -7,11 +7,13 @@ in alternating rounds so that the machine's noise falls on all of them alike.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +109,22 @@ async def drive(calls: Sequence[Callable[[], Awaitable[int]]], concurrency: int)
     return Run(time.perf_counter() - start, latencies, sizes, errors)
 
 
+def wrk(base: str, paths: Sequence[str], concurrency: int, seconds: float) -> dict:
+    """Load from wrk (C, epoll), so the load generator takes little of the machine."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
+        fh.write("\n".join(paths) + "\n")
+    try:
+        proc = subprocess.run(
+            ["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{round(seconds)}s", "--latency",
+             "-s", str(ROOT / "bench" / "paths.lua"), base, "--", fh.name],
+            capture_output=True, text=True, check=True)
+    finally:
+        os.unlink(fh.name)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["rps"] = result["requests"] / result["seconds"]
+    return result
+
+
 def http_calls(client: httpx.AsyncClient, urls: Sequence[str]):
     def make(url: str):
         async def call() -> int:
@@ -116,6 +134,15 @@ def http_calls(client: httpx.AsyncClient, urls: Sequence[str]):
             return len(r.content)
         return call
     return [make(u) for u in urls]
+
+
+def summarize_wrk(runs: list[dict], sizes: list[int]) -> dict:
+    """Medians over rounds (rate, p50, p99), and the sizes of the tiles served."""
+    return {"rps": statistics.median(r["rps"] for r in runs),
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+            "median_bytes": float(statistics.median(sizes)), "max_bytes": max(sizes),
+            "errors": sum(r["errors"] for r in runs)}
 
 
 @dataclass

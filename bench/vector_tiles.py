@@ -28,7 +28,7 @@ import morecantile
 import numpy as np
 import psycopg
 import shapely
-from harness import ROOT, Run, Server, Summary, drive, free_port, http_calls
+from harness import ROOT, Server, Summary, drive, free_port, summarize_wrk, wrk
 from psycopg_pool import AsyncConnectionPool
 
 from layers.catalog import get_layer
@@ -141,34 +141,42 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
                     {"ONEMAP_DATABASE_URL": url, "ONEMAP_TILE_CACHE_MB": "256"}, factory=True)
     tipg = Server("tipg", "tipg.main:app", {"DATABASE_URL": url,
                                             "TIPG_DB_SCHEMAS": '["onemap_data"]'})
-    servers = [onemap, cached, tipg]
-    for server in servers:
+    servers = {"onemap": onemap, "tipg": tipg, "onemap+cache": cached}
+    for server in servers.values():
         server.start("/healthz")
+    layers = {"points": ("bench_points", "code,kind,height,year"),
+              "polygons": ("bench_polygons", "code,landuse,floors")}
+    lists = tile_lists(random.Random(SEED))
     results: dict = {}
+    pool = AsyncConnectionPool(url, min_size=CONCURRENCY, max_size=CONCURRENCY,
+                               kwargs={"autocommit": True, "options": SESSION}, open=False)
+    await pool.open(wait=True)
     try:
-        layers = {"points": ("bench_points", "code,kind,height,year"),
-                  "polygons": ("bench_polygons", "code,landuse,floors")}
-        lists = tile_lists(random.Random(SEED))
         with psycopg.connect(url) as conn:
-            sources = {k: (get_layer(conn, lid), PostgisSource(get_layer(conn, lid), 14))
+            sources = {k: PostgisSource(get_layer(conn, lid), 14)
                        for k, (lid, _) in layers.items()}
-        pool = AsyncConnectionPool(url, min_size=CONCURRENCY, max_size=CONCURRENCY,
-                                   kwargs={"autocommit": True, "options": SESSION}, open=False)
-        await pool.open(wait=True)
-        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(
-                max_connections=CONCURRENCY)) as client:
+        async with httpx.AsyncClient(timeout=120) as client:
             for kind, (layer_id, props) in layers.items():
-                layer, source = sources[kind]
+                source = sources[kind]
                 for name, tiles in lists.items():
-                    urls = {
-                        "onemap": [f"{onemap.url}/tiles/{layer_id}/{t.z}/{t.x}/{t.y}.mvt"
-                                   for t in tiles],
-                        "onemap+cache": [f"{cached.url}/tiles/{layer_id}/{t.z}/{t.x}/{t.y}.mvt"
-                                         for t in tiles],
-                        "tipg": [f"{tipg.url}/collections/onemap_data.{layer_id}/tiles/"
-                                 f"WebMercatorQuad/{t.z}/{t.x}/{t.y}?properties={props}"
-                                 for t in tiles],
+                    paths = {
+                        "onemap": [f"/tiles/{layer_id}/{t.z}/{t.x}/{t.y}.mvt" for t in tiles],
+                        "tipg": [f"/collections/onemap_data.{layer_id}/tiles/WebMercatorQuad/"
+                                 f"{t.z}/{t.x}/{t.y}?properties={props}" for t in tiles],
                     }
+                    paths["onemap+cache"] = paths["onemap"]
+                    # Every tile once from each server: sizes, features, a warm cache.
+                    sizes: dict[str, list[int]] = {}
+                    features: dict[str, float] = {}
+                    for peer, server in servers.items():
+                        bodies = {}
+                        for path in dict.fromkeys(paths[peer]):
+                            resp = await client.get(server.url + path)
+                            resp.raise_for_status()
+                            bodies[path] = resp.content
+                        sizes[peer] = [len(bodies[p]) for p in paths[peer]]
+                        features[peer] = float(np.median(
+                            [features_in(bodies[p]) for p in paths[peer][:20]]))
 
                     def floor_calls(tiles=tiles, layer_id=layer_id, source=source):
                         def make(t):
@@ -176,43 +184,36 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
                                 async with pool.connection() as conn:
                                     q, _ = source.query_bytes(t.z, False, conn)
                                     cur = await conn.execute(q, params(layer_id, t.z, t.x,
-                                                                       t.y, None), prepare=True)
+                                                                       t.y, None),
+                                                             prepare=True, binary=True)
                                     row = await cur.fetchone()
                                 return len(row[0] or b"")
                             return call
                         return [make(t) for t in tiles]
 
-                    # Warm-up: each server sees the whole list once (which also fills
-                    # OneMap's cache); feature counts from the first tiles.
-                    counts = {}
-                    for peer, peer_urls in urls.items():
-                        await drive(http_calls(client, peer_urls), CONCURRENCY)
-                        sample = [await client.get(u) for u in peer_urls[:20]]
-                        counts[peer] = float(np.median([features_in(r.content)
-                                                        for r in sample]))
                     await drive(floor_calls(), CONCURRENCY)
-                    peers = ("onemap", "tipg", "floor", "onemap+cache")
-                    runs: dict[str, list[Run]] = {peer: [] for peer in peers}
+                    runs: dict[str, list] = {peer: [] for peer in (*servers, "floor")}
                     for _ in range(args.rounds):
-                        for peer in peers:
-                            calls = (floor_calls() if peer == "floor"
-                                     else http_calls(client, urls[peer]))
-                            runs[peer].append(await drive(calls, CONCURRENCY))
+                        for peer, server in servers.items():
+                            runs[peer].append(wrk(server.url, paths[peer], CONCURRENCY,
+                                                  args.seconds))
+                        runs["floor"].append(await drive(floor_calls(), CONCURRENCY))
                     key = f"{kind}/{name}"
-                    results[key] = {peer: vars(Summary.of(r)) for peer, r in runs.items()}
-                    for peer in counts:
-                        results[key][peer]["median_features"] = counts[peer]
+                    results[key] = {peer: {**summarize_wrk(runs[peer], sizes[peer]),
+                                           "median_features": features[peer]}
+                                    for peer in servers}
+                    results[key]["floor"] = vars(Summary.of(runs["floor"]))
                     o, t = results[key]["onemap"], results[key]["tipg"]
                     c, f = results[key]["onemap+cache"], results[key]["floor"]
                     print(f"{key:16} onemap {o['rps']:6.1f}/s p50 {o['p50_ms']:6.1f} p99 "
                           f"{o['p99_ms']:6.1f} ms {o['median_bytes'] / 1024:6.1f} KB (max "
-                          f"{o['max_bytes'] / 1024:5.0f}) | tipg {t['rps']:6.1f}/s p50 "
+                          f"{o['max_bytes'] / 1024:4.0f}) | tipg {t['rps']:6.1f}/s p50 "
                           f"{t['p50_ms']:6.1f} p99 {t['p99_ms']:6.1f} ms "
                           f"{t['median_bytes'] / 1024:6.1f} KB | floor {f['rps']:6.1f}/s | "
                           f"cached {c['rps']:6.1f}/s | x{o['rps'] / t['rps']:.2f}", flush=True)
-        await pool.close()
     finally:
-        for server in servers:
+        await pool.close()
+        for server in servers.values():
             server.stop()
     return results
 
@@ -220,6 +221,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=6, help="length of one wrk run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "vector_tiles.json"))
     ap.add_argument("--workdir", help="keep the cluster and data here and reuse them next time")
     ap.add_argument("--port", type=int, help="the cluster's port (default: a free one)")
