@@ -69,6 +69,7 @@ def test_duplicate_keys_rejected_after_the_first(tmp_path, settings, db):
     assert rows == {"a": 1, "b": 3}
 
 
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")
 @pytest.mark.parametrize("case, message", [
     ("missing_file", "file not found"),
     ("truncated_geojson", "cannot be read as vector data"),
