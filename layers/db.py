@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 
+from layers import overviews
 from layers.cluster import Cluster
 from layers.migrate import migrate
 from onemap.settings import Settings
+
+log = logging.getLogger("onemap.db")
 
 
 def embedded_cluster(settings: Settings) -> Cluster:
@@ -24,10 +29,16 @@ def database_url(settings: Settings, start: bool = True) -> str:
 
 
 def prepare(settings: Settings) -> str:
-    """Start (if embedded) and migrate; returns the URL. Run once at process start."""
+    """Start (if embedded), migrate, build missing overviews; returns the URL.
+
+    Run once at process start.
+    """
     url = database_url(settings)
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn)
+        built = overviews.ensure_all(conn, settings.detail_zoom)
+        if built:
+            log.info("built missing overviews: %s", ", ".join(built))
     return url
 
 

@@ -63,3 +63,17 @@ def build(conn: psycopg.Connection, layer_id: str, detail_zoom: int) -> int:
     conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(temp, sql.Identifier(layer_id)))
     conn.execute(sql.SQL("ANALYZE {}").format(final))
     return int(rows[0]) if rows else 0
+
+
+def ensure_all(conn: psycopg.Connection, default_detail_zoom: int) -> list[str]:
+    """Builds the overviews that are missing (layers loaded before overviews existed, or an
+    overview dropped by hand); returns the layers built. Run at start-up."""
+    rows = conn.execute(
+        "SELECT id, coalesce(detail_zoom, %s) FROM onemap.layers l WHERE kind = 'vector'"
+        " AND to_regclass(format('%%I.%%I', 'onemap_data', id)) IS NOT NULL"
+        " AND to_regclass(format('%%I.%%I', %s::text, id)) IS NULL",
+        (default_detail_zoom, OVERVIEW_SCHEMA)).fetchall()
+    for layer_id, zoom in rows:
+        with conn.transaction():
+            build(conn, layer_id, zoom)
+    return [r[0] for r in rows]

@@ -26,13 +26,22 @@ def _custom(layer: Layer) -> list[dict[str, Any]] | None:
 
 
 def _circles(base: dict[str, Any], layer_id: str, colour: str) -> dict[str, Any]:
-    """Points, and the cells that stand for features too small to see at low zooms."""
+    """Points, and the cells that stand for points too close to tell apart."""
     return {**base, "id": layer_id, "type": "circle",
             "filter": ["==", ["geometry-type"], "Point"], "paint": {
                 "circle-color": colour,
                 "circle-radius": ["interpolate", ["linear"],
                                   ["coalesce", ["get", "_count"], 1], 1, 3.5, 100, 9],
                 "circle-stroke-color": "#ffffff", "circle-stroke-width": 1}}
+
+
+def _specks(base: dict[str, Any], layer_id: str, colour: str) -> dict[str, Any]:
+    """Lines and shapes too small to draw at this zoom: a faint texture, not markers."""
+    return {**base, "id": layer_id, "type": "circle",
+            "filter": ["==", ["geometry-type"], "Point"], "paint": {
+                "circle-color": colour, "circle-opacity": 0.6,
+                "circle-radius": ["interpolate", ["linear"],
+                                  ["coalesce", ["get", "_count"], 1], 1, 1, 50, 2.5]}}
 
 
 def _default(layer: Layer, colour: str) -> list[dict[str, Any]]:
@@ -44,13 +53,13 @@ def _default(layer: Layer, colour: str) -> list[dict[str, Any]]:
         return [{**base, "id": layer.id, "type": "line", "paint": {
             "line-color": colour,
             "line-width": ["interpolate", ["linear"], ["zoom"], 10, 0.5, 16, 3]}},
-            _circles(base, f"{layer.id}-small", colour)]
+            _specks(base, f"{layer.id}-small", colour)]
     return [
         {**base, "id": f"{layer.id}-fill", "type": "fill",
          "paint": {"fill-color": colour, "fill-opacity": 0.35}},
         {**base, "id": f"{layer.id}-outline", "type": "line",
          "paint": {"line-color": colour, "line-width": 1}},
-        _circles(base, f"{layer.id}-small", colour),
+        _specks(base, f"{layer.id}-small", colour),
     ]
 
 

@@ -323,3 +323,15 @@ def test_tile_after_schema_change_has_the_new_field(http, tmp_path, settings):
     ingest_vector(path, "evolving", key="code", settings=settings)
     props = decode(http.get(url).content)["evolving"]["features"][0]["properties"]
     assert props == {"_id": "a", "code": "a", "owner": "Transport"}
+
+
+def test_missing_overview_is_built_at_start(tmp_path, settings, db):
+    from layers.db import prepare
+
+    gpd.GeoDataFrame({"code": ["a", "b"]}, geometry=[Point(*HELSINKI), Point(24.99, 60.19)],
+                     crs=4326).to_file(tmp_path / "old.geojson")
+    ingest_vector(tmp_path / "old.geojson", "old_layer", key="code", settings=settings)
+    db.execute("DROP TABLE onemap_overview.old_layer")  # as if loaded by an older OneMap
+    prepare(settings)
+    cells = db.execute("SELECT sum(n) FROM onemap_overview.old_layer WHERE z = 5").fetchone()
+    assert cells[0] == 2
