@@ -34,16 +34,20 @@ class TileSource(Protocol):
     """What the tile endpoint needs of a layer; every vector backend implements it."""
 
     id: str
+    layer: Layer
     schema_version: int
+    detail_zoom: int
 
-    def query(self, z: int, as_of: bool) -> tuple[sql.Composed, str]: ...
+    def query_bytes(self, z: int, as_of: bool, conn: Any) -> tuple[bytes, str]:
+        """The statement for a tile at zoom z (current or past) and its method's name."""
+        ...
 
 
 class PostgisSource:
     """A layer table in ``onemap_data``: current rows, or rows valid at a past instant.
 
-    Below the detail zoom, current tiles read the layer's overview; tiles of the past are
-    generalized on the fly (history has no overviews).
+    Below the detail zoom, current tiles read the layer's overview; tiles of the past make
+    the same cells on the fly (history has no overviews).
     """
 
     def __init__(self, layer: Layer, detail_zoom: int) -> None:
@@ -51,22 +55,19 @@ class PostgisSource:
         self.id = layer.id
         self.schema_version = layer.schema_version
         self.detail_zoom = layer.detail_zoom if layer.detail_zoom is not None else detail_zoom
-        point = layer.geometry_type == "Point"
-        past = "cluster" if point else "simplify"
         self._statements = {
             ("none", False): _statement(layer, "none", False),
             ("none", True): _statement(layer, "none", True),
             ("overview", False): _statement(layer, "overview", False),
-            (past, True): _statement(layer, past, True),
+            ("cells", True): _statement(layer, "cells", True),
         }
-        self._past = past
         self._rendered: dict[tuple[str, bool], bytes] = {}
 
     def query(self, z: int, as_of: bool) -> tuple[sql.Composed, str]:
         if z >= self.detail_zoom:
             method = "none"
         else:
-            method = self._past if as_of else "overview"
+            method = "cells" if as_of else "overview"
         return self._statements[(method, as_of)], method
 
     def query_bytes(self, z: int, as_of: bool, conn: Any) -> tuple[bytes, str]:
@@ -127,45 +128,47 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
         "  coalesce(ST_AsMVTGeom({geom}, b.e, {ext}, {buf}, true),"
         "   ST_AsMVTGeom(ST_PointOnSurface(t._geom_3857), b.e, {ext}, {buf}, true)) AS geom"
         "  FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}{keep}")
+    cell = sql.SQL(
+        " SELECT c._rid, CASE WHEN c.n > 1 THEN c.n END AS _count,"
+        "  CASE WHEN c.n = 1 THEN t._fid END AS _id{attrs},"
+        "  ST_AsMVTGeom({g}, b.e, {ext}, {buf}, true) AS geom"
+        " FROM {cells}"
+        # The CASE keeps the lookup of a cell's attributes to cells of one feature.
+        " LEFT JOIN {t} t ON t._rid = CASE WHEN c.n = 1 THEN c._rid END")
+    point = layer.geometry_type == "Point"
     if method == "none":
-        body = shapes.format(attrs=attrs, geom=sql.SQL("t._geom_3857"), ext=ext, buf=buf, t=t,
-                             when=when, keep=sql.SQL(""))
-    elif method == "simplify":
-        # The past below the detail zoom: shapes under half a pixel are left out, counted.
-        body = sql.SQL(
-            " SELECT t._rid, NULL::bigint AS _count, t._fid AS _id{attrs},"
-            "  CASE WHEN NOT ({small}) THEN ST_AsMVTGeom(ST_Simplify(t._geom_3857, %(tol)s,"
-            "  true), b.e, {ext}, {buf}, true) END AS geom"
-            "  FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}"
-        ).format(attrs=attrs, small=sql.SQL(_SMALL), ext=ext, buf=buf, t=t, when=when)
-    elif method == "cluster":
-        # The past below the detail zoom, points: the same cells as the overview, on the fly.
-        body = sql.SQL(
-            " SELECT c._rid, CASE WHEN c.n > 1 THEN c.n END AS _count,"
-            "  CASE WHEN c.n = 1 THEN t._fid END AS _id{attrs},"
-            "  ST_AsMVTGeom(ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857), b.e, {ext},"
-            "  {buf}, true) AS geom"
-            " FROM (SELECT min(t._rid) AS _rid, count(*)::int AS n, sum(ST_X(t._geom_3857)) AS sx,"
-            "   sum(ST_Y(t._geom_3857)) AS sy FROM {t} t, b"
-            "   WHERE t._geom_3857 && b.em AND {when}"
-            "   GROUP BY floor((ST_X(t._geom_3857) - ST_XMin(b.e)) / %(cell)s),"
-            "   floor((ST_Y(t._geom_3857) - ST_YMin(b.e)) / %(cell)s)) c"
-            " CROSS JOIN b LEFT JOIN {t} t ON t._rid = CASE WHEN c.n = 1 THEN c._rid END"
-        ).format(attrs=attrs, ext=ext, buf=buf, t=t, when=when)
-    elif method == "overview":
-        body = sql.SQL(
-            " SELECT c._rid, CASE WHEN c.n > 1 THEN c.n END AS _count,"
-            "  CASE WHEN c.n = 1 THEN t._fid END AS _id{attrs},"
-            "  ST_AsMVTGeom(c.g, b.e, {ext}, {buf}, true) AS geom"
-            " FROM b JOIN {o} c ON c.z = %(z)s AND c.g && b.em"
-            " LEFT JOIN {t} t ON t._rid = CASE WHEN c.n = 1 THEN c._rid END"
-        ).format(attrs=attrs, ext=ext, buf=buf, t=t, o=overview_of(layer.id))
-        # (The CASE keeps the lookup of a cell's attributes to cells of one feature.)
-        if layer.geometry_type != "Point":
-            # Shapes big enough to see are drawn, simplified; the small ones are cells above.
-            body = body + sql.SQL(" UNION ALL") + shapes.format(
-                attrs=attrs, geom=sql.SQL("ST_Simplify(t._geom_3857, %(tol)s, true)"), ext=ext,
-                buf=buf, t=t, when=when, keep=sql.SQL(" AND NOT ({})").format(sql.SQL(_SMALL)))
+        return _whole(shapes.format(attrs=attrs, geom=sql.SQL("t._geom_3857"), ext=ext,
+                                    buf=buf, t=t, when=when, keep=sql.SQL("")))
+    if method == "overview":
+        body = cell.format(
+            attrs=attrs, g=sql.SQL("c.g"), ext=ext, buf=buf, t=t,
+            cells=sql.SQL("b JOIN {o} c ON c.z = %(z)s AND c.g && b.em").format(
+                o=overview_of(layer.id)))
+    elif method == "cells":
+        # The same cells as the overview's (tile-aligned, bounding-box centres), made now.
+        small = sql.SQL("") if point else sql.SQL(" AND {}").format(sql.SQL(_SMALL))
+        body = cell.format(
+            attrs=attrs, ext=ext, buf=buf, t=t,
+            g=sql.SQL("ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857)"),
+            cells=sql.SQL(
+                "(SELECT min(_rid) AS _rid, count(*)::int AS n, sum(x) AS sx, sum(y) AS sy"
+                " FROM (SELECT t._rid,"
+                "  (ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
+                "  (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y"
+                "  FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}{small}) f, b"
+                " GROUP BY floor((x - ST_XMin(b.e)) / %(cell)s),"
+                " floor((y - ST_YMin(b.e)) / %(cell)s)) c CROSS JOIN b"
+            ).format(t=t, when=when, small=small))
     else:
         raise ValueError(method)
-    return (sql.SQL(_BOUNDS) + sql.SQL(_HEAD).format(ext=ext) + body + sql.SQL(_TAIL))
+    if not point:
+        # Shapes big enough to see are drawn, simplified; the small ones are cells above.
+        body = body + sql.SQL(" UNION ALL") + shapes.format(
+            attrs=attrs, geom=sql.SQL("ST_Simplify(t._geom_3857, %(tol)s, true)"), ext=ext,
+            buf=buf, t=t, when=when, keep=sql.SQL(" AND NOT ({})").format(sql.SQL(_SMALL)))
+    return _whole(body)
+
+
+def _whole(body: sql.Composable) -> sql.Composed:
+    return (sql.SQL(_BOUNDS) + sql.SQL(_HEAD).format(ext=sql.Literal(EXTENT)) + body
+            + sql.SQL(_TAIL))

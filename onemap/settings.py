@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 
@@ -33,15 +33,12 @@ class Settings:
     tile_cache_mb: int = 256
     # Tests turn this off to run the embedded cluster without fsync.
     db_durable: bool = True
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Read ``ONEMAP_*``; keyword overrides win (the CLI's flags)."""
         values: dict[str, object] = {}
         for f in fields(cls):
-            if f.name == "extra":
-                continue
             raw = _env(f.name.upper())
             if raw is None:
                 continue
