@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from layers.db import prepare
 from layers.registry import SourceRegistry
-from mapserver import catalog, tiles
+from mapserver import catalog, features, openapi, tiles
 from mapserver.cache import TileCache
 from mapserver.deps import AppState, app_state
 from mapserver.errors import http_error, problem, server_error
@@ -42,7 +42,10 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def viewer(request: Request) -> Response:
+async def root(request: Request) -> Response:
+    """The OGC API landing page for clients that ask for JSON, the viewer for browsers."""
+    if features.wants_json(request):
+        return features.landing(request)
     return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
 
@@ -64,8 +67,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await pool.close()
 
     routes = [
-        Route("/", viewer),
+        Route("/", root),
         Route("/healthz", healthz),
+        Route("/api", openapi.api),
+        *features.routes,
         *tiles.routes,
         *catalog.routes,
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),

@@ -309,7 +309,7 @@ def test_catalog_health_and_viewer(http, sample_layers):
     assert districts["crs"] == "EPSG:4490" and districts["key"] == "gb"
     assert [f["name"] for f in districts["fields"]] == ["name", "gb"]
     assert {ln["rel"] for ln in districts["links"]} == {"tilejson", "style", "tiles"}
-    page = http.get("/")
+    page = http.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "/static/vendor/maplibre-gl.js" in page.text
     assert "https://" not in page.text  # nothing from a CDN
     js = http.get("/static/vendor/maplibre-gl.js")

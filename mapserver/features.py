@@ -1,0 +1,238 @@
+"""OGC API – Features (Part 1: Core, GeoJSON) over the layer catalog.
+
+The landing page shares ``/`` with the viewer: JSON for clients that ask for it
+(``?f=json`` or ``Accept: application/json``), the viewer for browsers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from urllib.parse import quote, urlencode
+
+from psycopg import sql
+from psycopg.rows import dict_row
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from layers import features
+from layers.catalog import LAYER_ID, SELECT_LAYERS, Layer, layer_from_row
+from mapserver.deps import app_state
+
+GEOJSON = "application/geo+json"
+OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+]
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 10_000
+
+
+def wants_json(request: Request) -> bool:
+    """JSON unless the client names HTML: browsers always do, API clients often send */*."""
+    f = request.query_params.get("f")
+    if f is not None:
+        return f == "json"
+    return "text/html" not in request.headers.get("accept", "")
+
+
+def base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def landing(request: Request) -> Response:
+    b = base(request)
+    return JSONResponse({
+        "title": "OneMap",
+        "description": "The city's one map: layers as OGC API – Features, vector tiles and "
+                       "styles.",
+        "links": [
+            {"rel": "self", "type": "application/json", "href": f"{b}/?f=json"},
+            {"rel": "service-desc", "type": OPENAPI, "href": f"{b}/api"},
+            {"rel": "conformance", "type": "application/json", "href": f"{b}/conformance"},
+            {"rel": "data", "type": "application/json", "href": f"{b}/collections"},
+        ],
+    })
+
+
+async def conformance(request: Request) -> Response:
+    return JSONResponse({"conformsTo": CONFORMANCE})
+
+
+def collection_doc(request: Request, layer: Layer) -> dict:
+    b = base(request)
+    here = f"{b}/collections/{layer.id}"
+    doc = {
+        "id": layer.id,
+        "title": layer.title,
+        "description": layer.description or layer.title,
+        "keywords": list(layer.keywords),
+        "itemType": "feature",
+        "crs": [CRS84],
+        "storageCrs": CRS84,
+        "links": [
+            {"rel": "self", "type": "application/json", "href": here},
+            {"rel": "items", "type": GEOJSON, "href": f"{here}/items"},
+            {"rel": "describedby", "type": "application/json", "href": f"{b}/layers/{layer.id}"},
+            {"rel": "tilejson", "type": "application/json",
+             "href": f"{b}/tiles/{layer.id}/tilejson.json"},
+            {"rel": "stylesheet", "type": "application/vnd.mapbox.style+json",
+             "href": f"{b}/styles/{layer.id}/style.json"},
+        ],
+    }
+    if layer.extent:
+        doc["extent"] = {"spatial": {"bbox": [list(layer.extent)], "crs": CRS84}}
+    return doc
+
+
+async def _vector_layers(request: Request, layer_id: str | None = None) -> list[Layer]:
+    query = SELECT_LAYERS + sql.SQL(" WHERE kind = 'vector'")
+    args: tuple = ()
+    if layer_id is not None:
+        query += sql.SQL(" AND id = %s")
+        args = (layer_id,)
+    async with app_state(request).pool.connection() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query + sql.SQL(" ORDER BY id"), args)
+            return [layer_from_row(r) for r in await cur.fetchall()]
+
+
+async def collection_layer(request: Request) -> Layer:
+    layer_id = request.path_params["collectionId"]
+    found = await _vector_layers(request, layer_id) if LAYER_ID.match(layer_id) else []
+    if not found:
+        raise HTTPException(404, f"no collection {layer_id!r}")
+    return found[0]
+
+
+async def collections(request: Request) -> Response:
+    layers = await _vector_layers(request)
+    b = base(request)
+    return JSONResponse({
+        "links": [{"rel": "self", "type": "application/json", "href": f"{b}/collections"}],
+        "collections": [collection_doc(request, ly) for ly in layers],
+    })
+
+
+async def collection(request: Request) -> Response:
+    return JSONResponse(collection_doc(request, await collection_layer(request)))
+
+
+def _int(request: Request, name: str, default: int, low: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise HTTPException(400, f"{name} must be an integer, got {raw!r}") from exc
+    if value < low:
+        raise HTTPException(400, f"{name} must be at least {low}, got {value}")
+    return value
+
+
+def parse_bbox(raw: str | None) -> tuple[float, float, float, float] | None:
+    if raw is None:
+        return None
+    try:
+        values = [float(v) for v in raw.split(",")]
+    except ValueError as exc:
+        raise HTTPException(400, f"bbox {raw!r} is not a list of numbers") from exc
+    if len(values) == 6:  # with heights, which 2D data ignores
+        values = [values[0], values[1], values[3], values[4]]
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise HTTPException(400, f"bbox {raw!r} needs 4 (or 6) finite numbers")
+    x0, y0, x1, y1 = values
+    if not (-90 <= y0 <= y1 <= 90 and -180 <= x0 <= 180 and -180 <= x1 <= 180 and x0 <= x1):
+        raise HTTPException(400, f"bbox {raw!r} is not lower-left, upper-right longitude/"
+                                 "latitude within -180..180, -90..90")
+    return x0, y0, x1, y1
+
+
+def _instant(raw: str, whole: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(raw.replace("z", "Z"))
+    except ValueError as exc:
+        raise HTTPException(400, f"datetime {whole!r} is not RFC 3339 (e.g. "
+                                 "2024-05-01T08:00:00Z, or an interval a/b, ../b, a/..)") from exc
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def parse_datetime(raw: str | None) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """(instant, start, end) from an instant or an interval with open ends."""
+    if raw is None:
+        return None, None, None
+    if "/" not in raw:
+        return _instant(raw, raw), None, None
+    a, _, b = raw.partition("/")
+    start = None if a in ("", "..") else _instant(a, raw)
+    end = None if b in ("", "..") else _instant(b, raw)
+    if start and end and start > end:
+        raise HTTPException(400, f"datetime {raw!r} ends before it starts")
+    return None, start, end
+
+
+def _page_link(request: Request, rel: str, offset: int, limit: int) -> dict:
+    params = dict(request.query_params)
+    params.update({"offset": str(offset), "limit": str(limit)})
+    url = f"{base(request)}{request.url.path}?{urlencode(params)}"
+    return {"rel": rel, "type": GEOJSON, "href": url}
+
+
+async def items(request: Request) -> Response:
+    layer = await collection_layer(request)
+    limit = min(_int(request, "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
+    offset = _int(request, "offset", 0, 0)
+    instant, start, end = parse_datetime(request.query_params.get("datetime"))
+    as_of_raw = request.query_params.get("as-of")
+    q = features.ItemsQuery(limit=limit, offset=offset,
+                            bbox=parse_bbox(request.query_params.get("bbox")),
+                            instant=instant, start=start, end=end,
+                            as_of=_instant(as_of_raw, as_of_raw) if as_of_raw else None)
+    async with app_state(request).pool.connection() as conn:
+        rows, matched = await features.items(conn, layer, q)
+    links = [_page_link(request, "self", offset, limit),
+             {"rel": "collection", "type": "application/json",
+              "href": f"{base(request)}/collections/{layer.id}"}]
+    if offset + len(rows) < matched:
+        links.append(_page_link(request, "next", offset + limit, limit))
+    if offset > 0:
+        links.append(_page_link(request, "prev", max(0, offset - limit), limit))
+    head = {"type": "FeatureCollection", "numberMatched": matched,
+            "numberReturned": len(rows),
+            "timeStamp": datetime.now(UTC).isoformat(timespec="seconds"), "links": links}
+    body = json.dumps(head)[:-1] + ', "features": [' + ",".join(rows) + "]}"
+    return Response(body, media_type=GEOJSON, headers={"Content-Crs": f"<{CRS84}>"})
+
+
+async def item(request: Request) -> Response:
+    layer = await collection_layer(request)
+    fid = request.path_params["featureId"]
+    as_of_raw = request.query_params.get("as-of")
+    as_of = _instant(as_of_raw, as_of_raw) if as_of_raw else None
+    async with app_state(request).pool.connection() as conn:
+        found = await features.item(conn, layer, fid, as_of)
+    if found is None:
+        raise HTTPException(404, f"no feature {fid!r} in collection {layer.id!r}")
+    here = f"{base(request)}/collections/{layer.id}"
+    doc = json.loads(found)
+    doc["links"] = [
+        {"rel": "self", "type": GEOJSON, "href": f"{here}/items/{quote(fid, safe='')}"},
+        {"rel": "collection", "type": "application/json", "href": here},
+    ]
+    return Response(json.dumps(doc), media_type=GEOJSON, headers={"Content-Crs": f"<{CRS84}>"})
+
+
+routes = [
+    Route("/conformance", conformance),
+    Route("/collections", collections),
+    Route("/collections/{collectionId}", collection),
+    Route("/collections/{collectionId}/items", items),
+    Route("/collections/{collectionId}/items/{featureId:path}", item),
+]

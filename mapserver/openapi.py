@@ -1,0 +1,85 @@
+"""The OpenAPI 3.0 document at /api, made from the routes OneMap really serves."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mapserver.features import DEFAULT_LIMIT, MAX_LIMIT, OPENAPI
+
+_P = {
+    "collectionId": {"name": "collectionId", "in": "path", "required": True,
+                     "schema": {"type": "string"}, "description": "a layer id"},
+    "featureId": {"name": "featureId", "in": "path", "required": True,
+                  "schema": {"type": "string"}},
+    "limit": {"name": "limit", "in": "query", "style": "form", "explode": False,
+              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                         "default": DEFAULT_LIMIT},
+              "description": f"page size; larger values are served as {MAX_LIMIT}"},
+    "offset": {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0,
+                                                            "default": 0}},
+    "bbox": {"name": "bbox", "in": "query", "style": "form", "explode": False,
+             "schema": {"type": "array", "minItems": 4, "maxItems": 6,
+                        "items": {"type": "number"}},
+             "description": "lower-left and upper-right longitude/latitude (CRS84)"},
+    "datetime": {"name": "datetime", "in": "query", "schema": {"type": "string"},
+                 "description": "an instant or interval (a/b, ../b, a/..) on the features' "
+                                "produced time"},
+    "as-of": {"name": "as-of", "in": "query", "schema": {"type": "string",
+                                                          "format": "date-time"},
+              "description": "the layer as it stood at this moment"},
+    "f": {"name": "f", "in": "query", "schema": {"type": "string", "enum": ["json"]}},
+    "z": {"name": "z", "in": "path", "required": True, "schema": {"type": "integer"}},
+    "x": {"name": "x", "in": "path", "required": True, "schema": {"type": "integer"}},
+    "y": {"name": "y", "in": "path", "required": True, "schema": {"type": "integer"}},
+    "layers": {"name": "layers", "in": "path", "required": True,
+               "schema": {"type": "string"}, "description": "layer ids, comma-separated"},
+    "as_of": {"name": "as_of", "in": "query", "schema": {"type": "string",
+                                                          "format": "date-time"}},
+}
+
+# path -> (operationId, summary, parameters, response media type)
+_OPERATIONS = [
+    ("/", "getLandingPage", "Landing page (JSON with f=json; the viewer otherwise)",
+     ["f"], "application/json"),
+    ("/conformance", "getConformanceDeclaration", "Conformance classes", [],
+     "application/json"),
+    ("/api", "getAPI", "This document", [], OPENAPI),
+    ("/collections", "getCollections", "Feature collections: the vector layers", [],
+     "application/json"),
+    ("/collections/{collectionId}", "describeCollection", "One collection",
+     ["collectionId"], "application/json"),
+    ("/collections/{collectionId}/items", "getFeatures", "Features, paged",
+     ["collectionId", "limit", "offset", "bbox", "datetime", "as-of"], "application/geo+json"),
+    ("/collections/{collectionId}/items/{featureId}", "getFeature", "One feature",
+     ["collectionId", "featureId", "as-of"], "application/geo+json"),
+    ("/layers", "getLayers", "The catalog with data dictionaries", [], "application/json"),
+    ("/tiles/{layers}/{z}/{x}/{y}.mvt", "getTile", "A vector tile of one or more layers",
+     ["layers", "z", "x", "y", "as_of"], "application/vnd.mapbox-vector-tile"),
+    ("/tiles/{layers}/tilejson.json", "getTileJSON", "TileJSON 3.0", ["layers"],
+     "application/json"),
+    ("/styles/{layers}/style.json", "getStyle", "A MapLibre style", ["layers"],
+     "application/json"),
+    ("/healthz", "getHealth", "Database reachable", [], "application/json"),
+]
+
+
+def document(server: str) -> dict:
+    paths: dict = {}
+    for path, op_id, summary, params, media in _OPERATIONS:
+        responses = {"200": {"description": "OK", "content": {media: {}}}}
+        if params:
+            responses["400"] = {"description": "a parameter is malformed (problem JSON)"}
+        if "{" in path:
+            responses["404"] = {"description": "no such collection, layer or feature"}
+        paths[path] = {"get": {"operationId": op_id, "summary": summary,
+                               "parameters": [_P[p] for p in params],
+                               "responses": responses}}
+    return {"openapi": "3.0.3",
+            "info": {"title": "OneMap", "version": "0.1.0",
+                     "description": "The city's one map."},
+            "servers": [{"url": server}], "paths": paths}
+
+
+async def api(request: Request) -> Response:
+    return JSONResponse(document(str(request.base_url).rstrip("/")), media_type=OPENAPI)

@@ -1,0 +1,210 @@
+"""OGC API – Features over real HTTP, checked against the database, and by real clients."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+import pytest
+import shapely
+from owslib.ogcapi.features import Features
+from shapely.geometry import Point, shape
+
+from ingest.vector import ingest_vector
+from mapserver.features import CONFORMANCE, MAX_LIMIT
+
+BBOX = (24.94, 60.165, 24.95, 60.172)
+
+
+def db_ids(db, layer: str, bbox=None) -> set[str]:
+    where = ""
+    args: tuple = ()
+    if bbox:
+        where = " AND ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326))"
+        args = bbox
+    return {r[0] for r in db.execute(
+        f"SELECT _fid FROM onemap_data.{layer} WHERE _valid_to IS NULL{where}", args)}  # noqa: S608
+
+
+def test_landing_page_is_negotiated(http, sample_layers):
+    landing = http.get("/", params={"f": "json"}).json()
+    rels = {ln["rel"]: ln["href"] for ln in landing["links"]}
+    assert {"self", "service-desc", "conformance", "data"} <= set(rels)
+    assert http.get("/", headers={"Accept": "application/json"}).json() == landing
+    assert http.get("/", headers={"Accept": "*/*"}).json() == landing
+    page = http.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert page.headers["content-type"].startswith("text/html")
+    assert http.get(rels["conformance"]).json() == {"conformsTo": CONFORMANCE}
+
+
+def test_collections_describe_the_catalog(http, db, sample_layers):
+    docs = {c["id"]: c for c in http.get("/collections").json()["collections"]}
+    assert {"lamps", "roads", "buildings", "districts"} <= set(docs)
+    lamps = http.get("/collections/lamps").json()
+    assert lamps == docs["lamps"]
+    extent = db.execute("SELECT extent FROM onemap.layers WHERE id = 'lamps'").fetchone()[0]
+    assert lamps["extent"]["spatial"]["bbox"] == [extent]
+    assert lamps["itemType"] == "feature"
+    assert {ln["rel"] for ln in lamps["links"]} >= {"self", "items", "tilejson", "stylesheet"}
+
+
+def test_paging_with_next_links_returns_every_feature_once(http, db, sample_layers):
+    url, seen, pages = "/collections/lamps/items?limit=100", [], 0
+    while url:
+        page = http.get(url)
+        assert page.headers["content-type"] == "application/geo+json"
+        assert page.headers["content-crs"] == "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"
+        doc = page.json()
+        assert doc["numberMatched"] == 586 and doc["numberReturned"] == len(doc["features"])
+        seen += [f["id"] for f in doc["features"]]
+        url = next((ln["href"] for ln in doc["links"] if ln["rel"] == "next"), None)
+        pages += 1
+    assert pages == 6 and len(seen) == len(set(seen)) == 586
+    assert set(seen) == db_ids(db, "lamps")
+
+
+def test_features_match_the_database(http, db, sample_layers):
+    doc = http.get("/collections/lamps/items", params={"limit": 1000}).json()
+    rows = {r[0]: r[1:] for r in db.execute(
+        "SELECT _fid, osm_id, highway, ST_AsText(geom), _version FROM onemap_data.lamps"
+        " WHERE _valid_to IS NULL")}
+    for f in doc["features"]:
+        osm_id, highway, wkt, version = rows[f["id"]]
+        assert f["properties"]["osm_id"] == osm_id and f["properties"]["highway"] == highway
+        assert f["properties"]["_version"] == version and "_produced_at" in f["properties"]
+        assert shape(f["geometry"]).equals_exact(shapely.from_wkt(wkt), 1e-9)
+
+
+@pytest.mark.parametrize("limit, returned", [("1", 1), ("586", 586), (str(MAX_LIMIT * 10), 586)])
+def test_limit_bounds(http, sample_layers, limit, returned):
+    resp = http.get("/collections/lamps/items", params={"limit": limit})
+    assert resp.status_code == 200 and resp.json()["numberReturned"] == returned
+
+
+def test_bbox_filter(http, db, sample_layers):
+    doc = http.get("/collections/lamps/items",
+                   params={"bbox": ",".join(map(str, BBOX)), "limit": 1000}).json()
+    ids = {f["id"] for f in doc["features"]}
+    assert ids == db_ids(db, "lamps", BBOX) and 0 < len(ids) < 586
+    assert doc["numberMatched"] == len(ids)
+
+
+def test_datetime_filters_on_produced_time(http, tmp_path, settings):
+    gpd.GeoDataFrame(
+        {"code": ["a", "b", "c"],
+         "surveyed": pd.to_datetime(["2024-01-01T00:00:00Z", "2024-06-01T00:00:00Z",
+                                     "2025-01-01T00:00:00Z"])},
+        geometry=[Point(24.94, 60.17)] * 3, crs=4326).to_file(tmp_path / "t.gpkg")
+    ingest_vector(tmp_path / "t.gpkg", "surveys", key="code", produced_field="surveyed",
+                  settings=settings)
+
+    def ids(dt: str) -> list[str]:
+        resp = http.get("/collections/surveys/items", params={"datetime": dt})
+        assert resp.status_code == 200, resp.text
+        return [f["id"] for f in resp.json()["features"]]
+
+    assert ids("2024-06-01T00:00:00Z") == ["b"]
+    assert ids("2024-03-01T00:00:00Z/2024-12-31T00:00:00Z") == ["b"]
+    assert ids("../2024-06-01T00:00:00Z") == ["a", "b"]
+    assert ids("2024-06-01T00:00:00Z/..") == ["b", "c"]
+    assert ids("../..") == ["a", "b", "c"]
+
+
+def test_as_of_and_single_items(http, tmp_path, settings):
+    path = tmp_path / "v.geojson"
+    gpd.GeoDataFrame({"code": ["k/1"], "state": ["planned"]}, geometry=[Point(24.94, 60.17)],
+                     crs=4326).to_file(path)
+    ingest_vector(path, "poles", key="code", settings=settings)
+    time.sleep(0.05)
+    between = datetime.now(UTC).isoformat()
+    time.sleep(0.05)
+    gpd.GeoDataFrame({"code": ["k/1"], "state": ["built"]}, geometry=[Point(24.94, 60.17)],
+                     crs=4326).to_file(path)
+    ingest_vector(path, "poles", key="code", settings=settings)
+    fid = quote("k/1", safe="")
+    now = http.get(f"/collections/poles/items/{fid}").json()
+    assert now["id"] == "k/1" and now["properties"]["state"] == "built"
+    assert now["properties"]["_version"] == 2
+    then = http.get(f"/collections/poles/items/{fid}", params={"as-of": between}).json()
+    assert then["properties"]["state"] == "planned"
+    past = http.get("/collections/poles/items", params={"as-of": between}).json()
+    assert [f["properties"]["state"] for f in past["features"]] == ["planned"]
+    assert {ln["rel"] for ln in now["links"]} == {"self", "collection"}
+    assert http.get(now["links"][0]["href"]).json()["id"] == "k/1"
+
+
+@pytest.mark.parametrize("path, params, status, detail", [
+    ("/collections/nosuch", {}, 404, "no collection 'nosuch'"),
+    ("/collections/nosuch/items", {}, 404, "no collection 'nosuch'"),
+    ("/collections/lamps/items/nosuch", {}, 404, "no feature 'nosuch'"),
+    ("/collections/lamps/items", {"limit": "0"}, 400, "limit must be at least 1"),
+    ("/collections/lamps/items", {"limit": "ten"}, 400, "limit must be an integer"),
+    ("/collections/lamps/items", {"offset": "-1"}, 400, "offset must be at least 0"),
+    ("/collections/lamps/items", {"bbox": "1,2,3"}, 400, "needs 4 (or 6) finite numbers"),
+    ("/collections/lamps/items", {"bbox": "a,b,c,d"}, 400, "is not a list of numbers"),
+    ("/collections/lamps/items", {"bbox": "0,50,10,40"}, 400, "lower-left, upper-right"),
+    ("/collections/lamps/items", {"bbox": "0,0,1,nan"}, 400, "finite numbers"),
+    ("/collections/lamps/items", {"datetime": "yesterday"}, 400, "is not RFC 3339"),
+    ("/collections/lamps/items", {"datetime": "2024-02-01/2024-01-01"}, 400, "ends before"),
+    ("/collections/lamps/items", {"as-of": "soon"}, 400, "is not RFC 3339"),
+])
+def test_bad_requests(http, sample_layers, path, params, status, detail):
+    resp = http.get(path, params=params)
+    assert resp.status_code == status
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert detail in resp.json()["detail"] and "Traceback" not in resp.text
+
+
+@pytest.mark.parametrize("name", ["limit", "offset", "bbox", "datetime", "as-of"])
+def test_sql_injection_in_every_parameter(http, db, sample_layers, name):
+    for attack in ("1; DROP TABLE onemap.layers;--", "' OR '1'='1", "1) OR (1=1"):
+        resp = http.get("/collections/lamps/items", params={name: attack})
+        assert resp.status_code == 400, (name, attack)
+    for path in ("/collections/lamps'--/items", "/collections/lamps/items/1' OR '1'='1"):
+        assert http.get(path).status_code == 404
+    assert db.execute("SELECT count(*) FROM onemap_data.lamps").fetchone()[0] >= 586
+
+
+def test_openapi_describes_the_real_routes(http, server):
+    doc = http.get("/api").json()
+    assert doc["openapi"].startswith("3.0")
+    for path, spec in doc["paths"].items():
+        concrete = (path.replace("{collectionId}", "lamps").replace("{layers}", "lamps")
+                    .replace("{z}/{x}/{y}", "0/0/0"))
+        if "{featureId}" in concrete:
+            continue
+        assert http.get(concrete).status_code == 200, path
+        assert spec["get"]["responses"]["200"]
+
+
+def test_gdal_ogr2ogr_copies_a_filtered_layer(server, db, sample_layers, tmp_path):
+    url = f"OAPIF:{server}/"
+    listing = subprocess.run(["ogrinfo", "-ro", "-so", url], capture_output=True, text=True,
+                             check=True).stdout
+    assert "street_lamps" not in listing and "lamps (title: lamps) (Point)" in listing
+    out = tmp_path / "copy.gpkg"
+    subprocess.run(["ogr2ogr", "-f", "GPKG", str(out), url, "lamps",
+                    "-spat", *map(str, BBOX), "-where", "highway = 'street_lamp'"],
+                   capture_output=True, text=True, check=True)
+    copied = pyogrio.read_dataframe(out)
+    rows = {r[0]: shapely.from_wkt(r[1]) for r in db.execute(
+        "SELECT _fid, ST_AsText(geom) FROM onemap_data.lamps WHERE _valid_to IS NULL"
+        " AND highway = 'street_lamp'"
+        " AND ST_Intersects(geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326))", BBOX)}
+    assert sorted(copied["osm_id"]) == sorted(rows)
+    for _, feat in copied.iterrows():
+        assert feat.geometry.equals_exact(rows[feat["osm_id"]], 1e-9)
+
+
+def test_owslib_reads_the_service(server, db, sample_layers):
+    api = Features(server)
+    assert set(CONFORMANCE) <= set(api.conformance()["conformsTo"])
+    ids = [c["id"] for c in api.collections()["collections"]]
+    assert "lamps" in ids
+    page = api.collection_items("lamps", bbox=list(BBOX), limit=1000)
+    assert {f["id"] for f in page["features"]} == db_ids(db, "lamps", BBOX)
