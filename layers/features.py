@@ -19,28 +19,58 @@ TIME_PROPERTIES = ("_produced_at", "_ingested_at", "_updated_at")
 
 
 @dataclass(frozen=True)
+class Crs:
+    """A coordinate reference system as served: its SRID and whether latitude comes first."""
+
+    uri: str
+    srid: int
+    lat_first: bool
+    digits: int  # decimals that keep about a millimetre
+
+
+CRS84 = Crs("http://www.opengis.net/def/crs/OGC/1.3/CRS84", 4326, False, 9)
+SUPPORTED_CRS = {c.uri: c for c in (
+    CRS84,
+    Crs("http://www.opengis.net/def/crs/EPSG/0/4326", 4326, True, 9),
+    Crs("http://www.opengis.net/def/crs/EPSG/0/4490", 4490, True, 9),
+    Crs("http://www.opengis.net/def/crs/EPSG/0/3857", 3857, False, 3),
+)}
+
+
+@dataclass(frozen=True)
 class ItemsQuery:
     """What a client asked of a collection's items, already validated."""
 
     limit: int
     offset: int = 0
-    bbox: tuple[float, float, float, float] | None = None  # lon/lat
+    bbox: tuple[float, float, float, float] | None = None  # in bbox_crs, its axis order
+    bbox_crs: Crs = CRS84
+    crs: Crs = CRS84  # of the geometries served
     start: datetime | None = None  # datetime interval on _produced_at, either end open
     end: datetime | None = None
     instant: datetime | None = None  # datetime=one instant
     as_of: datetime | None = None  # the layer as it stood then
 
 
-def _feature_json(layer: Layer) -> sql.Composed:
+def _geometry(crs: Crs) -> sql.Composable:
+    g: sql.Composable = sql.SQL("t.geom")
+    if crs.srid != 4326:
+        g = sql.SQL("ST_Transform({}, {})").format(g, sql.Literal(crs.srid))
+    if crs.lat_first:
+        g = sql.SQL("ST_FlipCoordinates({})").format(g)
+    return sql.SQL("ST_AsGeoJSON({}, {})").format(g, sql.Literal(crs.digits))
+
+
+def _feature_json(layer: Layer, crs: Crs) -> sql.Composed:
     props = sql.SQL(", ").join(
         [sql.SQL("t.") + sql.Identifier(f.name) for f in layer.fields]
         + [sql.SQL("t.") + sql.Identifier(n) for n in TIME_PROPERTIES]
         + [sql.SQL("t._version")])
     return sql.SQL(
         "json_build_object('type', 'Feature', 'id', t._fid,"
-        " 'geometry', ST_AsGeoJSON(t.geom, 9)::json,"
+        " 'geometry', {geometry}::json,"
         " 'properties', (SELECT row_to_json(p) FROM (SELECT {props}) p))::text"
-    ).format(props=props)
+    ).format(props=props, geometry=_geometry(crs))
 
 
 def _where(q: ItemsQuery) -> tuple[sql.Composed, dict[str, object]]:
@@ -53,10 +83,16 @@ def _where(q: ItemsQuery) -> tuple[sql.Composed, dict[str, object]]:
                              " AND (t._valid_to IS NULL OR t._valid_to > %(as_of)s)"))
         params["as_of"] = q.as_of
     if q.bbox is not None:
-        parts.append(sql.SQL("t.geom && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)"
-                             " AND ST_Intersects(t.geom, ST_MakeEnvelope(%(x0)s, %(y0)s,"
-                             " %(x1)s, %(y1)s, 4326))"))
-        params.update(zip(("x0", "y0", "x1", "y1"), q.bbox, strict=True))
+        x0, y0, x1, y1 = q.bbox
+        if q.bbox_crs.lat_first:
+            x0, y0, x1, y1 = y0, x0, y1, x1
+        box: sql.Composable = sql.SQL(
+            "ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {})").format(
+            sql.Literal(q.bbox_crs.srid))
+        if q.bbox_crs.srid != 4326:
+            box = sql.SQL("ST_Transform({}, 4326)").format(box)
+        parts.append(sql.SQL("t.geom && {box} AND ST_Intersects(t.geom, {box})").format(box=box))
+        params.update({"x0": x0, "y0": y0, "x1": x1, "y1": y1})
     if q.instant is not None:
         parts.append(sql.SQL("t._produced_at = %(instant)s"))
         params["instant"] = q.instant
@@ -76,7 +112,7 @@ async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> tuple[lis
     page = sql.SQL(
         "SELECT {feature} FROM {t} t WHERE {where} ORDER BY t._fid"
         " LIMIT %(limit)s OFFSET %(offset)s"
-    ).format(feature=_feature_json(layer), t=t, where=where)
+    ).format(feature=_feature_json(layer, q.crs), t=t, where=where)
     cur = await conn.execute(page, {**params, "limit": q.limit, "offset": q.offset})
     rows = [r[0] for r in await cur.fetchall()]
     if q.offset == 0 and len(rows) < q.limit:
@@ -88,12 +124,12 @@ async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> tuple[lis
 
 
 async def item(conn: AsyncConnection, layer: Layer, fid: str,
-               as_of: datetime | None = None) -> str | None:
+               as_of: datetime | None = None, crs: Crs = CRS84) -> str | None:
     """One feature's GeoJSON, current or as of a past moment; None if there is none."""
     where, params = _where(ItemsQuery(limit=1, as_of=as_of))
     cur = await conn.execute(
         sql.SQL("SELECT {feature} FROM {t} t WHERE {where} AND t._fid = %(fid)s").format(
-            feature=_feature_json(layer), t=table_of(layer.id), where=where),
+            feature=_feature_json(layer, crs), t=table_of(layer.id), where=where),
         {**params, "fid": fid})
     row = await cur.fetchone()
     return row[0] if row else None

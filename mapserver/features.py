@@ -24,11 +24,12 @@ from mapserver.deps import app_state
 
 GEOJSON = "application/geo+json"
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
-CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+CRS84 = features.CRS84.uri
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
 ]
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
@@ -74,7 +75,7 @@ def collection_doc(request: Request, layer: Layer) -> dict:
         "description": layer.description or layer.title,
         "keywords": list(layer.keywords),
         "itemType": "feature",
-        "crs": [CRS84],
+        "crs": list(features.SUPPORTED_CRS),
         "storageCrs": CRS84,
         "links": [
             {"rel": "self", "type": "application/json", "href": here},
@@ -137,7 +138,22 @@ def _int(request: Request, name: str, default: int, low: int) -> int:
     return value
 
 
-def parse_bbox(raw: str | None) -> tuple[float, float, float, float] | None:
+def parse_crs(request: Request, name: str) -> features.Crs:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return features.CRS84
+    uri = raw.strip("<>")
+    if uri.upper().startswith("EPSG:"):  # the short form many clients send
+        uri = f"http://www.opengis.net/def/crs/EPSG/0/{uri[5:]}"
+    crs = features.SUPPORTED_CRS.get(uri)
+    if crs is None:
+        raise HTTPException(400, f"{name} {raw!r} is not supported; use one of "
+                                 + ", ".join(features.SUPPORTED_CRS))
+    return crs
+
+
+def parse_bbox(raw: str | None,
+               crs: features.Crs = features.CRS84) -> tuple[float, float, float, float] | None:
     if raw is None:
         return None
     try:
@@ -149,9 +165,13 @@ def parse_bbox(raw: str | None) -> tuple[float, float, float, float] | None:
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
         raise HTTPException(400, f"bbox {raw!r} needs 4 (or 6) finite numbers")
     x0, y0, x1, y1 = values
-    if not (-90 <= y0 <= y1 <= 90 and -180 <= x0 <= 180 and -180 <= x1 <= 180 and x0 <= x1):
-        raise HTTPException(400, f"bbox {raw!r} is not lower-left, upper-right longitude/"
-                                 "latitude within -180..180, -90..90")
+    if x0 > x1 or y0 > y1:
+        raise HTTPException(400, f"bbox {raw!r} is not lower-left, upper-right")
+    lon, lat = ((y0, y1), (x0, x1)) if crs.lat_first else ((x0, x1), (y0, y1))
+    if crs.srid != 3857 and not (-180 <= lon[0] and lon[1] <= 180 and -90 <= lat[0]
+                                 and lat[1] <= 90):
+        raise HTTPException(400, f"bbox {raw!r} is outside -180..180 longitude, -90..90 "
+                                 f"latitude (in {crs.uri} axis order)")
     return x0, y0, x1, y1
 
 
@@ -191,8 +211,10 @@ async def items(request: Request) -> Response:
     offset = _int(request, "offset", 0, 0)
     instant, start, end = parse_datetime(request.query_params.get("datetime"))
     as_of_raw = request.query_params.get("as-of")
+    crs, bbox_crs = parse_crs(request, "crs"), parse_crs(request, "bbox-crs")
     q = features.ItemsQuery(limit=limit, offset=offset,
-                            bbox=parse_bbox(request.query_params.get("bbox")),
+                            bbox=parse_bbox(request.query_params.get("bbox"), bbox_crs),
+                            bbox_crs=bbox_crs, crs=crs,
                             instant=instant, start=start, end=end,
                             as_of=_instant(as_of_raw, as_of_raw) if as_of_raw else None)
     async with app_state(request).pool.connection() as conn:
@@ -208,7 +230,7 @@ async def items(request: Request) -> Response:
             "numberReturned": len(rows),
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds"), "links": links}
     body = json.dumps(head)[:-1] + ', "features": [' + ",".join(rows) + "]}"
-    return Response(body, media_type=GEOJSON, headers={"Content-Crs": f"<{CRS84}>"})
+    return Response(body, media_type=GEOJSON, headers={"Content-Crs": f"<{crs.uri}>"})
 
 
 async def item(request: Request) -> Response:
@@ -216,8 +238,9 @@ async def item(request: Request) -> Response:
     fid = request.path_params["featureId"]
     as_of_raw = request.query_params.get("as-of")
     as_of = _instant(as_of_raw, as_of_raw) if as_of_raw else None
+    crs = parse_crs(request, "crs")
     async with app_state(request).pool.connection() as conn:
-        found = await features.item(conn, layer, fid, as_of)
+        found = await features.item(conn, layer, fid, as_of, crs)
     if found is None:
         raise HTTPException(404, f"no feature {fid!r} in collection {layer.id!r}")
     here = f"{base(request)}/collections/{layer.id}"
@@ -226,7 +249,7 @@ async def item(request: Request) -> Response:
         {"rel": "self", "type": GEOJSON, "href": f"{here}/items/{quote(fid, safe='')}"},
         {"rel": "collection", "type": "application/json", "href": here},
     ]
-    return Response(json.dumps(doc), media_type=GEOJSON, headers={"Content-Crs": f"<{CRS84}>"})
+    return Response(json.dumps(doc), media_type=GEOJSON, headers={"Content-Crs": f"<{crs.uri}>"})
 
 
 routes = [

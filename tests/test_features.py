@@ -160,7 +160,8 @@ def test_bad_requests(http, sample_layers, path, params, status, detail):
     assert detail in resp.json()["detail"] and "Traceback" not in resp.text
 
 
-@pytest.mark.parametrize("name", ["limit", "offset", "bbox", "datetime", "as-of"])
+@pytest.mark.parametrize("name", ["limit", "offset", "bbox", "datetime", "as-of", "crs",
+                                  "bbox-crs"])
 def test_sql_injection_in_every_parameter(http, db, sample_layers, name):
     for attack in ("1; DROP TABLE onemap.layers;--", "' OR '1'='1", "1) OR (1=1"):
         resp = http.get("/collections/lamps/items", params={name: attack})
@@ -208,3 +209,65 @@ def test_owslib_reads_the_service(server, db, sample_layers):
     assert "lamps" in ids
     page = api.collection_items("lamps", bbox=list(BBOX), limit=1000)
     assert {f["id"] for f in page["features"]} == db_ids(db, "lamps", BBOX)
+
+
+EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
+
+
+def test_crs_output_and_axis_order(http, db, sample_layers):
+    import pyproj
+
+    base = http.get("/collections/lamps/items", params={"limit": 5}).json()["features"]
+    to_3857 = pyproj.Transformer.from_crs(4326, 3857, always_xy=True)
+    for uri, check in [
+        (EPSG + "4326", lambda lon, lat, xy: xy == pytest.approx([lat, lon], abs=1e-9)),
+        (EPSG + "4490", lambda lon, lat, xy: xy == pytest.approx([lat, lon], abs=1e-9)),
+        (EPSG + "3857", lambda lon, lat, xy: xy == pytest.approx(to_3857.transform(lon, lat),
+                                                                 abs=1e-3)),
+    ]:
+        resp = http.get("/collections/lamps/items", params={"limit": 5, "crs": uri})
+        assert resp.headers["content-crs"] == f"<{uri}>"
+        for before, after in zip(base, resp.json()["features"], strict=True):
+            lon, lat = before["geometry"]["coordinates"]
+            assert check(lon, lat, after["geometry"]["coordinates"]), uri
+    one = http.get(f"/collections/lamps/items/{base[0]['id']}", params={"crs": "EPSG:4326"})
+    assert one.json()["geometry"]["coordinates"] == pytest.approx(
+        base[0]["geometry"]["coordinates"][::-1])
+    assert one.headers["content-crs"] == f"<{EPSG}4326>"
+
+
+def test_bbox_crs(http, db, sample_layers):
+    import pyproj
+
+    expected = db_ids(db, "lamps", BBOX)
+    x0, y0, x1, y1 = BBOX
+
+    def ids(bbox, crs):
+        doc = http.get("/collections/lamps/items", params={
+            "bbox": ",".join(map(str, bbox)), "bbox-crs": crs, "limit": 1000}).json()
+        return {f["id"] for f in doc["features"]}
+
+    assert ids((y0, x0, y1, x1), EPSG + "4326") == expected  # latitude first
+    assert ids((y0, x0, y1, x1), EPSG + "4490") == expected
+    to_3857 = pyproj.Transformer.from_crs(4326, 3857, always_xy=True)
+    (mx0, my0), (mx1, my1) = to_3857.transform(x0, y0), to_3857.transform(x1, y1)
+    assert ids((mx0, my0, mx1, my1), EPSG + "3857") == expected
+
+
+@pytest.mark.parametrize("params, detail", [
+    ({"crs": EPSG + "32650"}, "is not supported"),
+    ({"crs": "nonsense"}, "is not supported"),
+    ({"bbox-crs": EPSG + "2154", "bbox": "0,0,1,1"}, "is not supported"),
+    # Longitude first where EPSG:4326 puts latitude first: latitude 116 cannot be.
+    ({"bbox-crs": EPSG + "4326", "bbox": "116.3,39.8,116.5,40.0"}, "outside -180..180"),
+])
+def test_unsupported_or_misread_crs(http, sample_layers, params, detail):
+    resp = http.get("/collections/lamps/items", params=params)
+    assert resp.status_code == 400 and detail in resp.json()["detail"]
+
+
+def test_collection_lists_its_crs(http, sample_layers):
+    doc = http.get("/collections/districts").json()
+    assert doc["storageCrs"] == "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+    assert set(doc["crs"]) == {"http://www.opengis.net/def/crs/OGC/1.3/CRS84", EPSG + "4326",
+                               EPSG + "4490", EPSG + "3857"}
