@@ -50,6 +50,8 @@ class ItemsQuery:
     end: datetime | None = None
     instant: datetime | None = None  # datetime=one instant
     as_of: datetime | None = None  # the layer as it stood then
+    # A CQL2 filter already made SQL by layers.cql2sql, with its parameters.
+    where: tuple[sql.Composable, dict[str, object]] | None = None
 
 
 def _geometry(crs: Crs) -> sql.Composable:
@@ -102,6 +104,10 @@ def _where(q: ItemsQuery) -> tuple[sql.Composed, dict[str, object]]:
     if q.end is not None:
         parts.append(sql.SQL("t._produced_at <= %(end)s"))
         params["end"] = q.end
+    if q.where is not None:
+        clause, filter_params = q.where
+        parts.append(sql.SQL("({})").format(clause))
+        params.update(filter_params)
     return sql.SQL(" AND ").join(parts), params
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from layers import features
+from layers import cql2sql, features
 from layers.catalog import LAYER_ID, SELECT_LAYERS, Layer, layer_from_row
 from mapserver.deps import app_state
 
@@ -30,7 +30,23 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
 ]
+_SCHEMA_TYPES = {
+    "integer": {"type": "integer"}, "number": {"type": "number"},
+    "decimal": {"type": "number"}, "boolean": {"type": "boolean"},
+    "string": {"type": "string"}, "datetime": {"type": "string", "format": "date-time"},
+    "date": {"type": "string", "format": "date"}, "time": {"type": "string", "format": "time"},
+    "geometry": {"format": "geometry-any"},
+}
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
 
@@ -80,6 +96,8 @@ def collection_doc(request: Request, layer: Layer) -> dict:
         "links": [
             {"rel": "self", "type": "application/json", "href": here},
             {"rel": "items", "type": GEOJSON, "href": f"{here}/items"},
+            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+             "type": "application/schema+json", "href": f"{here}/queryables"},
             {"rel": "describedby", "type": "application/json", "href": f"{b}/layers/{layer.id}"},
             {"rel": "tilejson", "type": "application/json",
              "href": f"{b}/tiles/{layer.id}/tilejson.json"},
@@ -123,6 +141,32 @@ async def collections(request: Request) -> Response:
 
 async def collection(request: Request) -> Response:
     return JSONResponse(collection_doc(request, await collection_layer(request)))
+
+
+async def queryables(request: Request) -> Response:
+    layer = await collection_layer(request)
+    url = f"{base(request)}/collections/{layer.id}/queryables"
+    props = {name: {"title": name, **_SCHEMA_TYPES.get(kind, {"type": "string"})}
+             for name, kind in cql2sql.queryables(layer).items()}
+    return JSONResponse({
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": url,
+        "type": "object", "title": layer.title, "properties": props,
+        "additionalProperties": False,
+    }, media_type="application/schema+json")
+
+
+def parse_filter(request: Request, layer: Layer) -> tuple | None:
+    text = request.query_params.get("filter")
+    if text is None:
+        return None
+    crs = request.query_params.get("filter-crs")
+    if crs is not None and crs.strip("<>") != CRS84:
+        raise HTTPException(400, f"filter-crs {crs!r} is not supported; filters are in {CRS84}")
+    lang = request.query_params.get("filter-lang", "cql2-text")
+    try:
+        return cql2sql.to_sql(cql2sql.parse(text, lang), layer)
+    except cql2sql.FilterError as exc:
+        raise HTTPException(400, str(exc)) from exc
 
 
 def _int(request: Request, name: str, default: int, low: int) -> int:
@@ -216,7 +260,8 @@ async def items(request: Request) -> Response:
                             bbox=parse_bbox(request.query_params.get("bbox"), bbox_crs),
                             bbox_crs=bbox_crs, crs=crs,
                             instant=instant, start=start, end=end,
-                            as_of=_instant(as_of_raw, as_of_raw) if as_of_raw else None)
+                            as_of=_instant(as_of_raw, as_of_raw) if as_of_raw else None,
+                            where=parse_filter(request, layer))
     async with app_state(request).pool.connection() as conn:
         rows, matched = await features.items(conn, layer, q)
     links = [_page_link(request, "self", offset, limit),
@@ -256,6 +301,7 @@ routes = [
     Route("/conformance", conformance),
     Route("/collections", collections),
     Route("/collections/{collectionId}", collection),
+    Route("/collections/{collectionId}/queryables", queryables),
     Route("/collections/{collectionId}/items", items),
     Route("/collections/{collectionId}/items/{featureId:path}", item),
 ]
