@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
+from importlib import resources
 from urllib.parse import quote, urlencode
 
 from psycopg import sql
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.templating import Jinja2Templates
 
 from layers import cql2sql, features
 from layers.catalog import LAYER_ID, SELECT_LAYERS, Layer, layer_from_row
@@ -28,6 +30,7 @@ CRS84 = features.CRS84.uri
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
@@ -47,6 +50,7 @@ _SCHEMA_TYPES = {
     "date": {"type": "string", "format": "date"}, "time": {"type": "string", "format": "time"},
     "geometry": {"format": "geometry-any"},
 }
+TEMPLATES = Jinja2Templates(directory=str(resources.files("mapserver") / "templates"))
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
 
@@ -57,6 +61,25 @@ def wants_json(request: Request) -> bool:
     if f is not None:
         return f == "json"
     return "text/html" not in request.headers.get("accept", "")
+
+
+def wants_html(request: Request) -> bool:
+    f = request.query_params.get("f")
+    if f is not None:
+        if f not in ("json", "html"):
+            raise HTTPException(400, f"f={f!r} is not a format here; use json or html")
+        return f == "html"
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _page(request: Request, template: str, title: str, crumbs: list[tuple[str, str]],
+          **context: object) -> Response:
+    params = dict(request.query_params)
+    params["f"] = "json"
+    json_url = f"{base(request)}{request.url.path}?{urlencode(params)}"
+    return TEMPLATES.TemplateResponse(request, template, {
+        "title": title, "crumbs": crumbs, "base": base(request), "json_url": json_url,
+        **context})
 
 
 def base(request: Request) -> str:
@@ -133,6 +156,8 @@ async def collection_layer(request: Request) -> Layer:
 async def collections(request: Request) -> Response:
     layers = await _vector_layers(request)
     b = base(request)
+    if wants_html(request):
+        return _page(request, "collections.html", "Collections", [], layers=layers)
     return JSONResponse({
         "links": [{"rel": "self", "type": "application/json", "href": f"{b}/collections"}],
         "collections": [collection_doc(request, ly) for ly in layers],
@@ -140,7 +165,11 @@ async def collections(request: Request) -> Response:
 
 
 async def collection(request: Request) -> Response:
-    return JSONResponse(collection_doc(request, await collection_layer(request)))
+    layer = await collection_layer(request)
+    if wants_html(request):
+        return _page(request, "collection.html", layer.title,
+                     [("Collections", f"{base(request)}/collections?f=html")], layer=layer)
+    return JSONResponse(collection_doc(request, layer))
 
 
 async def queryables(request: Request) -> Response:
@@ -242,6 +271,16 @@ def parse_datetime(raw: str | None) -> tuple[datetime | None, datetime | None, d
     return None, start, end
 
 
+def _as_html(url: str | None) -> str | None:
+    """A page link for the HTML page: the same query, asking for HTML."""
+    if url is None:
+        return None
+    path, _, query = url.partition("?")
+    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    params["f"] = "html"
+    return f"{path}?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
 def _page_link(request: Request, rel: str, offset: int, limit: int) -> dict:
     params = dict(request.query_params)
     params.update({"offset": str(offset), "limit": str(limit)})
@@ -271,6 +310,16 @@ async def items(request: Request) -> Response:
         links.append(_page_link(request, "next", offset + limit, limit))
     if offset > 0:
         links.append(_page_link(request, "prev", max(0, offset - limit), limit))
+    if wants_html(request):
+        feats = [json.loads(r) for r in rows]
+        columns = list(dict.fromkeys(k for f in feats for k in f["properties"]))
+        link = {ln["rel"]: ln["href"] for ln in links}
+        return _page(request, "items.html", f"{layer.title}: features",
+                     [("Collections", f"{base(request)}/collections?f=html"),
+                      (layer.id, f"{base(request)}/collections/{layer.id}?f=html")],
+                     layer=layer, features=feats, columns=columns, matched=matched,
+                     returned=len(rows), next_url=_as_html(link.get("next")),
+                     prev_url=_as_html(link.get("prev")))
     head = {"type": "FeatureCollection", "numberMatched": matched,
             "numberReturned": len(rows),
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds"), "links": links}
@@ -290,6 +339,11 @@ async def item(request: Request) -> Response:
         raise HTTPException(404, f"no feature {fid!r} in collection {layer.id!r}")
     here = f"{base(request)}/collections/{layer.id}"
     doc = json.loads(found)
+    if wants_html(request):
+        return _page(request, "item.html", f"{layer.title}: {fid}",
+                     [("Collections", f"{base(request)}/collections?f=html"),
+                      (layer.id, f"{here}?f=html"), ("features", f"{here}/items?f=html")],
+                     layer=layer, feature=doc)
     doc["links"] = [
         {"rel": "self", "type": GEOJSON, "href": f"{here}/items/{quote(fid, safe='')}"},
         {"rel": "collection", "type": "application/json", "href": here},

@@ -271,3 +271,41 @@ def test_collection_lists_its_crs(http, sample_layers):
     assert doc["storageCrs"] == "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
     assert set(doc["crs"]) == {"http://www.opengis.net/def/crs/OGC/1.3/CRS84", EPSG + "4326",
                                EPSG + "4490", EPSG + "3857"}
+
+
+def test_html_pages_for_people(http, db, sample_layers):
+    from html.parser import HTMLParser
+
+    class Links(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.hrefs, self.rows = [], 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "a":
+                self.hrefs.append(dict(attrs)["href"])
+            if tag == "tr":
+                self.rows += 1
+
+    def page(url, **kw):
+        resp = http.get(url, **kw)
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
+        parser = Links()
+        parser.feed(resp.text)
+        return resp.text, parser
+
+    text, links = page("/collections", headers={"Accept": "text/html"})
+    assert any(h.endswith("/collections/lamps?f=html") for h in links.hrefs)
+    text, _ = page("/collections/buildings?f=html")
+    assert "Data dictionary" in text and "osm_way_id" in text and 'class="map"' in text
+    text, links = page("/collections/lamps/items?f=html&limit=5")
+    assert links.rows == 6 and "5 of 586 features" in text  # header row + 5
+    nxt = next(h for h in links.hrefs if "offset=5" in h)
+    assert "f=html" in nxt and page(nxt)[1].rows == 6
+    first = next(h for h in links.hrefs if "/items/" in h)
+    text, _ = page(first)
+    fid = first.split("/items/")[1].split("?")[0]
+    osm_id = db.execute("SELECT osm_id FROM onemap_data.lamps WHERE _fid = %s"
+                        " AND _valid_to IS NULL", (fid,)).fetchone()[0]
+    assert f"<td>{osm_id}</td>" in text and "street_lamp" in text
+    assert http.get("/collections", params={"f": "xml"}).status_code == 400
