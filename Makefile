@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SAMPLES := data/samples
 export ONEMAP_DATA_DIR ?= var
 
-.PHONY: setup demo demo-data serve test lint bench clean
+.PHONY: setup demo demo-data serve test lint bench bench-features clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,11 @@ bench: setup
 	bash scripts/system-packages.sh wrk
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/vector_tiles.py
+
+bench-features: setup
+	bash scripts/system-packages.sh wrk
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/features.py
 
 clean:
 	-$(BIN)/onemap db stop

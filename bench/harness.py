@@ -116,6 +116,7 @@ def wrk(base: str, paths: Sequence[str], concurrency: int, seconds: float) -> di
     try:
         proc = subprocess.run(
             ["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{round(seconds)}s", "--latency",
+             "--timeout", "60s",
              "-s", str(ROOT / "bench" / "paths.lua"), base, "--", fh.name],
             capture_output=True, text=True, check=True)
     finally:

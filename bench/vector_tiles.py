@@ -12,93 +12,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-import geopandas as gpd
 import httpx
 import mapbox_vector_tile
 import morecantile
 import numpy as np
 import psycopg
-import shapely
-from harness import ROOT, Server, Summary, drive, free_port, summarize_wrk, wrk
+from dataset import BBOX, SEED, dataset
+from harness import ROOT, Server, Summary, drive, summarize_wrk, wrk
 from psycopg_pool import AsyncConnectionPool
 
 from layers.catalog import get_layer
-from layers.cluster import Cluster
-from layers.migrate import migrate
 from layers.tiles import PostgisSource, params
 from mapserver.app import SESSION
 
 TMS = morecantile.tms.get("WebMercatorQuad")
-BBOX = (116.0, 39.6, 116.8, 40.2)  # Beijing's urban area
-N_POINTS = 1_000_000
-N_POLYGONS = 100_000
 LISTS = {"z10": [10], "z12": [12], "z14": [14], "mixed": [10, 11, 12, 13, 14, 15, 16]}
 REQUESTS = {"z10": 60, "z12": 200, "z14": 400, "mixed": 300}
 CONCURRENCY = 8
-SEED = 20261122
-
-
-def city(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Lon/lat scattered like a city: dense centres over a thinner spread."""
-    centres = rng.uniform(BBOX[:2], BBOX[2:], size=(40, 2))
-    which = rng.integers(0, len(centres), n)
-    spread = rng.uniform(0.005, 0.04, len(centres))[which]
-    xy = centres[which] + rng.normal(0, 1, (n, 2)) * spread[:, None]
-    uniform = rng.random(n) < 0.3
-    xy[uniform] = rng.uniform(BBOX[:2], BBOX[2:], size=(uniform.sum(), 2))
-    xy = np.clip(xy, BBOX[:2], BBOX[2:])
-    return xy[:, 0], xy[:, 1]
-
-
-def make_data(folder: Path) -> tuple[Path, Path]:
-    rng = np.random.default_rng(SEED)
-    x, y = city(N_POINTS, rng)
-    kinds = np.array(["camera", "lamp", "sensor", "signal", "hydrant", "bin"])
-    points = gpd.GeoDataFrame({
-        "code": [f"P{i:07d}" for i in range(N_POINTS)],
-        "kind": kinds[rng.integers(0, len(kinds), N_POINTS)],
-        "height": np.round(rng.uniform(3, 12, N_POINTS), 1),
-        "year": rng.integers(1995, 2026, N_POINTS),
-    }, geometry=shapely.points(x, y), crs=4326)
-    px, py = city(N_POLYGONS, rng)
-    w = rng.uniform(0.0001, 0.0006, N_POLYGONS)
-    h = rng.uniform(0.0001, 0.0005, N_POLYGONS)
-    uses = np.array(["residential", "commercial", "industrial", "public", "green"])
-    polygons = gpd.GeoDataFrame({
-        "code": [f"B{i:06d}" for i in range(N_POLYGONS)],
-        "landuse": uses[rng.integers(0, len(uses), N_POLYGONS)],
-        "floors": rng.integers(1, 30, N_POLYGONS),
-    }, geometry=shapely.box(px, py, px + w, py + h), crs=4326)
-    p1, p2 = folder / "points.fgb", folder / "polygons.fgb"
-    points.to_file(p1, driver="FlatGeobuf")
-    polygons.to_file(p2, driver="FlatGeobuf")
-    return p1, p2
-
-
-def ingest(url: str, path: Path, layer: str) -> dict:
-    """Through the real command line; reports time and the ingest process's peak memory."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "onemap.cli", "ingest", "vector", str(path),
-                             "--layer", layer, "--key", "code"], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={"ONEMAP_DATABASE_URL": url, "PATH": "/usr/bin:/bin"})
-    out, err = proc.stdout.read(), proc.stderr.read()  # the CLI is quiet off a terminal
-    # wait4 on this child alone: its own peak memory, not any other child's.
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise RuntimeError(err)
-    return {"seconds": round(time.perf_counter() - t0, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024), "summary": out.splitlines()[0]}
 
 
 def tile_lists(rng: random.Random) -> dict[str, list[morecantile.Tile]]:
@@ -225,46 +158,16 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "vector_tiles.json"))
     ap.add_argument("--workdir", help="keep the cluster and data here and reuse them next time")
     ap.add_argument("--port", type=int, help="the cluster's port (default: a free one)")
-    ap.add_argument("--generate", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.generate:
-        make_data(Path(args.generate))
-        return
-    keep = args.workdir is not None
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="onemap-bench-")).absolute()
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o755)
-    cluster = Cluster(root / "pg", args.port or free_port())
-    loaded = cluster.initialized()
-    cluster.start()
-    try:
-        with psycopg.connect(cluster.url, autocommit=True) as conn:
-            migrate(conn)
-            loaded = loaded and get_layer(conn, "bench_polygons") is not None
-        loads: dict = {}
-        if not loaded:
-            t0 = time.perf_counter()
-            # In a child process, so this process stays small and the ingests' peak memory,
-            # measured for child processes, is the ingests' own.
-            subprocess.run([sys.executable, __file__, "--generate", str(root)], check=True)
-            points, polygons = root / "points.fgb", root / "polygons.fgb"
-            print(f"generated data in {time.perf_counter() - t0:.0f} s", flush=True)
-            loads = {"points": ingest(cluster.url, points, "bench_points"),
-                     "polygons": ingest(cluster.url, polygons, "bench_polygons")}
-            for k, v in loads.items():
-                print(f"ingest {k}: {v}", flush=True)
-        sweep = size_sweep(cluster.url, "bench_points", range(0, 15))
-        results = asyncio.run(measure(args, cluster.url)) if args.rounds else {}
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"ingest": loads, "sweep": sweep, "tiles": results,
-                                   "rounds": args.rounds, "concurrency": CONCURRENCY},
-                                  indent=2))
-        print(f"wrote {out}")
-    finally:
-        cluster.stop()
-        if not keep:
-            shutil.rmtree(root, ignore_errors=True)
+    with dataset(args.workdir, args.port) as (url, loads):
+        sweep = size_sweep(url, "bench_points", range(0, 15))
+        results = asyncio.run(measure(args, url)) if args.rounds else {}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"ingest": loads, "sweep": sweep, "tiles": results,
+                               "rounds": args.rounds, "concurrency": CONCURRENCY,
+                               "seconds": args.seconds}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class ItemsQuery:
     as_of: datetime | None = None  # the layer as it stood then
     # A CQL2 filter already made SQL by layers.cql2sql, with its parameters.
     where: tuple[sql.Composable, dict[str, object]] | None = None
+    properties: tuple[str, ...] | None = None  # None: all of them
 
 
 def _geometry(crs: Crs) -> sql.Composable:
@@ -63,16 +64,22 @@ def _geometry(crs: Crs) -> sql.Composable:
     return sql.SQL("ST_AsGeoJSON({}, {})").format(g, sql.Literal(crs.digits))
 
 
-def _feature_json(layer: Layer, crs: Crs) -> sql.Composed:
-    props = sql.SQL(", ").join(
-        [sql.SQL("t.") + sql.Identifier(f.name) for f in layer.fields]
-        + [sql.SQL("t.") + sql.Identifier(n) for n in TIME_PROPERTIES]
-        + [sql.SQL("t._version")])
+def property_names(layer: Layer) -> list[str]:
+    return [f.name for f in layer.fields] + [*TIME_PROPERTIES, "_version"]
+
+
+def _feature_json(layer: Layer, crs: Crs,
+                  properties: tuple[str, ...] | None = None) -> sql.Composed:
+    names = property_names(layer) if properties is None else list(properties)
+    props = (sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(n) for n in names)
+             if names else sql.SQL("1 AS _none"))
     return sql.SQL(
         "json_build_object('type', 'Feature', 'id', t._fid,"
         " 'geometry', {geometry}::json,"
-        " 'properties', (SELECT row_to_json(p) FROM (SELECT {props}) p))::text"
-    ).format(props=props, geometry=_geometry(crs))
+        " 'properties', {properties})::text"
+    ).format(geometry=_geometry(crs), properties=(
+        sql.SQL("(SELECT row_to_json(p) FROM (SELECT {}) p)").format(props) if names
+        else sql.SQL("'{}'::json")))
 
 
 def _where(q: ItemsQuery) -> tuple[sql.Composed, dict[str, object]]:
@@ -118,11 +125,15 @@ async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> tuple[lis
     page = sql.SQL(
         "SELECT {feature} FROM {t} t WHERE {where} ORDER BY t._fid"
         " LIMIT %(limit)s OFFSET %(offset)s"
-    ).format(feature=_feature_json(layer, q.crs), t=t, where=where)
+    ).format(feature=_feature_json(layer, q.crs, q.properties), t=t, where=where)
     cur = await conn.execute(page, {**params, "limit": q.limit, "offset": q.offset})
     rows = [r[0] for r in await cur.fetchall()]
     if q.offset == 0 and len(rows) < q.limit:
         return rows, len(rows)  # the whole answer is on this page: no need to count
+    unfiltered = (q.bbox is None and q.where is None and q.as_of is None
+                  and q.instant is None and q.start is None and q.end is None)
+    if unfiltered:
+        return rows, layer.feature_count  # counted by the ingest that wrote the data
     cur = await conn.execute(
         sql.SQL("SELECT count(*) FROM {t} t WHERE {where}").format(t=t, where=where), params)
     row = await cur.fetchone()

@@ -184,6 +184,19 @@ async def queryables(request: Request) -> Response:
     }, media_type="application/schema+json")
 
 
+def parse_properties(request: Request, layer: Layer) -> tuple[str, ...] | None:
+    raw = request.query_params.get("properties")
+    if raw is None:
+        return None
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    known = set(features.property_names(layer))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise HTTPException(400, f"unknown properties {unknown}; see the collection's "
+                                 "queryables")
+    return names
+
+
 def parse_filter(request: Request, layer: Layer) -> tuple | None:
     text = request.query_params.get("filter")
     if text is None:
@@ -300,7 +313,8 @@ async def items(request: Request) -> Response:
                             bbox_crs=bbox_crs, crs=crs,
                             instant=instant, start=start, end=end,
                             as_of=_instant(as_of_raw, as_of_raw) if as_of_raw else None,
-                            where=parse_filter(request, layer))
+                            where=parse_filter(request, layer),
+                            properties=parse_properties(request, layer))
     async with app_state(request).pool.connection() as conn:
         rows, matched = await features.items(conn, layer, q)
     links = [_page_link(request, "self", offset, limit),

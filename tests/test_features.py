@@ -160,7 +160,7 @@ def test_bad_requests(http, sample_layers, path, params, status, detail):
     assert detail in resp.json()["detail"] and "Traceback" not in resp.text
 
 
-@pytest.mark.parametrize("name", ["limit", "offset", "bbox", "datetime", "as-of", "crs",
+@pytest.mark.parametrize("name", ["limit", "offset", "bbox", "datetime", "as-of", "crs", "properties",
                                   "bbox-crs"])
 def test_sql_injection_in_every_parameter(http, db, sample_layers, name):
     for attack in ("1; DROP TABLE onemap.layers;--", "' OR '1'='1", "1) OR (1=1"):
@@ -309,3 +309,12 @@ def test_html_pages_for_people(http, db, sample_layers):
                         " AND _valid_to IS NULL", (fid,)).fetchone()[0]
     assert f"<td>{osm_id}</td>" in text and "street_lamp" in text
     assert http.get("/collections", params={"f": "xml"}).status_code == 400
+
+
+def test_properties_selects_what_each_feature_carries(http, sample_layers):
+    doc = http.get("/collections/lamps/items", params={"properties": "osm_id,_version"}).json()
+    assert all(set(f["properties"]) == {"osm_id", "_version"} for f in doc["features"])
+    none = http.get("/collections/lamps/items", params={"properties": ""}).json()
+    assert all(f["properties"] == {} for f in none["features"])
+    bad = http.get("/collections/lamps/items", params={"properties": "osm_id,_hash"})
+    assert bad.status_code == 400 and "unknown properties ['_hash']" in bad.json()["detail"]

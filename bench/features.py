@@ -1,0 +1,159 @@
+"""OGC API – Features items: OneMap against tipg and pygeoapi on the same PostGIS table.
+
+Pages through the 1,000,000-point layer with limit 100 and 1000, with and without a bbox
+and a CQL2 filter, asking every server for the same attributes. Usage:
+
+    make bench-features    # or: .venv/bin/python bench/features.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+from dataset import dataset
+from harness import ROOT, Server, free_port, summarize_wrk, wrk
+
+CONCURRENCY = 8
+PROPS = "code,kind,height,year"
+# A dense part of the city (about 2 x 2 km), and a filter that keeps a sixth of the points.
+BOX = "116.30,39.88,116.33,39.90"
+FILTER = "kind = 'camera'"
+CASES = {
+    "limit100": {"limit": 100},
+    "limit1000": {"limit": 1000},
+    "limit100+bbox": {"limit": 100, "bbox": BOX},
+    "limit1000+bbox": {"limit": 1000, "bbox": BOX},
+    "limit100+filter": {"limit": 100, "filter": FILTER},
+    "limit100+bbox+filter": {"limit": 100, "bbox": BOX, "filter": FILTER},
+}
+PAGES = 40  # offsets 0, limit, 2 x limit, ... : a client paging through
+
+
+def pygeoapi_config(url: str, port: int, folder: Path) -> dict[str, str]:
+    """pygeoapi's YAML config and OpenAPI document for the points table."""
+    import psycopg
+
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    config = {
+        "server": {"bind": {"host": "127.0.0.1", "port": port},
+                   "url": f"http://127.0.0.1:{port}", "mimetype": "application/json",
+                   "encoding": "utf-8", "language": "en-US", "pretty_print": False,
+                   "limits": {"default_items": 10, "max_items": 10000},
+                   "map": {"url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+                           "attribution": "OSM"}},
+        "logging": {"level": "ERROR"},
+        "metadata": {"identification": {"title": "bench", "description": "bench",
+                                        "keywords": ["bench"], "terms_of_service": "",
+                                        "url": "http://127.0.0.1"},
+                     "license": {"name": "none", "url": "http://127.0.0.1"},
+                     "provider": {"name": "bench", "url": "http://127.0.0.1"},
+                     "contact": {"name": "bench"}},
+        "resources": {"bench_points": {
+            "type": "collection", "title": "points", "description": "points",
+            "keywords": ["points"],
+            "extents": {"spatial": {"bbox": [116.0, 39.6, 116.8, 40.2],
+                                    "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}},
+            "providers": [{"type": "feature", "name": "PostgreSQL",
+                           "data": {"host": info["host"], "port": int(info["port"]),
+                                    "dbname": info["dbname"], "user": info["user"],
+                                    "password": "", "search_path": ["onemap_data"]},
+                           "id_field": "_fid", "table": "bench_points",
+                           "geom_field": "geom"}]}},
+    }
+    cfg = folder / "pygeoapi.yml"
+    cfg.write_text(json.dumps(config))  # JSON is YAML
+    api = folder / "openapi.yml"
+    env = {"PYGEOAPI_CONFIG": str(cfg), "PYGEOAPI_OPENAPI": str(api), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([str(Path(sys.executable).parent / "pygeoapi"), "openapi", "generate",
+                          str(cfg), "--output-file", str(api)], env=env, capture_output=True,
+                         text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return env
+
+
+def paths(peer: str, case: dict) -> list[str]:
+    limit = case["limit"]
+    collection = {"onemap": "bench_points", "tipg": "onemap_data.bench_points",
+                  "pygeoapi": "bench_points"}[peer]
+    # pygeoapi 0.21 calls its (pygeofilter) CQL2 text "cql-text"; the filter reads the same.
+    extra = {"f": "json"} if peer == "pygeoapi" else {}
+    if peer == "pygeoapi" and "filter" in case:
+        extra["filter-lang"] = "cql-text"
+    out = []
+    for page in range(PAGES):
+        q = {**case, "offset": page * limit, "properties": PROPS, **extra}
+        out.append(f"/collections/{collection}/items?{urlencode(q)}")
+    random.Random(1).shuffle(out)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=6)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "features.json"))
+    ap.add_argument("--workdir", help="keep the cluster and data here and reuse them next time")
+    ap.add_argument("--port", type=int)
+    args = ap.parse_args()
+    results: dict = {}
+    with dataset(args.workdir, args.port) as (url, _), \
+            tempfile.TemporaryDirectory() as tmp:
+        pg_port = free_port()
+        servers = {
+            "onemap": Server("onemap", "mapserver.app:create_app",
+                             {"ONEMAP_DATABASE_URL": url}, factory=True),
+            "tipg": Server("tipg", "tipg.main:app",
+                           {"DATABASE_URL": url, "TIPG_DB_SCHEMAS": '["onemap_data"]',
+                            "TIPG_MAX_FEATURES_PER_QUERY": "10000"}),
+            "pygeoapi": Server("pygeoapi", "pygeoapi.starlette_app:APP",
+                               pygeoapi_config(url, pg_port, Path(tmp)), port=pg_port),
+        }
+        for name, server in servers.items():
+            server.start("/collections" if name == "pygeoapi" else "/")
+        try:
+            for case_name, case in CASES.items():
+                lists = {peer: paths(peer, case) for peer in servers}
+                sizes, matched = {}, {}
+                for peer, server in servers.items():
+                    bodies = [httpx.get(server.url + p, timeout=120) for p in lists[peer][:8]]
+                    for b in bodies:
+                        b.raise_for_status()
+                    sizes[peer] = [len(b.content) for b in bodies]
+                    first = bodies[0].json()
+                    matched[peer] = (first.get("numberMatched"), len(first["features"]))
+                runs: dict[str, list] = {peer: [] for peer in servers}
+                for _ in range(args.rounds):
+                    for peer, server in servers.items():
+                        runs[peer].append(wrk(server.url, lists[peer], CONCURRENCY,
+                                              args.seconds))
+                results[case_name] = {peer: {**summarize_wrk(runs[peer], sizes[peer]),
+                                             "matched_returned": matched[peer]}
+                                      for peer in servers}
+                r = results[case_name]
+                print(f"{case_name:22} " + " | ".join(
+                    f"{p} {r[p]['rps']:6.1f}/s p50 {r[p]['p50_ms']:6.1f} p99 "
+                    f"{r[p]['p99_ms']:6.1f} ms {r[p]['median_bytes'] / 1024:6.1f} KB "
+                    f"{r[p]['matched_returned']}" for p in servers)
+                    + f" | x{r['onemap']['rps'] / r['tipg']['rps']:.2f} tipg, "
+                      f"x{r['onemap']['rps'] / r['pygeoapi']['rps']:.2f} pygeoapi", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"items": results, "rounds": args.rounds,
+                               "seconds": args.seconds, "concurrency": CONCURRENCY}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
