@@ -6,7 +6,7 @@ import logging
 
 import psycopg
 
-from layers import overviews
+from layers import overviews, store
 from layers.cluster import Cluster
 from layers.migrate import migrate
 from onemap.settings import Settings
@@ -36,6 +36,10 @@ def prepare(settings: Settings) -> str:
     url = database_url(settings)
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn)
+        for layer_id in store.vector_tables(conn):
+            indexes = store.create_indexes(conn, layer_id)
+            if indexes:
+                log.info("built missing indexes: %s", ", ".join(indexes))
         built = overviews.ensure_all(conn, settings.detail_zoom)
         if built:
             log.info("built missing overviews: %s", ", ".join(built))

@@ -40,6 +40,13 @@ def _column_defs(fields: Sequence[Field]) -> sql.Composable:
     )
 
 
+def vector_tables(conn: psycopg.Connection) -> list[str]:
+    """Vector layers whose table exists."""
+    return [r[0] for r in conn.execute(
+        "SELECT id FROM onemap.layers WHERE kind = 'vector'"
+        " AND to_regclass(format('%I.%I', 'onemap_data', id)) IS NOT NULL ORDER BY id")]
+
+
 def table_exists(conn: psycopg.Connection, layer_id: str) -> bool:
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
                        (f'onemap_data."{layer_id}"',)).fetchone()
@@ -65,20 +72,36 @@ def create_table(conn: psycopg.Connection, layer_id: str, fields: Sequence[Field
     ).format(t=table_of(layer_id), extra=extra))
 
 
+# Tiles search _geom_3857; features (bbox, CQL2 spatial filters) search geom.
 _INDEXES = (
-    ("cur_fid", "CREATE UNIQUE INDEX {n} ON {t} (_fid) WHERE _valid_to IS NULL"),
-    ("fid_ver", "CREATE INDEX {n} ON {t} (_fid, _version)"),
-    ("cur_gix", "CREATE INDEX {n} ON {t} USING gist (_geom_3857) WHERE _valid_to IS NULL"),
-    ("all_gix", "CREATE INDEX {n} ON {t} USING gist (_geom_3857)"),
-    ("valid", "CREATE INDEX {n} ON {t} (_valid_from, _valid_to)"),
+    ("cur_fid", "CREATE UNIQUE INDEX IF NOT EXISTS {n} ON {t} (_fid) WHERE _valid_to IS NULL"),
+    ("fid_ver", "CREATE INDEX IF NOT EXISTS {n} ON {t} (_fid, _version)"),
+    ("cur_gix", "CREATE INDEX IF NOT EXISTS {n} ON {t} USING gist (_geom_3857)"
+                " WHERE _valid_to IS NULL"),
+    ("all_gix", "CREATE INDEX IF NOT EXISTS {n} ON {t} USING gist (_geom_3857)"),
+    ("cur_geo", "CREATE INDEX IF NOT EXISTS {n} ON {t} USING gist (geom)"
+                " WHERE _valid_to IS NULL"),
+    ("all_geo", "CREATE INDEX IF NOT EXISTS {n} ON {t} USING gist (geom)"),
+    ("valid", "CREATE INDEX IF NOT EXISTS {n} ON {t} (_valid_from, _valid_to)"),
 )
 
 
-def create_indexes(conn: psycopg.Connection, layer_id: str) -> None:
-    """Built after the first bulk load, which is faster than maintaining them during it."""
+def create_indexes(conn: psycopg.Connection, layer_id: str) -> list[str]:
+    """Builds the layer's missing indexes; returns their names.
+
+    Run after the first bulk load (faster than maintaining them during it), and at
+    start-up for layers loaded before an index was added here.
+    """
+    have = {r[0] for r in conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'onemap_data' AND tablename = %s",
+        (layer_id,))}
+    built = []
     for suffix, stmt in _INDEXES:
-        name = sql.Identifier(f"{layer_id[:40]}_{suffix}")
-        conn.execute(sql.SQL(stmt).format(n=name, t=table_of(layer_id)))
+        name = f"{layer_id[:40]}_{suffix}"
+        if name not in have:
+            conn.execute(sql.SQL(stmt).format(n=sql.Identifier(name), t=table_of(layer_id)))
+            built.append(name)
+    return built
 
 
 def existing_columns(conn: psycopg.Connection, layer_id: str) -> dict[str, str]:

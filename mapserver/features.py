@@ -198,13 +198,16 @@ def parse_properties(request: Request, layer: Layer) -> tuple[str, ...] | None:
 
 
 def parse_filter(request: Request, layer: Layer) -> tuple | None:
+    lang = request.query_params.get("filter-lang", "cql2-text")
+    if lang not in ("cql2-text", "cql2-json"):
+        raise HTTPException(400, f"filter-lang {lang!r} is not supported; use cql2-text or "
+                                 "cql2-json")
     text = request.query_params.get("filter")
     if text is None:
         return None
     crs = request.query_params.get("filter-crs")
     if crs is not None and crs.strip("<>") != CRS84:
         raise HTTPException(400, f"filter-crs {crs!r} is not supported; filters are in {CRS84}")
-    lang = request.query_params.get("filter-lang", "cql2-text")
     try:
         return cql2sql.to_sql(cql2sql.parse(text, lang), layer)
     except cql2sql.FilterError as exc:

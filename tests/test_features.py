@@ -160,8 +160,8 @@ def test_bad_requests(http, sample_layers, path, params, status, detail):
     assert detail in resp.json()["detail"] and "Traceback" not in resp.text
 
 
-@pytest.mark.parametrize("name", ["limit", "offset", "bbox", "datetime", "as-of", "crs", "properties",
-                                  "bbox-crs"])
+@pytest.mark.parametrize("name", ["limit", "offset", "bbox", "datetime", "as-of", "crs",
+                                  "properties", "bbox-crs", "filter", "filter-lang"])
 def test_sql_injection_in_every_parameter(http, db, sample_layers, name):
     for attack in ("1; DROP TABLE onemap.layers;--", "' OR '1'='1", "1) OR (1=1"):
         resp = http.get("/collections/lamps/items", params={name: attack})
