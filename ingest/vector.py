@@ -36,7 +36,7 @@ from ingest.errors import IngestError
 from ingest.geometry import check
 from ingest.report import IngestReport, Issue
 from layers import overviews, store
-from layers.catalog import LAYER_ID, SYSTEM_COLUMNS, Field, Layer, get_layer, table_of
+from layers.catalog import LAYER_ID, RESERVED_IDS, SYSTEM_COLUMNS, Field, Layer, get_layer, table_of
 from layers.db import database_url
 from onemap.settings import Settings
 
@@ -357,6 +357,9 @@ def ingest_vector(
     if not LAYER_ID.match(layer_id):
         raise IngestError(label, f"invalid layer id {layer_id!r}: use a-z, 0-9 and _, "
                                  "starting with a letter, at most 63 characters")
+    if layer_id in RESERVED_IDS:
+        raise IngestError(label, f"layer id {layer_id!r} is reserved: the OGC API serves the "
+                                 "searchable catalog under that name")
     if not path.startswith("/vsi") and not os.path.exists(path):
         raise IngestError(label, f"file not found: {path}")
     url = database_url(settings)

@@ -12,6 +12,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Collection ids the OGC API uses for itself (the records catalog).
+RESERVED_IDS = frozenset({"catalog"})
 DATA_SCHEMA = "onemap_data"
 OVERVIEW_SCHEMA = "onemap_overview"
 

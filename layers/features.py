@@ -82,7 +82,8 @@ def _feature_json(layer: Layer, crs: Crs,
         else sql.SQL("'{}'::json")))
 
 
-def _where(q: ItemsQuery) -> tuple[sql.Composed, dict[str, object]]:
+def _where(q: ItemsQuery, points: bool = False) -> tuple[sql.Composed, dict[str, object]]:
+    """The WHERE clause; ``points``: the layer holds only points, whose boxes are exact."""
     parts: list[sql.Composable] = []
     params: dict[str, object] = {}
     if q.as_of is None:
@@ -100,7 +101,8 @@ def _where(q: ItemsQuery) -> tuple[sql.Composed, dict[str, object]]:
             sql.Literal(q.bbox_crs.srid))
         if q.bbox_crs.srid != 4326:
             box = sql.SQL("ST_Transform({}, 4326)").format(box)
-        parts.append(sql.SQL("t.geom && {box} AND ST_Intersects(t.geom, {box})").format(box=box))
+        test = "t.geom && {box}" if points else "t.geom && {box} AND ST_Intersects(t.geom, {box})"
+        parts.append(sql.SQL(test).format(box=box))
         params.update({"x0": x0, "y0": y0, "x1": x1, "y1": y1})
     if q.instant is not None:
         parts.append(sql.SQL("t._produced_at = %(instant)s"))
@@ -120,7 +122,7 @@ def _where(q: ItemsQuery) -> tuple[sql.Composed, dict[str, object]]:
 
 async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> tuple[list[str], int]:
     """One page of features as GeoJSON texts, in a stable order, and how many match."""
-    where, params = _where(q)
+    where, params = _where(q, points=layer.geometry_type == "Point")
     t = table_of(layer.id)
     page = sql.SQL(
         "SELECT {feature} FROM {t} t WHERE {where} ORDER BY t._fid"

@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from layers.db import prepare
 from layers.registry import SourceRegistry
-from mapserver import catalog, features, openapi, tiles
+from mapserver import catalog, features, openapi, records, tiles
 from mapserver.cache import TileCache
 from mapserver.deps import AppState, app_state
 from mapserver.errors import http_error, problem, server_error
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/", root),
         Route("/healthz", healthz),
         Route("/api", openapi.api),
+        *records.routes,  # before the features' /collections/{id} routes
         *features.routes,
         *tiles.routes,
         *catalog.routes,

@@ -7,7 +7,6 @@ The landing page shares ``/`` with the viewer: JSON for clients that ask for it
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from importlib import resources
 from urllib.parse import quote, urlencode
@@ -22,9 +21,19 @@ from starlette.templating import Jinja2Templates
 
 from layers import cql2sql, features
 from layers.catalog import LAYER_ID, SELECT_LAYERS, Layer, layer_from_row
+from mapserver import records
 from mapserver.deps import app_state
+from mapserver.ogc import (
+    GEOJSON,
+    base,
+    int_param,
+    layer_links,
+    page_link,
+    parse_bbox,
+    parse_datetime,
+    parse_instant,
+)
 
-GEOJSON = "application/geo+json"
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
 CRS84 = features.CRS84.uri
 CONFORMANCE = [
@@ -82,10 +91,6 @@ def _page(request: Request, template: str, title: str, crumbs: list[tuple[str, s
         **context})
 
 
-def base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
 def landing(request: Request) -> Response:
     b = base(request)
     return JSONResponse({
@@ -102,7 +107,7 @@ def landing(request: Request) -> Response:
 
 
 async def conformance(request: Request) -> Response:
-    return JSONResponse({"conformsTo": CONFORMANCE})
+    return JSONResponse({"conformsTo": CONFORMANCE + records.CONFORMANCE})
 
 
 def collection_doc(request: Request, layer: Layer) -> dict:
@@ -116,17 +121,8 @@ def collection_doc(request: Request, layer: Layer) -> dict:
         "itemType": "feature",
         "crs": list(features.SUPPORTED_CRS),
         "storageCrs": CRS84,
-        "links": [
-            {"rel": "self", "type": "application/json", "href": here},
-            {"rel": "items", "type": GEOJSON, "href": f"{here}/items"},
-            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
-             "type": "application/schema+json", "href": f"{here}/queryables"},
-            {"rel": "describedby", "type": "application/json", "href": f"{b}/layers/{layer.id}"},
-            {"rel": "tilejson", "type": "application/json",
-             "href": f"{b}/tiles/{layer.id}/tilejson.json"},
-            {"rel": "stylesheet", "type": "application/vnd.mapbox.style+json",
-             "href": f"{b}/styles/{layer.id}/style.json"},
-        ],
+        "links": [{"rel": "self", "type": "application/json", "href": here},
+                  *layer_links(request, layer)],
     }
     if layer.extent:
         doc["extent"] = {"spatial": {"bbox": [list(layer.extent)], "crs": CRS84}}
@@ -160,7 +156,8 @@ async def collections(request: Request) -> Response:
         return _page(request, "collections.html", "Collections", [], layers=layers)
     return JSONResponse({
         "links": [{"rel": "self", "type": "application/json", "href": f"{b}/collections"}],
-        "collections": [collection_doc(request, ly) for ly in layers],
+        "collections": [*(collection_doc(request, ly) for ly in layers),
+                        records.catalog_doc(request)],
     })
 
 
@@ -214,19 +211,6 @@ def parse_filter(request: Request, layer: Layer) -> tuple | None:
         raise HTTPException(400, str(exc)) from exc
 
 
-def _int(request: Request, name: str, default: int, low: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise HTTPException(400, f"{name} must be an integer, got {raw!r}") from exc
-    if value < low:
-        raise HTTPException(400, f"{name} must be at least {low}, got {value}")
-    return value
-
-
 def parse_crs(request: Request, name: str) -> features.Crs:
     raw = request.query_params.get(name)
     if raw is None:
@@ -241,52 +225,6 @@ def parse_crs(request: Request, name: str) -> features.Crs:
     return crs
 
 
-def parse_bbox(raw: str | None,
-               crs: features.Crs = features.CRS84) -> tuple[float, float, float, float] | None:
-    if raw is None:
-        return None
-    try:
-        values = [float(v) for v in raw.split(",")]
-    except ValueError as exc:
-        raise HTTPException(400, f"bbox {raw!r} is not a list of numbers") from exc
-    if len(values) == 6:  # with heights, which 2D data ignores
-        values = [values[0], values[1], values[3], values[4]]
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise HTTPException(400, f"bbox {raw!r} needs 4 (or 6) finite numbers")
-    x0, y0, x1, y1 = values
-    if x0 > x1 or y0 > y1:
-        raise HTTPException(400, f"bbox {raw!r} is not lower-left, upper-right")
-    lon, lat = ((y0, y1), (x0, x1)) if crs.lat_first else ((x0, x1), (y0, y1))
-    if crs.srid != 3857 and not (-180 <= lon[0] and lon[1] <= 180 and -90 <= lat[0]
-                                 and lat[1] <= 90):
-        raise HTTPException(400, f"bbox {raw!r} is outside -180..180 longitude, -90..90 "
-                                 f"latitude (in {crs.uri} axis order)")
-    return x0, y0, x1, y1
-
-
-def _instant(raw: str, whole: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(raw.replace("z", "Z"))
-    except ValueError as exc:
-        raise HTTPException(400, f"datetime {whole!r} is not RFC 3339 (e.g. "
-                                 "2024-05-01T08:00:00Z, or an interval a/b, ../b, a/..)") from exc
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
-def parse_datetime(raw: str | None) -> tuple[datetime | None, datetime | None, datetime | None]:
-    """(instant, start, end) from an instant or an interval with open ends."""
-    if raw is None:
-        return None, None, None
-    if "/" not in raw:
-        return _instant(raw, raw), None, None
-    a, _, b = raw.partition("/")
-    start = None if a in ("", "..") else _instant(a, raw)
-    end = None if b in ("", "..") else _instant(b, raw)
-    if start and end and start > end:
-        raise HTTPException(400, f"datetime {raw!r} ends before it starts")
-    return None, start, end
-
-
 def _as_html(url: str | None) -> str | None:
     """A page link for the HTML page: the same query, asking for HTML."""
     if url is None:
@@ -297,17 +235,10 @@ def _as_html(url: str | None) -> str | None:
     return f"{path}?" + "&".join(f"{k}={v}" for k, v in params.items())
 
 
-def _page_link(request: Request, rel: str, offset: int, limit: int) -> dict:
-    params = dict(request.query_params)
-    params.update({"offset": str(offset), "limit": str(limit)})
-    url = f"{base(request)}{request.url.path}?{urlencode(params)}"
-    return {"rel": rel, "type": GEOJSON, "href": url}
-
-
 async def items(request: Request) -> Response:
     layer = await collection_layer(request)
-    limit = min(_int(request, "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
-    offset = _int(request, "offset", 0, 0)
+    limit = min(int_param(request, "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
+    offset = int_param(request, "offset", 0, 0)
     instant, start, end = parse_datetime(request.query_params.get("datetime"))
     as_of_raw = request.query_params.get("as-of")
     crs, bbox_crs = parse_crs(request, "crs"), parse_crs(request, "bbox-crs")
@@ -315,18 +246,18 @@ async def items(request: Request) -> Response:
                             bbox=parse_bbox(request.query_params.get("bbox"), bbox_crs),
                             bbox_crs=bbox_crs, crs=crs,
                             instant=instant, start=start, end=end,
-                            as_of=_instant(as_of_raw, as_of_raw) if as_of_raw else None,
+                            as_of=parse_instant(as_of_raw, as_of_raw) if as_of_raw else None,
                             where=parse_filter(request, layer),
                             properties=parse_properties(request, layer))
     async with app_state(request).pool.connection() as conn:
         rows, matched = await features.items(conn, layer, q)
-    links = [_page_link(request, "self", offset, limit),
+    links = [page_link(request, "self", offset, limit),
              {"rel": "collection", "type": "application/json",
               "href": f"{base(request)}/collections/{layer.id}"}]
     if offset + len(rows) < matched:
-        links.append(_page_link(request, "next", offset + limit, limit))
+        links.append(page_link(request, "next", offset + limit, limit))
     if offset > 0:
-        links.append(_page_link(request, "prev", max(0, offset - limit), limit))
+        links.append(page_link(request, "prev", max(0, offset - limit), limit))
     if wants_html(request):
         feats = [json.loads(r) for r in rows]
         columns = list(dict.fromkeys(k for f in feats for k in f["properties"]))
@@ -348,7 +279,7 @@ async def item(request: Request) -> Response:
     layer = await collection_layer(request)
     fid = request.path_params["featureId"]
     as_of_raw = request.query_params.get("as-of")
-    as_of = _instant(as_of_raw, as_of_raw) if as_of_raw else None
+    as_of = parse_instant(as_of_raw, as_of_raw) if as_of_raw else None
     crs = parse_crs(request, "crs")
     async with app_state(request).pool.connection() as conn:
         found = await features.item(conn, layer, fid, as_of, crs)

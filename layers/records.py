@@ -1,0 +1,81 @@
+"""Searching the layer catalog: the query behind the OGC API – Records catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+
+from layers.catalog import SELECT_LAYERS, Layer, layer_from_row
+
+
+@dataclass(frozen=True)
+class RecordsQuery:
+    limit: int
+    offset: int = 0
+    terms: tuple[str, ...] = ()  # free text: any term in id, title, description, keywords
+    bbox: tuple[float, float, float, float] | None = None  # the layer's extent intersects it
+    start: datetime | None = None  # on when the layer was last updated
+    end: datetime | None = None
+    keywords: tuple[str, ...] = ()  # any of them
+    department: str | None = None
+    kind: str | None = None
+
+
+def _where(q: RecordsQuery) -> tuple[sql.Composable, dict[str, object]]:
+    parts: list[sql.Composable] = [sql.SQL("true")]
+    params: dict[str, object] = {}
+    if q.terms:
+        likes = []
+        for i, term in enumerate(q.terms):
+            name = f"q{i}"
+            # The term is a value; its LIKE wildcards are escaped so they match themselves.
+            params[name] = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace(
+                "_", "\\_") + "%"
+            likes.append(sql.SQL(
+                "(id ILIKE {p} OR title ILIKE {p} OR coalesce(description, '') ILIKE {p}"
+                " OR array_to_string(keywords, ' ') ILIKE {p})").format(p=sql.Placeholder(name)))
+        parts.append(sql.SQL("(") + sql.SQL(" OR ").join(likes) + sql.SQL(")"))
+    if q.bbox is not None:
+        parts.append(sql.SQL("extent IS NOT NULL AND extent[1] <= %(x1)s AND extent[3] >= %(x0)s"
+                             " AND extent[2] <= %(y1)s AND extent[4] >= %(y0)s"))
+        params.update(zip(("x0", "y0", "x1", "y1"), q.bbox, strict=True))
+    if q.start is not None:
+        parts.append(sql.SQL("updated_at >= %(start)s"))
+        params["start"] = q.start
+    if q.end is not None:
+        parts.append(sql.SQL("updated_at <= %(end)s"))
+        params["end"] = q.end
+    if q.keywords:
+        parts.append(sql.SQL("keywords && %(keywords)s::text[]"))
+        params["keywords"] = list(q.keywords)
+    if q.department is not None:
+        parts.append(sql.SQL("department = %(department)s"))
+        params["department"] = q.department
+    if q.kind is not None:
+        parts.append(sql.SQL("kind = %(kind)s"))
+        params["kind"] = q.kind
+    return sql.SQL(" AND ").join(parts), params
+
+
+async def search(conn: AsyncConnection, q: RecordsQuery) -> tuple[list[Layer], int]:
+    """One page of matching layers, by id, and how many match in all."""
+    where, params = _where(q)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(SELECT_LAYERS + sql.SQL(" WHERE {} ORDER BY id LIMIT %(limit)s"
+                                                  " OFFSET %(offset)s").format(where),
+                          {**params, "limit": q.limit, "offset": q.offset})
+        layers = [layer_from_row(r) for r in await cur.fetchall()]
+        await cur.execute(sql.SQL("SELECT count(*) AS n FROM onemap.layers WHERE {}").format(
+            where), params)
+        row = await cur.fetchone()
+    return layers, int(row["n"]) if row else 0
+
+
+async def get(conn: AsyncConnection, layer_id: str) -> Layer | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(SELECT_LAYERS + sql.SQL(" WHERE id = %s"), (layer_id,))
+        row = await cur.fetchone()
+    return layer_from_row(row) if row else None

@@ -1,0 +1,105 @@
+"""What every OGC API endpoint here shares: base URL, parameter parsing, paging links."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from layers import features
+from layers.catalog import Layer
+
+GEOJSON = "application/geo+json"
+
+
+def base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def layer_links(request: Request, layer: Layer) -> list[dict[str, str]]:
+    """Every way a layer is served; shared by its collection and its catalog record."""
+    b = base(request)
+    here = f"{b}/collections/{layer.id}"
+    return [
+        {"rel": "items", "type": GEOJSON, "href": f"{here}/items"},
+        {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+         "type": "application/schema+json", "href": f"{here}/queryables"},
+        {"rel": "describedby", "type": "application/json", "href": f"{b}/layers/{layer.id}"},
+        {"rel": "tilejson", "type": "application/json",
+         "href": f"{b}/tiles/{layer.id}/tilejson.json"},
+        {"rel": "item", "type": "application/vnd.mapbox-vector-tile",
+         "href": f"{b}/tiles/{layer.id}/{{z}}/{{x}}/{{y}}.mvt", "templated": True},
+        {"rel": "stylesheet", "type": "application/vnd.mapbox.style+json",
+         "href": f"{b}/styles/{layer.id}/style.json"},
+    ]
+
+
+def int_param(request: Request, name: str, default: int, low: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise HTTPException(400, f"{name} must be an integer, got {raw!r}") from exc
+    if value < low:
+        raise HTTPException(400, f"{name} must be at least {low}, got {value}")
+    return value
+
+
+def parse_bbox(raw: str | None,
+               crs: features.Crs = features.CRS84) -> tuple[float, float, float, float] | None:
+    if raw is None:
+        return None
+    try:
+        values = [float(v) for v in raw.split(",")]
+    except ValueError as exc:
+        raise HTTPException(400, f"bbox {raw!r} is not a list of numbers") from exc
+    if len(values) == 6:  # with heights, which 2D data ignores
+        values = [values[0], values[1], values[3], values[4]]
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise HTTPException(400, f"bbox {raw!r} needs 4 (or 6) finite numbers")
+    x0, y0, x1, y1 = values
+    if x0 > x1 or y0 > y1:
+        raise HTTPException(400, f"bbox {raw!r} is not lower-left, upper-right")
+    lon, lat = ((y0, y1), (x0, x1)) if crs.lat_first else ((x0, x1), (y0, y1))
+    if crs.srid != 3857 and not (-180 <= lon[0] and lon[1] <= 180 and -90 <= lat[0]
+                                 and lat[1] <= 90):
+        raise HTTPException(400, f"bbox {raw!r} is outside -180..180 longitude, -90..90 "
+                                 f"latitude (in {crs.uri} axis order)")
+    return x0, y0, x1, y1
+
+
+def parse_instant(raw: str, whole: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(raw.replace("z", "Z"))
+    except ValueError as exc:
+        raise HTTPException(400, f"datetime {whole!r} is not RFC 3339 (e.g. "
+                                 "2024-05-01T08:00:00Z, or an interval a/b, ../b, a/..)") from exc
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def parse_datetime(raw: str | None) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """(instant, start, end) from an instant or an interval with open ends."""
+    if raw is None:
+        return None, None, None
+    if "/" not in raw:
+        return parse_instant(raw, raw), None, None
+    a, _, b = raw.partition("/")
+    start = None if a in ("", "..") else parse_instant(a, raw)
+    end = None if b in ("", "..") else parse_instant(b, raw)
+    if start and end and start > end:
+        raise HTTPException(400, f"datetime {raw!r} ends before it starts")
+    return None, start, end
+
+
+def page_link(request: Request, rel: str, offset: int, limit: int) -> dict:
+    params = dict(request.query_params)
+    params.update({"offset": str(offset), "limit": str(limit)})
+    url = f"{base(request)}{request.url.path}?{urlencode(params)}"
+    return {"rel": rel, "type": GEOJSON, "href": url}
+
+

@@ -1,0 +1,126 @@
+"""The searchable catalog as OGC API – Records: every layer is a record in ``catalog``."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from layers.catalog import LAYER_ID, Layer
+from layers.records import RecordsQuery, get, search
+from mapserver.deps import app_state
+from mapserver.ogc import (
+    GEOJSON,
+    base,
+    int_param,
+    layer_links,
+    page_link,
+    parse_bbox,
+    parse_datetime,
+)
+
+CATALOG_ID = "catalog"  # reserved in layers.catalog.RESERVED_IDS
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-records-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-records-1/1.0/conf/json",
+]
+KINDS = ("vector", "raster", "3d")
+
+
+def catalog_doc(request: Request) -> dict:
+    here = f"{base(request)}/collections/{CATALOG_ID}"
+    return {
+        "id": CATALOG_ID, "type": "Catalog", "itemType": "record",
+        "title": "OneMap catalog",
+        "description": "Every layer on OneMap, with its data dictionary, owner, update cycle, "
+                       "sharing type, extent and the ways it is served.",
+        "links": [{"rel": "self", "type": "application/json", "href": here},
+                  {"rel": "items", "type": GEOJSON, "href": f"{here}/items"}],
+    }
+
+
+def record(request: Request, layer: Layer) -> dict:
+    geometry = None
+    if layer.extent:
+        x0, y0, x1, y1 = layer.extent
+        geometry = {"type": "Polygon",
+                    "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+    props = {
+        "type": "dataset", "title": layer.title,
+        "description": layer.description or layer.title,
+        "keywords": list(layer.keywords),
+        "created": layer.created_at.isoformat(), "updated": layer.updated_at.isoformat(),
+        "onemap:kind": layer.kind, "onemap:department": layer.department,
+        "onemap:updateCycle": layer.update_cycle, "onemap:sharingType": layer.sharing_type,
+        "onemap:featureCount": layer.feature_count, "onemap:crs": layer.crs,
+        "onemap:geometryType": layer.geometry_type, "onemap:key": layer.key_field,
+        "onemap:version": layer.version,
+        "onemap:dataDictionary": [f.as_dict() for f in layer.fields],
+    }
+    if layer.department:
+        props["contacts"] = [{"organization": layer.department, "roles": ["owner"]}]
+    if layer.attribution:
+        props["rights"] = layer.attribution
+    here = f"{base(request)}/collections/{CATALOG_ID}/items/{layer.id}"
+    return {
+        "id": layer.id, "type": "Feature", "conformsTo": [CONFORMANCE[0]],
+        "geometry": geometry, "time": {"interval": [layer.created_at.isoformat(), ".."]},
+        "properties": props,
+        "links": [{"rel": "self", "type": GEOJSON, "href": here},
+                  {"rel": "collection", "type": "application/json",
+                   "href": f"{base(request)}/collections/{CATALOG_ID}"},
+                  *layer_links(request, layer)],
+    }
+
+
+async def catalog(request: Request) -> Response:
+    return JSONResponse(catalog_doc(request))
+
+
+def _list(request: Request, name: str) -> tuple[str, ...]:
+    raw = request.query_params.get(name)
+    return tuple(v.strip() for v in raw.split(",") if v.strip()) if raw else ()
+
+
+async def records(request: Request) -> Response:
+    limit = min(int_param(request, "limit", 10, 1), 1000)
+    offset = int_param(request, "offset", 0, 0)
+    instant, start, end = parse_datetime(request.query_params.get("datetime"))
+    kind = request.query_params.get("type") or request.query_params.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise HTTPException(400, f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    q = RecordsQuery(limit=limit, offset=offset, terms=_list(request, "q"),
+                     bbox=parse_bbox(request.query_params.get("bbox")),
+                     start=start or instant, end=end or instant,
+                     keywords=_list(request, "keywords"),
+                     department=request.query_params.get("department"), kind=kind)
+    async with app_state(request).pool.connection() as conn:
+        layers, matched = await search(conn, q)
+    links = [page_link(request, "self", offset, limit)]
+    if offset + len(layers) < matched:
+        links.append(page_link(request, "next", offset + limit, limit))
+    head = {"type": "FeatureCollection", "numberMatched": matched,
+            "numberReturned": len(layers), "links": links,
+            "features": [record(request, ly) for ly in layers]}
+    return Response(json.dumps(head), media_type=GEOJSON)
+
+
+async def one_record(request: Request) -> Response:
+    record_id = request.path_params["recordId"]
+    layer = None
+    if LAYER_ID.match(record_id):
+        async with app_state(request).pool.connection() as conn:
+            layer = await get(conn, record_id)
+    if layer is None:
+        raise HTTPException(404, f"no record {record_id!r}")
+    return Response(json.dumps(record(request, layer)), media_type=GEOJSON)
+
+
+routes = [
+    Route(f"/collections/{CATALOG_ID}", catalog),
+    Route(f"/collections/{CATALOG_ID}/items", records),
+    Route(f"/collections/{CATALOG_ID}/items/{{recordId}}", one_record),
+]
