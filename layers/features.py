@@ -13,6 +13,7 @@ from datetime import datetime
 from psycopg import AsyncConnection, sql
 
 from layers.catalog import Layer, table_of
+from layers.where import Where
 
 # System times every feature carries, shown with its properties.
 TIME_PROPERTIES = ("_produced_at", "_ingested_at", "_updated_at")
@@ -82,16 +83,14 @@ def _feature_json(layer: Layer, crs: Crs,
         else sql.SQL("'{}'::json")))
 
 
-def _where(q: ItemsQuery, points: bool = False) -> tuple[sql.Composed, dict[str, object]]:
-    """The WHERE clause; ``points``: the layer holds only points, whose boxes are exact."""
-    parts: list[sql.Composable] = []
-    params: dict[str, object] = {}
+def _where(q: ItemsQuery, points: bool = False) -> tuple[sql.Composable, dict[str, object]]:
+    """The WHERE clause; ``points``: the layer holds only points."""
+    w = Where()
     if q.as_of is None:
-        parts.append(sql.SQL("t._valid_to IS NULL"))
+        w.add("t._valid_to IS NULL")
     else:
-        parts.append(sql.SQL("t._valid_from <= %(as_of)s"
-                             " AND (t._valid_to IS NULL OR t._valid_to > %(as_of)s)"))
-        params["as_of"] = q.as_of
+        w.add("t._valid_from <= %(as_of)s AND (t._valid_to IS NULL OR t._valid_to > %(as_of)s)",
+              as_of=q.as_of)
     if q.bbox is not None:
         x0, y0, x1, y1 = q.bbox
         if q.bbox_crs.lat_first:
@@ -101,23 +100,22 @@ def _where(q: ItemsQuery, points: bool = False) -> tuple[sql.Composed, dict[str,
             sql.Literal(q.bbox_crs.srid))
         if q.bbox_crs.srid != 4326:
             box = sql.SQL("ST_Transform({}, 4326)").format(box)
-        test = "t.geom && {box}" if points else "t.geom && {box} AND ST_Intersects(t.geom, {box})"
-        parts.append(sql.SQL(test).format(box=box))
-        params.update({"x0": x0, "y0": y0, "x1": x1, "y1": y1})
-    if q.instant is not None:
-        parts.append(sql.SQL("t._produced_at = %(instant)s"))
-        params["instant"] = q.instant
-    if q.start is not None:
-        parts.append(sql.SQL("t._produced_at >= %(start)s"))
-        params["start"] = q.start
-    if q.end is not None:
-        parts.append(sql.SQL("t._produced_at <= %(end)s"))
-        params["end"] = q.end
+        # && compares float4-rounded boxes: it finds candidates, not answers. Points are
+        # then settled by plain comparisons (in lon/lat, so only for a lon/lat bbox).
+        if points and q.bbox_crs.srid in (4326, 4490):
+            exact = ("ST_X(t.geom) BETWEEN %(x0)s AND %(x1)s"
+                     " AND ST_Y(t.geom) BETWEEN %(y0)s AND %(y1)s")
+        else:
+            exact = "ST_Intersects(t.geom, {box})"
+        w.add(sql.SQL("t.geom && {box} AND " + exact).format(box=box),
+              x0=x0, y0=y0, x1=x1, y1=y1)
+    w.when(q.instant, "t._produced_at = %(instant)s", "instant")
+    w.when(q.start, "t._produced_at >= %(start)s", "start")
+    w.when(q.end, "t._produced_at <= %(end)s", "end")
     if q.where is not None:
         clause, filter_params = q.where
-        parts.append(sql.SQL("({})").format(clause))
-        params.update(filter_params)
-    return sql.SQL(" AND ").join(parts), params
+        w.add(sql.SQL("({})").format(clause), **filter_params)
+    return w.build()
 
 
 async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> tuple[list[str], int]:

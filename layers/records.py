@@ -9,6 +9,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 from layers.catalog import SELECT_LAYERS, Layer, layer_from_row
+from layers.where import Where
 
 
 @dataclass(frozen=True)
@@ -25,39 +26,28 @@ class RecordsQuery:
 
 
 def _where(q: RecordsQuery) -> tuple[sql.Composable, dict[str, object]]:
-    parts: list[sql.Composable] = [sql.SQL("true")]
-    params: dict[str, object] = {}
+    w = Where()
     if q.terms:
-        likes = []
+        likes, terms = [], {}
         for i, term in enumerate(q.terms):
             name = f"q{i}"
             # The term is a value; its LIKE wildcards are escaped so they match themselves.
-            params[name] = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace(
+            terms[name] = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace(
                 "_", "\\_") + "%"
             likes.append(sql.SQL(
                 "(id ILIKE {p} OR title ILIKE {p} OR coalesce(description, '') ILIKE {p}"
                 " OR array_to_string(keywords, ' ') ILIKE {p})").format(p=sql.Placeholder(name)))
-        parts.append(sql.SQL("(") + sql.SQL(" OR ").join(likes) + sql.SQL(")"))
+        w.add(sql.SQL("(") + sql.SQL(" OR ").join(likes) + sql.SQL(")"), **terms)
     if q.bbox is not None:
-        parts.append(sql.SQL("extent IS NOT NULL AND extent[1] <= %(x1)s AND extent[3] >= %(x0)s"
-                             " AND extent[2] <= %(y1)s AND extent[4] >= %(y0)s"))
-        params.update(zip(("x0", "y0", "x1", "y1"), q.bbox, strict=True))
-    if q.start is not None:
-        parts.append(sql.SQL("updated_at >= %(start)s"))
-        params["start"] = q.start
-    if q.end is not None:
-        parts.append(sql.SQL("updated_at <= %(end)s"))
-        params["end"] = q.end
-    if q.keywords:
-        parts.append(sql.SQL("keywords && %(keywords)s::text[]"))
-        params["keywords"] = list(q.keywords)
-    if q.department is not None:
-        parts.append(sql.SQL("department = %(department)s"))
-        params["department"] = q.department
-    if q.kind is not None:
-        parts.append(sql.SQL("kind = %(kind)s"))
-        params["kind"] = q.kind
-    return sql.SQL(" AND ").join(parts), params
+        w.add("extent IS NOT NULL AND extent[1] <= %(x1)s AND extent[3] >= %(x0)s"
+              " AND extent[2] <= %(y1)s AND extent[4] >= %(y0)s",
+              **dict(zip(("x0", "y0", "x1", "y1"), q.bbox, strict=True)))
+    w.when(q.start, "updated_at >= %(start)s", "start")
+    w.when(q.end, "updated_at <= %(end)s", "end")
+    w.when(list(q.keywords) or None, "keywords && %(keywords)s::text[]", "keywords")
+    w.when(q.department, "department = %(department)s", "department")
+    w.when(q.kind, "kind = %(kind)s", "kind")
+    return w.build()
 
 
 async def search(conn: AsyncConnection, q: RecordsQuery) -> tuple[list[Layer], int]:

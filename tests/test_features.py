@@ -320,3 +320,20 @@ def test_properties_selects_what_each_feature_carries(http, sample_layers):
     assert all(f["properties"] == {} for f in none["features"])
     bad = http.get("/collections/lamps/items", params={"properties": "osm_id,_hash"})
     assert bad.status_code == 400 and "unknown properties ['_hash']" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize("kind", ["points", "polygons"])
+def test_bbox_edges_are_exact(http, tmp_path, settings, kind):
+    """Index boxes are rounded to float4 (about 8e-6 degrees here): the answer must not be."""
+    edge = 116.5
+    inside, outside = edge - 1e-6, edge + 1e-6
+    if kind == "points":
+        geoms = [Point(inside, 39.9), Point(outside, 39.9)]
+    else:
+        geoms = [Point(inside, 39.9).buffer(1e-7), Point(outside, 39.9).buffer(1e-7)]
+    layer = f"edge_{kind}"
+    gpd.GeoDataFrame({"code": ["in", "out"]}, geometry=geoms, crs=4326).to_file(
+        tmp_path / "edge.geojson")
+    ingest_vector(tmp_path / "edge.geojson", layer, key="code", settings=settings)
+    doc = http.get(f"/collections/{layer}/items", params={"bbox": f"116,39,{edge},40"}).json()
+    assert [f["id"] for f in doc["features"]] == ["in"] and doc["numberMatched"] == 1
