@@ -56,6 +56,7 @@ class LayerMeta:
     """What the caller says about the layer; None keeps what the catalog has."""
 
     title: str | None = None
+    role: str | None = None  # "base" or "thematic"
     description: str | None = None
     department: str | None = None
     attribution: str | None = None
@@ -284,6 +285,7 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, p
     dictionary = [f.as_dict() for f in fields]
     values = {
         "title": meta.title or (old.title if old else layer_id),
+        "role": meta.role or (old.role if old else "thematic"),
         "description": meta.description if meta.description is not None else (
             old.description if old else None),
         "department": meta.department or (old.department if old else None),
@@ -301,8 +303,10 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, p
         "detail_zoom": detail_zoom,
     }
     meta_changed = old is None or any(
-        values[k] != getattr(old, k) for k in ("title", "department", "update_cycle",
+        values[k] != getattr(old, k) for k in ("title", "role", "department", "update_cycle",
                                                "sharing_type", "crs", "key_field"))
+    if values["role"] not in ("base", "thematic"):
+        raise IngestError(source, f"role {values['role']!r} is not base or thematic")
     bump = data_changed or schema_changed or meta_changed or old is None
     values["version"] = (old.version if old else 0) + (1 if bump else 0)
     values["schema_version"] = (old.schema_version if old else 0) + (

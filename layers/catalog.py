@@ -48,6 +48,7 @@ class Field:
 class Layer:
     id: str
     kind: str
+    role: str  # "base" (served, never handed out in bulk) or "thematic"
     title: str
     description: str | None
     department: str | None
@@ -82,7 +83,7 @@ class Layer:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "kind": self.kind, "title": self.title,
+            "id": self.id, "kind": self.kind, "role": self.role, "title": self.title,
             "description": self.description, "department": self.department,
             "attribution": self.attribution,
             "keywords": list(self.keywords), "update_cycle": self.update_cycle,
@@ -113,7 +114,8 @@ def overview_of(layer_id: str) -> sql.Identifier:
 
 def layer_from_row(row: dict[str, Any]) -> Layer:
     return Layer(
-        id=row["id"], kind=row["kind"], title=row["title"], description=row["description"],
+        id=row["id"], kind=row["kind"], role=row["role"], title=row["title"],
+        description=row["description"],
         department=row["department"], attribution=row["attribution"],
         keywords=tuple(row["keywords"] or ()),
         update_cycle=row["update_cycle"], sharing_type=row["sharing_type"], crs=row["crs"],

@@ -239,6 +239,14 @@ async def items(request: Request) -> Response:
     layer = await collection_layer(request)
     limit = min(int_param(request, "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
+    settings = app_state(request).settings
+    if layer.role == "base":
+        # Served, not copied: small pages, and no paging the whole layer out.
+        limit = min(limit, settings.base_max_items)
+        if offset >= settings.base_max_offset:
+            raise HTTPException(403, f"{layer.id!r} is a base layer: it is served, not copied; "
+                                     f"queries page at most {settings.base_max_offset} "
+                                     "features deep; narrow the query with bbox or filter")
     instant, start, end = parse_datetime(request.query_params.get("datetime"))
     as_of_raw = request.query_params.get("as-of")
     crs, bbox_crs = parse_crs(request, "crs"), parse_crs(request, "bbox-crs")
@@ -254,7 +262,8 @@ async def items(request: Request) -> Response:
     links = [page_link(request, "self", offset, limit),
              {"rel": "collection", "type": "application/json",
               "href": f"{base(request)}/collections/{layer.id}"}]
-    if offset + len(rows) < matched:
+    window = settings.base_max_offset if layer.role == "base" else None
+    if offset + len(rows) < matched and (window is None or offset + limit < window):
         links.append(page_link(request, "next", offset + limit, limit))
     if offset > 0:
         links.append(page_link(request, "prev", max(0, offset - limit), limit))

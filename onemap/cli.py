@@ -67,7 +67,7 @@ def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
     from layers.db import prepare
 
     prepare(settings)
-    meta = LayerMeta(title=args.title, description=args.description,
+    meta = LayerMeta(title=args.title, role=args.role, description=args.description,
                      department=args.department, attribution=args.attribution,
                      update_cycle=args.update_cycle, sharing_type=args.sharing_type,
                      keywords=args.keyword or None)
@@ -125,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--produced-field", help="field holding each feature's production time "
                                             "(default: the file's modification time)")
     v.add_argument("--title")
+    v.add_argument("--role", choices=["base", "thematic"],
+                   help="base layers (the e-map) are served with item quotas, never in bulk")
     v.add_argument("--description")
     v.add_argument("--department", help="owning department")
     v.add_argument("--attribution", help="credit shown with the data, e.g. its license")

@@ -31,6 +31,10 @@ class Settings:
     detail_zoom: int = 14
     # Memory for generalized (below detail zoom) tiles; 0 turns the cache off.
     tile_cache_mb: int = 256
+    # Base layers are served, not copied: at most this many features per request, and
+    # paging no deeper than this many features into one query.
+    base_max_items: int = 1000
+    base_max_offset: int = 10_000
     # Tests turn this off to run the embedded cluster without fsync.
     db_durable: bool = True
 
@@ -51,7 +55,8 @@ def _coerce(name: str, raw: str) -> object:
     if name == "data_dir":
         return Path(raw)
     if name in {"db_port", "port", "pool_min", "pool_max", "tile_max_age",
-                "ingest_batch_size", "detail_zoom", "tile_cache_mb"}:
+                "ingest_batch_size", "detail_zoom", "tile_cache_mb", "base_max_items",
+                "base_max_offset"}:
         try:
             return int(raw)
         except ValueError as exc:

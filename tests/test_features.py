@@ -337,3 +337,24 @@ def test_bbox_edges_are_exact(http, tmp_path, settings, kind):
     ingest_vector(tmp_path / "edge.geojson", layer, key="code", settings=settings)
     doc = http.get(f"/collections/{layer}/items", params={"bbox": f"116,39,{edge},40"}).json()
     assert [f["id"] for f in doc["features"]] == ["in"] and doc["numberMatched"] == 1
+
+
+def test_base_layers_are_served_not_copied(http, tmp_path, settings):
+    from ingest.vector import LayerMeta
+
+    n = settings.base_max_items + 5
+    gpd.GeoDataFrame({"code": [f"e{i:05d}" for i in range(n)]},
+                     geometry=[Point(116 + i * 1e-4, 39.9) for i in range(n)],
+                     crs=4326).to_file(tmp_path / "emap.gpkg")
+    ingest_vector(tmp_path / "emap.gpkg", "emap_poi", key="code", settings=settings,
+                  meta=LayerMeta(role="base"))
+    page = http.get("/collections/emap_poi/items", params={"limit": 10_000}).json()
+    assert page["numberReturned"] == settings.base_max_items  # not 10,000
+    last = settings.base_max_offset - 1
+    edge = http.get("/collections/emap_poi/items", params={"offset": last, "limit": 10}).json()
+    assert "next" not in {ln["rel"] for ln in edge["links"]}
+    beyond = http.get("/collections/emap_poi/items",
+                      params={"offset": settings.base_max_offset})
+    assert beyond.status_code == 403 and "served, not copied" in beyond.json()["detail"]
+    record = http.get("/collections/catalog/items/emap_poi").json()
+    assert record["properties"]["onemap:role"] == "base"
