@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -146,3 +146,19 @@ def get_layer(conn: psycopg.Connection, layer_id: str) -> Layer | None:
         cur.execute(SELECT_LAYERS + sql.SQL(" WHERE id = %s"), (layer_id,))
         row = cur.fetchone()
         return layer_from_row(row) if row else None
+
+
+async def fetch_layers(conn: AsyncConnection, *, ids: list[str] | None = None,
+                       kind: str | None = None) -> list[Layer]:
+    """Catalog entries by id order: all, or those with these ids, or of this kind."""
+    clauses, params = [], []
+    if ids is not None:
+        clauses.append(sql.SQL("id = ANY(%s)"))
+        params.append(ids)
+    if kind is not None:
+        clauses.append(sql.SQL("kind = %s"))
+        params.append(kind)
+    where = (sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses)) if clauses else sql.SQL("")
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(SELECT_LAYERS + where + sql.SQL(" ORDER BY id"), params)
+        return [layer_from_row(r) for r in await cur.fetchall()]

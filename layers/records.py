@@ -8,7 +8,7 @@ from datetime import datetime
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-from layers.catalog import SELECT_LAYERS, Layer, layer_from_row
+from layers.catalog import SELECT_LAYERS, Layer, fetch_layers, layer_from_row
 from layers.where import Where
 
 
@@ -65,7 +65,5 @@ async def search(conn: AsyncConnection, q: RecordsQuery) -> tuple[list[Layer], i
 
 
 async def get(conn: AsyncConnection, layer_id: str) -> Layer | None:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(SELECT_LAYERS + sql.SQL(" WHERE id = %s"), (layer_id,))
-        row = await cur.fetchone()
-    return layer_from_row(row) if row else None
+    found = await fetch_layers(conn, ids=[layer_id])
+    return found[0] if found else None

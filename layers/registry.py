@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
+from psycopg import AsyncConnection
 
-from layers.catalog import SELECT_LAYERS, SELECT_VERSIONS, Layer, layer_from_row
+from layers.catalog import SELECT_VERSIONS, Layer, fetch_layers
 from layers.tiles import PostgisSource
 
 
@@ -53,12 +52,9 @@ class SourceRegistry:
         return [Resolved(self._sources[i].layer, found[i][0], self._sources[i]) for i in ids]
 
     async def reload(self, conn: AsyncConnection, ids: list[str]) -> None:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(SELECT_LAYERS + sql.SQL(" WHERE id = ANY(%s)"), (ids,))
-            rows = await cur.fetchall()
+        layers = await fetch_layers(conn, ids=ids)
         for i in ids:
             self._sources.pop(i, None)
-        for row in rows:
-            layer = layer_from_row(row)
+        for layer in layers:
             if layer.kind == "vector":
                 self._sources[layer.id] = PostgisSource(layer, self.detail_zoom)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from psycopg import sql
-from psycopg.rows import dict_row
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from layers.catalog import LAYER_ID, SELECT_LAYERS, layer_from_row
+from layers.catalog import LAYER_ID, fetch_layers
 from mapserver.deps import app_state
 from mapserver.tiles import parse_ids, resolve
 from styles.build import build_style
@@ -26,25 +24,20 @@ def _links(request: Request, layer_id: str) -> list[dict[str, str]]:
 
 async def list_layers(request: Request) -> Response:
     async with app_state(request).pool.connection() as conn:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(SELECT_LAYERS + sql.SQL(" ORDER BY id"))
-            layers = [layer_from_row(r) for r in await cur.fetchall()]
+        layers = await fetch_layers(conn)
     return JSONResponse({"layers": [
         {**ly.as_dict(), "links": _links(request, ly.id)} for ly in layers]})
 
 
 async def get_layer(request: Request) -> Response:
     layer_id = request.path_params["layer"]
-    if not LAYER_ID.match(layer_id):
+    found = []
+    if LAYER_ID.match(layer_id):
+        async with app_state(request).pool.connection() as conn:
+            found = await fetch_layers(conn, ids=[layer_id])
+    if not found:
         raise HTTPException(404, f"no layer {layer_id!r}")
-    async with app_state(request).pool.connection() as conn:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(SELECT_LAYERS + sql.SQL(" WHERE id = %s"), (layer_id,))
-            row = await cur.fetchone()
-    if row is None:
-        raise HTTPException(404, f"no layer {layer_id!r}")
-    layer = layer_from_row(row)
-    return JSONResponse({**layer.as_dict(), "links": _links(request, layer.id)})
+    return JSONResponse({**found[0].as_dict(), "links": _links(request, layer_id)})
 
 
 async def style(request: Request) -> Response:

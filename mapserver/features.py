@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 from importlib import resources
 from urllib.parse import quote, urlencode
 
-from psycopg import sql
-from psycopg.rows import dict_row
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,7 +18,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from layers import cql2sql, features
-from layers.catalog import LAYER_ID, SELECT_LAYERS, Layer, layer_from_row
+from layers.catalog import LAYER_ID, Layer, fetch_layers
 from mapserver import records
 from mapserver.deps import app_state
 from mapserver.ogc import (
@@ -130,15 +128,9 @@ def collection_doc(request: Request, layer: Layer) -> dict:
 
 
 async def _vector_layers(request: Request, layer_id: str | None = None) -> list[Layer]:
-    query = SELECT_LAYERS + sql.SQL(" WHERE kind = 'vector'")
-    args: tuple = ()
-    if layer_id is not None:
-        query += sql.SQL(" AND id = %s")
-        args = (layer_id,)
     async with app_state(request).pool.connection() as conn:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query + sql.SQL(" ORDER BY id"), args)
-            return [layer_from_row(r) for r in await cur.fetchall()]
+        return await fetch_layers(conn, ids=None if layer_id is None else [layer_id],
+                                  kind="vector")
 
 
 async def collection_layer(request: Request) -> Layer:
