@@ -12,22 +12,22 @@ from dataclasses import dataclass
 from psycopg import AsyncConnection
 
 from layers.catalog import SELECT_VERSIONS, Layer, fetch_layers
-from layers.tiles import PostgisSource
+from layers.tiles import PostgisSource, TileSource
 
 
 @dataclass(frozen=True)
 class Resolved:
     layer: Layer
     version: int
-    source: PostgisSource
+    source: TileSource
 
 
 class SourceRegistry:
     def __init__(self, detail_zoom: int) -> None:
         self.detail_zoom = detail_zoom
-        self._sources: dict[str, PostgisSource] = {}
+        self._sources: dict[str, TileSource] = {}
 
-    async def sources(self, conn: AsyncConnection, ids: list[str]) -> list[PostgisSource] | None:
+    async def sources(self, conn: AsyncConnection, ids: list[str]) -> list[TileSource] | None:
         """Sources for ``ids`` in order (loading unknown ones), or None if one is not a
         vector layer."""
         missing = [i for i in ids if i not in self._sources]
