@@ -126,17 +126,6 @@ def wrk(base: str, paths: Sequence[str], concurrency: int, seconds: float) -> di
     return result
 
 
-def http_calls(client: httpx.AsyncClient, urls: Sequence[str]):
-    def make(url: str):
-        async def call() -> int:
-            r = await client.get(url, headers={"Accept-Encoding": "identity"})
-            if r.status_code not in (200, 204):
-                raise RuntimeError(f"{url}: {r.status_code}")
-            return len(r.content)
-        return call
-    return [make(u) for u in urls]
-
-
 def summarize_wrk(runs: list[dict], sizes: list[int]) -> dict:
     """Medians over rounds (rate, p50, p99), and the sizes of the tiles served."""
     return {"rps": statistics.median(r["rps"] for r in runs),

@@ -36,7 +36,17 @@ from ingest.errors import IngestError
 from ingest.geometry import check
 from ingest.report import IngestReport, Issue
 from layers import overviews, store
-from layers.catalog import LAYER_ID, RESERVED_IDS, SYSTEM_COLUMNS, Field, Layer, get_layer, table_of
+from layers.catalog import (
+    LAYER_ID,
+    RESERVED_IDS,
+    ROLES,
+    SHARING_TYPES,
+    SYSTEM_COLUMNS,
+    Field,
+    Layer,
+    get_layer,
+    table_of,
+)
 from layers.db import database_url
 from onemap.settings import Settings
 
@@ -186,7 +196,8 @@ def _convert(plan: _Plan, batch: pa.RecordBatch, first: int,
     keep = ~shapely.is_missing(geoms)
     if plan.key:
         for i, v in enumerate(ids):
-            if v is None or v == "":
+            # A feature already rejected for its geometry is reported once.
+            if keep[i] and (v is None or v == ""):
                 problems.append((i, "rejected", "no value in key field "
                                  + " or ".join(repr(k) for k in plan.key)))
                 keep[i] = False
@@ -305,15 +316,10 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, p
     meta_changed = old is None or any(
         values[k] != getattr(old, k) for k in ("title", "role", "department", "update_cycle",
                                                "sharing_type", "crs", "key_field"))
-    if values["role"] not in ("base", "thematic"):
-        raise IngestError(source, f"role {values['role']!r} is not base or thematic")
     bump = data_changed or schema_changed or meta_changed or old is None
     values["version"] = (old.version if old else 0) + (1 if bump else 0)
     values["schema_version"] = (old.schema_version if old else 0) + (
         1 if schema_changed or old is None else 0)
-    if values["sharing_type"] not in {"unconditional", "conditional", "not_shared"}:
-        raise IngestError(source, f"sharing type {values['sharing_type']!r} is not one of "
-                                  "unconditional, conditional, not_shared")
     cols = list(values)
     if old is None:
         conn.execute(
@@ -361,6 +367,11 @@ def ingest_vector(
     if not LAYER_ID.match(layer_id):
         raise IngestError(label, f"invalid layer id {layer_id!r}: use a-z, 0-9 and _, "
                                  "starting with a letter, at most 63 characters")
+    if meta.role is not None and meta.role not in ROLES:
+        raise IngestError(label, f"role {meta.role!r} is not one of {', '.join(ROLES)}")
+    if meta.sharing_type is not None and meta.sharing_type not in SHARING_TYPES:
+        raise IngestError(label, f"sharing type {meta.sharing_type!r} is not one of "
+                                 + ", ".join(SHARING_TYPES))
     if layer_id in RESERVED_IDS:
         raise IngestError(label, f"layer id {layer_id!r} is reserved: the OGC API serves the "
                                  "searchable catalog under that name")

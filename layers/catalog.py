@@ -14,6 +14,9 @@ from psycopg.rows import dict_row
 LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # Collection ids the OGC API uses for itself (the records catalog).
 RESERVED_IDS = frozenset({"catalog"})
+# The values the catalog's CHECK constraints admit.
+ROLES = ("base", "thematic")
+SHARING_TYPES = ("unconditional", "conditional", "not_shared")
 DATA_SCHEMA = "onemap_data"
 OVERVIEW_SCHEMA = "onemap_overview"
 
@@ -76,10 +79,6 @@ class Layer:
     @property
     def table(self) -> sql.Identifier:
         return table_of(self.id)
-
-    @property
-    def is_point(self) -> bool:
-        return (self.geometry_type or "").endswith("Point")
 
     def as_dict(self) -> dict[str, Any]:
         return {

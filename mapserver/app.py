@@ -44,7 +44,7 @@ async def healthz(request: Request) -> Response:
 
 async def root(request: Request) -> Response:
     """The OGC API landing page for clients that ask for JSON, the viewer for browsers."""
-    if features.wants_json(request):
+    if not features.wants_html(request):
         return features.landing(request)
     return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 

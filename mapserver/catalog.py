@@ -9,24 +9,16 @@ from starlette.routing import Route
 
 from layers.catalog import LAYER_ID, fetch_layers
 from mapserver.deps import app_state
+from mapserver.ogc import layer_links
 from mapserver.tiles import parse_ids, resolve
 from styles.build import build_style
-
-
-def _links(request: Request, layer_id: str) -> list[dict[str, str]]:
-    base = str(request.base_url).rstrip("/")
-    return [
-        {"rel": "tilejson", "href": f"{base}/tiles/{layer_id}/tilejson.json"},
-        {"rel": "style", "href": f"{base}/styles/{layer_id}/style.json"},
-        {"rel": "tiles", "href": f"{base}/tiles/{layer_id}/{{z}}/{{x}}/{{y}}.mvt"},
-    ]
 
 
 async def list_layers(request: Request) -> Response:
     async with app_state(request).pool.connection() as conn:
         layers = await fetch_layers(conn)
     return JSONResponse({"layers": [
-        {**ly.as_dict(), "links": _links(request, ly.id)} for ly in layers]})
+        {**ly.as_dict(), "links": layer_links(request, ly)} for ly in layers]})
 
 
 async def get_layer(request: Request) -> Response:
@@ -37,7 +29,7 @@ async def get_layer(request: Request) -> Response:
             found = await fetch_layers(conn, ids=[layer_id])
     if not found:
         raise HTTPException(404, f"no layer {layer_id!r}")
-    return JSONResponse({**found[0].as_dict(), "links": _links(request, layer_id)})
+    return JSONResponse({**found[0].as_dict(), "links": layer_links(request, found[0])})
 
 
 async def style(request: Request) -> Response:

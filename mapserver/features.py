@@ -62,15 +62,9 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
 
 
-def wants_json(request: Request) -> bool:
-    """JSON unless the client names HTML: browsers always do, API clients often send */*."""
-    f = request.query_params.get("f")
-    if f is not None:
-        return f == "json"
-    return "text/html" not in request.headers.get("accept", "")
-
-
 def wants_html(request: Request) -> bool:
+    """HTML for ``f=html`` or a client that names it (browsers always do); JSON otherwise,
+    which is what API clients sending ``*/*`` expect."""
     f = request.query_params.get("f")
     if f is not None:
         if f not in ("json", "html"):

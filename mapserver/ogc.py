@@ -23,10 +23,13 @@ def layer_links(request: Request, layer: Layer) -> list[dict[str, str]]:
     """Every way a layer is served; shared by its collection and its catalog record."""
     b = base(request)
     here = f"{b}/collections/{layer.id}"
-    return [
+    features = [
         {"rel": "items", "type": GEOJSON, "href": f"{here}/items"},
         {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
          "type": "application/schema+json", "href": f"{here}/queryables"},
+    ] if layer.kind == "vector" else []
+    return [
+        *features,
         {"rel": "describedby", "type": "application/json", "href": f"{b}/layers/{layer.id}"},
         {"rel": "tilejson", "type": "application/json",
          "href": f"{b}/tiles/{layer.id}/tilejson.json"},

@@ -49,8 +49,6 @@ _P = {
     "y": {"name": "y", "in": "path", "required": True, "schema": {"type": "integer"}},
     "layers": {"name": "layers", "in": "path", "required": True,
                "schema": {"type": "string"}, "description": "layer ids, comma-separated"},
-    "as_of": {"name": "as_of", "in": "query", "schema": {"type": "string",
-                                                          "format": "date-time"}},
 }
 
 # path -> (operationId, summary, parameters, response media type)
@@ -73,7 +71,7 @@ _OPERATIONS = [
      ["collectionId", "featureId", "crs", "as-of", "f"], "application/geo+json"),
     ("/layers", "getLayers", "The catalog with data dictionaries", [], "application/json"),
     ("/tiles/{layers}/{z}/{x}/{y}.mvt", "getTile", "A vector tile of one or more layers",
-     ["layers", "z", "x", "y", "as_of"], "application/vnd.mapbox-vector-tile"),
+     ["layers", "z", "x", "y", "as-of"], "application/vnd.mapbox-vector-tile"),
     ("/tiles/{layers}/tilejson.json", "getTileJSON", "TileJSON 3.0", ["layers"],
      "application/json"),
     ("/styles/{layers}/style.json", "getStyle", "A MapLibre style", ["layers"],

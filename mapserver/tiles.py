@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import datetime
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -14,6 +14,7 @@ from layers.catalog import LAYER_ID
 from layers.registry import Resolved
 from layers.tiles import params
 from mapserver.deps import app_state
+from mapserver.ogc import parse_instant
 
 MVT = "application/vnd.mapbox-vector-tile"
 MAX_ZOOM = 24
@@ -41,16 +42,6 @@ def parse_tile(z: str, x: str, y: str) -> tuple[int, int, int]:
     return zi, xi, yi
 
 
-def parse_as_of(raw: str | None) -> datetime | None:
-    if raw is None:
-        return None
-    try:
-        t = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise HTTPException(400, f"as_of {raw!r} is not an ISO 8601 date or time") from exc
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def version_token(versions: list[tuple[str, int]], as_of: datetime | None) -> str:
     text = "|".join(f"{layer_id}:{version}" for layer_id, version in versions)
     text += f"|{as_of.isoformat() if as_of else ''}|{TILE_FORMAT}"
@@ -64,10 +55,14 @@ def _matches(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+def no_layers(ids: list[str]) -> HTTPException:
+    return HTTPException(404, f"no layer set {','.join(ids)!r}")
+
+
 async def resolve(request: Request, conn, ids: list[str]) -> list[Resolved]:
     resolved = await app_state(request).registry.resolve(conn, ids)
     if resolved is None:
-        raise HTTPException(404, f"no layer set {','.join(ids)!r}")
+        raise no_layers(ids)
     return resolved
 
 
@@ -77,13 +72,14 @@ async def tile(request: Request) -> Response:
         raise HTTPException(404, f"no tile format {p['fmt']!r}; use .mvt")
     ids = parse_ids(p["layers"])
     z, x, y = parse_tile(p["z"], p["x"], p["y"])
-    as_of = parse_as_of(request.query_params.get("as_of"))
+    raw = request.query_params.get("as-of")
+    as_of = parse_instant(raw, raw) if raw is not None else None
     state = app_state(request)
     inm = request.headers.get("if-none-match")
     async with state.pool.connection() as conn:
         sources = await state.registry.sources(conn, ids)
         if sources is None:
-            raise HTTPException(404, f"no layer set {','.join(ids)!r}")
+            raise no_layers(ids)
         # Generalized tiles are few and dear: worth a version check to serve them cached.
         cached = state.cache.enabled and z < min(s.detail_zoom for s in sources)
         if inm or cached:
@@ -129,7 +125,7 @@ async def _render(conn, registry, ids: list[str], z: int, x: int, y: int,
     for _ in range(2):
         sources = await registry.sources(conn, ids)
         if sources is None:
-            raise HTTPException(404, f"no layer set {','.join(ids)!r}")
+            raise no_layers(ids)
         rows, stale = [], []
         for source in sources:
             query, method = source.query_bytes(z, as_of is not None, conn)
@@ -142,7 +138,7 @@ async def _render(conn, registry, ids: list[str], z: int, x: int, y: int,
         if not stale:
             return rows
         await registry.reload(conn, stale)
-    raise HTTPException(404, f"no layer set {','.join(ids)!r}")
+    raise no_layers(ids)
 
 
 def tile_url(request: Request, ids: list[str], token: str) -> str:

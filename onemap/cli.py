@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from layers.catalog import ROLES, SHARING_TYPES
 from onemap.settings import Settings
 
 SHOWN_ISSUES = 20
@@ -125,14 +126,14 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--produced-field", help="field holding each feature's production time "
                                             "(default: the file's modification time)")
     v.add_argument("--title")
-    v.add_argument("--role", choices=["base", "thematic"],
+    v.add_argument("--role", choices=ROLES,
                    help="base layers (the e-map) are served with item quotas, never in bulk")
     v.add_argument("--description")
     v.add_argument("--department", help="owning department")
     v.add_argument("--attribution", help="credit shown with the data, e.g. its license")
     v.add_argument("--keyword", action="append", help="catalog keyword (repeatable)")
     v.add_argument("--update-cycle", help="e.g. daily, monthly, yearly, irregular")
-    v.add_argument("--sharing-type", choices=["unconditional", "conditional", "not_shared"])
+    v.add_argument("--sharing-type", choices=SHARING_TYPES)
     v.add_argument("--report", help="write the full ingest report as JSON to this file")
     v.set_defaults(func=_ingest_vector)
     return p

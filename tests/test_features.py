@@ -38,6 +38,7 @@ def test_landing_page_is_negotiated(http, sample_layers):
     assert {"self", "service-desc", "conformance", "data"} <= set(rels)
     assert http.get("/", headers={"Accept": "application/json"}).json() == landing
     assert http.get("/", headers={"Accept": "*/*"}).json() == landing
+    assert http.get("/", params={"f": "xml"}).status_code == 400  # one rule everywhere
     page = http.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
     assert page.headers["content-type"].startswith("text/html")
     declared = http.get(rels["conformance"]).json()["conformsTo"]

@@ -12,7 +12,7 @@ import pytest
 from shapely.geometry import Point, Polygon
 
 from ingest.errors import IngestError
-from ingest.vector import ingest_vector
+from ingest.vector import LayerMeta, ingest_vector
 from layers.catalog import get_layer
 from layers.store import features
 
@@ -38,11 +38,14 @@ def test_invalid_geometries_repaired_or_rejected_with_report(tmp_path, settings,
         feat("none", None),
         feat("far", {"type": "Point", "coordinates": [400, 39]}),
         feat(None, {"type": "Point", "coordinates": [116, 39]}),
+        feat(None, None),  # no key and no geometry: still one rejection
     ])
     report = ingest_vector(path, "bad_geoms", key="code", settings=settings)
     issues = {(i.feature, i.id, i.action) for i in report.issues}
     assert issues == {(2, "bowtie", "repaired"), (3, "flat", "rejected"),
-                      (4, "none", "rejected"), (5, "far", "rejected"), (6, None, "rejected")}
+                      (4, "none", "rejected"), (5, "far", "rejected"), (6, None, "rejected"),
+                      (7, None, "rejected")}
+    assert report.rejected == 5  # one issue per feature, even with two faults
     reasons = {i.id: i.reason for i in report.issues}
     assert "Self-intersection" in reasons["bowtie"]
     assert "no geometry" in reasons["none"]
@@ -52,7 +55,7 @@ def test_invalid_geometries_repaired_or_rejected_with_report(tmp_path, settings,
     assert stored == {"ok", "bowtie"}
     logged = db.execute("SELECT status, counts FROM onemap.ingests WHERE layer_id = 'bad_geoms'"
                         ).fetchone()
-    assert logged[0] == "ok" and logged[1]["rejected"] == 4 and logged[1]["repaired"] == 1
+    assert logged[0] == "ok" and logged[1]["rejected"] == 5 and logged[1]["repaired"] == 1
 
 
 def test_duplicate_keys_rejected_after_the_first(tmp_path, settings, db):
@@ -79,8 +82,10 @@ def test_duplicate_keys_rejected_after_the_first(tmp_path, settings, db):
     ("no_crs", "has no coordinate reference system"),
     ("bad_layer_id", "invalid layer id"),
     ("bad_source_layer", "no layer 'roads'; layers are: points"),
+    ("bad_role", "role 'basemap' is not one of base, thematic"),
+    ("bad_sharing", "sharing type 'open' is not one of"),
 ])
-def test_clear_errors(case, message, tmp_path, settings):
+def test_clear_errors(case, message, tmp_path, settings, db):
     good = geojson(tmp_path / "good.geojson", [feat("a", Point(116, 39).__geo_interface__, n=1)])
     kwargs: dict = {"settings": settings}
     path: Path = good
@@ -108,9 +113,18 @@ def test_clear_errors(case, message, tmp_path, settings):
             tmp_path / "p.gpkg", layer="points")
         path = tmp_path / "p.gpkg"
         kwargs["source_layer"] = "roads"
+    elif case == "bad_role":
+        kwargs["meta"] = LayerMeta(role="basemap")
+    elif case == "bad_sharing":
+        kwargs["meta"] = LayerMeta(sharing_type="open")
     with pytest.raises(IngestError) as err:
         ingest_vector(path, layer_id, **kwargs)
     assert message in str(err.value)
+    logged = db.execute("SELECT count(*) FROM onemap.ingests WHERE layer_id = %s",
+                        (layer_id,)).fetchone()[0]
+    # Bad arguments are refused before any work: nothing was read, nothing to log.
+    if case.startswith("bad_") and case != "bad_source_layer":
+        assert logged == 0
     assert path.name in str(err.value)
 
 

@@ -102,7 +102,7 @@ def weights(feats: list[dict]) -> list[int]:
 @pytest.mark.parametrize("as_of", [False, True])
 def test_low_zoom_points_are_gathered_not_cut(http, db, sample_layers, as_of):
     t = whole_layer_tile(db, "lamps", 12)
-    query = {"as_of": datetime.now(UTC).isoformat()} if as_of else {}
+    query = {"as-of": datetime.now(UTC).isoformat()} if as_of else {}
     resp = http.get(f"/tiles/lamps/{t.z}/{t.x}/{t.y}.mvt", params=query)
     feats = decode(resp.content)["lamps"]["features"]
     report = features_header(resp)["lamps"]
@@ -128,7 +128,7 @@ def test_overview_and_on_the_fly_cells_agree(http, db, sample_layers, layer):
     t = whole_layer_tile(db, layer, 11)
     url = f"/tiles/{layer}/{t.z}/{t.x}/{t.y}.mvt"
     now = decode(http.get(url).content)[layer]["features"]
-    past = decode(http.get(url, params={"as_of": datetime.now(UTC).isoformat()}).content)
+    past = decode(http.get(url, params={"as-of": datetime.now(UTC).isoformat()}).content)
 
     def signature(feats):
         return sorted((f["geometry"]["type"], f["properties"].get("_count", 1),
@@ -244,10 +244,10 @@ def test_as_of_tile_shows_the_past(http, tmp_path, settings):
     t = tile_at(16)
     url = f"/tiles/asof_pts/{t.z}/{t.x}/{t.y}.mvt"
     now_v = decode(http.get(url).content)["asof_pts"]["features"][0]["properties"]["v"]
-    past = http.get(url, params={"as_of": between})
+    past = http.get(url, params={"as-of": between})
     then_v = decode(past.content)["asof_pts"]["features"][0]["properties"]["v"]
     assert (now_v, then_v) == (2, 1)
-    assert http.get(url, params={"as_of": "yesterday"}).status_code == 400
+    assert http.get(url, params={"as-of": "yesterday"}).status_code == 400
 
 
 def test_gzip_and_cors(http, sample_layers):
@@ -308,7 +308,10 @@ def test_catalog_health_and_viewer(http, sample_layers):
     districts = http.get("/layers/districts").json()
     assert districts["crs"] == "EPSG:4490" and districts["key"] == "gb"
     assert [f["name"] for f in districts["fields"]] == ["name", "gb"]
-    assert {ln["rel"] for ln in districts["links"]} == {"tilejson", "style", "tiles"}
+    # The same links as the collection and the catalog record give, from one builder.
+    assert {ln["rel"] for ln in districts["links"]} == {
+        "items", "http://www.opengis.net/def/rel/ogc/1.0/queryables", "describedby",
+        "tilejson", "item", "stylesheet"}
     page = http.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "/static/vendor/maplibre-gl.js" in page.text
     assert "https://" not in page.text  # nothing from a CDN
