@@ -222,16 +222,15 @@ def merge(conn: psycopg.Connection, layer_id: str, fields: Sequence[Field]) -> d
     ).format(t=t, i=INCOMING, cols=cols,
              icols=sql.SQL("").join(sql.SQL(", i.") + sql.Identifier(f.name) for f in fields))
     ).fetchone()
-    new, changed_or_back = (int(inserted[0]), int(inserted[1])) if inserted else (0, 0)
-    closed_total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(CLOSED)).fetchone()
-    incoming = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(INCOMING)).fetchone()
-    closed = int(closed_total[0]) if closed_total else 0
-    n_in = int(incoming[0]) if incoming else 0
+    assert inserted is not None  # an aggregate always has its row
+    new, changed_or_back = int(inserted[0]), int(inserted[1])
     # A closed feature that came back in this ingest was changed, not vanished.
-    changed = conn.execute(sql.SQL(
-        "SELECT count(*) FROM {c} c JOIN {i} i USING (_fid)").format(c=CLOSED, i=INCOMING)
+    totals = conn.execute(sql.SQL(
+        "SELECT (SELECT count(*) FROM {c}), (SELECT count(*) FROM {i}),"
+        " (SELECT count(*) FROM {c} c JOIN {i} i USING (_fid))").format(c=CLOSED, i=INCOMING)
     ).fetchone()
-    n_changed = int(changed[0]) if changed else 0
+    assert totals is not None
+    closed, n_in, n_changed = (int(v) for v in totals)
     return {
         "inserted": new + (changed_or_back - n_changed),
         "changed": n_changed,

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from layers.catalog import LAYER_ID, fetch_layers
 from mapserver.deps import app_state
-from mapserver.ogc import layer_links
+from mapserver.ogc import base, layer_links
 from mapserver.tiles import parse_ids, resolve
 from styles.build import build_style
 
@@ -36,8 +36,8 @@ async def style(request: Request) -> Response:
     ids = parse_ids(request.path_params["layers"])
     async with app_state(request).pool.connection() as conn:
         resolved = await resolve(request, conn, ids)
-    base = str(request.base_url).rstrip("/")
-    doc = build_style([r.layer for r in resolved], f"{base}/tiles/{','.join(ids)}/tilejson.json")
+    doc = build_style([r.layer for r in resolved],
+                      f"{base(request)}/tiles/{','.join(ids)}/tilejson.json")
     return JSONResponse(doc, headers={"Cache-Control": "public, no-cache"})
 
 

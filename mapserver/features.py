@@ -211,16 +211,6 @@ def parse_crs(request: Request, name: str) -> features.Crs:
     return crs
 
 
-def _as_html(url: str | None) -> str | None:
-    """A page link for the HTML page: the same query, asking for HTML."""
-    if url is None:
-        return None
-    path, _, query = url.partition("?")
-    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-    params["f"] = "html"
-    return f"{path}?" + "&".join(f"{k}={v}" for k, v in params.items())
-
-
 async def items(request: Request) -> Response:
     layer = await collection_layer(request)
     limit = min(int_param(request, "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
@@ -261,8 +251,8 @@ async def items(request: Request) -> Response:
                      [("Collections", f"{base(request)}/collections?f=html"),
                       (layer.id, f"{base(request)}/collections/{layer.id}?f=html")],
                      layer=layer, features=feats, columns=columns, matched=matched,
-                     returned=len(rows), next_url=_as_html(link.get("next")),
-                     prev_url=_as_html(link.get("prev")))
+                     returned=len(rows), next_url=link.get("next"),
+                     prev_url=link.get("prev"))
     head = {"type": "FeatureCollection", "numberMatched": matched,
             "numberReturned": len(rows),
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds"), "links": links}

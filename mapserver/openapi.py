@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mapserver.features import DEFAULT_LIMIT, MAX_LIMIT, OPENAPI
+from mapserver.ogc import base
 
 _P = {
     "collectionId": {"name": "collectionId", "in": "path", "required": True,
@@ -98,4 +99,4 @@ def document(server: str) -> dict:
 
 
 async def api(request: Request) -> Response:
-    return JSONResponse(document(str(request.base_url).rstrip("/")), media_type=OPENAPI)
+    return JSONResponse(document(base(request)), media_type=OPENAPI)

@@ -14,7 +14,7 @@ from layers.catalog import LAYER_ID
 from layers.registry import Resolved
 from layers.tiles import params
 from mapserver.deps import app_state
-from mapserver.ogc import parse_instant
+from mapserver.ogc import base, parse_instant
 
 MVT = "application/vnd.mapbox-vector-tile"
 MAX_ZOOM = 24
@@ -142,8 +142,7 @@ async def _render(conn, registry, ids: list[str], z: int, x: int, y: int,
 
 
 def tile_url(request: Request, ids: list[str], token: str) -> str:
-    base = str(request.base_url).rstrip("/")
-    return f"{base}/tiles/{','.join(ids)}/{{z}}/{{x}}/{{y}}.mvt?v={token}"
+    return f"{base(request)}/tiles/{','.join(ids)}/{{z}}/{{x}}/{{y}}.mvt?v={token}"
 
 
 async def tilejson(request: Request) -> Response:
