@@ -73,6 +73,7 @@ class LayerMeta:
     keywords: Sequence[str] | None = None
     update_cycle: str | None = None
     sharing_type: str | None = None
+    level: str | None = None  # classification; a new layer gets the configured default
 
 
 @dataclass
@@ -282,16 +283,18 @@ def _dictionary(old: Layer | None, plan: _Plan) -> list[Field]:
                     nullable=f.name in plan.nulls and not f.key, key=f.key,
                     source_name=f.source_name) for f in plan.fields]
     if old:
+        levels = {f.name: f.level for f in old.fields}
+        fields = [replace(f, level=levels.get(f.name)) for f in fields]
         incoming = {f.name for f in fields}
         # Columns the source no longer has stay in the dictionary: history holds them.
-        fields += [Field(f.name, f.type, f.length, True, False, f.source_name)
+        fields += [Field(f.name, f.type, f.length, True, False, f.source_name, f.level)
                    for f in old.fields if f.name not in incoming]
     return fields
 
 
 def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, plan: _Plan,
                    meta: LayerMeta, source: str, fields: list[Field], schema_changed: bool,
-                   data_changed: bool, detail_zoom: int) -> int:
+                   data_changed: bool, detail_zoom: int, default_level: str) -> int:
     stats = store.layer_stats(conn, layer_id)
     dictionary = [f.as_dict() for f in fields]
     values = {
@@ -305,6 +308,7 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, p
             list(old.keywords) if old else []),
         "update_cycle": meta.update_cycle or (old.update_cycle if old else "irregular"),
         "sharing_type": meta.sharing_type or (old.sharing_type if old else "unconditional"),
+        "level": meta.level or (old.level if old else default_level),
         "crs": plan.crs.catalog_crs, "source_crs": plan.crs.label, "source": source,
         "geometry_type": _geometry_type(stats["geometry_types"]),
         "key_field": ",".join(plan.column_of[k] for k in plan.key) or None,
@@ -315,7 +319,7 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, p
     }
     meta_changed = old is None or any(
         values[k] != getattr(old, k) for k in ("title", "role", "department", "update_cycle",
-                                               "sharing_type", "crs", "key_field"))
+                                               "sharing_type", "level", "crs", "key_field"))
     bump = data_changed or schema_changed or meta_changed or old is None
     values["version"] = (old.version if old else 0) + (1 if bump else 0)
     values["schema_version"] = (old.schema_version if old else 0) + (
@@ -372,6 +376,9 @@ def ingest_vector(
     if meta.sharing_type is not None and meta.sharing_type not in SHARING_TYPES:
         raise IngestError(label, f"sharing type {meta.sharing_type!r} is not one of "
                                  + ", ".join(SHARING_TYPES))
+    if meta.level is not None and meta.level not in settings.levels:
+        raise IngestError(label, f"level {meta.level!r} is not one of "
+                                 + ", ".join(settings.levels))
     if layer_id in RESERVED_IDS:
         raise IngestError(label, f"layer id {layer_id!r} is reserved: the OGC API serves the "
                                  "searchable catalog under that name")
@@ -384,8 +391,7 @@ def ingest_vector(
         with ctx as (arrow_meta, reader):
             plan = _plan(path, label, reader.schema, arrow_meta, info, key, produced_field,
                          source_crs)
-            report = _run(url, layer_id, plan, reader, report, meta, progress,
-                          settings.detail_zoom)
+            report = _run(url, layer_id, plan, reader, report, meta, progress, settings)
     except IngestError as exc:
         _log_ingest(url, report, started, exc.reason)
         raise
@@ -411,7 +417,7 @@ def _batches(reader: Any, label: str):
 
 
 def _run(url: str, layer_id: str, plan: _Plan, reader: Any, report: IngestReport,
-         meta: LayerMeta, progress: bool | None, detail_zoom: int) -> IngestReport:
+         meta: LayerMeta, progress: bool | None, settings: Settings) -> IngestReport:
     show = sys.stderr.isatty() if progress is None else progress
     with psycopg.connect(url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
@@ -457,12 +463,13 @@ def _run(url: str, layer_id: str, plan: _Plan, reader: Any, report: IngestReport
         report.inserted, report.changed = counts["inserted"], counts["changed"]
         report.unchanged, report.closed = counts["unchanged"], counts["closed"]
         data_changed = bool(report.inserted or report.changed or report.closed)
-        zoom = old.detail_zoom if old and old.detail_zoom is not None else detail_zoom
+        zoom = old.detail_zoom if old and old.detail_zoom is not None else settings.detail_zoom
         if data_changed or new_table:
             cells = overviews.build(conn, layer_id, zoom)
             log.info("%s: overview of %d cells below zoom %d", layer_id, cells, zoom)
         report.version = _write_catalog(conn, layer_id, old, plan, meta, plan.label, fields,
-                                        schema_changed, data_changed, zoom)
+                                        schema_changed, data_changed, zoom,
+                                        settings.default_level)
         conn.commit()
     log.info("%s", report.summary())
     return report

@@ -40,11 +40,15 @@ class Field:
     nullable: bool = True
     key: bool = False
     source_name: str | None = None
+    level: str | None = None  # its classification, when above the layer's
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "length": self.length,
-                "nullable": self.nullable, "key": self.key,
-                "source_name": self.source_name or self.name}
+        out = {"name": self.name, "type": self.type, "length": self.length,
+               "nullable": self.nullable, "key": self.key,
+               "source_name": self.source_name or self.name}
+        if self.level:
+            out["level"] = self.level
+        return out
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Layer:
     keywords: tuple[str, ...]
     update_cycle: str
     sharing_type: str
+    level: str  # classification: what clearance reading it needs
     crs: str
     source_crs: str | None
     source: str | None
@@ -86,7 +91,8 @@ class Layer:
             "description": self.description, "department": self.department,
             "attribution": self.attribution,
             "keywords": list(self.keywords), "update_cycle": self.update_cycle,
-            "sharing_type": self.sharing_type, "crs": self.crs, "source_crs": self.source_crs,
+            "sharing_type": self.sharing_type, "level": self.level, "crs": self.crs,
+            "source_crs": self.source_crs,
             "geometry_type": self.geometry_type, "key": self.key_field,
             "fields": [f.as_dict() for f in self.fields], "feature_count": self.feature_count,
             "extent": list(self.extent) if self.extent else None,
@@ -117,7 +123,8 @@ def layer_from_row(row: dict[str, Any]) -> Layer:
         description=row["description"],
         department=row["department"], attribution=row["attribution"],
         keywords=tuple(row["keywords"] or ()),
-        update_cycle=row["update_cycle"], sharing_type=row["sharing_type"], crs=row["crs"],
+        update_cycle=row["update_cycle"], sharing_type=row["sharing_type"],
+        level=row["level"], crs=row["crs"],
         source_crs=row["source_crs"], source=row["source"], geometry_type=row["geometry_type"],
         key_field=row["key_field"], fields=tuple(Field(**f) for f in row["fields"]),
         feature_count=row["feature_count"],

@@ -49,12 +49,13 @@ def parse(text: str, lang: str) -> dict[str, Any]:
 
 
 class _Translator:
-    def __init__(self, types: dict[str, str]) -> None:
+    def __init__(self, types: dict[str, str], prefix: str) -> None:
         self.types = types
+        self.prefix = prefix
         self.params: dict[str, object] = {}
 
     def bind(self, value: object, pg_type: str | None = None) -> sql.Composable:
-        name = f"f{len(self.params)}"
+        name = f"{self.prefix}{len(self.params)}"
         self.params[name] = value
         ph = sql.Placeholder(name)
         return ph if pg_type is None else sql.SQL("{}::{}").format(ph, sql.SQL(pg_type))
@@ -225,8 +226,10 @@ def _when(text: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def to_sql(tree: dict[str, Any], layer: Layer) -> tuple[sql.Composable, dict[str, object]]:
-    """A WHERE clause for the layer's table (alias ``t``) and its parameters."""
-    translator = _Translator(queryables(layer))
+def to_sql(tree: dict[str, Any], layer: Layer,
+           prefix: str = "f") -> tuple[sql.Composable, dict[str, object]]:
+    """A WHERE clause for the layer's table (alias ``t``) and its parameters, named
+    ``prefix`` + a number so that two filters can share one statement."""
+    translator = _Translator(queryables(layer), prefix)
     clause = translator.expr(tree)
     return clause, translator.params

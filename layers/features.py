@@ -12,7 +12,9 @@ from datetime import datetime
 
 from psycopg import AsyncConnection, sql
 
+from layers import restrict
 from layers.catalog import Layer, table_of
+from layers.restrict import NONE, Restriction
 from layers.where import Where
 
 # System times every feature carries, shown with its properties.
@@ -53,11 +55,12 @@ class ItemsQuery:
     as_of: datetime | None = None  # the layer as it stood then
     # A CQL2 filter already made SQL by layers.cql2sql, with its parameters.
     where: tuple[sql.Composable, dict[str, object]] | None = None
-    properties: tuple[str, ...] | None = None  # None: all of them
+    properties: tuple[str, ...] | None = None  # None: all the principal may see
+    restriction: Restriction = NONE  # the principal's limits on this layer
 
 
-def _geometry(crs: Crs) -> sql.Composable:
-    g: sql.Composable = sql.SQL("t.geom")
+def _geometry(crs: Crs, r: Restriction = NONE) -> sql.Composable:
+    g: sql.Composable = restrict.clipped(sql.SQL("t.geom"), r)
     if crs.srid != 4326:
         g = sql.SQL("ST_Transform({}, {})").format(g, sql.Literal(crs.srid))
     if crs.lat_first:
@@ -65,27 +68,32 @@ def _geometry(crs: Crs) -> sql.Composable:
     return sql.SQL("ST_AsGeoJSON({}, {})").format(g, sql.Literal(crs.digits))
 
 
-def property_names(layer: Layer) -> list[str]:
-    return [f.name for f in layer.fields] + [*TIME_PROPERTIES, "_version"]
+def property_names(layer: Layer, r: Restriction = NONE) -> list[str]:
+    return ([f.name for f in restrict.visible_fields(layer, r)]
+            + [*TIME_PROPERTIES, "_version"])
 
 
-def _feature_json(layer: Layer, crs: Crs,
-                  properties: tuple[str, ...] | None = None) -> sql.Composed:
-    names = property_names(layer) if properties is None else list(properties)
-    props = (sql.SQL(", ").join(sql.SQL("t.") + sql.Identifier(n) for n in names)
+def _feature_json(layer: Layer, crs: Crs, properties: tuple[str, ...] | None = None,
+                  r: Restriction = NONE) -> sql.Composed:
+    names = property_names(layer, r) if properties is None else list(properties)
+    props = (sql.SQL(", ").join(restrict.column(n, r) for n in names)
              if names else sql.SQL("1 AS _none"))
     return sql.SQL(
-        "json_build_object('type', 'Feature', 'id', t._fid,"
+        "json_build_object('type', 'Feature', 'id', {fid},"
         " 'geometry', {geometry}::json,"
         " 'properties', {properties})::text"
-    ).format(geometry=_geometry(crs), properties=(
+    ).format(fid=restrict.fid(layer, r), geometry=_geometry(crs, r), properties=(
         sql.SQL("(SELECT row_to_json(p) FROM (SELECT {}) p)").format(props) if names
         else sql.SQL("'{}'::json")))
 
 
-def _where(q: ItemsQuery, points: bool = False) -> tuple[sql.Composable, dict[str, object]]:
-    """The WHERE clause; ``points``: the layer holds only points."""
+def _where(q: ItemsQuery, layer: Layer) -> tuple[sql.Composable, dict[str, object]]:
+    """The WHERE clause, the principal's limits first."""
+    points = layer.geometry_type == "Point"
     w = Where()
+    limit, limit_params = restrict.rows(layer, q.restriction)
+    if limit is not None:
+        w.add(limit, **limit_params)
     if q.as_of is None:
         w.add("t._valid_to IS NULL")
     else:
@@ -120,17 +128,19 @@ def _where(q: ItemsQuery, points: bool = False) -> tuple[sql.Composable, dict[st
 
 async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> tuple[list[str], int]:
     """One page of features as GeoJSON texts, in a stable order, and how many match."""
-    where, params = _where(q, points=layer.geometry_type == "Point")
+    where, params = _where(q, layer)
     t = table_of(layer.id)
     page = sql.SQL(
         "SELECT {feature} FROM {t} t WHERE {where} ORDER BY t._fid"
         " LIMIT %(limit)s OFFSET %(offset)s"
-    ).format(feature=_feature_json(layer, q.crs, q.properties), t=t, where=where)
+    ).format(feature=_feature_json(layer, q.crs, q.properties, q.restriction), t=t,
+             where=where)
     cur = await conn.execute(page, {**params, "limit": q.limit, "offset": q.offset})
     rows = [r[0] for r in await cur.fetchall()]
     if q.offset == 0 and len(rows) < q.limit:
         return rows, len(rows)  # the whole answer is on this page: no need to count
     unfiltered = (q.bbox is None and q.where is None and q.as_of is None
+                  and not q.restriction.rows_limited
                   and q.instant is None and q.start is None and q.end is None)
     if unfiltered:
         return rows, layer.feature_count  # counted by the ingest that wrote the data
@@ -141,12 +151,15 @@ async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> tuple[lis
 
 
 async def item(conn: AsyncConnection, layer: Layer, fid: str,
-               as_of: datetime | None = None, crs: Crs = CRS84) -> str | None:
-    """One feature's GeoJSON, current or as of a past moment; None if there is none."""
-    where, params = _where(ItemsQuery(limit=1, as_of=as_of))
+               as_of: datetime | None = None, crs: Crs = CRS84,
+               r: Restriction = NONE) -> tuple[str, int] | None:
+    """One feature's GeoJSON and the row id of its version (its ETag), current or as of a
+    past moment; None if there is none the principal may see."""
+    where, params = _where(ItemsQuery(limit=1, as_of=as_of, restriction=r), layer)
     cur = await conn.execute(
-        sql.SQL("SELECT {feature} FROM {t} t WHERE {where} AND t._fid = %(fid)s").format(
-            feature=_feature_json(layer, crs), t=table_of(layer.id), where=where),
+        sql.SQL("SELECT {feature}, t._rid FROM {t} t WHERE {where} AND t._fid = %(fid)s"
+                ).format(feature=_feature_json(layer, crs, None, r), t=table_of(layer.id),
+                         where=where),
         {**params, "fid": fid})
     row = await cur.fetchone()
-    return row[0] if row else None
+    return (row[0], int(row[1])) if row else None

@@ -8,7 +8,7 @@ from datetime import datetime
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-from layers.catalog import SELECT_LAYERS, Layer, fetch_layers, layer_from_row
+from layers.catalog import SELECT_LAYERS, Layer, layer_from_row
 from layers.where import Where
 
 
@@ -23,10 +23,12 @@ class RecordsQuery:
     keywords: tuple[str, ...] = ()  # any of them
     department: str | None = None
     kind: str | None = None
+    ids: tuple[str, ...] | None = None  # only these layers: those the caller may read
 
 
 def _where(q: RecordsQuery) -> tuple[sql.Composable, dict[str, object]]:
     w = Where()
+    w.when(list(q.ids) if q.ids is not None else None, "id = ANY(%(ids)s)", "ids")
     if q.terms:
         likes, terms = [], {}
         for i, term in enumerate(q.terms):
@@ -63,7 +65,3 @@ async def search(conn: AsyncConnection, q: RecordsQuery) -> tuple[list[Layer], i
         row = await cur.fetchone()
     return layers, int(row["n"]) if row else 0
 
-
-async def get(conn: AsyncConnection, layer_id: str) -> Layer | None:
-    found = await fetch_layers(conn, ids=[layer_id])
-    return found[0] if found else None

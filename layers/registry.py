@@ -51,6 +51,10 @@ class SourceRegistry:
             return None
         return [Resolved(self._sources[i].layer, found[i][0], self._sources[i]) for i in ids]
 
+    def clear(self) -> None:
+        """Forget every source: layers' entries may have changed in ways versions miss."""
+        self._sources = {}
+
     async def reload(self, conn: AsyncConnection, ids: list[str]) -> None:
         layers = await fetch_layers(conn, ids=ids)
         for i in ids:

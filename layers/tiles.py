@@ -18,7 +18,9 @@ from typing import Any, Protocol
 
 from psycopg import sql
 
+from layers import restrict
 from layers.catalog import Layer, overview_of, table_of
+from layers.restrict import NONE, Restriction
 
 EXTENT = 4096
 BUFFER = 64
@@ -38,8 +40,10 @@ class TileSource(Protocol):
     schema_version: int
     detail_zoom: int
 
-    def query_bytes(self, z: int, as_of: bool, conn: Any) -> tuple[bytes, str]:
-        """The statement for a tile at zoom z (current or past) and its method's name."""
+    def query_bytes(self, z: int, as_of: bool, conn: Any,
+                    r: Restriction = NONE) -> tuple[bytes, str, dict[str, object]]:
+        """The statement for a tile at zoom z (current or past) under a principal's limits,
+        its method's name and the limits' parameters."""
         ...
 
 
@@ -55,29 +59,26 @@ class PostgisSource:
         self.id = layer.id
         self.schema_version = layer.schema_version
         self.detail_zoom = layer.detail_zoom if layer.detail_zoom is not None else detail_zoom
-        self._statements = {
-            ("none", False): _statement(layer, "none", False),
-            ("none", True): _statement(layer, "none", True),
-            ("overview", False): _statement(layer, "overview", False),
-            ("cells", True): _statement(layer, "cells", True),
-        }
-        self._rendered: dict[tuple[str, bool], bytes] = {}
+        # Statements by (method, as_of, limits), rendered once; psycopg prepares them by
+        # these bytes.
+        self._rendered: dict[tuple[str, bool, Restriction], tuple[bytes, dict]] = {}
 
-    def query(self, z: int, as_of: bool) -> tuple[sql.Composed, str]:
+    def method(self, z: int, as_of: bool, r: Restriction = NONE) -> str:
         if z >= self.detail_zoom:
-            method = "none"
-        else:
-            method = "cells" if as_of else "overview"
-        return self._statements[(method, as_of)], method
+            return "none"
+        # Overviews count every feature: a principal limited to some rows gets cells of
+        # its own rows, made now, so counts reveal nothing outside its limits.
+        return "cells" if as_of or r.rows_limited else "overview"
 
-    def query_bytes(self, z: int, as_of: bool, conn: Any) -> tuple[bytes, str]:
-        """The statement rendered once per source; psycopg prepares it by these bytes."""
-        statement, method = self.query(z, as_of)
-        key = (method, as_of)
-        rendered = self._rendered.get(key)
-        if rendered is None:
-            rendered = self._rendered[key] = statement.as_bytes(conn)
-        return rendered, method
+    def query_bytes(self, z: int, as_of: bool, conn: Any,
+                    r: Restriction = NONE) -> tuple[bytes, str, dict[str, object]]:
+        method = self.method(z, as_of, r)
+        key = (method, as_of, r)
+        found = self._rendered.get(key)
+        if found is None:
+            statement, extra = _statement(self.layer, method, as_of, r)
+            found = self._rendered[key] = (statement.as_bytes(conn), extra)
+        return found[0], method, found[1]
 
 
 def min_size(z: int) -> float:
@@ -114,41 +115,47 @@ _SMALL = ("greatest(ST_XMax(t._geom_3857) - ST_XMin(t._geom_3857),"
           " ST_YMax(t._geom_3857) - ST_YMin(t._geom_3857)) < %(min_size)s")
 
 
-def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
+def _statement(layer: Layer, method: str, as_of: bool,
+               r: Restriction = NONE) -> tuple[sql.Composed, dict[str, object]]:
     t = table_of(layer.id)
-    when = (sql.SQL("t._valid_from <= %(as_of)s AND (t._valid_to IS NULL"
-                    " OR t._valid_to > %(as_of)s)") if as_of
-            else sql.SQL("t._valid_to IS NULL"))
-    names = [sql.Identifier(f.name) for f in layer.fields]
-    attrs = sql.SQL("").join(sql.SQL(", t.") + n for n in names)
+    when: sql.Composable = (
+        sql.SQL("t._valid_from <= %(as_of)s AND (t._valid_to IS NULL"
+                " OR t._valid_to > %(as_of)s)") if as_of else sql.SQL("t._valid_to IS NULL"))
+    limit, extra = restrict.rows(layer, r, mercator=True)
+    if limit is not None:
+        when = sql.SQL("{} AND {}").format(when, limit)
+    attrs = sql.SQL("").join(sql.SQL(", ") + restrict.column(f.name, r)
+                             for f in restrict.visible_fields(layer, r))
+    fid = restrict.fid(layer, r)
     ext, buf = sql.Literal(EXTENT), sql.Literal(BUFFER)
     shapes = sql.SQL(
-        " SELECT t._rid, NULL::bigint AS _count, t._fid AS _id{attrs},"
+        " SELECT t._rid, NULL::bigint AS _count, {fid} AS _id{attrs},"
         # A shape that collapses at this resolution is kept as a point on its surface.
         "  coalesce(ST_AsMVTGeom({geom}, b.e, {ext}, {buf}, true),"
         "   ST_AsMVTGeom(ST_PointOnSurface(t._geom_3857), b.e, {ext}, {buf}, true)) AS geom"
         "  FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}{keep}")
     cell = sql.SQL(
         " SELECT c._rid, CASE WHEN c.n > 1 THEN c.n END AS _count,"
-        "  CASE WHEN c.n = 1 THEN t._fid END AS _id{attrs},"
+        "  CASE WHEN c.n = 1 THEN {fid} END AS _id{attrs},"
         "  ST_AsMVTGeom({g}, b.e, {ext}, {buf}, true) AS geom"
         " FROM {cells}"
         # The CASE keeps the lookup of a cell's attributes to cells of one feature.
         " LEFT JOIN {t} t ON t._rid = CASE WHEN c.n = 1 THEN c._rid END")
     point = layer.geometry_type == "Point"
+    geom = restrict.clipped(sql.SQL("t._geom_3857"), r, mercator=True)
     if method == "none":
-        return _whole(shapes.format(attrs=attrs, geom=sql.SQL("t._geom_3857"), ext=ext,
-                                    buf=buf, t=t, when=when, keep=sql.SQL("")))
+        return _whole(shapes.format(attrs=attrs, fid=fid, geom=geom, ext=ext,
+                                    buf=buf, t=t, when=when, keep=sql.SQL(""))), extra
     if method == "overview":
         body = cell.format(
-            attrs=attrs, g=sql.SQL("c.g"), ext=ext, buf=buf, t=t,
+            attrs=attrs, fid=fid, g=sql.SQL("c.g"), ext=ext, buf=buf, t=t,
             cells=sql.SQL("b JOIN {o} c ON c.z = %(z)s AND c.g && b.em").format(
                 o=overview_of(layer.id)))
     elif method == "cells":
         # The same cells as the overview's (tile-aligned, bounding-box centres), made now.
         small = sql.SQL("") if point else sql.SQL(" AND {}").format(sql.SQL(_SMALL))
         body = cell.format(
-            attrs=attrs, ext=ext, buf=buf, t=t,
+            attrs=attrs, fid=fid, ext=ext, buf=buf, t=t,
             g=sql.SQL("ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857)"),
             cells=sql.SQL(
                 "(SELECT min(_rid) AS _rid, count(*)::int AS n, sum(x) AS sx, sum(y) AS sy"
@@ -164,9 +171,11 @@ def _statement(layer: Layer, method: str, as_of: bool) -> sql.Composed:
     if not point:
         # Shapes big enough to see are drawn, simplified; the small ones are cells above.
         body = body + sql.SQL(" UNION ALL") + shapes.format(
-            attrs=attrs, geom=sql.SQL("ST_Simplify(t._geom_3857, %(tol)s, true)"), ext=ext,
-            buf=buf, t=t, when=when, keep=sql.SQL(" AND NOT ({})").format(sql.SQL(_SMALL)))
-    return _whole(body)
+            attrs=attrs, fid=fid, ext=ext, buf=buf, t=t, when=when,
+            geom=restrict.clipped(sql.SQL("ST_Simplify(t._geom_3857, %(tol)s, true)"), r,
+                                  mercator=True),
+            keep=sql.SQL(" AND NOT ({})").format(sql.SQL(_SMALL)))
+    return _whole(body), extra
 
 
 def _whole(body: sql.Composable) -> sql.Composed:

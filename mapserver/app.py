@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,9 +19,14 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from access.audit import AuditLog
+from access.credentials import OidcVerifier
+from access.directory import Directory
+from access.ratelimit import RateLimiter
 from layers.db import prepare
 from layers.registry import SourceRegistry
-from mapserver import catalog, features, openapi, records, tiles
+from mapserver import admin, catalog, edits, features, openapi, records, tiles
+from mapserver.auth import AccessMiddleware
 from mapserver.cache import TileCache
 from mapserver.deps import AppState, app_state
 from mapserver.errors import http_error, problem, server_error
@@ -59,11 +65,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                    kwargs={"autocommit": True, "options": SESSION},
                                    open=False)
         await pool.open(wait=True)
+        oidc = (OidcVerifier(settings.oidc_issuer, settings.oidc_audience,
+                             settings.oidc_jwks_url) if settings.oidc_issuer else None)
+        audit = AuditLog()
         app.state.onemap = AppState(settings, pool, SourceRegistry(settings.detail_zoom),
-                                    TileCache(settings.tile_cache_mb * 1024 * 1024))
+                                    TileCache(settings.tile_cache_mb * 1024 * 1024),
+                                    Directory(settings.levels), audit, RateLimiter(), oidc)
+        writer = asyncio.create_task(audit.run(pool))
         try:
             yield
         finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await audit.flush(pool)
             await pool.close()
 
     routes = [
@@ -71,16 +86,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/api", openapi.api),
         *records.routes,  # before the features' /collections/{id} routes
+        *edits.routes,
         *features.routes,
+        *admin.routes,
         *tiles.routes,
         *catalog.routes,
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     middleware = [
         Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                   allow_methods=["GET", "HEAD", "OPTIONS"],
-                   expose_headers=["ETag", "OneMap-Tile-Features", "OneMap-Cache"]),
+                   allow_methods=["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"],
+                   allow_headers=["Authorization", "Content-Type", "If-Match",
+                                  "If-None-Match"],
+                   expose_headers=["ETag", "Location", "OneMap-Tile-Features",
+                                   "OneMap-Cache", "Retry-After"]),
         Middleware(GZipMiddleware, minimum_size=500),
+        Middleware(AccessMiddleware),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={HTTPException: http_error, Exception: server_error})

@@ -8,37 +8,43 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from layers.catalog import LAYER_ID, fetch_layers
-from mapserver.deps import app_state
+from layers.restrict import visible
+from mapserver.deps import access, app_state, note
 from mapserver.ogc import base, layer_links
-from mapserver.tiles import parse_ids, resolve
+from mapserver.tiles import cache_scope, parse_ids, resolve
 from styles.build import build_style
 
 
 async def list_layers(request: Request) -> Response:
     async with app_state(request).pool.connection() as conn:
-        layers = await fetch_layers(conn)
+        layers = access(request).readable(await fetch_layers(conn))
+    note(request, [ly.id for ly, _ in layers])
     return JSONResponse({"layers": [
-        {**ly.as_dict(), "links": layer_links(request, ly)} for ly in layers]})
+        {**visible(ly, a.restriction).as_dict(), "links": layer_links(request, ly)}
+        for ly, a in layers]})
 
 
 async def get_layer(request: Request) -> Response:
     layer_id = request.path_params["layer"]
+    note(request, [layer_id])
     found = []
     if LAYER_ID.match(layer_id):
         async with app_state(request).pool.connection() as conn:
-            found = await fetch_layers(conn, ids=[layer_id])
+            found = access(request).readable(await fetch_layers(conn, ids=[layer_id]))
     if not found:
         raise HTTPException(404, f"no layer {layer_id!r}")
-    return JSONResponse({**found[0].as_dict(), "links": layer_links(request, found[0])})
+    layer, a = found[0]
+    return JSONResponse({**visible(layer, a.restriction).as_dict(),
+                         "links": layer_links(request, layer)})
 
 
 async def style(request: Request) -> Response:
     ids = parse_ids(request.path_params["layers"])
     async with app_state(request).pool.connection() as conn:
         resolved = await resolve(request, conn, ids)
-    doc = build_style([r.layer for r in resolved],
+    doc = build_style([visible(r.layer, a.restriction) for r, a in resolved],
                       f"{base(request)}/tiles/{','.join(ids)}/tilejson.json")
-    return JSONResponse(doc, headers={"Cache-Control": "public, no-cache"})
+    return JSONResponse(doc, headers={"Cache-Control": f"{cache_scope(request)}, no-cache"})
 
 
 routes = [

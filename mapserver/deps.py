@@ -1,4 +1,4 @@
-"""What every endpoint shares: settings, the connection pool and the source registry."""
+"""What every endpoint shares: settings, pool, sources, access and the audit note."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+from access.audit import AuditLog
+from access.credentials import OidcVerifier
+from access.directory import Directory
+from access.policy import Access, LayerAccess
+from access.ratelimit import RateLimiter
+from layers.catalog import Layer
 from layers.registry import SourceRegistry
 from mapserver.cache import TileCache
 from onemap.settings import Settings
@@ -18,7 +24,28 @@ class AppState:
     pool: AsyncConnectionPool
     registry: SourceRegistry
     cache: TileCache
+    directory: Directory
+    audit: AuditLog
+    limiter: RateLimiter
+    oidc: OidcVerifier | None
 
 
 def app_state(request: Request) -> AppState:
     return request.app.state.onemap
+
+
+def access(request: Request) -> Access:
+    """Set for every request by mapserver.auth; there is no other way to it."""
+    return request.state.access
+
+
+def layer_access(request: Request, layer: Layer) -> LayerAccess | None:
+    """What the caller may do with the layer; None: for the caller it does not exist."""
+    found = access(request).layer(layer)
+    return found if found is not None and found.read else None
+
+
+def note(request: Request, layers: list[str], features: int | None = None,
+         **detail: object) -> None:
+    """What this request touched, for its audit row."""
+    request.state.audit = {"layers": layers, "features": features, "detail": detail}

@@ -17,10 +17,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from layers import cql2sql, features
+from access.policy import LayerAccess
+from layers import cql2sql, features, restrict
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from mapserver import records
-from mapserver.deps import app_state
+from mapserver.deps import access, app_state, note
 from mapserver.ogc import (
     GEOJSON,
     base,
@@ -121,14 +122,20 @@ def collection_doc(request: Request, layer: Layer) -> dict:
     return doc
 
 
-async def _vector_layers(request: Request, layer_id: str | None = None) -> list[Layer]:
+async def _vector_layers(request: Request,
+                         layer_id: str | None = None) -> list[tuple[Layer, LayerAccess]]:
+    """The vector layers the caller may read, each as the caller sees it."""
     async with app_state(request).pool.connection() as conn:
-        return await fetch_layers(conn, ids=None if layer_id is None else [layer_id],
-                                  kind="vector")
+        found = await fetch_layers(conn, ids=None if layer_id is None else [layer_id],
+                                   kind="vector")
+    return [(restrict.visible(ly, a.restriction), a)
+            for ly, a in access(request).readable(found)]
 
 
-async def collection_layer(request: Request) -> Layer:
+async def collection_layer(request: Request) -> tuple[Layer, LayerAccess]:
+    """The collection in the path; 404 alike if it is missing or the caller may not read it."""
     layer_id = request.path_params["collectionId"]
+    note(request, [layer_id])
     found = await _vector_layers(request, layer_id) if LAYER_ID.match(layer_id) else []
     if not found:
         raise HTTPException(404, f"no collection {layer_id!r}")
@@ -136,7 +143,8 @@ async def collection_layer(request: Request) -> Layer:
 
 
 async def collections(request: Request) -> Response:
-    layers = await _vector_layers(request)
+    layers = [ly for ly, _ in await _vector_layers(request)]
+    note(request, [ly.id for ly in layers])
     b = base(request)
     if wants_html(request):
         return _page(request, "collections.html", "Collections", [], layers=layers)
@@ -148,7 +156,7 @@ async def collections(request: Request) -> Response:
 
 
 async def collection(request: Request) -> Response:
-    layer = await collection_layer(request)
+    layer, _ = await collection_layer(request)
     if wants_html(request):
         return _page(request, "collection.html", layer.title,
                      [("Collections", f"{base(request)}/collections?f=html")], layer=layer)
@@ -156,10 +164,11 @@ async def collection(request: Request) -> Response:
 
 
 async def queryables(request: Request) -> Response:
-    layer = await collection_layer(request)
+    layer, a = await collection_layer(request)
     url = f"{base(request)}/collections/{layer.id}/queryables"
     props = {name: {"title": name, **_SCHEMA_TYPES.get(kind, {"type": "string"})}
-             for name, kind in cql2sql.queryables(layer).items()}
+             for name, kind in cql2sql.queryables(
+                 restrict.filterable(layer, a.restriction)).items()}
     return JSONResponse({
         "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": url,
         "type": "object", "title": layer.title, "properties": props,
@@ -167,12 +176,13 @@ async def queryables(request: Request) -> Response:
     }, media_type="application/schema+json")
 
 
-def parse_properties(request: Request, layer: Layer) -> tuple[str, ...] | None:
+def parse_properties(request: Request, layer: Layer,
+                     a: LayerAccess) -> tuple[str, ...] | None:
     raw = request.query_params.get("properties")
     if raw is None:
         return None
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
-    known = set(features.property_names(layer))
+    known = set(features.property_names(layer, a.restriction))
     unknown = [n for n in names if n not in known]
     if unknown:
         raise HTTPException(400, f"unknown properties {unknown}; see the collection's "
@@ -180,7 +190,7 @@ def parse_properties(request: Request, layer: Layer) -> tuple[str, ...] | None:
     return names
 
 
-def parse_filter(request: Request, layer: Layer) -> tuple | None:
+def parse_filter(request: Request, layer: Layer, a: LayerAccess) -> tuple | None:
     lang = request.query_params.get("filter-lang", "cql2-text")
     if lang not in ("cql2-text", "cql2-json"):
         raise HTTPException(400, f"filter-lang {lang!r} is not supported; use cql2-text or "
@@ -192,7 +202,8 @@ def parse_filter(request: Request, layer: Layer) -> tuple | None:
     if crs is not None and crs.strip("<>") != CRS84:
         raise HTTPException(400, f"filter-crs {crs!r} is not supported; filters are in {CRS84}")
     try:
-        return cql2sql.to_sql(cql2sql.parse(text, lang), layer)
+        return cql2sql.to_sql(cql2sql.parse(text, lang),
+                              restrict.filterable(layer, a.restriction))
     except cql2sql.FilterError as exc:
         raise HTTPException(400, str(exc)) from exc
 
@@ -212,7 +223,7 @@ def parse_crs(request: Request, name: str) -> features.Crs:
 
 
 async def items(request: Request) -> Response:
-    layer = await collection_layer(request)
+    layer, a = await collection_layer(request)
     limit = min(int_param(request, "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
     settings = app_state(request).settings
@@ -231,10 +242,12 @@ async def items(request: Request) -> Response:
                             bbox_crs=bbox_crs, crs=crs,
                             instant=instant, start=start, end=end,
                             as_of=parse_instant(as_of_raw, as_of_raw) if as_of_raw else None,
-                            where=parse_filter(request, layer),
-                            properties=parse_properties(request, layer))
+                            where=parse_filter(request, layer, a),
+                            properties=parse_properties(request, layer, a),
+                            restriction=a.restriction)
     async with app_state(request).pool.connection() as conn:
         rows, matched = await features.items(conn, layer, q)
+    note(request, [layer.id], len(rows))
     links = [page_link(request, "self", offset, limit),
              {"rel": "collection", "type": "application/json",
               "href": f"{base(request)}/collections/{layer.id}"}]
@@ -261,17 +274,21 @@ async def items(request: Request) -> Response:
 
 
 async def item(request: Request) -> Response:
-    layer = await collection_layer(request)
+    layer, a = await collection_layer(request)
     fid = request.path_params["featureId"]
     as_of_raw = request.query_params.get("as-of")
     as_of = parse_instant(as_of_raw, as_of_raw) if as_of_raw else None
     crs = parse_crs(request, "crs")
-    async with app_state(request).pool.connection() as conn:
-        found = await features.item(conn, layer, fid, as_of, crs)
+    found = None
+    # An id made of a concealed key is not looked up: the answer would reveal the value.
+    if not restrict.fid_concealed(layer, a.restriction):
+        async with app_state(request).pool.connection() as conn:
+            found = await features.item(conn, layer, fid, as_of, crs, a.restriction)
     if found is None:
         raise HTTPException(404, f"no feature {fid!r} in collection {layer.id!r}")
+    note(request, [layer.id], 1, feature=fid)
     here = f"{base(request)}/collections/{layer.id}"
-    doc = json.loads(found)
+    doc = json.loads(found[0])
     if wants_html(request):
         return _page(request, "item.html", f"{layer.title}: {fid}",
                      [("Collections", f"{base(request)}/collections?f=html"),
@@ -281,7 +298,13 @@ async def item(request: Request) -> Response:
         {"rel": "self", "type": GEOJSON, "href": f"{here}/items/{quote(fid, safe='')}"},
         {"rel": "collection", "type": "application/json", "href": here},
     ]
-    return Response(json.dumps(doc), media_type=GEOJSON, headers={"Content-Crs": f"<{crs.uri}>"})
+    return Response(json.dumps(doc), media_type=GEOJSON,
+                    headers={"Content-Crs": f"<{crs.uri}>", "ETag": etag_of(found[1])})
+
+
+def etag_of(rid: int) -> str:
+    """A feature version's ETag: its row id, which every change replaces."""
+    return f'"r{rid}"'
 
 
 routes = [

@@ -9,9 +9,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from layers.catalog import LAYER_ID, Layer
-from layers.records import RecordsQuery, get, search
-from mapserver.deps import app_state
+from access.policy import LayerAccess
+from layers.catalog import LAYER_ID, Layer, fetch_layers
+from layers.records import RecordsQuery, search
+from layers.restrict import visible
+from mapserver.deps import access, app_state, note
 from mapserver.ogc import (
     GEOJSON,
     base,
@@ -42,7 +44,8 @@ def catalog_doc(request: Request) -> dict:
     }
 
 
-def record(request: Request, layer: Layer) -> dict:
+def record(request: Request, layer: Layer, a: LayerAccess) -> dict:
+    layer = visible(layer, a.restriction)
     geometry = None
     if layer.extent:
         x0, y0, x1, y1 = layer.extent
@@ -93,31 +96,36 @@ async def records(request: Request) -> Response:
     kind = request.query_params.get("type") or request.query_params.get("kind")
     if kind is not None and kind not in KINDS:
         raise HTTPException(400, f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    async with app_state(request).pool.connection() as conn:
+        readable = {ly.id: a for ly, a in access(request).readable(await fetch_layers(conn))}
     q = RecordsQuery(limit=limit, offset=offset, terms=_list(request, "q"),
                      bbox=parse_bbox(request.query_params.get("bbox")),
                      start=start or instant, end=end or instant,
                      keywords=_list(request, "keywords"),
-                     department=request.query_params.get("department"), kind=kind)
+                     department=request.query_params.get("department"), kind=kind,
+                     ids=tuple(readable))
     async with app_state(request).pool.connection() as conn:
         layers, matched = await search(conn, q)
+    note(request, [ly.id for ly in layers], len(layers))
     links = [page_link(request, "self", offset, limit)]
     if offset + len(layers) < matched:
         links.append(page_link(request, "next", offset + limit, limit))
     head = {"type": "FeatureCollection", "numberMatched": matched,
             "numberReturned": len(layers), "links": links,
-            "features": [record(request, ly) for ly in layers]}
+            "features": [record(request, ly, readable[ly.id]) for ly in layers]}
     return Response(json.dumps(head), media_type=GEOJSON)
 
 
 async def one_record(request: Request) -> Response:
     record_id = request.path_params["recordId"]
-    layer = None
+    note(request, [record_id])
+    found = []
     if LAYER_ID.match(record_id):
         async with app_state(request).pool.connection() as conn:
-            layer = await get(conn, record_id)
-    if layer is None:
+            found = access(request).readable(await fetch_layers(conn, ids=[record_id]))
+    if not found:
         raise HTTPException(404, f"no record {record_id!r}")
-    return Response(json.dumps(record(request, layer)), media_type=GEOJSON)
+    return Response(json.dumps(record(request, *found[0])), media_type=GEOJSON)
 
 
 routes = [

@@ -10,10 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from access.policy import LayerAccess
 from layers.catalog import LAYER_ID
 from layers.registry import Resolved
-from layers.tiles import params
-from mapserver.deps import app_state
+from layers.restrict import Restriction, visible
+from layers.tiles import TileSource, params
+from mapserver.deps import access, app_state, layer_access, note
 from mapserver.ogc import base, parse_instant
 
 MVT = "application/vnd.mapbox-vector-tile"
@@ -42,8 +44,10 @@ def parse_tile(z: str, x: str, y: str) -> tuple[int, int, int]:
     return zi, xi, yi
 
 
-def version_token(versions: list[tuple[str, int]], as_of: datetime | None) -> str:
-    text = "|".join(f"{layer_id}:{version}" for layer_id, version in versions)
+def version_token(versions: list[tuple[str, int, Restriction]], as_of: datetime | None) -> str:
+    """Names the bytes of a tile: the data versions read and the limits they were read
+    under, so two principals with different limits never share a cached tile or ETag."""
+    text = "|".join(f"{layer_id}:{version}:{r.token}" for layer_id, version, r in versions)
     text += f"|{as_of.isoformat() if as_of else ''}|{TILE_FORMAT}"
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
@@ -59,11 +63,26 @@ def no_layers(ids: list[str]) -> HTTPException:
     return HTTPException(404, f"no layer set {','.join(ids)!r}")
 
 
-async def resolve(request: Request, conn, ids: list[str]) -> list[Resolved]:
+async def resolve(request: Request, conn,
+                  ids: list[str]) -> list[tuple[Resolved, LayerAccess]]:
+    """The layers with their current versions and what the caller may do with each; a
+    layer the caller may not read makes the set not exist, exactly as a missing one."""
+    note(request, ids)
     resolved = await app_state(request).registry.resolve(conn, ids)
     if resolved is None:
         raise no_layers(ids)
-    return resolved
+    return [(r, _readable(r.layer, request, ids)) for r in resolved]
+
+
+def _readable(layer, request: Request, ids: list[str]) -> LayerAccess:
+    found = layer_access(request, layer)
+    if found is None:
+        raise no_layers(ids)
+    return found
+
+
+def _limits(request: Request, sources: list[TileSource], ids: list[str]) -> list[Restriction]:
+    return [_readable(s.layer, request, ids).restriction for s in sources]
 
 
 async def tile(request: Request) -> Response:
@@ -76,27 +95,33 @@ async def tile(request: Request) -> Response:
     as_of = parse_instant(raw, raw) if raw is not None else None
     state = app_state(request)
     inm = request.headers.get("if-none-match")
+    note(request, ids, tile=f"{z}/{x}/{y}")
     async with state.pool.connection() as conn:
         sources = await state.registry.sources(conn, ids)
         if sources is None:
             raise no_layers(ids)
+        limits = _limits(request, sources, ids)
         # Generalized tiles are few and dear: worth a version check to serve them cached.
         cached = state.cache.enabled and z < min(s.detail_zoom for s in sources)
         if inm or cached:
             resolved = await resolve(request, conn, ids)
-            token = version_token([(r.layer.id, r.version) for r in resolved], as_of)
+            token = version_token([(r.layer.id, r.version, a.restriction)
+                                   for r, a in resolved], as_of)
             etag = f'"{token}"'
             if _matches(inm, etag):
                 return Response(status_code=304, headers=_cache_headers(request, etag))
             hit = state.cache.get((token, z, x, y)) if cached else None
             if hit is not None:
+                note(request, ids, _kept(hit[1]), tile=f"{z}/{x}/{y}")
                 return _tile_response(request, etag, *hit, cache="hit")
-        rows = await _render(conn, state.registry, ids, z, x, y, as_of)
-    versions = [(layer_id, row[3]) for layer_id, row in zip(ids, rows, strict=True)]
+        rows, limits = await _render(request, conn, ids, z, x, y, as_of)
+    versions = [(layer_id, row[3], r) for layer_id, row, r in zip(ids, rows, limits,
+                                                                  strict=True)]
     token = version_token(versions, as_of)
     body = b"".join(bytes(row[0] or b"") for row in rows)
     report = ", ".join(f"{layer_id};covered={row[1]};kept={row[2]};method={row[5]}"
                        for layer_id, row in zip(ids, rows, strict=True))
+    note(request, ids, sum(int(row[2]) for row in rows), tile=f"{z}/{x}/{y}")
     if cached:
         state.cache.put((token, z, x, y), body, report)
     return _tile_response(request, f'"{token}"', body, report,
@@ -112,31 +137,46 @@ def _tile_response(request: Request, etag: str, body: bytes, report: str,
     return Response(body, media_type=MVT, headers=headers)
 
 
+def _kept(report: str) -> int:
+    return sum(int(part.split("=")[1]) for part in report.split(";")
+               if part.startswith("kept="))
+
+
+def cache_scope(request: Request) -> str:
+    """Responses for a signed-in caller are theirs alone: no shared cache may keep them."""
+    return "public" if access(request).principal.anonymous else "private"
+
+
 def _cache_headers(request: Request, etag: str) -> dict[str, str]:
     pinned = request.query_params.get("v") == etag.strip('"')
     max_age = app_state(request).settings.tile_max_age
-    return {"ETag": etag, "Cache-Control": (f"public, max-age={max_age}, immutable"
-                                            if pinned else "public, no-cache")}
+    scope = cache_scope(request)
+    return {"ETag": etag, "Cache-Control": (f"{scope}, max-age={max_age}, immutable"
+                                            if pinned else f"{scope}, no-cache")}
 
 
-async def _render(conn, registry, ids: list[str], z: int, x: int, y: int,
-                  as_of: datetime | None) -> list[tuple]:
-    """Each layer's (mvt, covered, kept, version, schema_version, method)."""
+async def _render(request: Request, conn, ids: list[str], z: int, x: int, y: int,
+                  as_of: datetime | None) -> tuple[list[tuple], list[Restriction]]:
+    """Each layer's (mvt, covered, kept, version, schema_version, method), and the limits
+    they were made under."""
+    registry = app_state(request).registry
     for _ in range(2):
         sources = await registry.sources(conn, ids)
         if sources is None:
             raise no_layers(ids)
+        limits = _limits(request, sources, ids)
         rows, stale = [], []
-        for source in sources:
-            query, method = source.query_bytes(z, as_of is not None, conn)
-            cur = await conn.execute(query, params(source.id, z, x, y, as_of), prepare=True)
+        for source, limit in zip(sources, limits, strict=True):
+            query, method, extra = source.query_bytes(z, as_of is not None, conn, limit)
+            cur = await conn.execute(query, {**params(source.id, z, x, y, as_of), **extra},
+                                     prepare=True)
             row = await cur.fetchone()
             # No row: the layer was removed since its source was built.
             if row is None or row[4] != source.schema_version:
                 stale.append(source.id)
             rows.append((*row, method) if row else None)
         if not stale:
-            return rows
+            return rows, limits
         await registry.reload(conn, stale)
     raise no_layers(ids)
 
@@ -150,40 +190,41 @@ async def tilejson(request: Request) -> Response:
     state = app_state(request)
     async with state.pool.connection() as conn:
         resolved = await resolve(request, conn, ids)
-    token = version_token([(r.layer.id, r.version) for r in resolved], None)
+    token = version_token([(r.layer.id, r.version, a.restriction) for r, a in resolved], None)
     return JSONResponse(tilejson_doc(request, resolved, token),
-                        headers={"Cache-Control": "public, no-cache"})
+                        headers={"Cache-Control": f"{cache_scope(request)}, no-cache"})
 
 
-def tilejson_doc(request: Request, resolved: list[Resolved], token: str) -> dict:
-    extents = [r.layer.extent for r in resolved if r.layer.extent]
+def tilejson_doc(request: Request, resolved: list[tuple[Resolved, LayerAccess]],
+                 token: str) -> dict:
+    layers = [visible(r.layer, a.restriction) for r, a in resolved]
+    extents = [ly.extent for ly in layers if ly.extent]
     bounds = ([min(e[0] for e in extents), min(e[1] for e in extents),
                max(e[2] for e in extents), max(e[3] for e in extents)]
               if extents else [-180, -85.0511, 180, 85.0511])
-    minzoom = min(r.layer.minzoom for r in resolved)
-    maxzoom = max(r.layer.maxzoom for r in resolved)
+    minzoom = min(ly.minzoom for ly in layers)
+    maxzoom = max(ly.maxzoom for ly in layers)
     center_zoom = max(minzoom, min(maxzoom, 12))
     return {
         "tilejson": "3.0.0",
-        "name": ", ".join(r.layer.title for r in resolved),
-        "description": "; ".join(r.layer.description or r.layer.title for r in resolved),
+        "name": ", ".join(ly.title for ly in layers),
+        "description": "; ".join(ly.description or ly.title for ly in layers),
         "version": "1.0.0",
-        "attribution": "; ".join(sorted({r.layer.attribution for r in resolved
-                                         if r.layer.attribution})),
+        "attribution": "; ".join(sorted({ly.attribution for ly in layers if ly.attribution})),
         "scheme": "xyz",
-        "tiles": [tile_url(request, [r.layer.id for r in resolved], token)],
+        "tiles": [tile_url(request, [ly.id for ly in layers], token)],
         "minzoom": minzoom,
         "maxzoom": maxzoom,
         "bounds": bounds,
         "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, center_zoom],
         "vector_layers": [{
-            "id": r.layer.id,
-            "description": r.layer.title,
-            "minzoom": r.layer.minzoom,
-            "maxzoom": r.layer.maxzoom,
+            "id": ly.id,
+            "description": ly.title,
+            "minzoom": ly.minzoom,
+            "maxzoom": ly.maxzoom,
             "fields": {"_id": "String", "_count": "Number",
-                       **{f.name: _tilejson_type(f.type) for f in r.layer.fields}},
-        } for r in resolved],
+                       **{f.name: _tilejson_type(f.type) for f in ly.fields}},
+        } for ly in layers],
     }
 
 

@@ -37,6 +37,17 @@ class Settings:
     base_max_offset: int = 10_000
     # Tests turn this off to run the embedded cluster without fsync.
     db_durable: bool = True
+    # Classification levels, lowest first; the lowest is what anonymous callers may see.
+    levels: tuple[str, ...] = ("public", "internal", "sensitive", "secret")
+    # The level of a new layer that states none: shared inside government, not public.
+    default_level: str = "internal"
+    # OpenID Connect: Bearer JWTs are accepted when an issuer is set. Keys come from
+    # jwks_url, or from the issuer's discovery document when it is unset.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    # Requests per minute a key may make (a key can set its own); 0 means no limit.
+    key_rate_limit: int = 6000
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -48,7 +59,11 @@ class Settings:
                 continue
             values[f.name] = _coerce(f.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.default_level not in settings.levels:
+            raise ValueError(f"ONEMAP_DEFAULT_LEVEL {settings.default_level!r} is not one of "
+                             f"ONEMAP_LEVELS {','.join(settings.levels)}")
+        return settings
 
 
 def _coerce(name: str, raw: str) -> object:
@@ -56,13 +71,13 @@ def _coerce(name: str, raw: str) -> object:
         return Path(raw)
     if name in {"db_port", "port", "pool_min", "pool_max", "tile_max_age",
                 "ingest_batch_size", "detail_zoom", "tile_cache_mb", "base_max_items",
-                "base_max_offset"}:
+                "base_max_offset", "key_rate_limit"}:
         try:
             return int(raw)
         except ValueError as exc:
             raise ValueError(f"ONEMAP_{name.upper()} must be an integer, got {raw!r}") from exc
     if name == "db_durable":
         return raw.strip().lower() not in {"0", "false", "no", "off"}
-    if name == "cors_origins":
+    if name in ("cors_origins", "levels"):
         return tuple(o.strip() for o in raw.split(",") if o.strip())
     return raw

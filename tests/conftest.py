@@ -48,8 +48,10 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def settings(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    # Layers made by tests are public unless a test says otherwise; the access tests
+    # classify their own.
     return Settings(database_url=cluster.url, data_dir=tmp_path_factory.mktemp("var"),
-                    ingest_batch_size=1000)
+                    ingest_batch_size=1000, default_level="public")
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Who may do what: principals, credentials, grants and the one policy that decides."""

@@ -1,0 +1,159 @@
+"""The one authorization path: every request is authenticated, limited and audited here.
+
+Credentials, in order: ``Authorization: Bearer om_...`` (a OneMap key), ``Authorization:
+Bearer <JWT>`` (from the configured OpenID Connect issuer), ``?key=`` (embedding keys only,
+since map libraries cannot send headers; checked against the key's origins). No credential
+is the anonymous principal. The endpoints then ask ``request.state.access`` about each layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from access.audit import Entry
+from access.credentials import PREFIX, CredentialError
+from access.directory import Key
+from access.policy import ANONYMOUS, Access, Principal
+from mapserver.errors import problem
+
+log = logging.getLogger("onemap.auth")
+# Served to anyone, about no layer: nothing to authorize or audit.
+OPEN_PREFIXES = ("/static/", "/healthz", "/favicon.ico")
+
+
+class Refused(Exception):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers or {}
+
+
+def _origin(request: Request) -> str | None:
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        return origin
+    referer = request.headers.get("referer")
+    if referer:
+        parts = urlsplit(referer)
+        if parts.scheme and parts.netloc:
+            return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
+def _check_embed(request: Request, key: Key) -> None:
+    origin = _origin(request)
+    if origin is None or not any(fnmatchcase(origin, o) for o in key.origins):
+        raise Refused(403, "this key may not be used from this origin")
+
+
+async def authenticate(request: Request, state: Any) -> tuple[Principal, Key | None]:
+    header = request.headers.get("authorization")
+    url_key = request.query_params.get("key")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Refused(401, "use Authorization: Bearer <key or token>")
+        if token.startswith(PREFIX):
+            principal, key = state.directory.by_key(token)
+            if key.kind == "embed":
+                _check_embed(request, key)
+            return principal, key
+        if state.oidc is None:
+            raise CredentialError("tokens are not accepted: no OpenID Connect issuer is set")
+        claims = await anyio.to_thread.run_sync(state.oidc.verify, token)
+        return state.directory.by_subject(str(claims["sub"])), None
+    if url_key is not None:
+        principal, key = state.directory.by_key(url_key)
+        if key.kind != "embed":
+            raise Refused(401, "only embedding keys may be sent in a URL; send API keys in "
+                               "the Authorization header")
+        _check_embed(request, key)
+        return principal, key
+    return ANONYMOUS, None
+
+
+def _action(path: str) -> str:
+    head = path.strip("/").split("/", 1)[0]
+    return {"tiles": "tiles", "collections": "features", "styles": "styles",
+            "layers": "catalog", "admin": "admin", "api": "meta", "conformance": "meta",
+            "": "meta"}.get(head, head)
+
+
+class AccessMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(OPEN_PREFIXES) \
+                or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state.onemap
+        request = Request(scope)
+        started = time.monotonic()
+        principal, key = ANONYMOUS, None
+        status = 500
+        try:
+            async with state.pool.connection() as conn:
+                if await state.directory.refresh(conn):
+                    state.registry.clear()  # layers may have been reclassified
+            principal, key = await authenticate(request, state)
+            limit = key.rate_limit if key and key.rate_limit is not None else (
+                state.settings.key_rate_limit)
+            wait = state.limiter.check(key.id, limit) if key else None
+            if wait is not None:
+                raise Refused(429, f"rate limit of {limit} requests per minute reached",
+                              {"Retry-After": str(max(1, round(wait)))})
+        except CredentialError as exc:
+            status = 401
+            response = problem(401, "Unauthorized", str(exc))
+            response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+            await response(scope, receive, send)
+            return
+        except Refused as exc:
+            status = exc.status
+            titles = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests"}
+            response = problem(exc.status, titles[exc.status], exc.detail)
+            response.headers.update(exc.headers)
+            await response(scope, receive, send)
+            return
+        finally:
+            if status != 500:
+                self._audit(state, scope, principal, key, status, started)
+        scope.setdefault("state", {})["access"] = Access(principal, state.directory.policy)
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self._audit(state, scope, principal, key, status, started)
+
+    @staticmethod
+    def _audit(state: Any, scope: Scope, principal: Principal, key: Key | None, status: int,
+               started: float) -> None:
+        note = scope.get("state", {}).get("audit", {})
+        detail = dict(note.get("detail", {}))
+        query = [(k, v) for k, v in Request(scope).query_params.multi_items() if k != "key"]
+        if query:
+            detail["query"] = dict(query)
+        detail["ms"] = round((time.monotonic() - started) * 1000, 1)
+        state.audit.record(Entry(
+            at=datetime.now(UTC), principal_id=principal.id, principal=principal.name,
+            department=principal.department, key_id=key.id if key else None,
+            action=_action(scope["path"]), method=scope["method"], path=scope["path"],
+            layers=list(note.get("layers", [])), detail=detail,
+            features=note.get("features"), status=status))

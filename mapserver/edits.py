@@ -1,0 +1,3 @@
+"""Feature edits (OGC API Features Part 4)."""
+
+routes: list = []
