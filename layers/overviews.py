@@ -10,11 +10,16 @@ the layer once. Tiles then read at most 16,384 cells instead of every feature un
 
 from __future__ import annotations
 
+import math
+
 import psycopg
 from psycopg import sql
 
 from layers.catalog import OVERVIEW_SCHEMA, overview_of, table_of
 from layers.tiles import CELL_UNITS, EXTENT, WORLD, min_size
+
+_SIZE = ("greatest(ST_XMax(t._geom_3857) - ST_XMin(t._geom_3857),"
+         " ST_YMax(t._geom_3857) - ST_YMin(t._geom_3857))")
 
 
 def cell_size(z: int) -> float:
@@ -35,8 +40,7 @@ def build(conn: psycopg.Connection, layer_id: str, detail_zoom: int) -> int:
         "CREATE TABLE {} (z smallint NOT NULL, cx integer NOT NULL, cy integer NOT NULL,"
         " n integer NOT NULL, _rid bigint NOT NULL, sx double precision NOT NULL,"
         " sy double precision NOT NULL, g geometry(Point, 3857) NOT NULL)").format(temp))
-    size = sql.SQL("greatest(ST_XMax(t._geom_3857) - ST_XMin(t._geom_3857),"
-                   " ST_YMax(t._geom_3857) - ST_YMin(t._geom_3857))")
+    size = sql.SQL(_SIZE)
     for z in range(detail_zoom - 1, -1, -1):
         # Features that are small at z but were not yet small at z + 1 enter here.
         upper = min_size(z)
@@ -58,6 +62,7 @@ def build(conn: psycopg.Connection, layer_id: str, detail_zoom: int) -> int:
         ).format(o=temp, t=t, size=size),
             {"z": z, "half": WORLD / 2, "cell": cell_size(z), "upper": upper, "lower": lower})
     conn.execute(sql.SQL("CREATE INDEX ON {} USING gist (z, g)").format(temp))
+    conn.execute(sql.SQL("CREATE INDEX ON {} (z, cx, cy)").format(temp))
     rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(temp)).fetchone()
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(final))
     conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(temp, sql.Identifier(layer_id)))
@@ -77,3 +82,74 @@ def ensure_all(conn: psycopg.Connection, default_detail_zoom: int) -> list[str]:
         with conn.transaction():
             build(conn, layer_id, zoom)
     return [r[0] for r in rows]
+
+
+def _cell(x: float, y: float, z: int) -> tuple[int, int]:
+    size = cell_size(z)
+    return math.floor((x + WORLD / 2) / size), math.floor((WORLD / 2 - y) / size)
+
+
+def apply_change(conn: psycopg.Connection, layer_id: str, detail_zoom: int,
+                 removed: list[tuple[int, float, float, float]],
+                 added: list[tuple[int, float, float, float]]) -> None:
+    """Updates the overview for single-feature edits, in the caller's transaction, without a
+    rebuild: each feature is (row id, centre x, centre y, size) in Web Mercator.
+
+    A cell keeps its count and position sums exact. Its row id names the feature shown
+    when it holds one; when a removal leaves one feature, that feature is found again.
+    """
+    o = overview_of(layer_id)
+    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (z, cx, cy)").format(
+        sql.Identifier(f"{layer_id[:50]}_cell"), o))
+    for z in range(detail_zoom):
+        small = min_size(z)
+        for _rid, x, y, size in removed:
+            if size >= small:
+                continue
+            cx, cy = _cell(x, y, z)
+            cur = conn.execute(sql.SQL(
+                "UPDATE {o} SET n = n - 1, sx = sx - %(x)s, sy = sy - %(y)s,"
+                " g = CASE WHEN n > 1 THEN ST_SetSRID(ST_MakePoint((sx - %(x)s) / (n - 1),"
+                "  (sy - %(y)s) / (n - 1)), 3857) ELSE g END"
+                " WHERE z = %(z)s AND cx = %(cx)s AND cy = %(cy)s RETURNING n").format(o=o),
+                {"x": x, "y": y, "z": z, "cx": cx, "cy": cy}).fetchone()
+            if cur is None:
+                continue
+            if cur[0] <= 0:
+                conn.execute(sql.SQL("DELETE FROM {} WHERE z = %s AND cx = %s AND cy = %s"
+                                     ).format(o), (z, cx, cy))
+            elif cur[0] == 1:
+                _find_single(conn, layer_id, z, cx, cy)
+        for rid, x, y, size in added:
+            if size >= small:
+                continue
+            cx, cy = _cell(x, y, z)
+            conn.execute(sql.SQL(
+                "WITH up AS (UPDATE {o} SET n = n + 1, sx = sx + %(x)s, sy = sy + %(y)s,"
+                "  _rid = least(_rid, %(rid)s), g = ST_SetSRID(ST_MakePoint("
+                "  (sx + %(x)s) / (n + 1), (sy + %(y)s) / (n + 1)), 3857)"
+                "  WHERE z = %(z)s AND cx = %(cx)s AND cy = %(cy)s RETURNING 1)"
+                " INSERT INTO {o} (z, cx, cy, n, _rid, sx, sy, g)"
+                " SELECT %(z)s, %(cx)s, %(cy)s, 1, %(rid)s, %(x)s, %(y)s,"
+                "  ST_SetSRID(ST_MakePoint(%(x)s, %(y)s), 3857)"
+                " WHERE NOT EXISTS (SELECT 1 FROM up)").format(o=o),
+                {"x": x, "y": y, "z": z, "cx": cx, "cy": cy, "rid": rid})
+
+
+def _find_single(conn: psycopg.Connection, layer_id: str, z: int, cx: int, cy: int) -> None:
+    """A cell left with one feature shows that feature: find it and take its position."""
+    size = cell_size(z)
+    x0, y1 = cx * size - WORLD / 2, WORLD / 2 - cy * size
+    conn.execute(sql.SQL(
+        "UPDATE {o} o SET _rid = f._rid, sx = f.x, sy = f.y,"
+        " g = ST_SetSRID(ST_MakePoint(f.x, f.y), 3857) FROM ("
+        "  SELECT t._rid, (ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
+        "   (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y FROM {t} t"
+        "  WHERE t._valid_to IS NULL AND t._geom_3857 && ST_MakeEnvelope(%(x0)s, %(y0)s,"
+        "   %(x1)s, %(y1)s, 3857) AND {small} < %(small)s) f"
+        " WHERE o.z = %(z)s AND o.cx = %(cx)s AND o.cy = %(cy)s"
+        " AND floor((f.x + %(half)s) / %(cell)s) = %(cx)s"
+        " AND floor((%(half)s - f.y) / %(cell)s) = %(cy)s").format(
+            o=overview_of(layer_id), t=table_of(layer_id), small=sql.SQL(_SIZE)),
+        {"x0": x0, "y0": y1 - size, "x1": x0 + size, "y1": y1, "small": min_size(z), "z": z,
+         "cx": cx, "cy": cy, "half": WORLD / 2, "cell": size})

@@ -1,3 +1,108 @@
-"""Feature edits (OGC API Features Part 4)."""
+"""OGC API – Features Part 4: create, replace, update and delete features.
 
-routes: list = []
+Only a principal that may publish the layer edits it, and only a thematic layer (base
+layers change by ingest). Each edit is a new version (layers.edit); a feature's ETag is
+its version's row id, and ``If-Match`` with an older one is a 412.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import anyio
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from access.policy import LayerAccess
+from layers.catalog import Layer
+from layers.edit import EditError, save
+from layers.restrict import NONE
+from mapserver.deps import app_state, note
+from mapserver.features import collection_layer, etag_of
+from mapserver.ogc import base
+
+MAX_BODY = 10 * 1024 * 1024
+_ETAG = re.compile(r'^(?:W/)?"r(\d+)"$')
+
+
+async def _editable(request: Request) -> tuple[Layer, LayerAccess]:
+    layer, a = await collection_layer(request)
+    if not a.publish:
+        raise HTTPException(403, f"you may read {layer.id!r} but not publish to it")
+    if layer.role == "base":
+        raise HTTPException(403, f"{layer.id!r} is a base layer: it changes by ingest only")
+    if a.restriction != NONE:
+        raise HTTPException(403, f"you see {layer.id!r} with limits (area, filter or fields) "
+                                 "and so cannot replace whole features")
+    return layer, a
+
+
+def _expected(request: Request) -> int | None:
+    raw = request.headers.get("if-match")
+    if raw is None or raw.strip() == "*":
+        return None
+    match = _ETAG.match(raw.strip())
+    if match is None:
+        raise HTTPException(412, f"If-Match {raw!r} names no version of this feature")
+    return int(match.group(1))
+
+
+async def _feature(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise HTTPException(413, f"a feature may be at most {MAX_BODY // 1024 // 1024} MB")
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise HTTPException(400, f"the body is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise HTTPException(400, "the body must be a GeoJSON Feature")
+    return doc
+
+
+async def _save(request: Request, layer: Layer, fid: str | None,
+                feature: dict[str, Any] | None, **how: Any) -> Any:
+    state = app_state(request)
+    url = state.pool.conninfo
+    try:
+        return await anyio.to_thread.run_sync(
+            lambda: save(url, layer, state.settings.detail_zoom, fid, feature, **how))
+    except EditError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+
+
+def _saved(request: Request, layer: Layer, edited: Any, status: int) -> Response:
+    note(request, [layer.id], 1, feature=edited.fid, version=edited.version)
+    headers = {"Location": f"{base(request)}/collections/{layer.id}/items/{edited.fid}"}
+    if edited.rid is not None:
+        headers["ETag"] = etag_of(edited.rid)
+    return Response(status_code=status, headers=headers)
+
+
+async def create(request: Request) -> Response:
+    layer, _ = await _editable(request)
+    edited = await _save(request, layer, None, await _feature(request), create=True)
+    return _saved(request, layer, edited, 201)
+
+
+async def change(request: Request) -> Response:
+    layer, _ = await _editable(request)
+    fid = request.path_params["featureId"]
+    expected = _expected(request)
+    if request.method == "DELETE":
+        edited = await _save(request, layer, fid, None, expected=expected)
+        return _saved(request, layer, edited, 204)
+    edited = await _save(request, layer, fid, await _feature(request),
+                         merge=request.method == "PATCH", expected=expected)
+    return _saved(request, layer, edited, 200)
+
+
+routes = [
+    Route("/collections/{collectionId}/items", create, methods=["POST"]),
+    Route("/collections/{collectionId}/items/{featureId:path}", change,
+          methods=["PUT", "PATCH", "DELETE"]),
+]

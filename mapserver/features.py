@@ -31,6 +31,7 @@ from mapserver.ogc import (
     parse_bbox,
     parse_datetime,
     parse_instant,
+    query_without_key,
 )
 
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
@@ -76,7 +77,7 @@ def wants_html(request: Request) -> bool:
 
 def _page(request: Request, template: str, title: str, crumbs: list[tuple[str, str]],
           **context: object) -> Response:
-    params = dict(request.query_params)
+    params = query_without_key(request)
     params["f"] = "json"
     json_url = f"{base(request)}{request.url.path}?{urlencode(params)}"
     return TEMPLATES.TemplateResponse(request, template, {

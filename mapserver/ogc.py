@@ -99,8 +99,13 @@ def parse_datetime(raw: str | None) -> tuple[datetime | None, datetime | None, d
     return None, start, end
 
 
+def query_without_key(request: Request) -> dict[str, str]:
+    """The request's parameters for links: an embedding key never goes back out."""
+    return {k: v for k, v in request.query_params.items() if k != "key"}
+
+
 def page_link(request: Request, rel: str, offset: int, limit: int) -> dict:
-    params = dict(request.query_params)
+    params = query_without_key(request)
     params.update({"offset": str(offset), "limit": str(limit)})
     url = f"{base(request)}{request.url.path}?{urlencode(params)}"
     return {"rel": rel, "type": GEOJSON, "href": url}

@@ -1,4 +1,5 @@
-"""The ``onemap`` command: serve, run the embedded database, list and ingest layers."""
+"""The ``onemap`` command: serve, run the embedded database, list and ingest layers,
+administer access."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
     meta = LayerMeta(title=args.title, role=args.role, description=args.description,
                      department=args.department, attribution=args.attribution,
                      update_cycle=args.update_cycle, sharing_type=args.sharing_type,
-                     keywords=args.keyword or None)
+                     keywords=args.keyword or None, level=args.level)
     try:
         report = ingest_vector(args.path, args.layer, settings=settings,
                                source_layer=args.source_layer, source_crs=args.source_crs,
@@ -135,7 +136,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--update-cycle", help="e.g. daily, monthly, yearly, irregular")
     v.add_argument("--sharing-type", choices=SHARING_TYPES)
     v.add_argument("--report", help="write the full ingest report as JSON to this file")
+    v.add_argument("--level", help="classification, one of ONEMAP_LEVELS (default "
+                                   "ONEMAP_DEFAULT_LEVEL, internal)")
     v.set_defaults(func=_ingest_vector)
+
+    from access.cli import add_parser
+
+    add_parser(sub)
     return p
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -9,13 +10,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import httpx
+import jwt
 import psycopg
 import pytest
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ingest.vector import ingest_vector
 from layers.cluster import Cluster
@@ -46,12 +52,55 @@ def cluster() -> Iterator[Cluster]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+@dataclass
+class Issuer:
+    """An OpenID Connect issuer for the tests: its signing key, served as a JWKS over HTTP."""
+
+    url: str
+    key: Any
+    kid: str = "test-key"
+    audience: str = "onemap"
+
+    def token(self, sub: str, *, expires_in: int = 300, audience: str | None = None,
+              key: Any = None, issuer: str | None = None) -> str:
+        now = int(time.time())
+        claims = {"sub": sub, "iss": issuer or self.url, "aud": audience or self.audience,
+                  "iat": now, "exp": now + expires_in}
+        return jwt.encode(claims, key or self.key, algorithm="RS256",
+                          headers={"kid": self.kid})
+
+
 @pytest.fixture(scope="session")
-def settings(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def issuer() -> Iterator[Issuer]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    body = json.dumps({"keys": [{**jwk, "kid": "test-key", "use": "sig", "alg": "RS256"}]})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield Issuer(f"http://127.0.0.1:{srv.server_address[1]}", key)
+    srv.shutdown()
+
+
+@pytest.fixture(scope="session")
+def settings(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory,
+             issuer: Issuer) -> Settings:
     # Layers made by tests are public unless a test says otherwise; the access tests
     # classify their own.
     return Settings(database_url=cluster.url, data_dir=tmp_path_factory.mktemp("var"),
-                    ingest_batch_size=1000, default_level="public")
+                    ingest_batch_size=1000, default_level="public",
+                    oidc_issuer=issuer.url, oidc_audience=issuer.audience,
+                    oidc_jwks_url=f"{issuer.url}/jwks.json")
 
 
 @pytest.fixture
