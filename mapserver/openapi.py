@@ -52,6 +52,14 @@ _P = {
                "schema": {"type": "string"}, "description": "layer ids, comma-separated"},
 }
 
+_EDITS = {
+    "/collections/{collectionId}/items": {"post": ("createFeature", "Add a feature", 201)},
+    "/collections/{collectionId}/items/{featureId}": {
+        "put": ("replaceFeature", "Replace a feature (If-Match: its ETag)", 200),
+        "patch": ("updateFeature", "Change some properties or the geometry", 200),
+        "delete": ("deleteFeature", "Close a feature; its history stays", 204)},
+}
+
 # path -> (operationId, summary, parameters, response media type)
 _OPERATIONS = [
     ("/", "getLandingPage", "Landing page (JSON with f=json; the viewer otherwise)",
@@ -92,9 +100,29 @@ def document(server: str) -> dict:
         paths[path] = {"get": {"operationId": op_id, "summary": summary,
                                "parameters": [_P[p] for p in params],
                                "responses": responses}}
+    for path, methods in _EDITS.items():
+        for method, (op_id, summary, status) in methods.items():
+            params = ["collectionId"] + (["featureId"] if "featureId" in path else [])
+            paths[path][method] = {
+                "operationId": op_id, "summary": summary,
+                "security": [{"bearer": []}],
+                "parameters": [_P[p] for p in params],
+                "requestBody": {"content": {"application/geo+json": {}}}
+                if method != "delete" else None,
+                "responses": {str(status): {"description": "done; ETag names the version"},
+                              "400": {"description": "the feature breaks the dictionary"},
+                              "403": {"description": "no right to publish this layer"},
+                              "404": {"description": "no such collection or feature"},
+                              "412": {"description": "If-Match names an older version"}}}
+            if method == "delete":
+                del paths[path][method]["requestBody"]
     return {"openapi": "3.0.3",
             "info": {"title": "OneMap", "version": "0.1.0",
-                     "description": "The city's one map."},
+                     "description": "The city's one map. Send a key or an OpenID Connect "
+                                    "token as Authorization: Bearer; embedding keys go in "
+                                    "?key=. Without one, only public layers exist."},
+            "components": {"securitySchemes": {"bearer": {"type": "http",
+                                                          "scheme": "bearer"}}},
             "servers": [{"url": server}], "paths": paths}
 
 
