@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SAMPLES := data/samples
 export ONEMAP_DATA_DIR ?= var
 
-.PHONY: setup demo demo-data serve test lint bench bench-features clean
+.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ demo-data: setup
 	    --title "Street lamps" --department "Urban Lighting" \
 	    --attribution "© OpenStreetMap contributors, ODbL"; \
 	fi
+	@# The samples are open data: classified public, so the viewer shows them to anyone.
+	@for layer in districts roads buildings street_lamps; do \
+	  $(BIN)/onemap auth classify $$layer --level public >/dev/null || exit 1; \
+	done
 
 demo: demo-data
 	$(BIN)/onemap serve
@@ -62,6 +66,10 @@ bench-features: setup
 	bash scripts/system-packages.sh wrk
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/features.py
+
+bench-auth: setup
+	bash scripts/system-packages.sh wrk
+	$(BIN)/python bench/authorization.py
 
 clean:
 	-$(BIN)/onemap db stop

@@ -109,7 +109,8 @@ async def drive(calls: Sequence[Callable[[], Awaitable[int]]], concurrency: int)
     return Run(time.perf_counter() - start, latencies, sizes, errors)
 
 
-def wrk(base: str, paths: Sequence[str], concurrency: int, seconds: float) -> dict:
+def wrk(base: str, paths: Sequence[str], concurrency: int, seconds: float,
+        headers: dict[str, str] | None = None) -> dict:
     """Load from wrk (C, epoll), so the load generator takes little of the machine."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
         fh.write("\n".join(paths) + "\n")
@@ -117,6 +118,7 @@ def wrk(base: str, paths: Sequence[str], concurrency: int, seconds: float) -> di
         proc = subprocess.run(
             ["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{round(seconds)}s", "--latency",
              "--timeout", "60s",
+             *[a for k, v in (headers or {}).items() for a in ("-H", f"{k}: {v}")],
              "-s", str(ROOT / "bench" / "paths.lua"), base, "--", fh.name],
             capture_output=True, text=True, check=True)
     finally:

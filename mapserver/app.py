@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from access.audit import AuditLog
 from access.credentials import OidcVerifier
 from access.directory import Directory
+from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
 from layers.db import prepare
 from layers.registry import SourceRegistry
@@ -70,7 +71,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         audit = AuditLog()
         app.state.onemap = AppState(settings, pool, SourceRegistry(settings.detail_zoom),
                                     TileCache(settings.tile_cache_mb * 1024 * 1024),
-                                    Directory(settings.levels), audit, RateLimiter(), oidc)
+                                    Directory(settings.levels), audit, RateLimiter(), oidc,
+                                    BaseQuota())
         writer = asyncio.create_task(audit.run(pool))
         try:
             yield

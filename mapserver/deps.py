@@ -11,6 +11,7 @@ from access.audit import AuditLog
 from access.credentials import OidcVerifier
 from access.directory import Directory
 from access.policy import Access, LayerAccess
+from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
 from layers.catalog import Layer
 from layers.registry import SourceRegistry
@@ -28,6 +29,7 @@ class AppState:
     audit: AuditLog
     limiter: RateLimiter
     oidc: OidcVerifier | None
+    quota: BaseQuota
 
 
 def app_state(request: Request) -> AppState:

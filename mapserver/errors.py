@@ -20,7 +20,9 @@ def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    titles = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+              405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
+              413: "Content Too Large", 429: "Too Many Requests"}
     return problem(exc.status_code, titles.get(exc.status_code, "Error"),
                    exc.detail if exc.detail and exc.detail not in titles.values() else None)
 

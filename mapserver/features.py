@@ -249,8 +249,22 @@ async def items(request: Request) -> Response:
                             where=parse_filter(request, layer, a),
                             properties=parse_properties(request, layer, a),
                             restriction=a.restriction)
-    async with app_state(request).pool.connection() as conn:
+    state = app_state(request)
+    async with state.pool.connection() as conn:
+        who = None
+        if layer.role == "base":
+            who = f"{_caller(request)}|{layer.id}"
+            p = access(request).principal
+            used = await state.quota.used(conn, who, p.key_id,
+                                          None if p.anonymous else p.name, [layer.id])
+            if used >= settings.base_daily_items:
+                raise HTTPException(429, f"{layer.id!r} is a base layer: it is served, not "
+                                         f"copied; your daily quota of "
+                                         f"{settings.base_daily_items} of its features is "
+                                         "used up")
         rows, matched = await features.items(conn, layer, q)
+    if who is not None:
+        state.quota.add(who, len(rows))
     note(request, [layer.id], len(rows))
     links = [page_link(request, "self", offset, limit),
              {"rel": "collection", "type": "application/json",
@@ -275,6 +289,16 @@ async def items(request: Request) -> Response:
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds"), "links": links}
     body = json.dumps(head)[:-1] + ', "features": [' + ",".join(rows) + "]}"
     return Response(body, media_type=GEOJSON, headers={"Content-Crs": f"<{crs.uri}>"})
+
+
+def _caller(request: Request) -> str:
+    """Whom a base-layer quota counts: the key, the principal, or the client's address."""
+    p = access(request).principal
+    if p.key_id:
+        return f"key:{p.key_id}"
+    if not p.anonymous:
+        return f"principal:{p.name}"
+    return f"address:{request.client.host if request.client else '-'}"
 
 
 async def item(request: Request) -> Response:

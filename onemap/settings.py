@@ -35,6 +35,8 @@ class Settings:
     # paging no deeper than this many features into one query.
     base_max_items: int = 1000
     base_max_offset: int = 10_000
+    # ... and at most this many base-layer features per caller per day.
+    base_daily_items: int = 100_000
     # Tests turn this off to run the embedded cluster without fsync.
     db_durable: bool = True
     # Classification levels, lowest first; the lowest is what anonymous callers may see.
@@ -71,7 +73,7 @@ def _coerce(name: str, raw: str) -> object:
         return Path(raw)
     if name in {"db_port", "port", "pool_min", "pool_max", "tile_max_age",
                 "ingest_batch_size", "detail_zoom", "tile_cache_mb", "base_max_items",
-                "base_max_offset", "key_rate_limit"}:
+                "base_max_offset", "key_rate_limit", "base_daily_items"}:
         try:
             return int(raw)
         except ValueError as exc:
