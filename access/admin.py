@@ -26,6 +26,14 @@ from layers.restrict import MASKS
 PUBLIC = "public"  # grant target: everyone, anonymous callers included
 
 
+def to_json(value: Any) -> Any:
+    """``json.dumps`` default for what admin operations return: times as ISO 8601, and
+    never a secret's hash."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return None if isinstance(value, bytes | memoryview) else str(value)
+
+
 class AdminError(ValueError):
     """The change cannot be made; the message says why."""
 

@@ -112,14 +112,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         print(result["key"])
         return 0
-    print(json.dumps(result, default=_plain, ensure_ascii=False, indent=2))
+    print(json.dumps(result, default=admin.to_json, ensure_ascii=False, indent=2))
     return 0
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return None if isinstance(value, bytes | memoryview) else str(value)
 
 
 def add_parser(sub: Any) -> None:

@@ -15,8 +15,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from access.credentials import CredentialError, split_key
-from access.credentials import secret_matches as _matches
+from access.credentials import CredentialError, secret_matches, split_key
 from access.policy import Grant, Policy, Principal
 
 
@@ -102,7 +101,7 @@ class Directory:
     def by_key(self, raw: str) -> tuple[Principal, Key]:
         key_id, secret = split_key(raw)
         key = self._keys.get(key_id)
-        if key is None or not _matches(secret, key.secret_hash):
+        if key is None or not secret_matches(secret, key.secret_hash):
             raise CredentialError("unknown or revoked key")
         if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
             raise CredentialError("key expired")

@@ -12,7 +12,6 @@ of reading the overview). Rounds interleave the four. Usage:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
@@ -23,7 +22,7 @@ from pathlib import Path
 import httpx
 import psycopg
 from dataset import BBOX, SEED, dataset
-from harness import ROOT, Server, wrk
+from harness import Server, bench_args, wrk
 from vector_tiles import LISTS, tile_lists
 
 from access import admin
@@ -69,13 +68,7 @@ def drain(url: str, path: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=6, help="length of one wrk run")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "authorization.json"))
-    ap.add_argument("--workdir", help="keep the cluster and data here and reuse them next time")
-    ap.add_argument("--port", type=int, help="the cluster's port (default: a free one)")
-    args = ap.parse_args()
+    args = bench_args(__doc__, "authorization.json")
     results: dict = {}
     with dataset(args.workdir, args.port) as (url, _):
         keys = asyncio.run(principals(url))

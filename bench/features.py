@@ -8,7 +8,6 @@ and a CQL2 filter, asking every server for the same attributes. Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import subprocess
@@ -19,7 +18,7 @@ from urllib.parse import urlencode
 
 import httpx
 from dataset import dataset
-from harness import ROOT, Server, free_port, summarize_wrk, wrk
+from harness import Server, bench_args, free_port, summarize_wrk, wrk
 
 CONCURRENCY = 8
 PROPS = "code,kind,height,year"
@@ -98,13 +97,7 @@ def paths(peer: str, case: dict) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=6)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "features.json"))
-    ap.add_argument("--workdir", help="keep the cluster and data here and reuse them next time")
-    ap.add_argument("--port", type=int)
-    args = ap.parse_args()
+    args = bench_args(__doc__, "features.json")
     results: dict = {}
     with dataset(args.workdir, args.port) as (url, _), \
             tempfile.TemporaryDirectory() as tmp:

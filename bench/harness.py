@@ -6,6 +6,7 @@ in alternating rounds so that the machine's noise falls on all of them alike.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -153,3 +154,14 @@ class Summary:
         return cls(statistics.median(r.rps for r in runs), float(np.percentile(lat, 50)),
                    float(np.percentile(lat, 99)), float(statistics.median(sizes)),
                    max(sizes), sum(r.errors for r in runs))
+
+
+def bench_args(doc: str, result: str) -> argparse.Namespace:
+    """The options every benchmark takes; figures go to bench/results/<result>."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=6, help="length of one wrk run")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / result))
+    ap.add_argument("--workdir", help="keep the cluster and data here and reuse them next time")
+    ap.add_argument("--port", type=int, help="the cluster's port (default: a free one)")
+    return ap.parse_args()

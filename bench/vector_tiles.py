@@ -21,7 +21,7 @@ import morecantile
 import numpy as np
 import psycopg
 from dataset import BBOX, SEED, dataset
-from harness import ROOT, Server, Summary, drive, summarize_wrk, wrk
+from harness import Server, Summary, bench_args, drive, summarize_wrk, wrk
 from psycopg_pool import AsyncConnectionPool
 
 from layers.catalog import get_layer
@@ -152,13 +152,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=6, help="length of one wrk run")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "vector_tiles.json"))
-    ap.add_argument("--workdir", help="keep the cluster and data here and reuse them next time")
-    ap.add_argument("--port", type=int, help="the cluster's port (default: a free one)")
-    args = ap.parse_args()
+    args = bench_args(__doc__, "vector_tiles.json")
     with dataset(args.workdir, args.port) as (url, loads):
         sweep = size_sweep(url, "bench_points", range(0, 15))
         results = asyncio.run(measure(args, url)) if args.rounds else {}

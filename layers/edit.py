@@ -177,12 +177,13 @@ def _finish(conn: psycopg.Connection, layer: Layer, detail_zoom: int, delta: int
         extent = list(row) if row else None
     # The extent grows to hold new shapes; it is not shrunk, which would need a full scan.
     row = conn.execute(
-        "UPDATE onemap.layers SET version = version + 1, feature_count = feature_count + %s,"
-        " extent = CASE WHEN %s::float8[] IS NULL THEN extent WHEN extent IS NULL THEN %s"
-        "  ELSE ARRAY[least(extent[1], (%s::float8[])[1]), least(extent[2], (%s::float8[])[2]),"
-        "  greatest(extent[3], (%s::float8[])[3]), greatest(extent[4], (%s::float8[])[4])] END,"
-        " updated_at = now() WHERE id = %s RETURNING version",
-        (delta, extent, extent, extent, extent, extent, extent, layer.id)).fetchone()
+        "UPDATE onemap.layers SET version = version + 1, feature_count = feature_count"
+        " + %(delta)s, extent = CASE WHEN %(e)s::float8[] IS NULL THEN extent"
+        "  WHEN extent IS NULL THEN %(e)s ELSE ARRAY[least(extent[1], (%(e)s)[1]),"
+        "  least(extent[2], (%(e)s)[2]), greatest(extent[3], (%(e)s)[3]),"
+        "  greatest(extent[4], (%(e)s)[4])] END,"
+        " updated_at = now() WHERE id = %(id)s RETURNING version",
+        {"delta": delta, "e": extent, "id": layer.id}).fetchone()
     assert row is not None
     return int(row[0])
 

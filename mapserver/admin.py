@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -20,16 +19,8 @@ from mapserver.ogc import int_param, parse_instant
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, default=_plain), status_code=status,
+    return Response(json.dumps(body, default=admin.to_json), status_code=status,
                     media_type="application/json")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes | memoryview):
-        return None  # never a secret's hash
-    return str(value)
 
 
 def _actor(request: Request) -> Actor:

@@ -45,7 +45,7 @@ async def healthz(request: Request) -> Response:
             await conn.execute("SELECT 1")
     except Exception:  # any failure to reach the database means unhealthy
         log.exception("health check failed")
-        return problem(503, "Service Unavailable", "database unreachable")
+        return problem(503, None, "database unreachable")
     return JSONResponse({"status": "ok"})
 
 

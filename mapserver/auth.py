@@ -8,7 +8,6 @@ is the anonymous principal. The endpoints then ask ``request.state.access`` abou
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -25,7 +24,6 @@ from access.directory import Key
 from access.policy import ANONYMOUS, Access, Principal
 from mapserver.errors import problem
 
-log = logging.getLogger("onemap.auth")
 # Served to anyone, about no layer: nothing to authorize or audit.
 OPEN_PREFIXES = ("/static/", "/healthz", "/favicon.ico")
 
@@ -101,7 +99,6 @@ class AccessMiddleware:
         request = Request(scope)
         started = time.monotonic()
         principal, key = ANONYMOUS, None
-        status = 500
         try:
             async with state.pool.connection() as conn:
                 if await state.directory.refresh(conn):
@@ -113,23 +110,17 @@ class AccessMiddleware:
             if wait is not None:
                 raise Refused(429, f"rate limit of {limit} requests per minute reached",
                               {"Retry-After": str(max(1, round(wait)))})
-        except CredentialError as exc:
-            status = 401
-            response = problem(401, "Unauthorized", str(exc))
-            response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        except (CredentialError, Refused) as exc:
+            refused = exc if isinstance(exc, Refused) else Refused(
+                401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            response = problem(refused.status, None, refused.detail)
+            response.headers.update(refused.headers)
             await response(scope, receive, send)
+            self._audit(state, scope, principal, key, refused.status, started)
             return
-        except Refused as exc:
-            status = exc.status
-            titles = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests"}
-            response = problem(exc.status, titles[exc.status], exc.detail)
-            response.headers.update(exc.headers)
-            await response(scope, receive, send)
-            return
-        finally:
-            if status != 500:
-                self._audit(state, scope, principal, key, status, started)
         scope.setdefault("state", {})["access"] = Access(principal, state.directory.policy)
+
+        status = 500
 
         async def send_status(message: Message) -> None:
             nonlocal status

@@ -11,8 +11,15 @@ from starlette.responses import JSONResponse
 log = logging.getLogger("onemap.http")
 
 
-def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status}
+TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+          405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
+          413: "Content Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
+          503: "Service Unavailable"}
+
+
+def problem(status: int, title: str | None = None, detail: str | None = None) -> JSONResponse:
+    body = {"type": "about:blank", "title": title or TITLES.get(status, "Error"),
+            "status": status}
     if detail:
         body["detail"] = detail
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
@@ -20,13 +27,10 @@ def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-              405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
-              413: "Content Too Large", 429: "Too Many Requests"}
-    return problem(exc.status_code, titles.get(exc.status_code, "Error"),
-                   exc.detail if exc.detail and exc.detail not in titles.values() else None)
+    return problem(exc.status_code, None,
+                   exc.detail if exc.detail and exc.detail not in TITLES.values() else None)
 
 
 async def server_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("error serving %s", request.url.path)
-    return problem(500, "Internal Server Error", "the error was logged")
+    return problem(500, None, "the error was logged")

@@ -100,7 +100,6 @@ async def tile(request: Request) -> Response:
         sources = await state.registry.sources(conn, ids)
         if sources is None:
             raise no_layers(ids)
-        limits = _limits(request, sources, ids)
         # Generalized tiles are few and dear: worth a version check to serve them cached.
         cached = state.cache.enabled and z < min(s.detail_zoom for s in sources)
         if inm or cached:
