@@ -26,7 +26,7 @@ class SourceCrs:
     to_lonlat: Coords | None  # None: already lon/lat in storage axis order
 
 
-def _is_cgcs2000(crs: pyproj.CRS) -> bool:
+def is_cgcs2000(crs: pyproj.CRS) -> bool:
     geodetic = crs.geodetic_crs
     return geodetic is not None and geodetic.datum.name.startswith("China 2000")
 
@@ -52,7 +52,7 @@ def resolve(source: str, declared: str | None, in_file: str | None) -> SourceCrs
     except CRSError as exc:
         raise IngestError(source, f"unknown coordinate reference system {name!r}") from exc
     label = crs.to_string()
-    if crs.is_geographic and _is_cgcs2000(crs):
+    if crs.is_geographic and is_cgcs2000(crs):
         # CGCS2000 and WGS84 agree to centimetres: coordinates stay, the frame is recorded.
         target, catalog = CGCS2000, "EPSG:4490"
     else:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
 
 
 @dataclass(frozen=True)
@@ -49,3 +54,14 @@ class IngestReport:
         return (f"{self.layer} v{self.version}: read {c['read']}, new {c['inserted']}, "
                 f"changed {c['changed']}, unchanged {c['unchanged']}, closed {c['closed']}, "
                 f"repaired {c['repaired']}, rejected {c['rejected']}")
+
+
+def log_ingest(url: str, report: Any, started: datetime, error: str | None) -> None:
+    """Record a run (any report with layer, source, counts() and as_dict()) in
+    ``onemap.ingests``, on its own connection so a failed run is kept too."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO onemap.ingests (layer_id, source, status, started_at, counts, issues,"
+            " error) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (report.layer, report.source, "failed" if error else "ok", started,
+             Jsonb(report.counts()), Jsonb(report.as_dict()["issues"][:1000]), error))

@@ -34,18 +34,16 @@ from tqdm import tqdm
 from ingest import crs as crsmod
 from ingest.errors import IngestError
 from ingest.geometry import check
-from ingest.report import IngestReport, Issue
+from ingest.meta import LayerMeta, check_target
+from ingest.report import IngestReport, Issue, log_ingest
 from layers import overviews, store
 from layers.catalog import (
-    LAYER_ID,
-    RESERVED_IDS,
-    ROLES,
-    SHARING_TYPES,
     SYSTEM_COLUMNS,
     Field,
     Layer,
     get_layer,
     table_of,
+    write_layer,
 )
 from layers.db import database_url
 from onemap.settings import Settings
@@ -59,21 +57,6 @@ CSV_OPTIONS = {
     "KEEP_GEOM_COLUMNS": "NO",
     "AUTODETECT_TYPE": "YES",
 }
-
-
-@dataclass
-class LayerMeta:
-    """What the caller says about the layer; None keeps what the catalog has."""
-
-    title: str | None = None
-    role: str | None = None  # "base" or "thematic"
-    description: str | None = None
-    department: str | None = None
-    attribution: str | None = None
-    keywords: Sequence[str] | None = None
-    update_cycle: str | None = None
-    sharing_type: str | None = None
-    level: str | None = None  # classification; a new layer gets the configured default
 
 
 @dataclass
@@ -324,29 +307,8 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, p
     values["version"] = (old.version if old else 0) + (1 if bump else 0)
     values["schema_version"] = (old.schema_version if old else 0) + (
         1 if schema_changed or old is None else 0)
-    cols = list(values)
-    if old is None:
-        conn.execute(
-            psycopg.sql.SQL("INSERT INTO onemap.layers (id, {}) VALUES (%s, {})").format(
-                psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(c) for c in cols),
-                psycopg.sql.SQL(", ").join(psycopg.sql.Placeholder() * len(cols))),
-            [layer_id, *values.values()])
-    else:
-        conn.execute(
-            psycopg.sql.SQL("UPDATE onemap.layers SET {}, updated_at = now() WHERE id = %s").format(
-                psycopg.sql.SQL(", ").join(
-                    psycopg.sql.SQL("{} = %s").format(psycopg.sql.Identifier(c)) for c in cols)),
-            [*values.values(), layer_id])
+    write_layer(conn, layer_id, values, new=old is None)
     return int(values["version"])
-
-
-def _log_ingest(url: str, report: IngestReport, started: datetime, error: str | None) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO onemap.ingests (layer_id, source, status, started_at, counts, issues,"
-            " error) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (report.layer, report.source, "failed" if error else "ok", started,
-             Jsonb(report.counts()), Jsonb(report.as_dict()["issues"][:1000]), error))
 
 
 def ingest_vector(
@@ -368,20 +330,7 @@ def ingest_vector(
     path = str(path)
     label = Path(path).name + (f" (layer {source_layer})" if source_layer else "")
     report = IngestReport(layer=layer_id, source=label)
-    if not LAYER_ID.match(layer_id):
-        raise IngestError(label, f"invalid layer id {layer_id!r}: use a-z, 0-9 and _, "
-                                 "starting with a letter, at most 63 characters")
-    if meta.role is not None and meta.role not in ROLES:
-        raise IngestError(label, f"role {meta.role!r} is not one of {', '.join(ROLES)}")
-    if meta.sharing_type is not None and meta.sharing_type not in SHARING_TYPES:
-        raise IngestError(label, f"sharing type {meta.sharing_type!r} is not one of "
-                                 + ", ".join(SHARING_TYPES))
-    if meta.level is not None and meta.level not in settings.levels:
-        raise IngestError(label, f"level {meta.level!r} is not one of "
-                                 + ", ".join(settings.levels))
-    if layer_id in RESERVED_IDS:
-        raise IngestError(label, f"layer id {layer_id!r} is reserved: the OGC API serves the "
-                                 "searchable catalog under that name")
+    check_target(label, layer_id, meta, settings.levels)
     if not path.startswith("/vsi") and not os.path.exists(path):
         raise IngestError(label, f"file not found: {path}")
     url = database_url(settings)
@@ -393,12 +342,12 @@ def ingest_vector(
                          source_crs)
             report = _run(url, layer_id, plan, reader, report, meta, progress, settings)
     except IngestError as exc:
-        _log_ingest(url, report, started, exc.reason)
+        log_ingest(url, report, started, exc.reason)
         raise
     except (psycopg.Error, pa.ArrowException, OSError, ValueError) as exc:
-        _log_ingest(url, report, started, str(exc))
+        log_ingest(url, report, started, str(exc))
         raise IngestError(label, f"ingest failed, layer unchanged: {exc}") from exc
-    _log_ingest(url, report, started, None)
+    log_ingest(url, report, started, None)
     return report
 
 

@@ -80,6 +80,8 @@ class Layer:
     produced_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # Raster layers: bands, elevation, statistics, default rendering (layers.rasters).
+    raster: dict[str, Any] | None = None
 
     @property
     def table(self) -> sql.Identifier:
@@ -99,6 +101,7 @@ class Layer:
             "minzoom": self.minzoom, "maxzoom": self.maxzoom, "version": self.version,
             "produced_at": _iso(self.produced_at), "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
+            **({"raster": self.raster} if self.raster is not None else {}),
         }
 
 
@@ -132,8 +135,22 @@ def layer_from_row(row: dict[str, Any]) -> Layer:
         detail_zoom=row["detail_zoom"], minzoom=row["minzoom"], maxzoom=row["maxzoom"],
         version=row["version"], schema_version=row["schema_version"],
         produced_at=row["produced_at"], created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        updated_at=row["updated_at"], raster=row.get("raster"),
     )
+
+
+def write_layer(conn: psycopg.Connection, layer_id: str, values: dict[str, Any],
+                new: bool) -> None:
+    """Insert or update a catalog entry; the column names are ours, the values bound."""
+    cols = [sql.Identifier(c) for c in values]
+    if new:
+        conn.execute(sql.SQL("INSERT INTO onemap.layers (id, {}) VALUES (%s, {})").format(
+            sql.SQL(", ").join(cols), sql.SQL(", ").join(sql.Placeholder() * len(cols))),
+            [layer_id, *values.values()])
+    else:
+        conn.execute(sql.SQL("UPDATE onemap.layers SET {}, updated_at = now() WHERE id = %s")
+                     .format(sql.SQL(", ").join(sql.SQL("{} = %s").format(c) for c in cols)),
+                     [*values.values(), layer_id])
 
 
 SELECT_LAYERS = sql.SQL("SELECT * FROM onemap.layers")

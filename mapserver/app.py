@@ -25,8 +25,20 @@ from access.directory import Directory
 from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
 from layers.db import prepare
+from layers.rasters import RasterRegistry, RasterStore
 from layers.registry import SourceRegistry
-from mapserver import admin, catalog, edits, features, openapi, records, tiles
+from mapserver import (
+    admin,
+    catalog,
+    edits,
+    features,
+    ogctiles,
+    openapi,
+    rasters,
+    records,
+    tiles,
+    wmts,
+)
 from mapserver.auth import AccessMiddleware
 from mapserver.cache import TileCache
 from mapserver.deps import AppState, app_state
@@ -72,7 +84,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.onemap = AppState(settings, pool, SourceRegistry(settings.detail_zoom),
                                     TileCache(settings.tile_cache_mb * 1024 * 1024),
                                     Directory(settings.levels), audit, RateLimiter(), oidc,
-                                    BaseQuota())
+                                    BaseQuota(),
+                                    RasterRegistry(RasterStore(settings.raster_root)))
         writer = asyncio.create_task(audit.run(pool))
         try:
             yield
@@ -92,6 +105,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *features.routes,
         *admin.routes,
         *tiles.routes,
+        *rasters.routes,
+        *wmts.routes,
+        *ogctiles.routes,
         *catalog.routes,
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]

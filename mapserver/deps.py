@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from access.policy import Access, LayerAccess
 from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
 from layers.catalog import Layer
+from layers.rasters import RasterRegistry
 from layers.registry import SourceRegistry
 from mapserver.cache import TileCache
 from onemap.settings import Settings
@@ -30,6 +32,9 @@ class AppState:
     limiter: RateLimiter
     oidc: OidcVerifier | None
     quota: BaseQuota
+    rasters: RasterRegistry
+    # Areas by id in lon/lat, for masking raster tiles; areas are never edited.
+    areas: dict[int, Any] = field(default_factory=dict)
 
 
 def app_state(request: Request) -> AppState:

@@ -20,7 +20,7 @@ from starlette.templating import Jinja2Templates
 from access.policy import LayerAccess
 from layers import cql2sql, features, restrict
 from layers.catalog import LAYER_ID, Layer, fetch_layers
-from mapserver import records
+from mapserver import ogctiles, records
 from mapserver.deps import access, app_state, note
 from mapserver.ogc import (
     GEOJSON,
@@ -36,6 +36,8 @@ from mapserver.ogc import (
 
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
 CRS84 = features.CRS84.uri
+# Collections list vector layers (features and tiles) and raster layers (tiles).
+COLLECTION_KINDS = ("vector", "raster")
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
@@ -104,36 +106,42 @@ def landing(request: Request) -> Response:
 
 
 async def conformance(request: Request) -> Response:
-    return JSONResponse({"conformsTo": CONFORMANCE + records.CONFORMANCE})
+    return JSONResponse({"conformsTo": CONFORMANCE + records.CONFORMANCE
+                                       + ogctiles.CONFORMANCE})
 
 
 def collection_doc(request: Request, layer: Layer) -> dict:
     b = base(request)
     here = f"{b}/collections/{layer.id}"
+    vector = layer.kind == "vector"
     doc = {
         "id": layer.id,
         "title": layer.title,
         "description": layer.description or layer.title,
         "keywords": list(layer.keywords),
-        "itemType": "feature",
-        "crs": list(features.SUPPORTED_CRS),
-        "storageCrs": CRS84,
+        **({"itemType": "feature", "crs": list(features.SUPPORTED_CRS)} if vector else
+           {"dataType": "map"}),
+        "storageCrs": CRS84 if vector else f"http://www.opengis.net/def/crs/EPSG/0/"
+                                           f"{layer.crs.split(':')[-1]}",
         "links": [{"rel": "self", "type": "application/json", "href": here},
                   *layer_links(request, layer)],
     }
     if layer.extent:
         doc["extent"] = {"spatial": {"bbox": [list(layer.extent)], "crs": CRS84}}
+    times = (layer.raster or {}).get("times")
+    if times:
+        doc.setdefault("extent", {})["temporal"] = {"interval": [[min(times), max(times)]],
+                                                    "values": sorted(times)}
     return doc
 
 
-async def _vector_layers(request: Request,
-                         layer_id: str | None = None) -> list[tuple[Layer, LayerAccess]]:
-    """The vector layers the caller may read, each as the caller sees it."""
+async def _vector_layers(request: Request, layer_id: str | None = None,
+                         kinds: tuple[str, ...] = ("vector",)) -> list[tuple[Layer, LayerAccess]]:
+    """The layers of these kinds the caller may read, each as the caller sees it."""
     async with app_state(request).pool.connection() as conn:
-        found = await fetch_layers(conn, ids=None if layer_id is None else [layer_id],
-                                   kind="vector")
+        found = await fetch_layers(conn, ids=None if layer_id is None else [layer_id])
     return [(restrict.visible(ly, a.restriction), a)
-            for ly, a in access(request).readable(found)]
+            for ly, a in access(request).readable(found) if ly.kind in kinds]
 
 
 async def collection_layer(request: Request) -> tuple[Layer, LayerAccess]:
@@ -147,7 +155,7 @@ async def collection_layer(request: Request) -> tuple[Layer, LayerAccess]:
 
 
 async def collections(request: Request) -> Response:
-    layers = [ly for ly, _ in await _vector_layers(request)]
+    layers = [ly for ly, _ in await _vector_layers(request, kinds=COLLECTION_KINDS)]
     note(request, [ly.id for ly in layers])
     b = base(request)
     if wants_html(request):
@@ -160,7 +168,13 @@ async def collections(request: Request) -> Response:
 
 
 async def collection(request: Request) -> Response:
-    layer, _ = await collection_layer(request)
+    layer_id = request.path_params["collectionId"]
+    note(request, [layer_id])
+    found = (await _vector_layers(request, layer_id, COLLECTION_KINDS)
+             if LAYER_ID.match(layer_id) else [])
+    if not found:
+        raise HTTPException(404, f"no collection {layer_id!r}")
+    layer = found[0][0]
     if wants_html(request):
         return _page(request, "collection.html", layer.title,
                      [("Collections", f"{base(request)}/collections?f=html")], layer=layer)

@@ -28,9 +28,22 @@ def layer_links(request: Request, layer: Layer) -> list[dict[str, str]]:
         {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
          "type": "application/schema+json", "href": f"{here}/queryables"},
     ] if layer.kind == "vector" else []
+    tilesets = {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-" + (
+        "map" if layer.kind == "raster" else "vector"), "type": "application/json",
+        "href": f"{here}/tiles"}
+    described = {"rel": "describedby", "type": "application/json",
+                 "href": f"{b}/layers/{layer.id}"}
+    if layer.kind == "raster":
+        return [described, tilesets,
+                {"rel": "tilejson", "type": "application/json",
+                 "href": f"{b}/tiles/{layer.id}/WebMercatorQuad/tilejson.json"},
+                *({"rel": "item", "type": f"image/{ext}", "templated": True,
+                   "href": f"{b}/tiles/{layer.id}/{grid}/{{z}}/{{x}}/{{y}}.{ext}"}
+                  for grid in ("WebMercatorQuad", "CGCS2000Quad") for ext in ("png", "webp"))]
     return [
         *features,
-        {"rel": "describedby", "type": "application/json", "href": f"{b}/layers/{layer.id}"},
+        described,
+        tilesets,
         {"rel": "tilejson", "type": "application/json",
          "href": f"{b}/tiles/{layer.id}/tilejson.json"},
         {"rel": "item", "type": "application/vnd.mapbox-vector-tile",

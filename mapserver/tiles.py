@@ -52,7 +52,7 @@ def version_token(versions: list[tuple[str, int, Restriction]], as_of: datetime 
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
-def _matches(header: str | None, etag: str) -> bool:
+def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
     tags = [t.strip().removeprefix("W/") for t in header.split(",")]
@@ -89,8 +89,13 @@ async def tile(request: Request) -> Response:
     p = request.path_params
     if p["fmt"] not in ("mvt", "pbf"):
         raise HTTPException(404, f"no tile format {p['fmt']!r}; use .mvt")
-    ids = parse_ids(p["layers"])
-    z, x, y = parse_tile(p["z"], p["x"], p["y"])
+    return await vector_tile(request, p["layers"], p["z"], p["x"], p["y"])
+
+
+async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str) -> Response:
+    """MVT of one or several layers in WebMercatorQuad, whichever route asked."""
+    ids = parse_ids(layers)
+    z, x, y = parse_tile(zs, xs, ys)
     raw = request.query_params.get("as-of")
     as_of = parse_instant(raw, raw) if raw is not None else None
     state = app_state(request)
@@ -107,8 +112,8 @@ async def tile(request: Request) -> Response:
             token = version_token([(r.layer.id, r.version, a.restriction)
                                    for r, a in resolved], as_of)
             etag = f'"{token}"'
-            if _matches(inm, etag):
-                return Response(status_code=304, headers=_cache_headers(request, etag))
+            if etag_matches(inm, etag):
+                return Response(status_code=304, headers=cache_headers(request, etag))
             hit = state.cache.get((token, z, x, y)) if cached else None
             if hit is not None:
                 note(request, ids, _kept(hit[1]), tile=f"{z}/{x}/{y}")
@@ -129,7 +134,7 @@ async def tile(request: Request) -> Response:
 
 def _tile_response(request: Request, etag: str, body: bytes, report: str,
                    cache: str | None) -> Response:
-    headers = _cache_headers(request, etag)
+    headers = cache_headers(request, etag)
     headers["OneMap-Tile-Features"] = report
     if cache:
         headers["OneMap-Cache"] = cache
@@ -146,7 +151,7 @@ def cache_scope(request: Request) -> str:
     return "public" if access(request).principal.anonymous else "private"
 
 
-def _cache_headers(request: Request, etag: str) -> dict[str, str]:
+def cache_headers(request: Request, etag: str) -> dict[str, str]:
     pinned = request.query_params.get("v") == etag.strip('"')
     max_age = app_state(request).settings.tile_max_age
     scope = cache_scope(request)

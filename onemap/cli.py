@@ -65,14 +65,11 @@ def _layers(args: argparse.Namespace, settings: Settings) -> int:
 
 def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.errors import IngestError
-    from ingest.vector import LayerMeta, ingest_vector
+    from ingest.vector import ingest_vector
     from layers.db import prepare
 
     prepare(settings)
-    meta = LayerMeta(title=args.title, role=args.role, description=args.description,
-                     department=args.department, attribution=args.attribution,
-                     update_cycle=args.update_cycle, sharing_type=args.sharing_type,
-                     keywords=args.keyword or None, level=args.level)
+    meta = _meta(args)
     try:
         report = ingest_vector(args.path, args.layer, settings=settings,
                                source_layer=args.source_layer, source_crs=args.source_crs,
@@ -91,6 +88,54 @@ def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
         with open(args.report, "w", encoding="utf-8") as fh:
             json.dump(report.as_dict(), fh, ensure_ascii=False, indent=2)
     return 0
+
+
+def _meta(args: argparse.Namespace):
+    from ingest.meta import LayerMeta
+
+    return LayerMeta(title=args.title, role=args.role, description=args.description,
+                     department=args.department, attribution=args.attribution,
+                     update_cycle=args.update_cycle, sharing_type=args.sharing_type,
+                     keywords=args.keyword or None, level=args.level)
+
+
+def _ingest_raster(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime
+
+    from ingest.errors import IngestError
+    from ingest.raster import ingest_raster
+    from layers.db import prepare
+
+    try:
+        when = datetime.fromisoformat(args.time) if args.time else None
+        bands = [int(b) for b in args.bands.split(",")] if args.bands else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    prepare(settings)
+    try:
+        report = ingest_raster(args.path, args.layer, settings=settings, time=when,
+                               source_crs=args.source_crs, nodata=args.nodata,
+                               elevation=args.elevation, bands=bands, compress=args.compress,
+                               meta=_meta(args))
+    except IngestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
+def _catalog_options(p: argparse.ArgumentParser, role_help: str) -> None:
+    p.add_argument("--title")
+    p.add_argument("--role", choices=ROLES, help=role_help)
+    p.add_argument("--description")
+    p.add_argument("--department", help="owning department")
+    p.add_argument("--attribution", help="credit shown with the data, e.g. its license")
+    p.add_argument("--keyword", action="append", help="catalog keyword (repeatable)")
+    p.add_argument("--update-cycle", help="e.g. daily, monthly, yearly, irregular")
+    p.add_argument("--sharing-type", choices=SHARING_TYPES)
+    p.add_argument("--level", help="classification, one of ONEMAP_LEVELS (default "
+                                   "ONEMAP_DEFAULT_LEVEL, internal)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -126,19 +171,28 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--where", help="OGR SQL filter on the source, e.g. \"highway='street_lamp'\"")
     v.add_argument("--produced-field", help="field holding each feature's production time "
                                             "(default: the file's modification time)")
-    v.add_argument("--title")
-    v.add_argument("--role", choices=ROLES,
-                   help="base layers (the e-map) are served with item quotas, never in bulk")
-    v.add_argument("--description")
-    v.add_argument("--department", help="owning department")
-    v.add_argument("--attribution", help="credit shown with the data, e.g. its license")
-    v.add_argument("--keyword", action="append", help="catalog keyword (repeatable)")
-    v.add_argument("--update-cycle", help="e.g. daily, monthly, yearly, irregular")
-    v.add_argument("--sharing-type", choices=SHARING_TYPES)
+    _catalog_options(v, "base layers (the e-map) are served with item quotas, never in bulk")
     v.add_argument("--report", help="write the full ingest report as JSON to this file")
-    v.add_argument("--level", help="classification, one of ONEMAP_LEVELS (default "
-                                   "ONEMAP_DEFAULT_LEVEL, internal)")
     v.set_defaults(func=_ingest_vector)
+    r = isub.add_parser(
+        "raster", help="GeoTIFF or any GDAL raster: a scene of an imagery or elevation layer",
+        description="Add a raster as a scene of a layer: warped to lon/lat and written as a "
+                    "Cloud-Optimized GeoTIFF to the raster store (ONEMAP_RASTER_STORE). "
+                    "Scenes with the same --time form one time slice of the mosaic.")
+    r.add_argument("path")
+    r.add_argument("--layer", required=True, help="layer id: a-z, 0-9, _")
+    r.add_argument("--time", help="acquisition time, ISO 8601 (default: the TIFF's "
+                                  "DATETIME tag, else the file's modification time)")
+    r.add_argument("--source-crs", help="CRS if the file has none or a wrong one")
+    r.add_argument("--nodata", type=float, help="value meaning no data, if the file has none")
+    r.add_argument("--elevation", action="store_true",
+                   help="heights in metres: served as terrain-RGB, hillshade and point heights")
+    r.add_argument("--bands", help="bands shown by default, e.g. 3,2,1 (default 1,2,3 or 1)")
+    r.add_argument("--compress", default="auto",
+                   choices=["auto", "webp", "jpeg", "deflate", "lerc_deflate"],
+                   help="auto: WebP for 8-bit RGB imagery, DEFLATE otherwise")
+    _catalog_options(r, "base layers (imagery) are served, never handed out in bulk")
+    r.set_defaults(func=_ingest_raster)
 
     from access.cli import add_parser
 

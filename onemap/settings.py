@@ -50,6 +50,15 @@ class Settings:
     oidc_jwks_url: str | None = None
     # Requests per minute a key may make (a key can set its own); 0 means no limit.
     key_rate_limit: int = 6000
+    # Where raster layers' COGs live: a folder, or an object store as GDAL names it
+    # (``/vsis3/bucket/prefix``, credentials from GDAL's AWS_* settings). Unset: data_dir/rasters.
+    raster_store: str | None = None
+    # Server processes; raster tiles are CPU work, so one per core pays.
+    workers: int = 1
+
+    @property
+    def raster_root(self) -> str:
+        return self.raster_store or str(self.data_dir / "rasters")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -73,7 +82,7 @@ def _coerce(name: str, raw: str) -> object:
         return Path(raw)
     if name in {"db_port", "port", "pool_min", "pool_max", "tile_max_age",
                 "ingest_batch_size", "detail_zoom", "tile_cache_mb", "base_max_items",
-                "base_max_offset", "key_rate_limit", "base_daily_items"}:
+                "base_max_offset", "key_rate_limit", "base_daily_items", "workers"}:
         try:
             return int(raw)
         except ValueError as exc:

@@ -13,7 +13,8 @@ import pytest
 
 from access import admin
 from access.admin import Actor
-from ingest.vector import LayerMeta, ingest_vector
+from ingest.meta import LayerMeta
+from ingest.vector import ingest_vector
 from layers import overviews
 
 BASE = [116.40, 39.90]

@@ -17,6 +17,7 @@ from shapely.geometry import Point, shape
 
 from ingest.vector import ingest_vector
 from mapserver.features import CONFORMANCE, MAX_LIMIT
+from mapserver.ogctiles import CONFORMANCE as TILES
 from mapserver.records import CONFORMANCE as RECORDS
 
 BBOX = (24.94, 60.165, 24.95, 60.172)
@@ -42,7 +43,7 @@ def test_landing_page_is_negotiated(http, sample_layers):
     page = http.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
     assert page.headers["content-type"].startswith("text/html")
     declared = http.get(rels["conformance"]).json()["conformsTo"]
-    assert declared == CONFORMANCE + RECORDS
+    assert declared == CONFORMANCE + RECORDS + TILES
 
 
 def test_collections_describe_the_catalog(http, db, sample_layers):
@@ -341,7 +342,7 @@ def test_bbox_edges_are_exact(http, tmp_path, settings, kind):
 
 
 def test_base_layers_are_served_not_copied(http, tmp_path, settings):
-    from ingest.vector import LayerMeta
+    from ingest.meta import LayerMeta
 
     n = settings.base_max_items + 5
     gpd.GeoDataFrame({"code": [f"e{i:05d}" for i in range(n)]},

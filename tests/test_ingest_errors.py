@@ -12,7 +12,8 @@ import pytest
 from shapely.geometry import Point, Polygon
 
 from ingest.errors import IngestError
-from ingest.vector import LayerMeta, ingest_vector
+from ingest.meta import LayerMeta
+from ingest.vector import ingest_vector
 from layers.catalog import get_layer
 from layers.store import features
 

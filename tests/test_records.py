@@ -7,7 +7,8 @@ import pytest
 from shapely.geometry import Point
 
 from ingest.errors import IngestError
-from ingest.vector import LayerMeta, ingest_vector
+from ingest.meta import LayerMeta
+from ingest.vector import ingest_vector
 
 
 @pytest.fixture(scope="module")

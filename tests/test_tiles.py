@@ -311,7 +311,8 @@ def test_catalog_health_and_viewer(http, sample_layers):
     # The same links as the collection and the catalog record give, from one builder.
     assert {ln["rel"] for ln in districts["links"]} == {
         "items", "http://www.opengis.net/def/rel/ogc/1.0/queryables", "describedby",
-        "tilejson", "item", "stylesheet"}
+        "tilejson", "item", "stylesheet",
+        "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"}
     page = http.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "/static/vendor/maplibre-gl.js" in page.text
     assert "https://" not in page.text  # nothing from a CDN

@@ -1,0 +1,219 @@
+"""Raster layers: the store their COGs live in, their scenes and time slices, and a reader.
+
+A raster layer is a mosaic of scenes, each a Cloud-Optimized GeoTIFF in lon/lat, grouped
+into time slices by acquisition time. The reader follows rio-tiler's shape (``tile``,
+``point``) and reads with it; open datasets are kept per thread because a scene's file never
+changes (a new ingest writes a new file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import rasterio
+from morecantile import TileMatrixSet
+from psycopg import AsyncConnection
+from rasterio.io import DatasetReader
+from rio_tiler.errors import TileOutsideBounds
+from rio_tiler.io import Reader
+from rio_tiler.models import ImageData
+from rio_tiler.mosaic import mosaic_reader
+
+from layers.catalog import Layer
+
+# Enough for every scene a worker thread touches in a burst; each handle is small.
+OPEN_PER_THREAD = 64
+
+
+class RasterStore:
+    """Where COGs are kept: a local folder or a GDAL virtual path such as ``/vsis3/...``.
+
+    A file is written beside its final place and moved there whole, so a failed ingest
+    leaves nothing half-written where readers look."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+        self.remote = root.startswith("/vsi")
+
+    def uri(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[str]:
+        """A local folder for a file being made; removed with whatever is left in it."""
+        if self.remote:
+            folder = tempfile.mkdtemp(prefix="onemap-")
+        else:
+            os.makedirs(self.root, exist_ok=True)
+            folder = tempfile.mkdtemp(prefix=".staging-", dir=self.root)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def put(self, local: str, layer_id: str) -> str:
+        """Move a finished file into the store; returns its path inside the store."""
+        path = f"{layer_id}/{uuid.uuid4().hex}.tif"
+        if self.remote:
+            rasterio.shutil.copyfiles(local, self.uri(path))
+        else:
+            os.makedirs(os.path.dirname(self.uri(path)), exist_ok=True)
+            os.replace(local, self.uri(path))
+        return path
+
+    def remove(self, path: str) -> None:
+        with contextlib.suppress(OSError, rasterio.errors.RasterioIOError):
+            if self.remote:
+                rasterio.shutil.delete(self.uri(path))
+            else:
+                os.remove(self.uri(path))
+
+
+@dataclass(frozen=True)
+class Scene:
+    id: int
+    name: str
+    acquired_at: datetime
+    path: str
+    bounds: tuple[float, float, float, float]
+
+
+SELECT_SCENES = """
+SELECT id, name, acquired_at, path, bounds FROM onemap.scenes
+WHERE layer_id = %s AND valid_to IS NULL ORDER BY acquired_at DESC, name"""
+
+
+async def fetch_scenes(conn: AsyncConnection, layer_id: str) -> list[Scene]:
+    cur = await conn.execute(SELECT_SCENES, (layer_id,))
+    return [Scene(r[0], r[1], r[2], r[3], tuple(r[4])) for r in await cur.fetchall()]
+
+
+_local = threading.local()
+
+
+def _dataset(uri: str) -> DatasetReader:
+    """An open dataset for this thread (rasterio handles are not shared between threads)."""
+    cached: OrderedDict[str, DatasetReader] = getattr(_local, "open", None) or OrderedDict()
+    _local.open = cached
+    ds = cached.get(uri)
+    if ds is None:
+        ds = rasterio.open(uri)
+        cached[uri] = ds
+        if len(cached) > OPEN_PER_THREAD:
+            cached.popitem(last=False)[1].close()
+    else:
+        cached.move_to_end(uri)
+    return ds
+
+
+class RasterSource:
+    """One raster layer at one version: its scenes, time slices and band metadata."""
+
+    def __init__(self, layer: Layer, version: int, scenes: list[Scene],
+                 store: RasterStore) -> None:
+        self.layer = layer
+        self.version = version
+        self.scenes = scenes
+        self.store = store
+        self.meta: dict[str, Any] = layer.raster or {}
+        self.times = sorted({s.acquired_at for s in scenes}, reverse=True)
+
+    @property
+    def _resampling(self) -> dict[str, str]:
+        method = "bilinear" if self.elevation else "nearest"
+        return {"resampling_method": method, "reproject_method": method}
+
+    @property
+    def band_count(self) -> int:
+        return len(self.meta.get("bands", []))
+
+    @property
+    def elevation(self) -> bool:
+        return bool(self.meta.get("elevation"))
+
+    def pick(self, start: datetime | None = None,
+             end: datetime | None = None) -> datetime | None:
+        """The time slice to show: the newest at or before ``end`` (and not before
+        ``start``); with neither, the newest."""
+        for t in self.times:
+            if (end is None or t <= end) and (start is None or t >= start):
+                return t
+        return None
+
+    def slice(self, when: datetime | None) -> list[Scene]:
+        return [s for s in self.scenes if s.acquired_at == when]
+
+    def _reader(self, scene: Scene, tms: TileMatrixSet | None = None) -> Reader:
+        uri = self.store.uri(scene.path)
+        return Reader(uri, dataset=_dataset(uri), **({"tms": tms} if tms else {}))
+
+    def tile(self, tms: TileMatrixSet, x: int, y: int, z: int, scenes: Sequence[Scene],
+             indexes: Sequence[int] | None = None, buffer: float | None = None,
+             tilesize: int = 256) -> ImageData | None:
+        """The scenes' pixels in a tile, first scene on top; None where none has data.
+
+        Imagery is read nearest-neighbour, so a tile's pixels are the scene's own; heights
+        are interpolated, so shading and terrain have no steps."""
+        bbox = tms.bounds(x, y, z)
+        hit = [s for s in scenes if s.bounds[0] < bbox.right and s.bounds[2] > bbox.left
+               and s.bounds[1] < bbox.top and s.bounds[3] > bbox.bottom]
+        if not hit:
+            return None
+
+        def read(scene: Scene, *args: Any, **kwargs: Any) -> ImageData:
+            return self._reader(scene, tms).tile(*args, **kwargs)
+
+        try:
+            img, _ = mosaic_reader(hit, read, x, y, z, indexes=indexes, buffer=buffer,
+                                   tilesize=tilesize, threads=0, **self._resampling)
+        except Exception as exc:
+            if type(exc).__name__ in {"EmptyMosaicError", "TileOutsideBounds"}:
+                return None
+            raise
+        return img
+
+    def point(self, lon: float, lat: float, scenes: Sequence[Scene],
+              indexes: Sequence[int] | None = None) -> tuple[Scene, list[float | None]] | None:
+        """The first scene's values at a lon/lat, None where masked; None if no scene has
+        data there."""
+        for scene in scenes:
+            b = scene.bounds
+            if not (b[0] <= lon <= b[2] and b[1] <= lat <= b[3]):
+                continue
+            try:
+                pt = self._reader(scene).point(lon, lat, indexes=indexes)
+            except TileOutsideBounds:
+                continue
+            data = np.ma.MaskedArray(pt.array)
+            if np.ma.getmaskarray(data).all():
+                continue
+            return scene, [None if m else float(v)
+                           for v, m in zip(data.data, np.ma.getmaskarray(data), strict=True)]
+        return None
+
+
+class RasterRegistry:
+    """Sources by layer id, rebuilt when the layer's version moves."""
+
+    def __init__(self, store: RasterStore) -> None:
+        self.store = store
+        self._sources: dict[str, RasterSource] = {}
+
+    async def source(self, conn: AsyncConnection, layer: Layer) -> RasterSource:
+        found = self._sources.get(layer.id)
+        if found is None or found.version != layer.version:
+            found = RasterSource(layer, layer.version, await fetch_scenes(conn, layer.id),
+                                 self.store)
+            self._sources[layer.id] = found
+        return found

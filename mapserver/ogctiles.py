@@ -1,0 +1,144 @@
+"""OGC API – Tiles: tile matrix sets, each collection's tilesets, and their tiles.
+
+Tiles are the ``/tiles`` routes' own (``raster_tile``, ``vector_tile``) under the standard's
+paths; the path order is row then column, as the standard has it.
+"""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from layers.catalog import LAYER_ID, Layer, fetch_layers
+from layers.grids import GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits
+from mapserver.deps import app_state, layer_access, note
+from mapserver.ogc import base
+from mapserver.rasters import raster_tile
+from mapserver.tiles import MVT, vector_tile
+
+TMS_REL = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/png",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/jpeg",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
+    "http://www.opengis.net/spec/tms/2.0/conf/tilematrixset",
+    "http://www.opengis.net/spec/tms/2.0/conf/json-tilematrixset",
+]
+IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
+
+
+def _grid_or_404(name: str):
+    tms = grid(name)
+    if tms is None:
+        raise HTTPException(404, f"no tile matrix set {name!r}; use one of {', '.join(GRIDS)}")
+    return tms
+
+
+async def tile_matrix_sets(request: Request) -> Response:
+    b = base(request)
+    return JSONResponse({"tileMatrixSets": [
+        {"id": name, "title": grid(name).title,  # type: ignore[union-attr]
+         "links": [{"rel": "self", "type": "application/json",
+                    "href": f"{b}/tileMatrixSets/{name}"}]} for name in GRIDS]})
+
+
+async def tile_matrix_set(request: Request) -> Response:
+    tms = _grid_or_404(request.path_params["tms"])
+    return JSONResponse(tms.model_dump(mode="json", exclude_none=True))
+
+
+async def _layer(request: Request) -> Layer:
+    layer_id = request.path_params["collectionId"]
+    note(request, [layer_id])
+    found = []
+    if LAYER_ID.match(layer_id):
+        async with app_state(request).pool.connection() as conn:
+            found = await fetch_layers(conn, ids=[layer_id])
+    if not found or found[0].kind not in ("raster", "vector") or layer_access(
+            request, found[0]) is None:
+        raise HTTPException(404, f"no collection {layer_id!r}")
+    return found[0]
+
+
+def _grids(layer: Layer) -> tuple[str, ...]:
+    return GRIDS if layer.kind == "raster" else (WEB_MERCATOR,)
+
+
+def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool) -> dict:
+    b = base(request)
+    here = f"{b}/collections/{layer.id}/tiles/{tms_name}"
+    tms = _grid_or_404(tms_name)
+    raster = layer.kind == "raster"
+    doc: dict = {
+        "title": f"{layer.title} ({tms_name})",
+        "dataType": "map" if raster else "vector",
+        "crs": tms.crs.srs,
+        "tileMatrixSetURI": tms.uri or f"{b}/tileMatrixSets/{tms_name}",
+        "links": [
+            {"rel": "self", "type": "application/json", "href": here},
+            {"rel": TMS_REL, "type": "application/json", "href": f"{b}/tileMatrixSets/{tms_name}"},
+        ],
+    }
+    if not full:
+        return doc
+    template = f"{here}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}"
+    if raster:
+        doc["links"] += [{"rel": "item", "type": t, "templated": True,
+                          "href": f"{template}?f={f}"} for f, t in IMAGE_TYPES.items()]
+    else:
+        doc["links"].append({"rel": "item", "type": MVT, "templated": True, "href": template})
+    if layer.extent:
+        doc["boundingBox"] = {"lowerLeft": list(layer.extent[:2]),
+                              "upperRight": list(layer.extent[2:]),
+                              "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}
+    doc["tileMatrixSetLimits"] = [
+        {"tileMatrix": str(z), "minTileRow": r0, "maxTileRow": r1, "minTileCol": c0,
+         "maxTileCol": c1}
+        for z, r0, r1, c0, c1 in limits(tms, layer.extent, layer.minzoom,
+                                        min(layer.maxzoom, MAX_LISTED_ZOOM))]
+    return doc
+
+
+async def tilesets(request: Request) -> Response:
+    layer = await _layer(request)
+    b = base(request)
+    return JSONResponse({
+        "links": [{"rel": "self", "type": "application/json",
+                   "href": f"{b}/collections/{layer.id}/tiles"}],
+        "tilesets": [tileset_doc(request, layer, g, full=False) for g in _grids(layer)]})
+
+
+async def tileset(request: Request) -> Response:
+    layer = await _layer(request)
+    name = request.path_params["tms"]
+    if name not in _grids(layer):
+        raise HTTPException(404, f"{layer.id!r} has no tileset in {name!r}")
+    return JSONResponse(tileset_doc(request, layer, name, full=True))
+
+
+async def tile(request: Request) -> Response:
+    p = request.path_params
+    layer = await _layer(request)
+    f = request.query_params.get("f")
+    if layer.kind == "vector":
+        if p["tms"] != WEB_MERCATOR or f not in (None, "mvt"):
+            raise HTTPException(404, f"{layer.id!r} has vector tiles (f=mvt) in "
+                                     f"{WEB_MERCATOR} only")
+        return await vector_tile(request, layer.id, p["z"], p["col"], p["row"])
+    return await raster_tile(request, layer.id, p["tms"], p["z"], p["col"], p["row"],
+                             f or "png", request.query_params)
+
+
+routes = [
+    Route("/tileMatrixSets", tile_matrix_sets),
+    Route("/tileMatrixSets/{tms}", tile_matrix_set),
+    Route("/collections/{collectionId}/tiles", tilesets),
+    Route("/collections/{collectionId}/tiles/{tms}", tileset),
+    Route("/collections/{collectionId}/tiles/{tms}/{z}/{row}/{col}", tile),
+]

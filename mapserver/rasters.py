@@ -1,0 +1,256 @@
+"""Raster endpoints: image tiles in both grids, TileJSON, and point values (heights).
+
+Every tile request, whichever API it came through (these routes, WMTS, OGC API – Tiles),
+ends in ``raster_tile``: the caller's access is checked, the time slice picked, the style
+checked, and the caller's area masked out of the pixels before they are encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import shapely
+from shapely import MultiPolygon, Polygon
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from access.policy import LayerAccess
+from layers.catalog import LAYER_ID, Layer, fetch_layers
+from layers.grids import GRIDS, WEB_MERCATOR, grid, matrix_size
+from layers.rasters import RasterSource
+from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
+from mapserver.deps import app_state, layer_access, note
+from mapserver.ogc import base, parse_datetime
+from mapserver.tiles import cache_headers, cache_scope, etag_matches, vector_tile
+
+# Changes whenever the way raster tiles are made changes.
+RASTER_FORMAT = "1"
+STYLE_PARAMS = ("bidx", "rescale", "colormap_name", "algorithm", "azimuth", "altitude",
+                "exaggeration", "datetime")
+
+
+async def raster_layer(request: Request, conn, layer_id: str) -> tuple[Layer, LayerAccess]:
+    """The raster layer with the caller's access; 404 alike if missing or unreadable."""
+    note(request, [layer_id])
+    found = await fetch_layers(conn, ids=[layer_id]) if LAYER_ID.match(layer_id) else []
+    a = layer_access(request, found[0]) if found else None
+    if not found or a is None or found[0].kind != "raster":
+        raise HTTPException(404, f"no raster layer {layer_id!r}")
+    return found[0], a
+
+
+def _floats(raw: str, name: str) -> list[float]:
+    try:
+        return [float(v) for v in raw.split(",")]
+    except ValueError as exc:
+        raise HTTPException(400, f"{name} {raw!r} is not comma-separated numbers") from exc
+
+
+def parse_style(params: Mapping[str, Any] | QueryParams, meta: dict) -> Style:
+    getlist = params.getlist if isinstance(params, QueryParams) else (
+        lambda k: [params[k]] if k in params else [])
+    bidx = None
+    if params.get("bidx"):
+        bidx = [int(v) for v in _floats(params["bidx"], "bidx")]
+    rescale = None
+    if getlist("rescale"):
+        ranges = [_floats(r, "rescale") for r in getlist("rescale")]
+        if any(len(r) != 2 for r in ranges):
+            raise HTTPException(400, "rescale is min,max (repeat it for each band)")
+        rescale = [(r[0], r[1]) for r in ranges]
+    extra = {k: _floats(params[k], k)[0] for k in ("azimuth", "altitude", "exaggeration")
+             if params.get(k)}
+    try:
+        return style_for(meta, bidx=bidx, rescale=rescale,
+                         colormap=params.get("colormap_name"),
+                         algorithm=params.get("algorithm"), **extra)
+    except RenderError as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
+def pick_slice(source: RasterSource, raw: str | None) -> datetime:
+    """The time slice ``datetime`` names: the newest at or before an instant, the newest
+    inside an interval, the newest of all by default."""
+    if raw in (None, "", "default", "current"):
+        when = source.pick()
+    else:
+        instant, start, end = parse_datetime(raw)
+        when = source.pick(end=instant) if instant else source.pick(start, end)
+    if when is None:
+        raise HTTPException(404, f"no time slice of {source.layer.id!r} at {raw}")
+    return when
+
+
+async def area_of(request: Request, conn, area_id: int | None) -> Polygon | MultiPolygon | None:
+    """The caller's area in lon/lat; areas are never edited, so each is read once."""
+    if area_id is None:
+        return None
+    cache: dict[int, Any] = app_state(request).areas
+    if area_id not in cache:
+        cur = await conn.execute("SELECT ST_AsBinary(geom) FROM onemap.areas WHERE id = %s",
+                                 (area_id,))
+        row = await cur.fetchone()
+        # An area that is gone leaves nothing visible rather than everything.
+        cache[area_id] = shapely.from_wkb(bytes(row[0])) if row else Polygon()
+    return cache[area_id]
+
+
+def parse_cell(tms_name: str, z: str, x: str, y: str):
+    tms = grid(tms_name)
+    if tms is None:
+        raise HTTPException(404, f"no tile matrix set {tms_name!r}; use one of "
+                                 + ", ".join(GRIDS))
+    try:
+        zi, xi, yi = int(z), int(x), int(y)
+    except ValueError as exc:
+        raise HTTPException(400, f"tile address {z}/{x}/{y} is not three integers") from exc
+    if not tms.minzoom <= zi <= tms.maxzoom:
+        raise HTTPException(400, f"zoom {zi} is outside {tms.minzoom}..{tms.maxzoom}")
+    w, h = matrix_size(tms, zi)
+    if not (0 <= xi < w and 0 <= yi < h):
+        raise HTTPException(400, f"tile {zi}/{xi}/{yi} does not exist in {tms_name}: x runs "
+                                 f"0..{w - 1}, y 0..{h - 1}")
+    return tms, zi, xi, yi
+
+
+async def raster_tile(request: Request, layer_id: str, tms_name: str, z: str, x: str, y: str,
+                      fmt: str, params: Mapping[str, Any] | QueryParams) -> Response:
+    if fmt not in FORMATS:
+        raise HTTPException(404, f"no image format {fmt!r}; use png, jpg or webp")
+    tms, zi, xi, yi = parse_cell(tms_name, z, x, y)
+    state = app_state(request)
+    cell = f"{tms_name}/{zi}/{xi}/{yi}"
+    async with state.pool.connection() as conn:
+        layer, a = await raster_layer(request, conn, layer_id)
+        source = await state.rasters.source(conn, layer)
+        area = await area_of(request, conn, a.restriction.area_id)
+    style = parse_style(params, source.meta)
+    if style.algorithm == "terrainrgb" and fmt not in ("png", "webp"):
+        raise HTTPException(400, "terrain-RGB needs a lossless format: png")
+    when = pick_slice(source, params.get("datetime"))
+    text = "|".join([layer.id, str(source.version), a.restriction.token, style.key,
+                     when.isoformat(), fmt, cell, RASTER_FORMAT])
+    etag = f'"{hashlib.sha1(text.encode()).hexdigest()[:20]}"'
+    note(request, [layer.id], tile=cell)
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=cache_headers(request, etag))
+    key = ("raster", etag)
+    hit = state.cache.get(key)
+    if hit is not None:
+        return _image(request, etag, hit[0], fmt, "hit")
+    body = await run_in_threadpool(_make, source, tms, xi, yi, zi, when, style, fmt, area)
+    if body is None:
+        return Response(status_code=204, headers=cache_headers(request, etag))
+    state.cache.put(key, body, "")
+    return _image(request, etag, body, fmt, "miss")
+
+
+def _make(source: RasterSource, tms, x: int, y: int, z: int, when: datetime, style: Style,
+          fmt: str, area) -> bytes | None:
+    img = source.tile(tms, x, y, z, source.slice(when), indexes=style.indexes,
+                      buffer=style.buffer or None)
+    if img is None or not apply_area(img, area):
+        return None
+    return render(img, style, fmt)
+
+
+def _image(request: Request, etag: str, body: bytes, fmt: str, cache: str) -> Response:
+    headers = cache_headers(request, etag)
+    headers["OneMap-Cache"] = cache
+    return Response(body, media_type=FORMATS[fmt][1], headers=headers)
+
+
+async def tile(request: Request) -> Response:
+    p = request.path_params
+    if p["fmt"] in ("mvt", "pbf"):
+        if p["tms"] != WEB_MERCATOR:
+            raise HTTPException(404, f"vector tiles are made in {WEB_MERCATOR} only")
+        return await vector_tile(request, p["layer"], p["z"], p["x"], p["y"])
+    return await raster_tile(request, p["layer"], p["tms"], p["z"], p["x"], p["y"], p["fmt"],
+                             request.query_params)
+
+
+def style_query(request: Request) -> str:
+    """The style parameters a client gave, to pass on in tile URLs (never a key)."""
+    kept = [(k, v) for k, v in request.query_params.multi_items()
+            if k in STYLE_PARAMS]
+    return ("?" + urlencode(kept)) if kept else ""
+
+
+async def tilejson(request: Request) -> Response:
+    layer_id, tms_name = request.path_params["layer"], request.path_params["tms"]
+    tms = grid(tms_name)
+    if tms is None:
+        raise HTTPException(404, f"no tile matrix set {tms_name!r}")
+    state = app_state(request)
+    async with state.pool.connection() as conn:
+        layer, _ = await raster_layer(request, conn, layer_id)
+        source = await state.rasters.source(conn, layer)
+    parse_style(request.query_params, source.meta)  # refuse a bad style here, not per tile
+    fmt = request.query_params.get("format", "webp" if source.band_count >= 3 else "png")
+    if fmt not in FORMATS:
+        raise HTTPException(400, f"format {fmt!r} is not one of png, jpg, webp")
+    bounds = list(layer.extent) if layer.extent else [-180, -85.0511, 180, 85.0511]
+    url = (f"{base(request)}/tiles/{layer.id}/{tms_name}/{{z}}/{{x}}/{{y}}.{fmt}"
+           f"{style_query(request)}")
+    return JSONResponse({
+        "tilejson": "3.0.0", "name": layer.title, "description": layer.description or "",
+        "version": "1.0.0", "attribution": layer.attribution or "", "scheme": "xyz",
+        "tiles": [url], "minzoom": layer.minzoom, "maxzoom": layer.maxzoom,
+        "bounds": bounds, "tileMatrixSet": tms_name,
+        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2,
+                   max(layer.minzoom, min(layer.maxzoom - 2, 12))],
+        "times": [t.isoformat() for t in source.times],
+        **({"encoding": "mapbox"} if request.query_params.get("algorithm") == "terrainrgb"
+           else {}),
+    }, headers={"Cache-Control": f"{cache_scope(request)}, no-cache"})
+
+
+async def point(request: Request) -> Response:
+    """Values (heights, for elevation) at a lon/lat in the chosen time slice."""
+    layer_id = request.path_params["layer"]
+    q = request.query_params
+    try:
+        lon, lat = float(q["lon"]), float(q["lat"])
+    except (KeyError, ValueError) as exc:
+        raise HTTPException(400, "give lon and lat as numbers (degrees)") from exc
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise HTTPException(400, f"lon {lon}, lat {lat} is not on the globe")
+    state = app_state(request)
+    async with state.pool.connection() as conn:
+        layer, a = await raster_layer(request, conn, layer_id)
+        source = await state.rasters.source(conn, layer)
+        area = await area_of(request, conn, a.restriction.area_id)
+    when = pick_slice(source, q.get("datetime"))
+    bidx = [int(v) for v in _floats(q["bidx"], "bidx")] if q.get("bidx") else None
+    if bidx and any(not 1 <= b <= source.band_count for b in bidx):
+        raise HTTPException(400, f"bidx names a band outside 1..{source.band_count}")
+    note(request, [layer.id], 1, point=f"{lon},{lat}")
+    inside = area is None or area.covers(shapely.Point(lon, lat))
+    found = (await run_in_threadpool(source.point, lon, lat, source.slice(when), bidx)
+             if inside else None)
+    if found is None:
+        raise HTTPException(404, f"no data of {layer.id!r} at {lon}, {lat}")
+    scene, values = found
+    names = [source.meta["bands"][i - 1]["name"]
+             for i in (bidx or range(1, source.band_count + 1))]
+    doc = {"layer": layer.id, "coordinates": [lon, lat], "time": when.isoformat(),
+           "scene": scene.name, "bands": names, "values": values}
+    if source.elevation:
+        doc["height"] = values[0]
+    return JSONResponse(doc, headers={"Cache-Control": f"{cache_scope(request)}, no-cache"})
+
+
+routes = [
+    Route("/tiles/{layer}/{tms}/tilejson.json", tilejson),
+    Route("/tiles/{layer}/{tms}/{z}/{x}/{y}.{fmt}", tile),
+    Route("/rasters/{layer}/point", point),
+]

@@ -1,0 +1,223 @@
+"""WMTS 1.0.0 for GIS desktops: capabilities (KVP and REST) and KVP GetTile.
+
+Raster layers are offered in both grids with a Time dimension; vector layers as MVT in Web
+Mercator. ResourceURL templates point at the ``/tiles`` routes, so REST and KVP tiles are
+made by the same code and are the same bytes. Errors are OWS exception reports, the form
+WMTS clients read. Only layers the caller may read are listed.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from layers.catalog import Layer, fetch_layers
+from layers.grids import CGCS2000, GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits, matrix_size
+from mapserver.deps import access, app_state, note
+from mapserver.ogc import base
+from mapserver.rasters import raster_tile
+from mapserver.tiles import MVT, vector_tile
+
+WMTS_NS = "http://www.opengis.net/wmts/1.0"
+OWS_NS = "http://www.opengis.net/ows/1.1"
+XLINK_NS = "http://www.w3.org/1999/xlink"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+ET.register_namespace("", WMTS_NS)
+ET.register_namespace("ows", OWS_NS)
+ET.register_namespace("xlink", XLINK_NS)
+ET.register_namespace("xsi", XSI_NS)
+
+CRS_URN = {WEB_MERCATOR: "urn:ogc:def:crs:EPSG::3857", CGCS2000: "urn:ogc:def:crs:EPSG::4490"}
+WELL_KNOWN = {WEB_MERCATOR: "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible"}
+RASTER_FORMATS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+XML = "application/xml"
+
+
+def _w(tag: str) -> str:
+    return f"{{{WMTS_NS}}}{tag}"
+
+
+def _o(tag: str) -> str:
+    return f"{{{OWS_NS}}}{tag}"
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def exception_report(status: int, code: str, text: str, locator: str | None = None) -> Response:
+    root = ET.Element(_o("ExceptionReport"), {"version": "1.1.0", "xml:lang": "en"})
+    exc = _sub(root, _o("Exception"), exceptionCode=code,
+               **({"locator": locator} if locator else {}))
+    _sub(exc, _o("ExceptionText"), text)
+    return Response(ET.tostring(root, xml_declaration=True, encoding="utf-8"),
+                    status_code=status, media_type=XML)
+
+
+def _limits(link: ET.Element, layer: Layer, tms_name: str) -> None:
+    found = limits(grid(tms_name), layer.extent, layer.minzoom,  # type: ignore[arg-type]
+                   min(layer.maxzoom, MAX_LISTED_ZOOM))
+    if not found:
+        return
+    el = _sub(link, _w("TileMatrixSetLimits"))
+    for z, r0, r1, c0, c1 in found:
+        tl = _sub(el, _w("TileMatrixLimits"))
+        for tag, value in (("TileMatrix", z), ("MinTileRow", r0), ("MaxTileRow", r1),
+                           ("MinTileCol", c0), ("MaxTileCol", c1)):
+            _sub(tl, _w(tag), str(value))
+
+
+def _layer(contents: ET.Element, request: Request, layer: Layer) -> None:
+    b = base(request)
+    el = _sub(contents, _w("Layer"))
+    _sub(el, _o("Title"), layer.title)
+    if layer.description:
+        _sub(el, _o("Abstract"), layer.description)
+    if layer.extent:
+        box = _sub(el, _o("WGS84BoundingBox"))
+        _sub(box, _o("LowerCorner"), f"{layer.extent[0]} {layer.extent[1]}")
+        _sub(box, _o("UpperCorner"), f"{layer.extent[2]} {layer.extent[3]}")
+    _sub(el, _o("Identifier"), layer.id)
+    style = _sub(el, _w("Style"), isDefault="true")
+    _sub(style, _o("Identifier"), "default")
+    if layer.kind == "raster":
+        formats, grids = list(RASTER_FORMATS), GRIDS
+    else:
+        formats, grids = [MVT], (WEB_MERCATOR,)
+    for f in formats:
+        _sub(el, _w("Format"), f)
+    times = (layer.raster or {}).get("times", []) if layer.kind == "raster" else []
+    if times:
+        dim = _sub(el, _w("Dimension"))
+        _sub(dim, _o("Identifier"), "Time")
+        _sub(dim, _o("UOM"), "ISO8601")
+        # UTC with Z: a "+00:00" would turn into a space in a query string.
+        stamps = sorted((_utc(t) for t in times), reverse=True)
+        _sub(dim, _w("Default"), stamps[0])
+        for t in stamps:
+            _sub(dim, _w("Value"), t)
+    for g in grids:
+        link = _sub(el, _w("TileMatrixSetLink"))
+        _sub(link, _w("TileMatrixSet"), g)
+        _limits(link, layer, g)
+    for f in formats:
+        ext = RASTER_FORMATS.get(f, "mvt")
+        if layer.kind == "raster":
+            template = (f"{b}/tiles/{layer.id}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/"
+                        f"{{TileRow}}.{ext}" + ("?datetime={Time}" if times else ""))
+        else:
+            template = f"{b}/tiles/{layer.id}/{{TileMatrix}}/{{TileCol}}/{{TileRow}}.mvt"
+        _sub(el, _w("ResourceURL"), format=f, resourceType="tile", template=template)
+
+
+def _utc(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _matrix_set(contents: ET.Element, name: str) -> None:
+    tms = grid(name)
+    assert tms is not None
+    el = _sub(contents, _w("TileMatrixSet"))
+    _sub(el, _o("Title"), tms.title or name)
+    _sub(el, _o("Identifier"), name)
+    _sub(el, _o("SupportedCRS"), CRS_URN[name])
+    if name in WELL_KNOWN:
+        _sub(el, _w("WellKnownScaleSet"), WELL_KNOWN[name])
+    for z in range(0, MAX_LISTED_ZOOM + 1):
+        m = tms.matrix(z)
+        tm = _sub(el, _w("TileMatrix"))
+        _sub(tm, _o("Identifier"), str(z))
+        _sub(tm, _w("ScaleDenominator"), repr(m.scaleDenominator))
+        # The corner in the CRS's own axis order: lat, lon for EPSG:4490.
+        _sub(tm, _w("TopLeftCorner"), " ".join(repr(float(v)) for v in m.pointOfOrigin))
+        _sub(tm, _w("TileWidth"), str(m.tileWidth))
+        _sub(tm, _w("TileHeight"), str(m.tileHeight))
+        w, h = matrix_size(tms, z)
+        _sub(tm, _w("MatrixWidth"), str(w))
+        _sub(tm, _w("MatrixHeight"), str(h))
+
+
+def _operations(root: ET.Element, request: Request) -> None:
+    ops = _sub(root, _o("OperationsMetadata"))
+    for name in ("GetCapabilities", "GetTile"):
+        op = _sub(ops, _o("Operation"), name=name)
+        get = _sub(_sub(_sub(op, _o("DCP")), _o("HTTP")), _o("Get"),
+                   **{f"{{{XLINK_NS}}}href": f"{base(request)}/wmts?"})
+        constraint = _sub(get, _o("Constraint"), name="GetEncoding")
+        allowed = _sub(constraint, _o("AllowedValues"))
+        _sub(allowed, _o("Value"), "KVP")
+
+
+async def capabilities(request: Request) -> Response:
+    async with app_state(request).pool.connection() as conn:
+        layers = [ly for ly, _ in access(request).readable(await fetch_layers(conn))]
+    note(request, [ly.id for ly in layers])
+    root = ET.Element(_w("Capabilities"), {
+        "version": "1.0.0",
+        f"{{{XSI_NS}}}schemaLocation":
+            f"{WMTS_NS} http://schemas.opengis.net/wmts/1.0/wmtsGetCapabilities_response.xsd"})
+    ident = _sub(root, _o("ServiceIdentification"))
+    _sub(ident, _o("Title"), "OneMap")
+    _sub(ident, _o("Abstract"), "The city's one map: imagery, elevation and vector layers.")
+    _sub(ident, _o("ServiceType"), "OGC WMTS")
+    _sub(ident, _o("ServiceTypeVersion"), "1.0.0")
+    _operations(root, request)
+    contents = _sub(root, _w("Contents"))
+    for layer in layers:
+        if layer.kind in ("raster", "vector"):
+            _layer(contents, request, layer)
+    for name in GRIDS:
+        _matrix_set(contents, name)
+    body = ET.tostring(root, xml_declaration=True, encoding="utf-8")
+    return Response(body, media_type=XML, headers={"Cache-Control": "private, no-cache"})
+
+
+async def kvp(request: Request) -> Response:
+    q = {k.lower(): v for k, v in request.query_params.items()}
+    if q.get("service", "").upper() != "WMTS":
+        return exception_report(400, "MissingParameterValue" if "service" not in q
+                                 else "InvalidParameterValue", "SERVICE must be WMTS", "service")
+    op = q.get("request", "")
+    if op.lower() == "getcapabilities":
+        return await capabilities(request)
+    if op.lower() != "gettile":
+        return exception_report(400, "OperationNotSupported",
+                                f"REQUEST {op!r} is not GetCapabilities or GetTile", "request")
+    for name in ("layer", "tilematrixset", "tilematrix", "tilerow", "tilecol", "format"):
+        if not q.get(name):
+            return exception_report(400, "MissingParameterValue", f"{name.upper()} is missing",
+                                    name)
+    fmt = q["format"]
+    try:
+        if fmt == MVT:
+            if q["tilematrixset"] != WEB_MERCATOR:
+                raise HTTPException(400, f"vector tiles are made in {WEB_MERCATOR} only")
+            return await vector_tile(request, q["layer"], q["tilematrix"], q["tilecol"],
+                                     q["tilerow"])
+        if fmt not in RASTER_FORMATS:
+            return exception_report(400, "InvalidParameterValue",
+                                    f"FORMAT {fmt!r} is not one of "
+                                    + ", ".join([*RASTER_FORMATS, MVT]), "format")
+        params = {"datetime": q["time"]} if q.get("time") else {}
+        return await raster_tile(request, q["layer"], q["tilematrixset"], q["tilematrix"],
+                                 q["tilecol"], q["tilerow"], RASTER_FORMATS[fmt], params)
+    except HTTPException as exc:
+        # WMTS reports a missing (or unreadable) layer and a bad tile address as 400.
+        if exc.status_code not in (400, 404):
+            raise
+        code = "TileOutOfRange" if "does not exist" in str(exc.detail) or "zoom" in str(
+            exc.detail) else "InvalidParameterValue"
+        return exception_report(400, code, str(exc.detail))
+
+routes = [
+    Route("/wmts", kvp),
+    Route("/wmts/1.0.0/WMTSCapabilities.xml", capabilities),
+]
