@@ -481,3 +481,121 @@ def test_base_layer_daily_quota_per_key(settings, world, sample_layers, db):
                               ).status_code == 200
     finally:
         db.execute("UPDATE onemap.layers SET role = 'thematic' WHERE id = 'clinics'")
+
+
+# Raster: an orthophoto across Chaoyang and Haidian, owned by civil affairs (internal,
+# shared on condition), granted to Chaoyang, whose jurisdiction is its district.
+
+
+@pytest.fixture(scope="module")
+def ortho(world, settings, tmp_path_factory, http_base) -> str:
+    import httpx
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_bounds
+
+    from ingest.raster import ingest_raster
+
+    pts = world.points[CHAOYANG] + world.points[HAIDIAN]
+    w, s = min(p[0] for p in pts) - 0.05, min(p[1] for p in pts) - 0.05
+    e, n = max(p[0] for p in pts) + 0.05, max(p[1] for p in pts) + 0.05
+    path = tmp_path_factory.mktemp("ortho") / "ortho.tif"
+    rng = np.random.default_rng(7)
+    with rasterio.open(path, "w", driver="GTiff", width=400, height=300, count=3,
+                       dtype="uint8", crs="EPSG:4490",
+                       transform=from_bounds(w, s, e, n, 400, 300)) as dst:
+        dst.write(rng.integers(1, 255, (3, 300, 400), dtype="uint8"))
+    ingest_raster(path, "ortho", settings=settings, meta=LayerMeta(
+        department="civil", sharing_type="conditional", level="internal"))
+    r = httpx.post(f"{http_base}/admin/grants",
+                   json={"to": "department:chaoyang", "layers": "ortho"},
+                   headers={"Authorization": f"Bearer {world.keys['root']}"})
+    assert r.status_code == 201, r.text
+    return "ortho"
+
+
+def raster_tile_of(point: tuple[float, float], z: int) -> str:
+    return f"/tiles/ortho/WebMercatorQuad/{tile_of(point, z)}.png"
+
+
+def alpha(body: bytes):
+    from rasterio.io import MemoryFile
+
+    with MemoryFile(body) as mem, mem.open() as ds:
+        return ds.read(ds.count)
+
+
+@pytest.mark.parametrize("who", [None, "health_user"])
+def test_denied_raster_is_missing_everywhere(http, world, ortho, who):
+    p = world.points[CHAOYANG][0]
+    z, x, y = tile_of(p, 14).split("/")
+    urls = [raster_tile_of(p, 14), "/tiles/ortho/CGCS2000Quad/tilejson.json",
+            f"/rasters/ortho/point?lon={p[0]}&lat={p[1]}", "/collections/ortho/tiles",
+            f"/collections/ortho/tiles/WebMercatorQuad/{z}/{y}/{x}", "/layers/ortho"]
+    for url in urls:
+        denied = get(http, url, who, world)
+        missing = get(http, url.replace("ortho", "nosuchlayer"), who, world)
+        assert denied.status_code == missing.status_code == 404, url
+    kvp = ("/wmts?SERVICE=WMTS&REQUEST=GetTile&LAYER={l}&TILEMATRIXSET=WebMercatorQuad"
+           f"&TILEMATRIX={z}&TILEROW={y}&TILECOL={x}&FORMAT=image/png")
+    denied = get(http, kvp.format(l="ortho"), who, world)
+    missing = get(http, kvp.format(l="nosuchlayer"), who, world)
+    assert denied.status_code == missing.status_code == 400
+    assert denied.content.replace(b"ortho", b"") == missing.content.replace(b"nosuchlayer", b"")
+    caps = get(http, "/wmts/1.0.0/WMTSCapabilities.xml", who, world).text
+    assert "<ows:Identifier>ortho</ows:Identifier>" not in caps
+    assert "<ows:Identifier>districts</ows:Identifier>" in caps
+
+
+def test_raster_area_limits_pixels(http, world, ortho, districts_shape):
+    import numpy as np
+    import shapely as sh
+
+    owner = get(http, raster_tile_of(world.points[HAIDIAN][0], 14), "civil_user", world)
+    assert owner.status_code == 200 and (alpha(owner.content) == 255).all()
+    # Chaoyang's user: a tile wholly in Haidian is empty; at z10 the district's edge
+    # runs through the tile and the pixels shown are exactly those inside the district.
+    out = get(http, raster_tile_of(world.points[HAIDIAN][0], 14), "cy_user", world)
+    assert out.status_code == 204 or not alpha(out.content).any()
+    z10 = tile_of(world.points[CHAOYANG][0], 10)
+    got = get(http, f"/tiles/ortho/WebMercatorQuad/{z10}.png", "cy_user", world)
+    mine = get(http, f"/tiles/ortho/WebMercatorQuad/{z10}.png", "civil_user", world)
+    assert got.headers["ETag"] != mine.headers["ETag"] and got.content != mine.content
+    a, full = alpha(got.content), alpha(mine.content)
+    zz, xx, yy = map(int, z10.split("/"))
+    t = mercantile.Tile(xx, yy, zz)
+    b = mercantile.xy_bounds(t)
+    xs = b.left + (np.arange(256) + 0.5) * (b.right - b.left) / 256
+    ys = b.top - (np.arange(256) + 0.5) * (b.top - b.bottom) / 256
+    gx, gy = np.meshgrid(xs, ys)
+    lon, lat = np.degrees(gx / 6378137.0), np.degrees(2 * np.arctan(np.exp(gy / 6378137.0))
+                                                      - np.pi / 2)
+    inside = sh.contains_xy(districts_shape, lon, lat)
+    expected = inside & (full == 255)
+    assert expected.any() and (~expected & (full == 255)).any()
+    assert ((a == 255) == expected).mean() > 0.99
+    assert not ((a == 255) & ~inside).sum() > 0.005 * a.size
+    # Point values: inside yes, outside as if there were no data.
+    p, q = world.points[CHAOYANG][0], world.points[HAIDIAN][0]
+    assert get(http, f"/rasters/ortho/point?lon={p[0]}&lat={p[1]}", "cy_user",
+               world).status_code == 200
+    assert get(http, f"/rasters/ortho/point?lon={q[0]}&lat={q[1]}", "cy_user",
+               world).status_code == 404
+    assert got.headers["Cache-Control"].startswith("private")
+
+
+@pytest.fixture(scope="module")
+def districts_shape():
+    d = gpd.read_file(SAMPLES / "beijing-districts-cgcs2000.geojson")
+    return d[d.gb.astype(str) == CHAOYANG].geometry.iloc[0]
+
+
+def test_raster_access_is_audited(http, world, ortho, db):
+    get(http, raster_tile_of(world.points[CHAOYANG][0], 12), "cy_user", world)
+    get(http, raster_tile_of(world.points[CHAOYANG][0], 12), None, world)
+    time.sleep(1.5)  # the audit log is written in batches
+    rows = db.execute("SELECT principal, status, detail FROM onemap.audit"
+                      " WHERE 'ortho' = ANY(layers) AND path LIKE '/tiles/ortho/%%'").fetchall()
+    seen = {(r[0], r[1]) for r in rows}
+    assert ("cy_user", 200) in seen and ("anonymous", 404) in seen
+    assert any(r[2].get("tile", "").startswith("WebMercatorQuad/12/") for r in rows)
