@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SAMPLES := data/samples
 export ONEMAP_DATA_DIR ?= var
 
-.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth clean
+.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster clean
 
 setup: $(STAMP)
 
@@ -38,8 +38,19 @@ demo-data: setup
 	    --title "Street lamps" --department "Urban Lighting" \
 	    --attribution "© OpenStreetMap contributors, ODbL"; \
 	fi
+	@if $(BIN)/onemap layers | grep -q '^olinda_imagery '; then \
+	  echo "sample rasters already loaded"; \
+	else \
+	  $(BIN)/onemap ingest raster $(SAMPLES)/olinda-landsat7.tif --layer olinda_imagery \
+	    --time 2001-08-01 --bands 3,2,1 --title "Olinda, Landsat 7 ETM+" \
+	    --department "Planning and Natural Resources" --role base \
+	    --attribution "Landsat 7 via r-cran-stars (Apache-2.0)" && \
+	  $(BIN)/onemap ingest raster $(SAMPLES)/olinda-dem.tif --layer olinda_dem --elevation \
+	    --time 2000-02-11 --title "Olinda, elevation" --department "Planning and Natural Resources" \
+	    --role base --attribution "r-cran-stars (Apache-2.0)"; \
+	fi
 	@# The samples are open data: classified public, so the viewer shows them to anyone.
-	@for layer in districts roads buildings street_lamps; do \
+	@for layer in districts roads buildings street_lamps olinda_imagery olinda_dem; do \
 	  $(BIN)/onemap auth classify $$layer --level public >/dev/null || exit 1; \
 	done
 
@@ -70,6 +81,12 @@ bench-features: setup
 bench-auth: setup
 	bash scripts/system-packages.sh wrk
 	$(BIN)/python bench/authorization.py
+
+# titiler from PyPI, on the same COG; figures go to docs/benchmarks.md.
+bench-raster: setup
+	bash scripts/system-packages.sh wrk
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/raster_tiles.py
 
 clean:
 	-$(BIN)/onemap db stop

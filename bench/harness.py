@@ -41,6 +41,7 @@ class Server:
     app: str
     env: dict[str, str]
     factory: bool = False
+    workers: int = 1
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
@@ -50,7 +51,7 @@ class Server:
 
     def start(self, health: str = "/") -> None:
         cmd = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", "1", "--log-level", "warning",
+               "--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning",
                "--no-access-log"]
         if self.factory:
             cmd.append("--factory")

@@ -23,8 +23,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     prepare(settings)  # start and migrate before announcing the URL
     print(f"OneMap at http://{settings.host}:{settings.port}/", flush=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="info", workers=1, proxy_headers=True)
+    if settings.workers > 1:  # each process builds its own app from the same ONEMAP_* env
+        uvicorn.run("mapserver.app:create_app", factory=True, host=settings.host,
+                    port=settings.port, log_level="info", workers=settings.workers,
+                    proxy_headers=True)
+    else:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                    log_level="info", proxy_headers=True)
     return 0
 
 
@@ -146,6 +151,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve tiles, styles, the catalog and the viewer")
     s.add_argument("--host", help="address to listen on (ONEMAP_HOST, default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (ONEMAP_PORT, default 8080)")
+    s.add_argument("--workers", type=int,
+                   help="server processes (ONEMAP_WORKERS, default 1; one per core for rasters)")
     s.set_defaults(func=_serve)
 
     d = sub.add_parser("db", help="the embedded PostgreSQL cluster under ONEMAP_DATA_DIR")
@@ -204,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {k: getattr(args, k, None) for k in ("host", "port")}
+    overrides = {k: getattr(args, k, None) for k in ("host", "port", "workers")}
     try:
         settings = Settings.from_env(**overrides)
     except ValueError as exc:

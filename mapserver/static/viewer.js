@@ -1,17 +1,67 @@
 // The OneMap viewer: every layer of the catalog in one MapLibre style.
 (async function () {
   const res = await fetch('/layers');
-  const layers = (await res.json()).layers.filter(l => l.kind === 'vector' && l.feature_count > 0);
+  const all = (await res.json()).layers;
+  const layers = all.filter(l => l.kind === 'vector' && l.feature_count > 0);
+  const rasters = all.filter(l => l.kind === 'raster' && l.raster && l.raster.times.length);
   const list = document.getElementById('layers');
-  if (!layers.length) {
-    list.innerHTML = '<li>No layers yet. Load one with <code>onemap ingest vector</code>.</li>';
+  if (!layers.length && !rasters.length) {
+    list.innerHTML = '<li>No layers yet. Load one with <code>onemap ingest vector</code> ' +
+      'or <code>onemap ingest raster</code>.</li>';
     return;
   }
   const ids = layers.map(l => l.id).join(',');
-  const map = new maplibregl.Map({ container: 'map', style: `/styles/${ids}/style.json`, hash: true });
+  const style = ids ? `/styles/${ids}/style.json` : { version: 8, sources: {}, layers: [] };
+  const map = new maplibregl.Map({ container: 'map', style, hash: true });
   map.addControl(new maplibregl.NavigationControl());
   map.addControl(new maplibregl.ScaleControl());
-  const first = layers[0];
+  map.on('load', () => rasters.forEach(addRaster));
+  const first = layers[0] || rasters[0];
+
+  // Imagery under the vector layers; elevation as hillshade. A time slice is a URL
+  // parameter, so switching slices swaps the source.
+  function rasterUrl(layer, time) {
+    const q = new URLSearchParams({ datetime: time });
+    if (layer.raster.elevation) q.set('algorithm', 'hillshade');
+    const fmt = layer.raster.elevation ? 'png' : 'webp';
+    return `/tiles/${layer.id}/WebMercatorQuad/{z}/{x}/{y}.${fmt}?${q}`;
+  }
+  function showRaster(layer, time, visible) {
+    const id = `raster-${layer.id}`;
+    if (map.getLayer(id)) map.removeLayer(id);
+    if (map.getSource(id)) map.removeSource(id);
+    map.addSource(id, { type: 'raster', tiles: [rasterUrl(layer, time)], tileSize: 256,
+                        bounds: layer.extent, maxzoom: layer.maxzoom,
+                        attribution: layer.attribution || '' });
+    const below = map.getStyle().layers.find(s => !s.id.startsWith('raster-'));
+    map.addLayer({ id, type: 'raster', source: id,
+                   layout: { visibility: visible ? 'visible' : 'none' },
+                   paint: { 'raster-opacity': layer.raster.elevation ? 0.5 : 1 } },
+                 below ? below.id : undefined);
+  }
+  function addRaster(layer) {
+    const times = [...layer.raster.times].sort().reverse();
+    const li = document.createElement('li');
+    li.innerHTML = `<label><input type="checkbox" checked> <a></a></label>` +
+      `<select class="time" title="time slice"></select><div class="meta"></div>`;
+    li.querySelector('a').textContent = layer.title;
+    const select = li.querySelector('select');
+    for (const t of times) select.add(new Option(t.slice(0, 10), t));
+    if (times.length < 2) select.hidden = true;
+    li.querySelector('.meta').textContent =
+      `${layer.id} · ${layer.raster.elevation ? 'elevation' : 'imagery'} · ` +
+      `${layer.raster.bands.length} band(s) · ${times.length} time slice(s)`;
+    const box = li.querySelector('input');
+    box.addEventListener('change', e => map.setLayoutProperty(
+      `raster-${layer.id}`, 'visibility', e.target.checked ? 'visible' : 'none'));
+    select.addEventListener('change', () => showRaster(layer, select.value, box.checked));
+    li.querySelector('a').addEventListener('click', e => {
+      e.preventDefault();
+      if (layer.extent) map.fitBounds(layer.extent, { padding: 20 });
+    });
+    list.appendChild(li);
+    showRaster(layer, times[0], true);
+  }
   if (!location.hash && first.extent) map.fitBounds(first.extent, { padding: 20, animate: false });
 
   const styleIds = id => map.getStyle().layers.filter(s => s['source-layer'] === id).map(s => s.id);
