@@ -310,17 +310,8 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Any, cog: _Cog,
     }
     values = {
         "kind": "raster",
-        "title": meta.title or (old.title if old else layer_id),
-        "role": meta.role or (old.role if old else "base"),
-        "description": meta.description if meta.description is not None else (
-            old.description if old else None),
-        "department": meta.department or (old.department if old else None),
-        "attribution": meta.attribution or (old.attribution if old else None),
-        "keywords": list(meta.keywords) if meta.keywords is not None else (
-            list(old.keywords) if old else []),
-        "update_cycle": meta.update_cycle or (old.update_cycle if old else "yearly"),
-        "sharing_type": meta.sharing_type or (old.sharing_type if old else "unconditional"),
-        "level": meta.level or (old.level if old else settings.default_level),
+        **meta.catalog_values(old, layer_id, settings.default_level, role="base",
+                              update_cycle="yearly"),
         "crs": cog.crs, "source_crs": cog.source_crs, "source": label,
         "fields": Jsonb([{"name": b["name"], "type": b["type"], "length": None,
                           "nullable": True, "key": False, "source_name": b["name"]}

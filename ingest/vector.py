@@ -281,17 +281,8 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, p
     stats = store.layer_stats(conn, layer_id)
     dictionary = [f.as_dict() for f in fields]
     values = {
-        "title": meta.title or (old.title if old else layer_id),
-        "role": meta.role or (old.role if old else "thematic"),
-        "description": meta.description if meta.description is not None else (
-            old.description if old else None),
-        "department": meta.department or (old.department if old else None),
-        "attribution": meta.attribution or (old.attribution if old else None),
-        "keywords": list(meta.keywords) if meta.keywords is not None else (
-            list(old.keywords) if old else []),
-        "update_cycle": meta.update_cycle or (old.update_cycle if old else "irregular"),
-        "sharing_type": meta.sharing_type or (old.sharing_type if old else "unconditional"),
-        "level": meta.level or (old.level if old else default_level),
+        **meta.catalog_values(old, layer_id, default_level, role="thematic",
+                              update_cycle="irregular"),
         "crs": plan.crs.catalog_crs, "source_crs": plan.crs.label, "source": source,
         "geometry_type": _geometry_type(stats["geometry_types"]),
         "key_field": ",".join(plan.column_of[k] for k in plan.key) or None,

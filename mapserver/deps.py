@@ -56,3 +56,19 @@ def note(request: Request, layers: list[str], features: int | None = None,
          **detail: object) -> None:
     """What this request touched, for its audit row."""
     request.state.audit = {"layers": layers, "features": features, "detail": detail}
+
+
+async def readable_layer(request: Request, conn: Any, layer_id: str, kinds: tuple[str, ...],
+                         what: str) -> tuple[Layer, LayerAccess]:
+    """The layer in a path with the caller's access; a missing one, one of another kind and
+    one the caller may not read are the same 404."""
+    from starlette.exceptions import HTTPException
+
+    from layers.catalog import LAYER_ID, fetch_layers
+
+    note(request, [layer_id])
+    found = await fetch_layers(conn, ids=[layer_id]) if LAYER_ID.match(layer_id) else []
+    a = layer_access(request, found[0]) if found else None
+    if not found or a is None or found[0].kind not in kinds:
+        raise HTTPException(404, f"no {what} {layer_id!r}")
+    return found[0], a

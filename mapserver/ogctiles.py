@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from layers.catalog import LAYER_ID, Layer, fetch_layers
+from layers.catalog import Layer
 from layers.grids import GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits
-from mapserver.deps import app_state, layer_access, note
+from mapserver.deps import app_state, readable_layer
 from mapserver.ogc import base
 from mapserver.rasters import raster_tile
 from mapserver.tiles import MVT, vector_tile
@@ -54,16 +54,10 @@ async def tile_matrix_set(request: Request) -> Response:
 
 
 async def _layer(request: Request) -> Layer:
-    layer_id = request.path_params["collectionId"]
-    note(request, [layer_id])
-    found = []
-    if LAYER_ID.match(layer_id):
-        async with app_state(request).pool.connection() as conn:
-            found = await fetch_layers(conn, ids=[layer_id])
-    if not found or found[0].kind not in ("raster", "vector") or layer_access(
-            request, found[0]) is None:
-        raise HTTPException(404, f"no collection {layer_id!r}")
-    return found[0]
+    async with app_state(request).pool.connection() as conn:
+        layer, _ = await readable_layer(request, conn, request.path_params["collectionId"],
+                                        ("raster", "vector"), "collection")
+    return layer
 
 
 def _grids(layer: Layer) -> tuple[str, ...]:

@@ -23,11 +23,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
-from layers.catalog import LAYER_ID, Layer, fetch_layers
+from layers.catalog import Layer
 from layers.grids import GRIDS, WEB_MERCATOR, grid, matrix_size
 from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
-from mapserver.deps import app_state, layer_access, note
+from mapserver.deps import app_state, note, readable_layer
 from mapserver.ogc import base, parse_datetime
 from mapserver.tiles import cache_headers, cache_scope, etag_matches, vector_tile
 
@@ -38,13 +38,7 @@ STYLE_PARAMS = ("bidx", "rescale", "colormap_name", "algorithm", "azimuth", "alt
 
 
 async def raster_layer(request: Request, conn, layer_id: str) -> tuple[Layer, LayerAccess]:
-    """The raster layer with the caller's access; 404 alike if missing or unreadable."""
-    note(request, [layer_id])
-    found = await fetch_layers(conn, ids=[layer_id]) if LAYER_ID.match(layer_id) else []
-    a = layer_access(request, found[0]) if found else None
-    if not found or a is None or found[0].kind != "raster":
-        raise HTTPException(404, f"no raster layer {layer_id!r}")
-    return found[0], a
+    return await readable_layer(request, conn, layer_id, ("raster",), "raster layer")
 
 
 def _floats(raw: str, name: str) -> list[float]:
