@@ -225,7 +225,7 @@ def ingest_raster(
             try:
                 cog = _make_cog(src, label, folder, source_crs, nodata, compress, elevation,
                                 show)
-                default = _default_bands(src.count, bands)
+                default = _default_bands(src.count, bands) if bands else None
             except (RasterioError, ValueError) as exc:
                 raise IngestError(label, f"cannot be read whole, layer unchanged: {exc}") \
                     from exc
@@ -245,7 +245,7 @@ def ingest_raster(
 
 
 def _record(url: str, store: RasterStore, layer_id: str, cog: _Cog, report: RasterReport,
-            meta: LayerMeta, settings: Settings, elevation: bool, default: list[int],
+            meta: LayerMeta, settings: Settings, elevation: bool, default: list[int] | None,
             label: str) -> None:
     """Move the COG into the store and record it; the file goes again if the commit fails."""
     with psycopg.connect(url) as conn:
@@ -290,7 +290,7 @@ def _record(url: str, store: RasterStore, layer_id: str, cog: _Cog, report: Rast
 
 
 def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Any, cog: _Cog,
-                   meta: LayerMeta, settings: Settings, elevation: bool, default: list[int],
+                   meta: LayerMeta, settings: Settings, elevation: bool, default: list[int] | None,
                    label: str, report: RasterReport) -> None:
     row = conn.execute(
         "SELECT count(*), min(bounds[1]), min(bounds[2]), max(bounds[3]), max(bounds[4]),"
@@ -303,8 +303,9 @@ def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Any, cog: _Cog,
         "elevation": elevation or bool(old and old.raster and old.raster.get("elevation")),
         "stats": (_merge_stats(old.raster["stats"], cog.stats) if old and old.raster
                   else cog.stats),
-        "default_bands": default if default != [1, 2, 3] or not (old and old.raster)
-        else old.raster.get("default_bands", default),
+        # As asked, else as the layer had, else true colour order of the first three.
+        "default_bands": default or (old.raster.get("default_bands") if old and old.raster
+                                     else None) or _default_bands(len(cog.bands), None),
         "resolution": [row[6], row[7]],
         "times": [t.isoformat() for t in row[5]],
     }

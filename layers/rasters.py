@@ -25,7 +25,7 @@ import rasterio
 from morecantile import TileMatrixSet
 from psycopg import AsyncConnection
 from rasterio.io import DatasetReader
-from rio_tiler.errors import TileOutsideBounds
+from rio_tiler.errors import EmptyMosaicError, TileOutsideBounds
 from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
 from rio_tiler.mosaic import mosaic_reader
@@ -177,10 +177,8 @@ class RasterSource:
         try:
             img, _ = mosaic_reader(hit, read, x, y, z, indexes=indexes, buffer=buffer,
                                    tilesize=tilesize, threads=0, **self._resampling)
-        except Exception as exc:
-            if type(exc).__name__ in {"EmptyMosaicError", "TileOutsideBounds"}:
-                return None
-            raise
+        except (EmptyMosaicError, TileOutsideBounds):
+            return None
         return img
 
     def point(self, lon: float, lat: float, scenes: Sequence[Scene],
