@@ -16,6 +16,7 @@ LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 RESERVED_IDS = frozenset({"catalog"})
 # The values the catalog's CHECK constraints admit.
 ROLES = ("base", "thematic")
+LAYER_KINDS = ("vector", "raster", "3d")
 SHARING_TYPES = ("unconditional", "conditional", "not_shared")
 DATA_SCHEMA = "onemap_data"
 OVERVIEW_SCHEMA = "onemap_overview"

@@ -24,6 +24,7 @@ import numpy as np
 import rasterio
 from morecantile import TileMatrixSet
 from psycopg import AsyncConnection
+from rasterio import shutil as rio_shutil
 from rasterio.io import DatasetReader
 from rio_tiler.errors import EmptyMosaicError, TileOutsideBounds
 from rio_tiler.io import Reader
@@ -66,7 +67,7 @@ class RasterStore:
         """Move a finished file into the store; returns its path inside the store."""
         path = f"{layer_id}/{uuid.uuid4().hex}.tif"
         if self.remote:
-            rasterio.shutil.copyfiles(local, self.uri(path))
+            rio_shutil.copyfiles(local, self.uri(path))
         else:
             os.makedirs(os.path.dirname(self.uri(path)), exist_ok=True)
             os.replace(local, self.uri(path))
@@ -75,7 +76,7 @@ class RasterStore:
     def remove(self, path: str) -> None:
         with contextlib.suppress(OSError, rasterio.errors.RasterioIOError):
             if self.remote:
-                rasterio.shutil.delete(self.uri(path))
+                rio_shutil.delete(self.uri(path))
             else:
                 os.remove(self.uri(path))
 

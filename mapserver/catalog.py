@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from layers.catalog import LAYER_ID, fetch_layers
+from layers.catalog import LAYER_KINDS, fetch_layers
 from layers.restrict import visible
-from mapserver.deps import access, app_state, note
+from mapserver.deps import access, app_state, note, readable_layer
 from mapserver.ogc import base, layer_links
 from mapserver.tiles import cache_scope, parse_ids, resolve
 from styles.build import build_style
@@ -25,15 +24,9 @@ async def list_layers(request: Request) -> Response:
 
 
 async def get_layer(request: Request) -> Response:
-    layer_id = request.path_params["layer"]
-    note(request, [layer_id])
-    found = []
-    if LAYER_ID.match(layer_id):
-        async with app_state(request).pool.connection() as conn:
-            found = access(request).readable(await fetch_layers(conn, ids=[layer_id]))
-    if not found:
-        raise HTTPException(404, f"no layer {layer_id!r}")
-    layer, a = found[0]
+    async with app_state(request).pool.connection() as conn:
+        layer, a = await readable_layer(request, conn, request.path_params["layer"],
+                                        LAYER_KINDS, "layer")
     return JSONResponse({**visible(layer, a.restriction).as_dict(),
                          "links": layer_links(request, layer)})
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from access.audit import AuditLog
@@ -14,7 +15,7 @@ from access.directory import Directory
 from access.policy import Access, LayerAccess
 from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
-from layers.catalog import Layer
+from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.rasters import RasterRegistry
 from layers.registry import SourceRegistry
 from mapserver.cache import TileCache
@@ -62,10 +63,6 @@ async def readable_layer(request: Request, conn: Any, layer_id: str, kinds: tupl
                          what: str) -> tuple[Layer, LayerAccess]:
     """The layer in a path with the caller's access; a missing one, one of another kind and
     one the caller may not read are the same 404."""
-    from starlette.exceptions import HTTPException
-
-    from layers.catalog import LAYER_ID, fetch_layers
-
     note(request, [layer_id])
     found = await fetch_layers(conn, ids=[layer_id]) if LAYER_ID.match(layer_id) else []
     a = layer_access(request, found[0]) if found else None

@@ -8,7 +8,6 @@ checked, and the caller's area masked out of the pixels before they are encoded.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -48,15 +47,13 @@ def _floats(raw: str, name: str) -> list[float]:
         raise HTTPException(400, f"{name} {raw!r} is not comma-separated numbers") from exc
 
 
-def parse_style(params: Mapping[str, Any] | QueryParams, meta: dict) -> Style:
-    getlist = params.getlist if isinstance(params, QueryParams) else (
-        lambda k: [params[k]] if k in params else [])
+def parse_style(params: QueryParams, meta: dict) -> Style:
     bidx = None
     if params.get("bidx"):
         bidx = [int(v) for v in _floats(params["bidx"], "bidx")]
     rescale = None
-    if getlist("rescale"):
-        ranges = [_floats(r, "rescale") for r in getlist("rescale")]
+    if params.getlist("rescale"):
+        ranges = [_floats(r, "rescale") for r in params.getlist("rescale")]
         if any(len(r) != 2 for r in ranges):
             raise HTTPException(400, "rescale is min,max (repeat it for each band)")
         rescale = [(r[0], r[1]) for r in ranges]
@@ -116,7 +113,7 @@ def parse_cell(tms_name: str, z: str, x: str, y: str):
 
 
 async def raster_tile(request: Request, layer_id: str, tms_name: str, z: str, x: str, y: str,
-                      fmt: str, params: Mapping[str, Any] | QueryParams) -> Response:
+                      fmt: str, params: QueryParams) -> Response:
     if fmt not in FORMATS:
         raise HTTPException(404, f"no image format {fmt!r}; use png, jpg or webp")
     tms, zi, xi, yi = parse_cell(tms_name, z, x, y)

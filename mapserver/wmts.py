@@ -11,6 +11,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -206,7 +207,7 @@ async def kvp(request: Request) -> Response:
             return exception_report(400, "InvalidParameterValue",
                                     f"FORMAT {fmt!r} is not one of "
                                     + ", ".join([*RASTER_FORMATS, MVT]), "format")
-        params = {"datetime": q["time"]} if q.get("time") else {}
+        params = QueryParams({"datetime": q["time"]} if q.get("time") else {})
         return await raster_tile(request, q["layer"], q["tilematrixset"], q["tilematrix"],
                                  q["tilecol"], q["tilerow"], RASTER_FORMATS[fmt], params)
     except HTTPException as exc:
