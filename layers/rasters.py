@@ -31,6 +31,7 @@ from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
 from rio_tiler.mosaic import mosaic_reader
 
+from layers import gather
 from layers.catalog import Layer
 
 # Enough for every scene a worker thread touches in a burst; each handle is small.
@@ -103,18 +104,20 @@ async def fetch_scenes(conn: AsyncConnection, layer_id: str) -> list[Scene]:
 _local = threading.local()
 
 
-def _dataset(uri: str) -> DatasetReader:
-    """An open dataset for this thread (rasterio handles are not shared between threads)."""
-    cached: OrderedDict[str, DatasetReader] = getattr(_local, "open", None) or OrderedDict()
+def _dataset(uri: str, level: int = 0) -> DatasetReader:
+    """An open dataset (overview ``level``, 0 for full resolution) for this thread:
+    rasterio handles are not shared between threads."""
+    cached: OrderedDict[tuple[str, int], DatasetReader] = (getattr(_local, "open", None)
+                                                           or OrderedDict())
     _local.open = cached
-    ds = cached.get(uri)
+    ds = cached.get((uri, level))
     if ds is None:
-        ds = rasterio.open(uri)
-        cached[uri] = ds
+        ds = rasterio.open(uri, **({"overview_level": level - 1} if level else {}))
+        cached[(uri, level)] = ds
         if len(cached) > OPEN_PER_THREAD:
             cached.popitem(last=False)[1].close()
     else:
-        cached.move_to_end(uri)
+        cached.move_to_end((uri, level))
     return ds
 
 
@@ -171,16 +174,50 @@ class RasterSource:
                and s.bounds[1] < bbox.top and s.bounds[3] > bbox.bottom]
         if not hit:
             return None
+        if not self.elevation and not buffer:
+            return self._gather(tms, x, y, z, hit, indexes, tilesize)
+        return self._warped(tms, x, y, z, hit, indexes, tilesize, buffer)
 
+    def _warped(self, tms: TileMatrixSet, x: int, y: int, z: int, scenes: Sequence[Scene],
+                indexes: Sequence[int] | None, tilesize: int,
+                buffer: float | None = None) -> ImageData | None:
+        """rio-tiler's mosaic of warped reads: any resampling, any grid."""
         def read(scene: Scene, *args: Any, **kwargs: Any) -> ImageData:
             return self._reader(scene, tms).tile(*args, **kwargs)
 
         try:
-            img, _ = mosaic_reader(hit, read, x, y, z, indexes=indexes, buffer=buffer,
+            img, _ = mosaic_reader(scenes, read, x, y, z, indexes=indexes, buffer=buffer,
                                    tilesize=tilesize, threads=0, **self._resampling)
         except (EmptyMosaicError, TileOutsideBounds):
             return None
         return img
+
+    def _gather(self, tms: TileMatrixSet, x: int, y: int, z: int, scenes: Sequence[Scene],
+                indexes: Sequence[int] | None, tilesize: int) -> ImageData | None:
+        """Nearest-neighbour mosaic without a warper (see layers.gather); rio-tiler's
+        warped read where the grid does not map row by row onto the scenes."""
+        out: np.ma.MaskedArray | None = None
+        for scene in scenes:
+            uri = self.store.uri(scene.path)
+            base = _dataset(uri)
+            c = gather.cells(tms, x, y, z, base.crs, tilesize)
+            if c is None:
+                return self._warped(tms, x, y, z, scenes, indexes, tilesize)
+            part = gather.read(lambda n, u=uri: _dataset(u, n), c,
+                               indexes or range(1, base.count + 1))
+            if part is None:
+                continue
+            if out is None:
+                out = part
+            else:
+                empty = np.ma.getmaskarray(out)
+                out = np.ma.MaskedArray(np.where(empty, part.data, out.data),
+                                        mask=empty & np.ma.getmaskarray(part))
+            if not np.ma.getmaskarray(out).any():
+                break
+        if out is None or np.ma.getmaskarray(out).all():
+            return None
+        return ImageData(out, bounds=tms.xy_bounds(x, y, z), crs=tms.rasterio_crs)
 
     def point(self, lon: float, lat: float, scenes: Sequence[Scene],
               indexes: Sequence[int] | None = None) -> tuple[Scene, list[float | None]] | None:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 from owslib.wmts import WebMapTileService
+from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
@@ -50,14 +51,16 @@ def cog_path(db, settings, layer: str, when: datetime | None = None) -> str:
 
 
 def reference(path: str, tms_name: str, tile: morecantile.Tile, band: int,
-              resampling: Resampling = Resampling.nearest) -> np.ma.MaskedArray:
-    """The tile's area read straight from a file with rasterio."""
+              resampling: Resampling = Resampling.nearest,
+              overview: int | None = None) -> np.ma.MaskedArray:
+    """The tile's area read straight from a file (or one of its overviews) with rasterio."""
     tms = grid(tms_name)
     b = tms.xy_bounds(tile)
     transform = from_bounds(b.left, b.bottom, b.right, b.top, 256, 256)
-    with rasterio.open(path) as src, WarpedVRT(src, crs=tms.rasterio_crs, transform=transform,
-                                                width=256, height=256,
-                                                resampling=resampling) as vrt:
+    opts = {} if overview is None else {"overview_level": overview}
+    with rasterio.open(path, **opts) as src, WarpedVRT(
+            src, crs=tms.rasterio_crs, transform=transform, width=256, height=256,
+            resampling=resampling) as vrt:
         return vrt.read(band, masked=True)
 
 
@@ -125,6 +128,18 @@ def test_tile_pixels_match_rasterio(http, db, settings, rasters, tms_name, z):
     assert np.median(diff) <= 3
 
 
+@pytest.mark.parametrize("tms_name,z", [(WEB_MERCATOR, 10), (CGCS2000, 10)])
+def test_low_zoom_tiles_read_the_overview(http, db, settings, rasters, tms_name, z):
+    """Tiles coarser than the scene read its overview, as a GDAL warp does."""
+    tile = grid(tms_name).tile(*OLINDA, z)
+    r = http.get(f"/tiles/imagery/{tms_name}/{z}/{tile.x}/{tile.y}.png", params={"bidx": "4"})
+    got = decode(r.content)
+    want = reference(cog_path(db, settings, "imagery"), tms_name, tile, 4, overview=0)
+    valid = (got[1] == 255) & ~np.ma.getmaskarray(want)  # the scene covers a corner
+    assert valid.mean() > 0.03
+    assert (got[0][valid] == want.data[valid]).mean() > 0.999
+
+
 def test_formats_and_band_styles(http, rasters):
     t = grid(WEB_MERCATOR).tile(*OLINDA, 14)
     path = f"/tiles/imagery/{WEB_MERCATOR}/14/{t.x}/{t.y}"
@@ -170,16 +185,24 @@ def test_nodata_is_transparent(http, db, settings, rasters):
     lon = np.degrees(xs / 6378137.0)
     covered = np.broadcast_to((lon >= w) & (lon <= e), (256, 256))
     assert ((alpha == 255) == covered).mean() > 0.99
-    # Pixels equal to the declared nodata value (the zeroed block) are transparent too.
+    # Pixels equal to the declared nodata value (the zeroed block) are transparent too: a
+    # tile on the block's top edge.
     with rasterio.open(rasters["holes"]) as src:
-        x, y = src.xy(150, 150)
-        from pyproj import Transformer
+        x, y = src.xy(100, 150)
         lon, lat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform(x, y)
     hole = tms.tile(lon, lat, 15)
     got = decode(http.get(f"/tiles/holes/{WEB_MERCATOR}/15/{hole.x}/{hole.y}.png").content)
     want = reference(cog_path(db, settings, "holes"), WEB_MERCATOR, hole, 1)
-    assert np.ma.getmaskarray(want).any()
+    assert np.ma.getmaskarray(want).any() and not np.ma.getmaskarray(want).all()
     assert ((got[-1] == 0) == np.ma.getmaskarray(want)).mean() > 0.99
+    # A tile wholly inside the block is empty.
+    with rasterio.open(rasters["holes"]) as src:
+        lon, lat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform(
+            *src.xy(150, 150))
+    inside = tms.tile(lon, lat, 16)
+    assert reference(cog_path(db, settings, "holes"), WEB_MERCATOR, inside, 1).mask.all()
+    assert http.get(f"/tiles/holes/{WEB_MERCATOR}/16/{inside.x}/{inside.y}.png"
+                    ).status_code == 204
     # Far away there is nothing: an empty answer, not an error.
     far = tms.tile(116.4, 39.9, 14)
     assert http.get(f"/tiles/imagery/{WEB_MERCATOR}/14/{far.x}/{far.y}.png").status_code == 204
