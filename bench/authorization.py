@@ -4,8 +4,9 @@ On the 1,000,000-point layer (classified public), one OneMap server (tile cache 
 every tile is computed) serves the same tile lists to: anonymous callers; a principal with
 an API key and no limits (authentication, the access check, the audit row); a principal
 whose grant masks a field (a different statement); a principal limited to an area (half
-the data's extent: tiles read only its rows, and low zooms make cells on the fly instead
-of reading the overview). Rounds interleave the four. Usage:
+the data's extent: tiles read only its rows; low zooms read the overview's cells inside
+the area and make the cells along its edge on the fly). Rounds interleave the four, each
+round starting with the next caller. Usage:
 
     make bench-auth      # or: .venv/bin/python bench/authorization.py [--rounds 3]
 """
@@ -88,8 +89,11 @@ def main() -> None:
                 for headers in callers.values():  # warm: every tile once per caller
                     wrk(server.url, paths, CONCURRENCY, 2, headers)
                 runs: dict[str, list[dict]] = {c: [] for c in callers}
-                for _ in range(args.rounds):
-                    for caller, headers in callers.items():
+                order = list(callers)
+                for i in range(args.rounds):
+                    # Each round starts with a different caller, so none is always first.
+                    for caller in order[i % len(order):] + order[:i % len(order)]:
+                        headers = callers[caller]
                         runs[caller].append(wrk(server.url, paths, CONCURRENCY, args.seconds,
                                                 headers))
                         # Slow requests still running when wrk stops would load the next

@@ -3,8 +3,8 @@
 The Olinda Landsat 7 scene is ingested once (a lon/lat COG in OneMap's store); titiler reads
 that same file. Every tile of the scene at zooms 12, 14 and 16 (bands 3,2,1, PNG and WebP)
 is requested from both, each server with 2 worker processes, by wrk with 8 connections;
-rounds alternate the servers. OneMap runs twice: with its tile cache off (every tile read,
-warped and encoded, as titiler does) and as deployed (cache on: a tile is made once per
+rounds alternate the servers. OneMap runs twice: with its tile cache off (every tile read and
+encoded, as titiler does) and as deployed (cache on: a tile is made once per
 layer version). Usage:
 
     make bench-raster      # or: .venv/bin/python bench/raster_tiles.py [--rounds 3]

@@ -66,9 +66,12 @@ class PostgisSource:
     def method(self, z: int, as_of: bool, r: Restriction = NONE) -> str:
         if z >= self.detail_zoom:
             return "none"
-        # Overviews count every feature: a principal limited to some rows gets cells of
-        # its own rows, made now, so counts reveal nothing outside its limits.
-        return "cells" if as_of or r.rows_limited else "overview"
+        # Overviews count every feature: a principal limited by a filter gets cells of its
+        # own rows, made now, so counts reveal nothing outside its limits; one limited to
+        # an area reads the overview's cells that lie inside the area and makes the others.
+        if as_of or r.filter is not None:
+            return "cells"
+        return "area" if r.area_id is not None else "overview"
 
     def query_bytes(self, z: int, as_of: bool, conn: Any,
                     r: Restriction = NONE) -> tuple[bytes, str, dict[str, object]]:
@@ -88,10 +91,16 @@ def min_size(z: int) -> float:
 
 def params(layer_id: str, z: int, x: int, y: int, as_of: object) -> dict[str, object]:
     size = tile_size_m(z)
+    cell = size * CELL_UNITS / EXTENT
     return {
         "z": z, "x": x, "y": y, "name": layer_id, "as_of": as_of,
         "margin": BUFFER / EXTENT,
-        "cell": size * CELL_UNITS / EXTENT,
+        "cell": cell,
+        "half": WORLD / 2,
+        # How far a feature can lie from its cell: half a pixel (its size) at most.
+        "reach": min_size(z),
+        # A cell that crosses the area's edge holds features this close to the edge.
+        "edge": 1.5 * cell + min_size(z),
         "tol": size / 256 / 4,
         "min_size": min_size(z),
     }
@@ -111,6 +120,10 @@ _HEAD = (
 )
 _BOUNDS = ("WITH b AS (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS e,"
            " ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s) AS em)")
+# The world-aligned cell (cx, cy) of the overview, grown by the reach of its features.
+_CELL_BOX = ("ST_Expand(ST_MakeEnvelope({cx} * %(cell)s - %(half)s,"
+             " %(half)s - ({cy} + 1) * %(cell)s, ({cx} + 1) * %(cell)s - %(half)s,"
+             " %(half)s - {cy} * %(cell)s, 3857), %(reach)s)")
 _SMALL = ("greatest(ST_XMax(t._geom_3857) - ST_XMin(t._geom_3857),"
           " ST_YMax(t._geom_3857) - ST_YMin(t._geom_3857)) < %(min_size)s")
 
@@ -166,6 +179,39 @@ def _statement(layer: Layer, method: str, as_of: bool,
                 " GROUP BY floor((x - ST_XMin(b.e)) / %(cell)s),"
                 " floor((y - ST_YMin(b.e)) / %(cell)s)) c CROSS JOIN b"
             ).format(t=t, when=when, small=small))
+    elif method == "area":
+        # Exactly the cells "cells" makes from the area's rows, cheaper: a cell wholly
+        # inside the area holds only the area's rows, so it is read from the overview;
+        # the rows of the other cells lie near the area's edge and are found through it.
+        small = sql.SQL("") if point else sql.SQL(" AND {}").format(sql.SQL(_SMALL))
+        inside = sql.SQL(_CELL_BOX).format(cx=sql.SQL("c.cx"), cy=sql.SQL("c.cy"))
+        crossing = sql.SQL(_CELL_BOX).format(cx=sql.SQL("f.cx"), cy=sql.SQL("f.cy"))
+        body = cell.format(
+            attrs=attrs, fid=fid, ext=ext, buf=buf, t=t,
+            g=sql.SQL("ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857)"),
+            cells=sql.SQL(
+                "(WITH ar AS (SELECT geom_3857 AS g FROM onemap.areas WHERE id = %(_area)s),"
+                " edge AS (SELECT ST_Expand(s.g, %(edge)s) AS g FROM b, ar,"
+                "  ST_Subdivide(ST_Intersection(ST_Boundary(ar.g),"
+                "   ST_Expand(b.em, %(edge)s)), 16) AS s(g))"
+                " SELECT c._rid, c.n, c.sx, c.sy FROM {o} c, b, ar"
+                " WHERE c.z = %(z)s AND c.g && b.em AND ST_Covers(ar.g, {inside})"
+                " UNION ALL"
+                " SELECT min(_rid), count(*)::int, sum(x), sum(y) FROM (SELECT f.*,"
+                "  floor((f.x + %(half)s) / %(cell)s)::int AS cx,"
+                "  floor((%(half)s - f.y) / %(cell)s)::int AS cy"
+                # The edge's boxes drive the index; a row near two of them counts once.
+                "  FROM (SELECT DISTINCT ON (t._rid) t._rid,"
+                "   (ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
+                "   (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y"
+                # OFFSET 0 keeps the planner from reading by the area's box instead.
+                "   FROM edge, b, LATERAL (SELECT * FROM {t} t"
+                "    WHERE t._geom_3857 && edge.g OFFSET 0) t"
+                "   WHERE t._geom_3857 && b.em AND {when}{small}) f) f, ar"
+                " GROUP BY f.cx, f.cy, ar.g HAVING NOT ST_Covers(ar.g, {crossing})"
+                ") c CROSS JOIN b"
+            ).format(o=overview_of(layer.id), inside=inside, crossing=crossing, t=t,
+                     when=when, small=small))
     else:
         raise ValueError(method)
     if not point:
