@@ -36,6 +36,7 @@ from mapserver import (
     openapi,
     rasters,
     records,
+    registry,
     tiles,
     wmts,
 )
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *admin.routes,
         *tiles.routes,
         *rasters.routes,
+        *registry.routes,
         *wmts.routes,
         *ogctiles.routes,
         *catalog.routes,

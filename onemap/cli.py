@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -130,6 +131,39 @@ def _ingest_raster(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _ingest_ledger(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from layers.db import prepare
+    from registry import ledger
+    from registry.publish import publish
+
+    try:
+        mapping = dict(m.split("=", 1) for m in args.map or [])
+    except ValueError:
+        print("error: --map is FIELD=COLUMN", file=sys.stderr)
+        return 2
+    url = prepare(settings)
+    try:
+        rows = ledger.read_table(args.path, mapping)
+    except (ledger.RowError, OSError, ValueError) as exc:
+        print(f"error: {args.path}: {exc}", file=sys.stderr)
+        return 2
+    with psycopg.connect(url) as conn:
+        report = ledger.load(conn, args.entity, os.path.basename(args.path), rows)
+        conn.commit()
+    print(report.summary())
+    for o in report.outcomes:
+        if o.action in ("rejected", "duplicate"):
+            print(f"  row {o.n}: {o.action}: {o.reason}")
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as fh:
+            json.dump(report.as_dict(), fh, ensure_ascii=False, indent=2)
+    for layer, summary in publish(settings, _meta(args)).items():
+        print(f"published {layer}: {summary}")
+    return 0 if report.count("new") + report.count("updated") else 2
+
+
 def _catalog_options(p: argparse.ArgumentParser, role_help: str) -> None:
     p.add_argument("--title")
     p.add_argument("--role", choices=ROLES, help=role_help)
@@ -200,6 +234,21 @@ def parser() -> argparse.ArgumentParser:
                    help="auto: WebP for 8-bit RGB imagery, DEFLATE otherwise")
     _catalog_options(r, "base layers (imagery) are served, never handed out in bulk")
     r.set_defaults(func=_ingest_raster)
+
+    lg = isub.add_parser(
+        "ledger", help="a CSV or XLSX ledger of carriers or fronts into the registry",
+        description="Load a ledger: every row checked, bad rows reported by row number "
+                    "while good rows load; known aliases update their entity, rows of the "
+                    "same kind within 3 m are flagged as duplicates; new entities get city "
+                    "codes. The registry is then published as the carriers and fronts "
+                    "layers.")
+    lg.add_argument("path")
+    lg.add_argument("--entity", required=True, choices=["carrier", "front"])
+    lg.add_argument("--map", action="append", metavar="FIELD=COLUMN",
+                    help="the ledger's column for a field, e.g. lon=X or asset_no=资产编号")
+    lg.add_argument("--report", help="write every row's outcome as JSON to this file")
+    _catalog_options(lg, "registry layers are thematic")
+    lg.set_defaults(func=_ingest_ledger)
 
     from access.cli import add_parser
 
