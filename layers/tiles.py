@@ -156,6 +156,9 @@ def _statement(layer: Layer, method: str, as_of: bool,
         " LEFT JOIN {t} t ON t._rid = CASE WHEN c.n = 1 THEN c._rid END")
     point = layer.geometry_type == "Point"
     geom = restrict.clipped(sql.SQL("t._geom_3857"), r, mercator=True)
+    # Cells made now: the features small at this zoom, at the mean of their centres.
+    small = sql.SQL("") if point else sql.SQL(" AND {}").format(sql.SQL(_SMALL))
+    centroid = sql.SQL("ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857)")
     if method == "none":
         return _whole(shapes.format(attrs=attrs, fid=fid, geom=geom, ext=ext,
                                     buf=buf, t=t, when=when, keep=sql.SQL(""))), extra
@@ -166,10 +169,9 @@ def _statement(layer: Layer, method: str, as_of: bool,
                 o=overview_of(layer.id)))
     elif method == "cells":
         # The same cells as the overview's (tile-aligned, bounding-box centres), made now.
-        small = sql.SQL("") if point else sql.SQL(" AND {}").format(sql.SQL(_SMALL))
         body = cell.format(
             attrs=attrs, fid=fid, ext=ext, buf=buf, t=t,
-            g=sql.SQL("ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857)"),
+            g=centroid,
             cells=sql.SQL(
                 "(SELECT min(_rid) AS _rid, count(*)::int AS n, sum(x) AS sx, sum(y) AS sy"
                 " FROM (SELECT t._rid,"
@@ -183,12 +185,11 @@ def _statement(layer: Layer, method: str, as_of: bool,
         # Exactly the cells "cells" makes from the area's rows, cheaper: a cell wholly
         # inside the area holds only the area's rows, so it is read from the overview;
         # the rows of the other cells lie near the area's edge and are found through it.
-        small = sql.SQL("") if point else sql.SQL(" AND {}").format(sql.SQL(_SMALL))
         inside = sql.SQL(_CELL_BOX).format(cx=sql.SQL("c.cx"), cy=sql.SQL("c.cy"))
         crossing = sql.SQL(_CELL_BOX).format(cx=sql.SQL("f.cx"), cy=sql.SQL("f.cy"))
         body = cell.format(
             attrs=attrs, fid=fid, ext=ext, buf=buf, t=t,
-            g=sql.SQL("ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857)"),
+            g=centroid,
             cells=sql.SQL(
                 "(WITH ar AS (SELECT geom_3857 AS g FROM onemap.areas WHERE id = %(_area)s),"
                 " edge AS (SELECT ST_Expand(s.g, %(edge)s) AS g FROM b, ar,"
