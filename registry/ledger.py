@@ -166,22 +166,20 @@ def check_row(n: int, raw: dict[str, Any], entity: str, kinds: dict[str, codes.R
 def resolve(conn: psycopg.Connection, ref: str) -> str | None:
     """A code, or ``scheme:value`` of an alias, to the code it names."""
     if ":" in ref:
-        scheme, value = ref.split(":", 1)
-        row = conn.execute("SELECT code FROM registry.aliases WHERE scheme = %s AND value = %s",
-                           (scheme, value)).fetchone()
-        return row[0] if row else None
+        return _alias(conn, *ref.split(":", 1))
     c = codes.check(ref)
     row = conn.execute("SELECT code FROM registry.codes WHERE code = %s", (c,)).fetchone()
     return row[0] if row else None
 
 
+def _alias(conn: psycopg.Connection, scheme: str, value: str) -> str | None:
+    row = conn.execute("SELECT code FROM registry.aliases WHERE scheme = %s AND value = %s",
+                       (scheme, value)).fetchone()
+    return row[0] if row else None
+
+
 def _known(conn: psycopg.Connection, aliases: list[tuple[str, str]]) -> str | None:
-    for scheme, value in aliases:
-        row = conn.execute("SELECT code FROM registry.aliases WHERE scheme = %s AND value = %s",
-                           (scheme, value)).fetchone()
-        if row:
-            return row[0]
-    return None
+    return next((c for s, v in aliases if (c := _alias(conn, s, v)) is not None), None)
 
 
 def _near(conn: psycopg.Connection, table: str, kind: str, lon: float,
