@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from layers.catalog import OVERVIEW_SCHEMA, overview_of, table_of
-from layers.tiles import CELL_UNITS, EXTENT, WORLD, min_size
+from layers.tiles import CELL_UNITS, CENTRE, EXTENT, WORLD, min_size
 
 _SIZE = ("greatest(ST_XMax(t._geom_3857) - ST_XMin(t._geom_3857),"
          " ST_YMax(t._geom_3857) - ST_YMin(t._geom_3857))")
@@ -51,15 +51,14 @@ def build(conn: psycopg.Connection, layer_id: str, detail_zoom: int) -> int:
             "  ST_SetSRID(ST_MakePoint(sum(sx) / sum(n), sum(sy) / sum(n)), 3857) FROM ("
             "  SELECT floor((x + %(half)s) / %(cell)s)::int AS cx,"
             "   floor((%(half)s - y) / %(cell)s)::int AS cy, 1 AS n, _rid, x AS sx, y AS sy"
-            "  FROM (SELECT t._rid, (ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
-            "   (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y"
+            "  FROM (SELECT t._rid, {centre}"
             "   FROM {t} t WHERE t._valid_to IS NULL AND {size} < %(upper)s"
             "   AND {size} >= %(lower)s) f"
             "  UNION ALL"
             # Cells of the level above halve their indices: two by two make one here.
             "  SELECT cx >> 1, cy >> 1, n, _rid, sx, sy FROM {o} WHERE z = %(z)s + 1"
             " ) c GROUP BY cx, cy"
-        ).format(o=temp, t=t, size=size),
+        ).format(o=temp, t=t, size=size, centre=sql.SQL(CENTRE)),
             {"z": z, "half": WORLD / 2, "cell": cell_size(z), "upper": upper, "lower": lower})
     conn.execute(sql.SQL("CREATE INDEX ON {} USING gist (z, g)").format(temp))
     conn.execute(sql.SQL("CREATE INDEX ON {} (z, cx, cy)").format(temp))
@@ -143,13 +142,13 @@ def _find_single(conn: psycopg.Connection, layer_id: str, z: int, cx: int, cy: i
     conn.execute(sql.SQL(
         "UPDATE {o} o SET _rid = f._rid, sx = f.x, sy = f.y,"
         " g = ST_SetSRID(ST_MakePoint(f.x, f.y), 3857) FROM ("
-        "  SELECT t._rid, (ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
-        "   (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y FROM {t} t"
+        "  SELECT t._rid, {centre} FROM {t} t"
         "  WHERE t._valid_to IS NULL AND t._geom_3857 && ST_MakeEnvelope(%(x0)s, %(y0)s,"
         "   %(x1)s, %(y1)s, 3857) AND {small} < %(small)s) f"
         " WHERE o.z = %(z)s AND o.cx = %(cx)s AND o.cy = %(cy)s"
         " AND floor((f.x + %(half)s) / %(cell)s) = %(cx)s"
         " AND floor((%(half)s - f.y) / %(cell)s) = %(cy)s").format(
-            o=overview_of(layer_id), t=table_of(layer_id), small=sql.SQL(_SIZE)),
+            o=overview_of(layer_id), t=table_of(layer_id), small=sql.SQL(_SIZE),
+            centre=sql.SQL(CENTRE)),
         {"x0": x0, "y0": y1 - size, "x1": x0 + size, "y1": y1, "small": min_size(z), "z": z,
          "cx": cx, "cy": cy, "half": WORLD / 2, "cell": size})

@@ -17,8 +17,8 @@ from shapely import MultiPolygon, Polygon
 from shapely.geometry import mapping
 from shapely.ops import transform as reproject
 
-FORMATS = {"png": ("PNG", "image/png"), "jpg": ("JPEG", "image/jpeg"),
-           "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+FORMATS = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
+           "webp": "image/webp"}
 ALGORITHMS = ("hillshade", "terrainrgb")
 COLORMAPS = frozenset(cmap.list())
 # Encoder effort, chosen on the sample imagery against GDAL's defaults: PNG with zlib 6 and
@@ -177,9 +177,8 @@ def render(img: ImageData, style: Style, fmt: str) -> bytes:
         return encode(terrain_rgb(img.array[0]), _alpha(np.ma.getmaskarray(img.array[0])), fmt)
     if style.rescale:
         img = img.rescale(in_range=style.rescale)
+    # 8-bit here: style_for gives every non-8-bit band a rescale.
     data, alpha = img.array.data, img.mask
-    if data.dtype != np.uint8:
-        data = data.clip(0, 255).astype("uint8")
     if style.colormap:
         data, colours = apply_cmap(data, cmap.get(style.colormap))
         alpha = np.where(alpha > 0, colours, 0).astype("uint8")

@@ -120,6 +120,9 @@ _HEAD = (
 )
 _BOUNDS = ("WITH b AS (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS e,"
            " ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s) AS em)")
+# Where a row sits in the cell grid: the centre of its bounding box.
+CENTRE = ("(ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
+          " (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y")
 # The world-aligned cell (cx, cy) of the overview, grown by the reach of its features.
 _CELL_BOX = ("ST_Expand(ST_MakeEnvelope({cx} * %(cell)s - %(half)s,"
              " %(half)s - ({cy} + 1) * %(cell)s, ({cx} + 1) * %(cell)s - %(half)s,"
@@ -174,13 +177,11 @@ def _statement(layer: Layer, method: str, as_of: bool,
             g=centroid,
             cells=sql.SQL(
                 "(SELECT min(_rid) AS _rid, count(*)::int AS n, sum(x) AS sx, sum(y) AS sy"
-                " FROM (SELECT t._rid,"
-                "  (ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
-                "  (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y"
+                " FROM (SELECT t._rid, {centre}"
                 "  FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}{small}) f, b"
                 " GROUP BY floor((x - ST_XMin(b.e)) / %(cell)s),"
                 " floor((y - ST_YMin(b.e)) / %(cell)s)) c CROSS JOIN b"
-            ).format(t=t, when=when, small=small))
+            ).format(t=t, when=when, small=small, centre=sql.SQL(CENTRE)))
     elif method == "area":
         # Exactly the cells "cells" makes from the area's rows, cheaper: a cell wholly
         # inside the area holds only the area's rows, so it is read from the overview;
@@ -202,9 +203,7 @@ def _statement(layer: Layer, method: str, as_of: bool,
                 "  floor((f.x + %(half)s) / %(cell)s)::int AS cx,"
                 "  floor((%(half)s - f.y) / %(cell)s)::int AS cy"
                 # The edge's boxes drive the index; a row near two of them counts once.
-                "  FROM (SELECT DISTINCT ON (t._rid) t._rid,"
-                "   (ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
-                "   (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y"
+                "  FROM (SELECT DISTINCT ON (t._rid) t._rid, {centre}"
                 # OFFSET 0 keeps the planner from reading by the area's box instead.
                 "   FROM edge, b, LATERAL (SELECT * FROM {t} t"
                 "    WHERE t._geom_3857 && edge.g OFFSET 0) t"
@@ -212,7 +211,7 @@ def _statement(layer: Layer, method: str, as_of: bool,
                 " GROUP BY f.cx, f.cy, ar.g HAVING NOT ST_Covers(ar.g, {crossing})"
                 ") c CROSS JOIN b"
             ).format(o=overview_of(layer.id), inside=inside, crossing=crossing, t=t,
-                     when=when, small=small))
+                     when=when, small=small, centre=sql.SQL(CENTRE)))
     else:
         raise ValueError(method)
     if not point:

@@ -156,7 +156,7 @@ def _make(source: RasterSource, tms, x: int, y: int, z: int, when: datetime, sty
 def _image(request: Request, etag: str, body: bytes, fmt: str, cache: str) -> Response:
     headers = cache_headers(request, etag)
     headers["OneMap-Cache"] = cache
-    return Response(body, media_type=FORMATS[fmt][1], headers=headers)
+    return Response(body, media_type=FORMATS[fmt], headers=headers)
 
 
 async def tile(request: Request) -> Response:

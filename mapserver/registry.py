@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from mapserver.deps import app_state, note, readable_layer
 from registry import codes, reuse
-from registry.ledger import ALIASES
+from registry.ledger import ALIAS, ALIASES
 
 ENTITY_LAYER = {"carrier": "carriers", "front": "fronts"}
 
@@ -47,8 +47,7 @@ async def code(request: Request) -> Response:
             if scheme not in ALIASES.values():
                 raise HTTPException(400, f"alias scheme {scheme!r} is not one of "
                                          + ", ".join(sorted(ALIASES.values())))
-            cur = await conn.execute("SELECT code FROM registry.aliases WHERE scheme = %s"
-                                     " AND value = %s", (scheme, value))
+            cur = await conn.execute(ALIAS, (scheme, value))
             found = await cur.fetchone()
             c = found[0] if found else None
         else:
@@ -121,12 +120,11 @@ async def reuse_lookup(request: Request) -> Response:
     async with state.pool.connection() as conn:
         _, access = await readable_layer(request, conn, "carriers", ("vector",), "layer")
         if q.get("model"):
-            cur = await conn.execute("SELECT power_w, needs_24h, network, weight_kg FROM"
-                                     " registry.device_models WHERE id = %s", (q["model"],))
+            cur = await conn.execute(reuse.MODEL_NEEDS, (q["model"],))
             m = await cur.fetchone()
             if m is None:
                 raise HTTPException(400, f"no device model {q['model']!r}")
-            needs = reuse.Needs(float(m[0]), bool(m[1]), m[2], height, float(m[3]))
+            needs = reuse.needs_from(m, height)
         else:
             needs = reuse.Needs(_float(q, "power_w", 0.0), q.get("needs_24h") == "true",
                                 q.get("network") or None, height, _float(q, "load_kg", 0.0))

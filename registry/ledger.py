@@ -172,9 +172,11 @@ def resolve(conn: psycopg.Connection, ref: str) -> str | None:
     return row[0] if row else None
 
 
+ALIAS = "SELECT code FROM registry.aliases WHERE scheme = %s AND value = %s"
+
+
 def _alias(conn: psycopg.Connection, scheme: str, value: str) -> str | None:
-    row = conn.execute("SELECT code FROM registry.aliases WHERE scheme = %s AND value = %s",
-                       (scheme, value)).fetchone()
+    row = conn.execute(ALIAS, (scheme, value)).fetchone()
     return row[0] if row else None
 
 

@@ -44,10 +44,10 @@ def publish(settings: Settings, meta: LayerMeta | None = None) -> dict[str, str]
     """Merge the registry into its layers; returns each layer's ingest summary."""
     out = {}
     url = database_url(settings)
+    with psycopg.connect(url) as conn:
+        found = {layer: [r[0] for r in conn.execute(query)] for layer, query in LAYERS.items()}
     with tempfile.TemporaryDirectory(prefix="onemap-registry-") as tmp:
-        for layer, query in LAYERS.items():
-            with psycopg.connect(url) as conn:
-                features = [r[0] for r in conn.execute(query)]
+        for layer, features in found.items():
             if not features:
                 continue
             path = Path(tmp) / f"{layer}.geojson"

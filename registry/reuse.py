@@ -27,12 +27,20 @@ class Needs:
     load_kg: float = 0.0  # and carry this weight
 
 
+MODEL_NEEDS = ("SELECT power_w, needs_24h, network, weight_kg FROM registry.device_models"
+               " WHERE id = %s")
+
+
+def needs_from(row: tuple, height_m: float | None) -> Needs:
+    """Needs from a MODEL_NEEDS row."""
+    return Needs(float(row[0]), bool(row[1]), row[2], height_m, float(row[3]))
+
+
 def needs_of_model(conn: psycopg.Connection, model: str, height_m: float | None = None) -> Needs:
-    row = conn.execute("SELECT power_w, needs_24h, network, weight_kg FROM"
-                       " registry.device_models WHERE id = %s", (model,)).fetchone()
+    row = conn.execute(MODEL_NEEDS, (model,)).fetchone()
     if row is None:
         raise LookupError(f"no device model {model!r}")
-    return Needs(float(row[0]), bool(row[1]), row[2], height_m, float(row[3]))
+    return needs_from(row, height_m)
 
 
 # Carriers within the radius of the site, nearest first, with what is free on each. A
