@@ -49,8 +49,23 @@ demo-data: setup
 	    --time 2000-02-11 --title "Olinda, elevation" --department "Planning and Natural Resources" \
 	    --role base --attribution "r-cran-stars (Apache-2.0)"; \
 	fi
+	@# The registry: poles and cameras from OSM, capacities generated (data/samples/README.md).
+	@if $(BIN)/onemap layers | grep -q '^fronts '; then \
+	  echo "sample registry already loaded"; \
+	else \
+	  $(BIN)/onemap ingest ledger $(SAMPLES)/device-models.csv --entity model && \
+	  for entity in carrier front; do \
+	    $(BIN)/onemap ingest ledger $(SAMPLES)/helsinki-centre.osm.pbf --entity $$entity \
+	      --department "Urban Management" \
+	      --attribution "© OpenStreetMap contributors, ODbL; capacities generated" || exit 1; \
+	  done && \
+	  $(BIN)/python scripts/demo_registry.py $(SAMPLES)/helsinki-centre.osm.pbf \
+	    $(SAMPLES)/device-models.csv $(ONEMAP_DATA_DIR)/registry-demo && \
+	  $(BIN)/onemap ingest ledger $(ONEMAP_DATA_DIR)/registry-demo/carriers.csv --entity carrier && \
+	  $(BIN)/onemap ingest ledger $(ONEMAP_DATA_DIR)/registry-demo/fronts.csv --entity front; \
+	fi
 	@# The samples are open data: classified public, so the viewer shows them to anyone.
-	@for layer in districts roads buildings street_lamps olinda_imagery olinda_dem; do \
+	@for layer in districts roads buildings street_lamps olinda_imagery olinda_dem carriers fronts; do \
 	  $(BIN)/onemap auth classify $$layer --level public >/dev/null || exit 1; \
 	done
 

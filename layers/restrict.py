@@ -83,24 +83,25 @@ def fid(layer: Layer, r: Restriction) -> sql.Composable:
     return sql.SQL("onemap.mask(t._fid, 'full')")
 
 
-def rows(layer: Layer, r: Restriction, mercator: bool = False
+def rows(layer: Layer, r: Restriction, mercator: bool = False, prefix: str = ""
          ) -> tuple[sql.Composable | None, dict[str, object]]:
     """The condition a row must meet, and its parameters; None when nothing limits rows.
 
     ``mercator``: test ``t._geom_3857`` (tiles) rather than ``t.geom`` (features).
+    ``prefix``: names the parameters apart when one statement limits several layers.
     """
     parts: list[sql.Composable] = []
     params: dict[str, object] = {}
     if r.area_id is not None:
         g, a = (("_geom_3857", "geom_3857") if mercator else ("geom", "geom"))
-        area = sql.SQL("(SELECT {} FROM onemap.areas WHERE id = %(_area)s)").format(
-            sql.Identifier(a))
+        area = sql.SQL("(SELECT {} FROM onemap.areas WHERE id = {})").format(
+            sql.Identifier(a), sql.Placeholder(f"{prefix}_area"))
         parts.append(sql.SQL("t.{g} && {a} AND ST_Intersects(t.{g}, {a})").format(
             g=sql.Identifier(g), a=area))
-        params["_area"] = r.area_id
+        params[f"{prefix}_area"] = r.area_id
     if r.filter is not None:
         tree = cql2sql.parse(r.filter, "cql2-text")
-        clause, fparams = cql2sql.to_sql(tree, layer, prefix="_g")
+        clause, fparams = cql2sql.to_sql(tree, layer, prefix=f"{prefix}_g")
         parts.append(sql.SQL("({})").format(clause))
         params.update(fparams)
     if not parts:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from access import admin
 from access.admin import Actor, AdminError
-from mapserver.deps import access, app_state
+from mapserver.deps import access, app_state, json_body
 from mapserver.ogc import int_param, parse_instant
 
 
@@ -30,16 +30,6 @@ def _actor(request: Request) -> Actor:
     if not p.admin:
         raise HTTPException(403, "administration is for administrators")
     return Actor(p.name, p.id, p.department)
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError as exc:
-        raise HTTPException(400, f"the body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise HTTPException(400, "the body must be a JSON object")
-    return body
 
 
 Handler = Callable[[Request, Actor, Any], Awaitable[Response]]
@@ -78,7 +68,7 @@ def _levels(request: Request) -> tuple[str, ...]:
 @endpoint
 async def departments(request: Request, actor: Actor, conn: Any) -> Response:
     if request.method == "POST":
-        body = fields(admin.create_department, await _body(request))
+        body = fields(admin.create_department, await json_body(request))
         return _json(await admin.create_department(conn, actor, _levels(request), **body),
                      201)
     return _json(await admin.listing(conn, "departments"))
@@ -87,7 +77,7 @@ async def departments(request: Request, actor: Actor, conn: Any) -> Response:
 @endpoint
 async def principals(request: Request, actor: Actor, conn: Any) -> Response:
     if request.method == "POST":
-        body = fields(admin.create_principal, await _body(request))
+        body = fields(admin.create_principal, await json_body(request))
         return _json(await admin.create_principal(conn, actor, **body), 201)
     return _json(await admin.listing(conn, "principals"))
 
@@ -95,7 +85,7 @@ async def principals(request: Request, actor: Actor, conn: Any) -> Response:
 @endpoint
 async def keys(request: Request, actor: Actor, conn: Any) -> Response:
     if request.method == "POST":
-        body = fields(admin.create_key, await _body(request))
+        body = fields(admin.create_key, await json_body(request))
         if body.get("expires_at"):
             body["expires_at"] = parse_instant(body["expires_at"], body["expires_at"])
         return _json(await admin.create_key(conn, actor, **body), 201)
@@ -111,7 +101,7 @@ async def revoke_key(request: Request, actor: Actor, conn: Any) -> Response:
 @endpoint
 async def areas(request: Request, actor: Actor, conn: Any) -> Response:
     if request.method == "POST":
-        body = fields(admin.create_area, await _body(request))
+        body = fields(admin.create_area, await json_body(request))
         area_id = await admin.create_area(conn, actor, **body)
         return _json({"id": area_id}, 201)
     return _json(await admin.listing(conn, "areas"))
@@ -120,7 +110,7 @@ async def areas(request: Request, actor: Actor, conn: Any) -> Response:
 @endpoint
 async def grants(request: Request, actor: Actor, conn: Any) -> Response:
     if request.method == "POST":
-        body = fields(admin.grant, await _body(request))
+        body = fields(admin.grant, await json_body(request))
         return _json(await admin.grant(conn, actor, _levels(request), **body), 201)
     return _json(await admin.listing(conn, "grants"))
 
@@ -137,7 +127,7 @@ async def revoke_grant(request: Request, actor: Actor, conn: Any) -> Response:
 
 @endpoint
 async def classify(request: Request, actor: Actor, conn: Any) -> Response:
-    body = fields(admin.classify, {**await _body(request),
+    body = fields(admin.classify, {**await json_body(request),
                                    "layer": request.path_params["layer"]})
     return _json(await admin.classify(conn, actor, _levels(request), **body))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,3 +70,14 @@ async def readable_layer(request: Request, conn: Any, layer_id: str, kinds: tupl
     if not found or a is None or found[0].kind not in kinds:
         raise HTTPException(404, f"no {what} {layer_id!r}")
     return found[0], a
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """A request's JSON object body (empty: {}); anything else is a 400."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError as exc:
+        raise HTTPException(400, f"the body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise HTTPException(400, "the body must be a JSON object")
+    return body

@@ -7,16 +7,27 @@ carriers inside its area.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import anyio
+import psycopg
+from shapely import geometry
+from shapely.errors import GEOSException
+from shapely.validation import explain_validity
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mapserver.deps import app_state, note, readable_layer
-from registry import codes, reuse
+from access.policy import LayerAccess
+from layers.restrict import visible_fields
+from mapserver.deps import access, app_state, json_body, note, readable_layer
+from mapserver.ogc import parse_instant
+from registry import codes, coverage, lifecycle, reservations, reuse
 from registry.ledger import ALIAS, ALIASES
+from registry.publish import publish
 
 ENTITY_LAYER = {"carrier": "carriers", "front": "fronts"}
 
@@ -35,56 +46,65 @@ SELECT f.code, f.kind, f.state, f.owner, f.model, f.direction, f.fov, f.range_m,
        (SELECT json_build_object('carrier', d.carrier, 'slot', d.slot)
         FROM registry.deployments d WHERE d.front = f.code AND d.valid_to IS NULL)
 FROM registry.fronts f WHERE f.code = %s"""
+POSITION = """
+SELECT 'carrier', ST_X(geom), ST_Y(geom) FROM registry.carriers WHERE code = %(c)s
+UNION ALL
+SELECT 'front', ST_X(geom), ST_Y(geom) FROM registry.fronts WHERE code = %(c)s"""
+
+
+async def _resolve(request: Request, conn: Any, raw: str) -> tuple[str, str, LayerAccess]:
+    """A code or ``scheme:value`` the caller may see: (code, entity, access); else 400/404.
+    A mistyped code is refused before any lookup."""
+    if ":" in raw:
+        scheme, value = raw.split(":", 1)
+        if scheme not in ALIASES.values():
+            raise HTTPException(400, f"alias scheme {scheme!r} is not one of "
+                                     + ", ".join(sorted(ALIASES.values())))
+        cur = await conn.execute(ALIAS, (scheme, value))
+        found = await cur.fetchone()
+        c = found[0] if found else None
+    else:
+        try:
+            c = codes.check(raw)
+        except codes.CodeError as exc:
+            raise HTTPException(400, str(exc)) from exc
+    row = None
+    if c is not None:
+        cur = await conn.execute(POSITION, {"c": c})
+        row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(404, f"no entity with code {raw!r}")
+    entity, lon, lat = row
+    _, access = await readable_layer(request, conn, ENTITY_LAYER[entity], ("vector",),
+                                     "entity with code")
+    if access.restriction.area_id is not None:
+        cur = await conn.execute(
+            "SELECT ST_Intersects(geom, ST_SetSRID(ST_MakePoint(%s, %s), 4326))"
+            " FROM onemap.areas WHERE id = %s", (lon, lat, access.restriction.area_id))
+        inside = await cur.fetchone()
+        if not inside or not inside[0]:
+            raise HTTPException(404, f"no entity with code {raw!r}")
+    return c, entity, access
 
 
 async def code(request: Request) -> Response:
     """``/codes/{code}``: a code, or ``scheme:value`` of a legacy identifier."""
     raw = request.path_params["code"]
-    state = app_state(request)
-    async with state.pool.connection() as conn:
-        if ":" in raw:
-            scheme, value = raw.split(":", 1)
-            if scheme not in ALIASES.values():
-                raise HTTPException(400, f"alias scheme {scheme!r} is not one of "
-                                         + ", ".join(sorted(ALIASES.values())))
-            cur = await conn.execute(ALIAS, (scheme, value))
-            found = await cur.fetchone()
-            c = found[0] if found else None
-        else:
-            try:
-                c = codes.check(raw)
-            except codes.CodeError as exc:
-                raise HTTPException(400, str(exc)) from exc
-        cur = await conn.execute(
-            "SELECT r.entity FROM registry.codes k JOIN registry.code_rules r"
-            " ON r.kind = k.kind WHERE k.code = %s", (c,))
-        row = await cur.fetchone() if c else None
-        if row is None:
-            raise HTTPException(404, f"no entity with code {raw!r}")
-        entity = row[0]
-        _, access = await readable_layer(request, conn, ENTITY_LAYER[entity], ("vector",),
-                                         "entity with code")
+    async with app_state(request).pool.connection() as conn:
+        c, entity, _ = await _resolve(request, conn, raw)
         cur = await conn.execute(CARRIER if entity == "carrier" else FRONT, (c,))
         r = await cur.fetchone()
-        if r is None:
-            raise HTTPException(404, f"no entity with code {raw!r}")
-        lon, lat = (r[12], r[13]) if entity == "carrier" else (r[9], r[10])
-        if access.restriction.area_id is not None:
-            cur = await conn.execute(
-                "SELECT ST_Intersects(geom, ST_SetSRID(ST_MakePoint(%s, %s), 4326))"
-                " FROM onemap.areas WHERE id = %s", (lon, lat, access.restriction.area_id))
-            inside = await cur.fetchone()
-            if not inside or not inside[0]:
-                raise HTTPException(404, f"no entity with code {raw!r}")
         cur = await conn.execute("SELECT scheme, value FROM registry.aliases WHERE code = %s"
                                  " ORDER BY scheme, value", (c,))
         aliases = [f"{s}:{v}" for s, v in await cur.fetchall()]
+    lon, lat = (r[12], r[13]) if entity == "carrier" else (r[9], r[10])
     note(request, [ENTITY_LAYER[entity]], 1)
     doc: dict[str, Any] = {"code": c, "entity": entity, "kind": r[1],
                            "position": {"type": "Point", "coordinates": [lon, lat]},
                            "aliases": aliases,
                            "layer": ENTITY_LAYER[entity],
-                           "feature": f"/collections/{ENTITY_LAYER[entity]}/items/{c}"}
+                           "feature": f"/collections/{ENTITY_LAYER[entity]}/items/{c}",
+                           "history": f"/codes/{c}/history"}
     if entity == "carrier":
         doc.update(status=r[2], owner=r[3], operator=r[4], height_m=r[5], power_supply=r[6],
                    power_w=r[7], network=r[8], ports=r[9], cabinet=r[10], built_at=r[11],
@@ -104,39 +124,248 @@ def _float(q, name: str, default: float | None = None) -> float | None:
         raise HTTPException(400, f"{name} {q[name]!r} is not a number") from exc
 
 
-async def reuse_lookup(request: Request) -> Response:
-    """``/registry/reuse?lon&lat&radius[&model|power_w&needs_24h&network][&height&load_kg]``."""
-    q = request.query_params
+def _point(q) -> dict[str, Any]:
     lon, lat = _float(q, "lon"), _float(q, "lat")
     if lon is None or lat is None or not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise HTTPException(400, "give the site as lon and lat (degrees)")
-    radius = _float(q, "radius", 500.0)
+    return {"type": "Point", "coordinates": [lon, lat]}
+
+
+SITE_TYPES = ("Point", "LineString", "MultiPoint", "MultiLineString", "Polygon",
+              "MultiPolygon")
+
+
+def _site(doc: Any) -> dict[str, Any]:
+    """A GeoJSON site from a request body: a point, or a line or area to cover."""
     try:
-        params = reuse.nearby_params({"type": "Point", "coordinates": [lon, lat]}, radius)
+        shape = geometry.shape(doc)
+    except (AttributeError, KeyError, TypeError, ValueError, GEOSException) as exc:
+        raise HTTPException(400, f"site is not a GeoJSON geometry: {exc}") from exc
+    if doc.get("type") not in SITE_TYPES or shape.is_empty:
+        raise HTTPException(400, f"site must be one of {', '.join(SITE_TYPES)}, not empty")
+    x0, y0, x1, y1 = shape.bounds
+    if not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
+        raise HTTPException(400, "site coordinates are not longitude/latitude")
+    if not shape.is_valid:
+        raise HTTPException(400, f"site is not a valid shape: {explain_validity(shape)}")
+    return doc
+
+
+def _needs(given: Any, model: Any, height: float | None, m: tuple | None) -> reuse.Needs:
+    if m is not None:
+        return reuse.needs_from(m, height)
+    return reuse.Needs(_float(given, "power_w", 0.0),
+                       str(given.get("needs_24h")).lower() == "true",
+                       given.get("network") or None, height, _float(given, "load_kg", 0.0))
+
+
+async def _lookup(request: Request, site: dict[str, Any], radius: float | None,
+                  given: Any) -> Response:
+    try:
+        params = reuse.nearby_params(site, 500.0 if radius is None else radius)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
-    height = _float(q, "height")
-    state = app_state(request)
-    async with state.pool.connection() as conn:
+    height = _float(given, "height")
+    async with app_state(request).pool.connection() as conn:
         _, access = await readable_layer(request, conn, "carriers", ("vector",), "layer")
-        if q.get("model"):
-            cur = await conn.execute(reuse.MODEL_NEEDS, (q["model"],))
+        m = None
+        if given.get("model"):
+            cur = await conn.execute(reuse.MODEL_NEEDS, (given["model"],))
             m = await cur.fetchone()
             if m is None:
-                raise HTTPException(400, f"no device model {q['model']!r}")
-            needs = reuse.needs_from(m, height)
-        else:
-            needs = reuse.Needs(_float(q, "power_w", 0.0), q.get("needs_24h") == "true",
-                                q.get("network") or None, height, _float(q, "load_kg", 0.0))
+                raise HTTPException(400, f"no device model {given['model']!r}")
+        needs = _needs(given, given.get("model"), height, m)
         params["area"] = access.restriction.area_id
         cur = await conn.execute(reuse.NEARBY, params)
         rows = await cur.fetchall()
     note(request, ["carriers"], len(rows))
-    return JSONResponse(reuse.answer(rows, {"type": "Point", "coordinates": [lon, lat]},
-                                     radius, needs))
+    return JSONResponse(reuse.answer(rows, site, params["radius"], needs))
+
+
+async def reuse_lookup(request: Request) -> Response:
+    """``GET /registry/reuse?lon&lat&radius[&model|power_w&needs_24h&network][&height&load_kg]``;
+    ``POST`` with ``{"site": <GeoJSON>, "radius": .., "model" or the needs}`` for a line or
+    an area to cover: distances are then to the nearest point of the site."""
+    if request.method == "GET":
+        q = request.query_params
+        return await _lookup(request, _point(q), _float(q, "radius"), q)
+    body = await json_body(request)
+    if "site" not in body:
+        raise HTTPException(400, "give the site as GeoJSON in \"site\"")
+    return await _lookup(request, _site(body["site"]), _float(body, "radius"), body)
+
+
+async def duplicates(request: Request) -> Response:
+    """``/registry/duplicates?lon&lat&kind[&radius][&direction&fov&range]``: what a proposed
+    front would duplicate."""
+    q = request.query_params
+    site = _point(q)
+    try:
+        params = coverage.check_params(site, q.get("kind", "camera"),
+                                       _float(q, "radius", coverage.SAME_KIND_M))
+        view = coverage.view_params(_float(q, "direction"), _float(q, "fov"),
+                                    _float(q, "range"))
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    async with app_state(request).pool.connection() as conn:
+        _, access = await readable_layer(request, conn, "fronts", ("vector",), "layer")
+        params["area"] = access.restriction.area_id
+        same = await (await conn.execute(coverage.SAME_KIND, params)).fetchall()
+        watching, overlap = [], None
+        if params["kind"] == "camera":
+            watching = await (await conn.execute(coverage.WATCHING, params)).fetchall()
+            if view is not None:
+                cur = await conn.execute(coverage.OVERLAP, {**params, **view})
+                overlap = (await cur.fetchone())[0]
+    note(request, ["fronts"], len(same) + len(watching))
+    return JSONResponse(coverage.duplicate_answer(site, params, same, watching, overlap))
+
+
+async def coverage_stats(request: Request) -> Response:
+    """``/registry/coverage[?areas=LAYER&label=FIELD][&roads=LAYER]``: per area of a polygon
+    layer (or for everything), fronts in service by kind and the share of a road layer
+    within a camera's view."""
+    q = request.query_params
+    async with app_state(request).pool.connection() as conn:
+        _, fronts = await readable_layer(request, conn, "fronts", ("vector",), "layer")
+        areas = roads = None
+        areas_a = roads_a = LayerAccess(True, False, False)
+        if q.get("areas"):
+            areas, areas_a = await readable_layer(request, conn, q["areas"], ("vector",),
+                                                  "layer")
+            if areas.geometry_type not in ("Polygon", "MultiPolygon"):
+                raise HTTPException(400, f"areas layer {areas.id!r} holds "
+                                         f"{areas.geometry_type}, not polygons")
+            label = q.get("label")
+            if label and label not in {f.name for f in visible_fields(areas,
+                                                                       areas_a.restriction)}:
+                raise HTTPException(400, f"areas layer {areas.id!r} has no field {label!r}")
+        if q.get("roads"):
+            roads, roads_a = await readable_layer(request, conn, q["roads"], ("vector",),
+                                                  "layer")
+            if roads.geometry_type not in ("LineString", "MultiLineString"):
+                raise HTTPException(400, f"roads layer {roads.id!r} holds "
+                                         f"{roads.geometry_type}, not lines")
+        if areas is not None and label and areas_a.restriction.mask_of(label):
+            raise HTTPException(400, f"field {label!r} is masked for you")
+        query, params = coverage.coverage_query(
+            areas, q.get("label") or None, roads, areas_a.restriction, roads_a.restriction,
+            fronts.restriction.area_id)
+        rows = await (await conn.execute(query, params)).fetchall()
+    note(request, ["fronts"], len(rows))
+    return JSONResponse({"areas": areas.id if areas else None,
+                         "roads": roads.id if roads else None,
+                         "rows": coverage.coverage_rows(rows)})
+
+
+async def _sync(request: Request, fn: Callable[[psycopg.Connection], Any]) -> Any:
+    """Run a registry write in a worker thread on its own connection, committed."""
+    url = app_state(request).pool.conninfo
+
+    def run() -> Any:
+        with psycopg.connect(url) as conn:
+            out = fn(conn)
+            conn.commit()
+            return out
+    try:
+        return await anyio.to_thread.run_sync(run)
+    except reservations.ReservationError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
+def _department(request: Request) -> str:
+    p = access(request).principal
+    if p.anonymous or p.department is None:
+        raise HTTPException(401, "reservations are made and decided by a department: "
+                                 "sign in with a department's key")
+    return p.department
+
+
+async def reserve(request: Request) -> Response:
+    """``POST /registry/reservations {"carrier", "slot", "model"?, "note"?}``: the caller's
+    department claims a slot; the carrier's owner then decides."""
+    department = _department(request)
+    body = await json_body(request)
+    slot = body.get("slot")
+    if not isinstance(slot, int) or isinstance(slot, bool):
+        raise HTTPException(400, "slot must be a whole number")
+    async with app_state(request).pool.connection() as conn:
+        carrier, entity, _ = await _resolve(request, conn, str(body.get("carrier", "")))
+    if entity != "carrier":
+        raise HTTPException(400, f"{carrier} is a front, not a carrier")
+    rid = await _sync(request, lambda c: reservations.reserve(
+        c, carrier, slot, department, body.get("model"), body.get("note")))
+    return JSONResponse({"id": rid, "carrier": carrier, "slot": slot,
+                         "department": department, "status": "requested"}, 201)
+
+
+async def decide(request: Request) -> Response:
+    """``POST /registry/reservations/{id} {"decision": "approve" | "refuse"}``, by the
+    carrier's owner."""
+    department = _department(request)
+    body = await json_body(request)
+    if body.get("decision") not in ("approve", "refuse"):
+        raise HTTPException(400, "decision must be approve or refuse")
+    try:
+        rid = int(request.path_params["id"])
+    except ValueError as exc:
+        raise HTTPException(404, "no such reservation") from exc
+    async with app_state(request).pool.connection() as conn:
+        cur = await conn.execute("SELECT carrier FROM registry.reservations WHERE id = %s",
+                                 (rid,))
+        row = await cur.fetchone()
+        if row is None:
+            raise HTTPException(404, f"no reservation {rid}")
+        await _resolve(request, conn, row[0])
+    status = await _sync(request, lambda c: reservations.decide(
+        c, rid, body["decision"] == "approve", department))
+    return JSONResponse({"id": rid, "status": status, "decided_by": department})
+
+
+async def history(request: Request) -> Response:
+    """``/codes/{code}/history[?at=DATE]``: the lifecycle events, and the state at a date."""
+    raw = request.path_params["code"]
+    at = request.query_params.get("at")
+    when = parse_instant(at, at) if at else datetime.now(UTC)
+    async with app_state(request).pool.connection() as conn:
+        c, entity, _ = await _resolve(request, conn, raw)
+    state = await _sync(request, lambda conn: lifecycle.state_at(conn, c, when)
+                        | {"events": lifecycle.events(conn, c)})
+    note(request, [ENTITY_LAYER[entity]], 1)
+    return JSONResponse(state)
+
+
+async def add_event(request: Request) -> Response:
+    """``POST /codes/{code}/events {"event", "actual_at" | "planned_at", "operator"?,
+    "note"?}``: needs the right to publish the entity's layer; the layer follows."""
+    raw = request.path_params["code"]
+    body = await json_body(request)
+    times = {k: parse_instant(body[k], body[k]) for k in ("actual_at", "planned_at")
+             if isinstance(body.get(k), str)}
+    if not times:
+        raise HTTPException(400, "give actual_at or planned_at (RFC 3339)")
+    async with app_state(request).pool.connection() as conn:
+        c, entity, a = await _resolve(request, conn, raw)
+    if not a.publish:
+        raise HTTPException(403, f"you may read {ENTITY_LAYER[entity]!r} but not publish "
+                                 "to it")
+    settings = app_state(request).settings
+    eid = await _sync(request, lambda conn: lifecycle.record(
+        conn, c, str(body.get("event")), operator=body.get("operator") or
+        access(request).principal.name, note=body.get("note"), **times))
+    await anyio.to_thread.run_sync(lambda: publish(settings))
+    return JSONResponse({"id": eid, "code": c, "event": body.get("event")}, 201)
 
 
 routes = [
     Route("/codes/{code}", code),
-    Route("/registry/reuse", reuse_lookup),
+    Route("/codes/{code}/history", history),
+    Route("/codes/{code}/events", add_event, methods=["POST"]),
+    Route("/registry/reuse", reuse_lookup, methods=["GET", "POST"]),
+    Route("/registry/duplicates", duplicates),
+    Route("/registry/coverage", coverage_stats),
+    Route("/registry/reservations", reserve, methods=["POST"]),
+    Route("/registry/reservations/{id}", decide, methods=["POST"]),
 ]

@@ -133,9 +133,10 @@ def _ingest_raster(args: argparse.Namespace, settings: Settings) -> int:
 
 def _ingest_ledger(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
+    from pyogrio.errors import DataSourceError
 
     from layers.db import prepare
-    from registry import ledger
+    from registry import ledger, osm
     from registry.publish import publish
 
     try:
@@ -143,24 +144,35 @@ def _ingest_ledger(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError:
         print("error: --map is FIELD=COLUMN", file=sys.stderr)
         return 2
+    from_osm = osm.is_osm(args.path)
+    if from_osm and args.entity == "model":
+        print("error: an OSM extract holds carriers and fronts, not device models",
+              file=sys.stderr)
+        return 2
     url = prepare(settings)
     try:
-        rows = ledger.read_table(args.path, mapping)
-    except (ledger.RowError, OSError, ValueError) as exc:
+        rows = (osm.read(args.path, args.entity) if from_osm
+                else ledger.read_table(args.path, mapping))
+    except (ledger.RowError, OSError, ValueError, DataSourceError) as exc:
         print(f"error: {args.path}: {exc}", file=sys.stderr)
         return 2
+    first = 1 if from_osm else 2
     with psycopg.connect(url) as conn:
-        report = ledger.load(conn, args.entity, os.path.basename(args.path), rows)
+        report = ledger.load(conn, args.entity, os.path.basename(args.path), rows,
+                             first_row=first)
         conn.commit()
     print(report.summary())
     for o in report.outcomes:
         if o.action in ("rejected", "duplicate"):
-            print(f"  row {o.n}: {o.action}: {o.reason}")
+            where = (f"feature {o.n} (osm {rows[o.n - first]['osm_id']})" if from_osm
+                     else f"row {o.n}")
+            print(f"  {where}: {o.action}: {o.reason}")
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
             json.dump(report.as_dict(), fh, ensure_ascii=False, indent=2)
-    for layer, summary in publish(settings, _meta(args)).items():
-        print(f"published {layer}: {summary}")
+    if args.entity != "model":
+        for layer, summary in publish(settings, _meta(args)).items():
+            print(f"published {layer}: {summary}")
     return 0 if report.count("new") + report.count("updated") else 2
 
 
@@ -236,14 +248,17 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_ingest_raster)
 
     lg = isub.add_parser(
-        "ledger", help="a CSV or XLSX ledger of carriers or fronts into the registry",
+        "ledger", help="a CSV/XLSX ledger or an OSM extract of carriers, fronts or device "
+                       "models into the registry",
         description="Load a ledger: every row checked, bad rows reported by row number "
                     "while good rows load; known aliases update their entity, rows of the "
                     "same kind within 3 m are flagged as duplicates; new entities get city "
-                    "codes. The registry is then published as the carriers and fronts "
-                    "layers.")
+                    "codes. An OSM extract (.osm.pbf) gives carriers (street lamps, traffic "
+                    "signals, masts, power poles) or fronts (surveillance and speed "
+                    "cameras) with their OSM ids as aliases. The registry is then published "
+                    "as the carriers and fronts layers.")
     lg.add_argument("path")
-    lg.add_argument("--entity", required=True, choices=["carrier", "front"])
+    lg.add_argument("--entity", required=True, choices=["carrier", "front", "model"])
     lg.add_argument("--map", action="append", metavar="FIELD=COLUMN",
                     help="the ledger's column for a field, e.g. lon=X or asset_no=资产编号")
     lg.add_argument("--report", help="write every row's outcome as JSON to this file")

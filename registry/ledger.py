@@ -255,13 +255,58 @@ def _write(conn: psycopg.Connection, entity: str, row: Row, code: str, new: bool
             (code, datetime.combine(when, datetime.min.time(), UTC) if when else produced))
 
 
+MODEL_FIELDS = ("id", "maker", "model", "category", "power_w", "weight_kg", "needs_24h",
+                "network")
+YES, NO = {"true", "yes", "1", "t", "y"}, {"false", "no", "0", "f", "n"}
+
+
+def check_model(raw: dict[str, Any]) -> list[Any]:
+    """A device-model row's values in MODEL_FIELDS order, or RowError."""
+    out: list[Any] = []
+    for name in MODEL_FIELDS:
+        v = raw.get(name)
+        if name in ("id", "category") and _blank(v):
+            raise RowError(f"{name} is empty")
+        if name in ("power_w", "weight_kg"):
+            out.append(0.0 if _blank(v) else _number(name, v))
+        elif name == "needs_24h":
+            text = "true" if _blank(v) else str(v).strip().lower()
+            if text not in YES | NO:
+                raise RowError(f"needs_24h {v!r} is not yes or no")
+            out.append(text in YES)
+        else:
+            out.append(None if _blank(v) else str(v).strip())
+    return out
+
+
+def _load_models(conn: psycopg.Connection, report: LedgerReport, rows: list[dict[str, Any]],
+                 first_row: int) -> LedgerReport:
+    names = sql.SQL(", ").join(map(sql.Identifier, MODEL_FIELDS))
+    sets = sql.SQL(", ").join(sql.SQL("{0} = excluded.{0}").format(sql.Identifier(n))
+                              for n in MODEL_FIELDS[1:])
+    upsert = sql.SQL("INSERT INTO registry.device_models ({}) VALUES ({}) ON CONFLICT (id)"
+                     " DO UPDATE SET {} RETURNING xmax = 0").format(
+        names, sql.SQL(", ").join(sql.Placeholder() * len(MODEL_FIELDS)), sets)
+    for i, raw in enumerate(rows):
+        try:
+            values = check_model(raw)
+            new = conn.execute(upsert, values).fetchone()[0]
+            report.outcomes.append(Outcome(first_row + i, "new" if new else "updated",
+                                           values[0]))
+        except RowError as exc:
+            report.outcomes.append(Outcome(first_row + i, "rejected", None, str(exc)))
+    return report
+
+
 def load(conn: psycopg.Connection, entity: str, source: str, rows: list[dict[str, Any]],
          first_row: int = 2, produced: datetime | None = None) -> LedgerReport:
     """Load ledger rows (field names already mapped) in the caller's transaction."""
-    if entity not in ("carrier", "front"):
-        raise ValueError(f"entity {entity!r} is not carrier or front")
+    if entity not in ("carrier", "front", "model"):
+        raise ValueError(f"entity {entity!r} is not carrier, front or model")
     produced = produced or datetime.now(UTC)
     report = LedgerReport(entity, source)
+    if entity == "model":
+        return _load_models(conn, report, rows, first_row)
     kinds = codes.rules(conn)
     table = "carriers" if entity == "carrier" else "fronts"
     for i, raw in enumerate(rows):

@@ -50,3 +50,17 @@ def state_at(conn: psycopg.Connection, code: str, when: datetime) -> dict[str, A
         " AND (valid_to IS NULL OR valid_to > %s) ORDER BY slot", (code, when, when))]
     return {"code": code, "at": when.isoformat(), "state": state or "unknown",
             "last_event": last, "fronts": fronts}
+
+
+def events(conn: psycopg.Connection, code: str) -> list[dict[str, Any]]:
+    """The entity's ledger, in the order things happened (planned-only events last)."""
+    rows = conn.execute(
+        "SELECT id, event, planned_at, actual_at, operator, note, recorded_at"
+        " FROM registry.events WHERE code = %s ORDER BY actual_at NULLS LAST, planned_at, id",
+        (code,)).fetchall()
+    return [{"id": r[0], "event": r[1], "planned_at": _iso(r[2]), "actual_at": _iso(r[3]),
+             "operator": r[4], "note": r[5], "recorded_at": _iso(r[6])} for r in rows]
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None

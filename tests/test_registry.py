@@ -3,6 +3,7 @@ aliases, reuse lookups checked by brute force, reservations and the lifecycle.""
 
 from __future__ import annotations
 
+import math
 import random
 import string
 from datetime import UTC, datetime
@@ -330,3 +331,273 @@ def test_cli_loads_an_xlsx_ledger_with_a_column_mapping(settings, tmp_path, caps
     assert main(["ingest", "ledger", str(path), "--entity", "carrier", "--map",
                  "kind=kind"]) == 2
     assert "no column kind" in capsys.readouterr().err
+
+
+SAMPLE_PBF = "data/samples/helsinki-centre.osm.pbf"
+
+
+def test_osm_extract_loads_once_and_updates_by_osm_id(conn):
+    from registry import osm
+
+    assert osm.tags({"highway": "street_lamp", "other_tags":
+                     '"height"=>"8 m","name"=>"say \\"hi\\"","power"=>"pole"'}) == {
+        "highway": "street_lamp", "height": "8 m", "name": 'say "hi"', "power": "pole"}
+    carriers = osm.read(SAMPLE_PBF, "carrier")
+    kinds = {k: sum(1 for r in carriers if r["kind"] == k) for k in
+             ("street_lamp", "traffic_pole", "mast", "power_pole")}
+    assert kinds["street_lamp"] == 586 and kinds["traffic_pole"] == 135 and kinds["mast"] == 1
+    first = ledger.load(conn, "carrier", "osm", carriers, first_row=1)
+    again = ledger.load(conn, "carrier", "osm", carriers, first_row=1)
+    assert first.count("new") + first.count("duplicate") == len(carriers)
+    assert 0 < first.count("duplicate") < 10  # OSM's own doubles, a few metres apart
+    assert again.count("updated") == first.count("new") and again.count("new") == 0
+    lamp = next(r for r in carriers if r["kind"] == "street_lamp")
+    code = ledger.resolve(conn, f"osm:{lamp['osm_id']}")
+    assert conn.execute("SELECT kind, ST_X(geom), ST_Y(geom) FROM registry.carriers"
+                        " WHERE code = %s", (code,)).fetchone() == (
+        "street_lamp", lamp["lon"], lamp["lat"])
+    cams = ledger.load(conn, "front", "osm", osm.read(SAMPLE_PBF, "front"), first_row=1)
+    assert cams.count("new") > 200 and cams.count("rejected") == 0
+
+
+def _cameras(conn, rng: random.Random, n: int) -> list[tuple]:
+    rows = [{"kind": "camera", "lon": 24.90 + rng.uniform(-0.004, 0.004),
+             "lat": 60.20 + rng.uniform(-0.002, 0.002), "serial": f"FOV-{i}",
+             "direction": rng.randrange(0, 360), "fov": rng.choice([30, 60, 90, 200, 360]),
+             "range_m": rng.choice([20, 50, 80, 150])} for i in range(n)]
+    report = ledger.load(conn, "front", "cams", rows)
+    assert report.count("new") >= n - 3
+    return conn.execute("SELECT code, ST_X(geom), ST_Y(geom), direction, fov, range_m"
+                        " FROM registry.fronts WHERE kind = 'camera' AND code IN"
+                        " (SELECT code FROM registry.aliases WHERE value LIKE 'FOV-%%')"
+                        ).fetchall()
+
+
+def _sees(cam: tuple, lon: float, lat: float) -> bool | None:
+    """Whether a camera sees a point, on the ellipsoid; None too near the sector's edge to
+    call (floating point, not a disagreement worth failing on)."""
+    _, x, y, direction, fov, rng = cam
+    az, _, d = GEOD.inv(x, y, lon, lat)
+    off = abs((az - direction + 180) % 360 - 180)
+    if abs(d - rng) < 0.01 or (fov < 360 and abs(off - fov / 2) < 0.01):
+        return None
+    return d <= rng and (fov >= 360 or off <= fov / 2)
+
+
+def test_field_of_view_duplicate_check_matches_geodesy(conn):
+    from registry import coverage
+
+    rng = random.Random(5)
+    cams = _cameras(conn, rng, 120)
+    checked = seen_any = 0
+    for _ in range(40):
+        lon, lat = 24.90 + rng.uniform(-0.004, 0.004), 60.20 + rng.uniform(-0.002, 0.002)
+        got = coverage.check_front(conn, {"type": "Point", "coordinates": [lon, lat]},
+                                   "camera", radius_m=30)
+        watched = {w["code"] for w in got["watched_by"]}
+        for cam in cams:
+            sees = _sees(cam, lon, lat)
+            if sees is not None:
+                assert (cam[0] in watched) == sees, (cam, lon, lat)
+                checked += 1
+        near = {c["code"] for c in got["same_kind_nearby"]}
+        assert near == {c[0] for c in cams if GEOD.inv(c[1], c[2], lon, lat)[2] <= 30}
+        assert got["duplicate"] == bool(near or watched)
+        seen_any += bool(watched)
+    assert checked > 4000 and seen_any > 10
+    # A proposed view: the share already watched, against a sampled estimate.
+    site, view = [24.90, 60.20], {"direction": 45.0, "fov": 90.0, "range": 60.0}
+    got = coverage.check_front(conn, {"type": "Point", "coordinates": site}, "camera",
+                               view=view)
+    samples = []
+    for _ in range(2000):
+        az = view["direction"] - 45 + 90 * rng.random()
+        d = 60 * (rng.random() ** 0.5)  # uniform over the sector's area
+        lon, lat, _ = GEOD.fwd(site[0], site[1], az, d)
+        samples.append(any(_sees(c, lon, lat) for c in cams))
+    assert abs(got["view_already_watched"] - sum(samples) / len(samples)) < 0.05
+    with pytest.raises(ValueError, match="fov"):
+        coverage.view_params(10, 0, 50)
+
+
+def test_coverage_per_area_and_road_share(conn, settings, tmp_path):
+    """Fronts by kind per polygon and the share of roads within a camera's view, checked
+    against shapely in a local metric projection."""
+    import json
+
+    import numpy as np
+    import shapely
+    from pyproj import Transformer
+    from shapely import geometry, ops
+
+    from ingest.meta import LayerMeta
+    from ingest.vector import ingest_vector
+    from layers.catalog import get_layer
+    from layers.restrict import NONE
+    from registry import coverage
+
+    x0, y0 = 24.80, 60.25
+    west = geometry.box(x0 - 0.004, y0 - 0.002, x0, y0 + 0.002)
+    east = geometry.box(x0, y0 - 0.002, x0 + 0.004, y0 + 0.002)
+    roads = [geometry.LineString([(x0 - 0.004, y0 + k * 0.0005), (x0 + 0.004, y0 + k * 0.0005)])
+             for k in range(-3, 4)] + [geometry.LineString([(x0 + 0.001, y0 - 0.002),
+                                                            (x0 + 0.001, y0 + 0.002)])]
+    for name, shapes in (("cov_areas", [("west", west), ("east", east)]),
+                         ("cov_roads", [(str(i), r) for i, r in enumerate(roads)])):
+        path = tmp_path / f"{name}.geojson"
+        path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"name": n}, "geometry": geometry.mapping(g)}
+            for n, g in shapes]}))
+        ingest_vector(path, name, key="name", settings=settings, progress=False,
+                      meta=LayerMeta(level="public"))
+    rng = random.Random(8)
+    rows = [{"kind": "camera", "lon": x0 + rng.uniform(-0.0035, 0.0035),
+             "lat": y0 + rng.uniform(-0.0018, 0.0018), "serial": f"COV-{i}",
+             "direction": rng.randrange(0, 360), "fov": rng.choice([60, 90, 360]),
+             "range_m": rng.choice([30, 60])} for i in range(25)]
+    rows += [{"kind": "sensor", "lon": x0 + 0.002, "lat": y0 + 0.001 * k, "serial": f"S-{k}"}
+             for k in (-1, 0, 1)]
+    report = ledger.load(conn, "front", "cov", rows)
+    assert report.count("rejected") == 0
+    q, p = coverage.coverage_query(get_layer(conn, "cov_areas"), "name",
+                                   get_layer(conn, "cov_roads"), NONE, NONE, None)
+    got = {r["area"]: r for r in coverage.coverage_rows(conn.execute(q, p).fetchall())}
+
+    to_local = Transformer.from_crs(
+        "EPSG:4326", f"+proj=aeqd +lat_0={y0} +lon_0={x0} +ellps=GRS80", always_xy=True)
+
+    def local(*xy):
+        if len(xy) == 2:
+            return to_local.transform(*xy)
+        return shapely.transform(xy[0], lambda c: np.column_stack(
+            to_local.transform(c[:, 0], c[:, 1])))
+    views = []
+    for r in rows:
+        if r["kind"] == "camera":
+            cx, cy = local(r["lon"], r["lat"])
+            if r["fov"] == 360:
+                views.append(geometry.Point(cx, cy).buffer(r["range_m"], 64))
+            else:
+                arc = [(cx + r["range_m"] * math.sin(math.radians(a)),
+                        cy + r["range_m"] * math.cos(math.radians(a)))
+                       for a in [r["direction"] - r["fov"] / 2 + r["fov"] * i / 128
+                                 for i in range(129)]]
+                views.append(geometry.Polygon([(cx, cy), *arc]))
+    seen = ops.unary_union(views)
+    for name, box in (("west", west), ("east", east)):
+        area = local(box)
+        inside = ops.unary_union([local(r) for r in roads]).intersection(area)
+        expect = inside.intersection(seen).length / inside.length
+        row = got[name]
+        assert abs(row["road_m"] - inside.length) / inside.length < 0.005, row
+        assert abs(row["road_watched_share"] - expect) < 0.02, (row, expect)
+        want = {}
+        for r in rows:
+            if box.contains(geometry.Point(r["lon"], r["lat"])):
+                want[r["kind"]] = want.get(r["kind"], 0) + 1
+        assert {k: v for k, v in row["fronts"].items()} == want
+    assert 0 < got["west"]["road_watched_share"] < 1
+
+
+def test_registry_writes_and_checks_over_http(http, settings, sample_layers):
+    """Reservations, decisions and lifecycle events over HTTP, each under the caller's
+    department and rights; a line site for reuse; duplicates and coverage."""
+    import asyncio
+
+    from access import admin
+    from access.admin import Actor
+    from registry.publish import publish
+
+    async def setup() -> dict[str, str]:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as c:
+            actor, keys = Actor("test"), {}
+            for dept in ("reg_roads", "reg_police"):
+                await admin.create_department(c, actor, settings.levels, id=dept, name=dept)
+                await admin.create_principal(c, actor, name=f"{dept}_u", kind="user",
+                                             department=dept)
+                keys[dept] = (await admin.create_key(c, actor, principal=f"{dept}_u"))["key"]
+            for layer in ("carriers", "fronts"):
+                await admin.grant(c, actor, settings.levels, to="department:reg_police",
+                                  layers=layer)
+                await admin.grant(c, actor, settings.levels, to="department:reg_roads",
+                                  layers=layer, publish=True)
+            return keys
+
+    keys = asyncio.run(setup())
+    with psycopg.connect(settings.database_url) as c:
+        pole = ledger.load(c, "carrier", "poles.csv", [
+            {"kind": "smart_pole", "lon": 26.0, "lat": 60.5, "owner": "reg_roads",
+             "power_supply": "24h", "power_w": 100, "slots": "4-5:20",
+             "built_at": "2020-05-01"}]).outcomes[0].code
+        cam = ledger.load(c, "front", "cams.csv", [
+            {"kind": "camera", "lon": 26.0, "lat": 60.5, "serial": "HTTP-CAM",
+             "direction": 0, "fov": 90, "range_m": 100}]).outcomes[0].code
+        c.commit()
+    publish(settings)
+
+    async def withdraw() -> None:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as c:
+            for layer in ("carriers", "fronts"):
+                await admin.classify(c, Actor("test"), settings.levels, layer=layer,
+                                     level="internal")
+
+    asyncio.run(withdraw())
+    roads, police = ({"Authorization": f"Bearer {keys[d]}"} for d in ("reg_roads", "reg_police"))
+
+    claim = {"carrier": pole, "slot": 1, "note": "camera for the junction"}
+    assert http.post("/registry/reservations", json=claim).status_code == 401
+    r = http.post("/registry/reservations", json=claim, headers=police)
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    r = http.post("/registry/reservations", json=claim, headers=roads)
+    assert r.status_code == 409 and "reg_police" in r.json()["detail"]
+    assert http.post("/registry/reservations", json={**claim, "slot": "one"},
+                     headers=police).status_code == 400
+    r = http.post(f"/registry/reservations/{rid}", json={"decision": "approve"}, headers=police)
+    assert r.status_code == 403 and "owner" in r.json()["detail"]
+    r = http.post(f"/registry/reservations/{rid}", json={"decision": "approve"}, headers=roads)
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+
+    line = {"type": "LineString", "coordinates": [[25.999, 60.501], [26.001, 60.501]]}
+    r = http.post("/registry/reuse", json={"site": line, "radius": 300}, headers=police)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["candidates"] == [] and got["excluded"][0]["code"] == pole
+    assert got["excluded"][0]["reasons"] == ["no free slot"]  # the approved claim holds it
+    assert abs(got["excluded"][0]["distance_m"] - 111.3) < 1  # to the line, not its ends
+    bad = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
+    r = http.post("/registry/reuse", json={"site": bad}, headers=police)
+    assert r.status_code == 400 and "valid" in r.json()["detail"]
+
+    near = {"lon": 26.0, "lat": 60.5004, "kind": "camera", "radius": 100,
+            "direction": 0, "fov": 60, "range": 40}
+    r = http.get("/registry/duplicates", params=near, headers=police)
+    assert r.status_code == 200, r.text
+    dup = r.json()
+    assert [w["code"] for w in dup["watched_by"]] == [cam] and dup["duplicate"]
+    assert dup["view_already_watched"] > 0.99
+    behind = {**near, "lat": 60.4996}
+    dup = http.get("/registry/duplicates", params=behind, headers=police).json()
+    assert dup["watched_by"] == [] and [c["code"] for c in dup["same_kind_nearby"]] == [cam]
+    assert http.get("/registry/duplicates", params=near).status_code == 404  # anonymous
+
+    r = http.get("/registry/coverage", params={"roads": "roads"}, headers=police)
+    assert r.status_code == 200 and r.json()["rows"][0]["area"] == "all"
+    assert r.json()["rows"][0]["fronts"]["camera"] >= 1
+    r = http.get("/registry/coverage", params={"areas": "roads"}, headers=police)
+    assert r.status_code == 400 and "not polygons" in r.json()["detail"]
+
+    event = {"event": "fault", "actual_at": "2024-03-01T08:00:00Z", "note": "lamp out"}
+    assert http.post(f"/codes/{pole}/events", json=event,
+                     headers=police).status_code == 403
+    r = http.post(f"/codes/{pole}/events", json=event, headers=roads)
+    assert r.status_code == 201, r.text
+    assert http.get(f"/collections/carriers/items/{pole}",
+                    headers=police).json()["properties"]["status"] == "faulty"
+    past = http.get(f"/codes/{pole}/history", params={"at": "2023-01-01"}, headers=police)
+    assert past.status_code == 200 and past.json()["state"] == "in_service"
+    assert [e["event"] for e in past.json()["events"]] == ["installation", "fault"]
+    assert http.get(f"/codes/{pole}/history", headers=police).json()["state"] == "faulty"
+    assert http.get(f"/codes/{pole}/history").status_code == 404

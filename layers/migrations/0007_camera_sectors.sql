@@ -1,0 +1,23 @@
+-- A camera's field of view as a shape: the sector of `range_m` metres around `direction`
+-- (degrees from north) opening `fov` degrees, its arc made of geodesic points (ST_Project
+-- on the ellipsoid); a full circle for fov 360. NULL when the camera's view is not known.
+-- Used to measure how much of a road layer cameras reach and how much of a proposed
+-- camera's view is already watched.
+CREATE FUNCTION registry.sector(p geometry, direction real, fov real, range_m real,
+                                segments integer DEFAULT 24)
+RETURNS geometry LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN range_m IS NULL OR fov IS NULL OR (fov < 360 AND direction IS NULL) THEN NULL
+        WHEN fov >= 360 THEN ST_SetSRID(ST_Buffer(p::geography, range_m, 8)::geometry, 4326)
+        ELSE ST_SetSRID(ST_MakePolygon(ST_MakeLine(
+            ARRAY[ST_Force2D(p)]
+            || ARRAY(SELECT ST_Project(p::geography, range_m,
+                                       radians(direction - fov / 2 + fov * i / segments))::geometry
+                     FROM generate_series(0, segments) i)
+            || ARRAY[ST_Force2D(p)])), 4326)
+    END
+$$;
+
+-- Proposed-camera checks look for cameras whose view may reach a site: the search radius
+-- is the largest range, so the index on position stays usable.
+CREATE INDEX fronts_kind ON registry.fronts (kind, state);
