@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from importlib import resources
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
@@ -42,12 +41,11 @@ from mapserver import (
 )
 from mapserver.auth import AccessMiddleware
 from mapserver.cache import TileCache
-from mapserver.deps import AppState, app_state
+from mapserver.deps import STATIC, AppState, app_state
 from mapserver.errors import http_error, problem, server_error
 from onemap.settings import Settings
 
 log = logging.getLogger("onemap.http")
-STATIC = resources.files("mapserver") / "static"
 # Serving runs many short queries at once: parallel workers would only compete for cores.
 SESSION = "-c max_parallel_workers_per_gather=0"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -21,6 +22,8 @@ from layers.rasters import RasterRegistry
 from layers.registry import SourceRegistry
 from mapserver.cache import TileCache
 from onemap.settings import Settings
+
+STATIC = resources.files("mapserver") / "static"
 
 
 @dataclass

@@ -18,12 +18,12 @@ from shapely.errors import GEOSException
 from shapely.validation import explain_validity
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.restrict import visible_fields
-from mapserver.deps import access, app_state, json_body, note, readable_layer
+from mapserver.deps import STATIC, access, app_state, json_body, note, readable_layer
 from mapserver.ogc import parse_instant
 from registry import codes, coverage, lifecycle, reservations, reuse
 from registry.ledger import ALIAS, ALIASES
@@ -359,7 +359,26 @@ async def add_event(request: Request) -> Response:
     return JSONResponse({"id": eid, "code": c, "event": body.get("event")}, 201)
 
 
+async def models(request: Request) -> Response:
+    """``/registry/models``: the device models whose needs a lookup can take by id."""
+    async with app_state(request).pool.connection() as conn:
+        await readable_layer(request, conn, "carriers", ("vector",), "layer")
+        cur = await conn.execute(
+            "SELECT json_build_object('id', id, 'maker', maker, 'model', model, 'category',"
+            " category, 'power_w', power_w, 'weight_kg', weight_kg, 'needs_24h', needs_24h,"
+            " 'network', network) FROM registry.device_models ORDER BY category, id")
+        found = [r[0] for r in await cur.fetchall()]
+    return JSONResponse({"models": found})
+
+
+async def planner(request: Request) -> Response:
+    """The planner's page: pick a site and needs, see the poles that can take it."""
+    return FileResponse(str(STATIC / "planner.html"), media_type="text/html")
+
+
 routes = [
+    Route("/planner", planner),
+    Route("/registry/models", models),
     Route("/codes/{code}", code),
     Route("/codes/{code}/history", history),
     Route("/codes/{code}/events", add_event, methods=["POST"]),

@@ -533,6 +533,13 @@ def test_registry_writes_and_checks_over_http(http, settings, sample_layers):
         cam = ledger.load(c, "front", "cams.csv", [
             {"kind": "camera", "lon": 26.0, "lat": 60.5, "serial": "HTTP-CAM",
              "direction": 0, "fov": 90, "range_m": 100}]).outcomes[0].code
+        found = ledger.load(c, "model", "models.csv", [
+            {"id": "http-cam", "category": "camera", "power_w": "12", "needs_24h": "yes",
+             "network": "ethernet"},
+            {"id": "odd", "category": "sensor", "needs_24h": "maybe"},
+            {"id": "", "category": "sensor"}])
+        assert [o.action for o in found.outcomes] == ["new", "rejected", "rejected"]
+        assert "maybe" in found.outcomes[1].reason and "id is empty" in found.outcomes[2].reason
         c.commit()
     publish(settings)
 
@@ -582,6 +589,14 @@ def test_registry_writes_and_checks_over_http(http, settings, sample_layers):
     dup = http.get("/registry/duplicates", params=behind, headers=police).json()
     assert dup["watched_by"] == [] and [c["code"] for c in dup["same_kind_nearby"]] == [cam]
     assert http.get("/registry/duplicates", params=near).status_code == 404  # anonymous
+
+    r = http.get("/registry/models", headers=police)
+    assert {"id": "http-cam", "maker": None, "model": None, "category": "camera",
+            "power_w": 12, "weight_kg": 0, "needs_24h": True,
+            "network": "ethernet"} in r.json()["models"]
+    assert http.get("/registry/models").status_code == 404
+    page = http.get("/planner")
+    assert page.status_code == 200 and "Pole planner" in page.text
 
     r = http.get("/registry/coverage", params={"roads": "roads"}, headers=police)
     assert r.status_code == 200 and r.json()["rows"][0]["area"] == "all"
