@@ -18,6 +18,7 @@ RETURNS geometry LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END
 $$;
 
--- Proposed-camera checks look for cameras whose view may reach a site: the search radius
--- is the largest range, so the index on position stays usable.
-CREATE INDEX fronts_kind ON registry.fronts (kind, state);
+-- Proposed-camera checks look for cameras whose view may reach a site within the largest
+-- range of any camera, so the index on position stays usable; this index finds that range
+-- without reading every camera.
+CREATE INDEX fronts_camera_range ON registry.fronts (range_m) WHERE kind = 'camera';
