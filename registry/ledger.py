@@ -180,8 +180,20 @@ def _alias(conn: psycopg.Connection, scheme: str, value: str) -> str | None:
     return row[0] if row else None
 
 
-def _known(conn: psycopg.Connection, aliases: list[tuple[str, str]]) -> str | None:
-    return next((c for s, v in aliases if (c := _alias(conn, s, v)) is not None), None)
+# An alias names an entity of this register only: an OSM node that is both a street lamp
+# and a camera is one alias, held by the lamp; the camera is then matched by position.
+KNOWN = ("SELECT a.code FROM registry.aliases a JOIN registry.codes k ON k.code = a.code"
+         " JOIN registry.code_rules r ON r.kind = k.kind"
+         " WHERE a.scheme = %s AND a.value = %s AND r.entity = %s")
+
+
+def _known(conn: psycopg.Connection, aliases: list[tuple[str, str]],
+           entity: str) -> str | None:
+    for scheme, value in aliases:
+        row = conn.execute(KNOWN, (scheme, value, entity)).fetchone()
+        if row is not None:
+            return row[0]
+    return None
 
 
 def _near(conn: psycopg.Connection, table: str, kind: str, lon: float,
@@ -314,7 +326,7 @@ def load(conn: psycopg.Connection, entity: str, source: str, rows: list[dict[str
         try:
             row = check_row(n, raw, entity, kinds)
             with conn.transaction():
-                code = _known(conn, row.aliases)
+                code = _known(conn, row.aliases, entity)
                 if code is None:
                     near = _near(conn, table, row.kind, row.lon, row.lat)
                     if near is not None:
