@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
+from layers.catalog import Layer
 from layers.restrict import visible_fields
 from mapserver.deps import STATIC, access, app_state, json_body, note, readable_layer
 from mapserver.ogc import parse_instant
@@ -221,6 +222,16 @@ async def duplicates(request: Request) -> Response:
     return JSONResponse(coverage.duplicate_answer(site, params, same, watching, overlap))
 
 
+async def _shaped(request: Request, conn: Any, layer_id: str, shape: str,
+                  role: str) -> tuple[Layer, LayerAccess]:
+    """A readable vector layer of ``shape`` (or its Multi form), else 400."""
+    layer, a = await readable_layer(request, conn, layer_id, ("vector",), "layer")
+    if layer.geometry_type not in (shape, f"Multi{shape}"):
+        raise HTTPException(400, f"{role} layer {layer.id!r} holds {layer.geometry_type}, "
+                                 f"not {'polygons' if shape == 'Polygon' else 'lines'}")
+    return layer, a
+
+
 async def coverage_stats(request: Request) -> Response:
     """``/registry/coverage[?areas=LAYER&label=FIELD][&roads=LAYER]``: per area of a polygon
     layer (or for everything), fronts in service by kind and the share of a road layer
@@ -230,26 +241,18 @@ async def coverage_stats(request: Request) -> Response:
         _, fronts = await readable_layer(request, conn, "fronts", ("vector",), "layer")
         areas = roads = None
         areas_a = roads_a = LayerAccess(True, False, False)
+        label = q.get("label") or None
         if q.get("areas"):
-            areas, areas_a = await readable_layer(request, conn, q["areas"], ("vector",),
-                                                  "layer")
-            if areas.geometry_type not in ("Polygon", "MultiPolygon"):
-                raise HTTPException(400, f"areas layer {areas.id!r} holds "
-                                         f"{areas.geometry_type}, not polygons")
-            label = q.get("label")
-            if label and label not in {f.name for f in visible_fields(areas,
-                                                                       areas_a.restriction)}:
+            areas, areas_a = await _shaped(request, conn, q["areas"], "Polygon", "areas")
+            r = areas_a.restriction
+            if label and label not in {f.name for f in visible_fields(areas, r)}:
                 raise HTTPException(400, f"areas layer {areas.id!r} has no field {label!r}")
+            if label and r.mask_of(label):
+                raise HTTPException(400, f"field {label!r} is masked for you")
         if q.get("roads"):
-            roads, roads_a = await readable_layer(request, conn, q["roads"], ("vector",),
-                                                  "layer")
-            if roads.geometry_type not in ("LineString", "MultiLineString"):
-                raise HTTPException(400, f"roads layer {roads.id!r} holds "
-                                         f"{roads.geometry_type}, not lines")
-        if areas is not None and label and areas_a.restriction.mask_of(label):
-            raise HTTPException(400, f"field {label!r} is masked for you")
+            roads, roads_a = await _shaped(request, conn, q["roads"], "LineString", "roads")
         query, params = coverage.coverage_query(
-            areas, q.get("label") or None, roads, areas_a.restriction, roads_a.restriction,
+            areas, label, roads, areas_a.restriction, roads_a.restriction,
             fronts.restriction.area_id)
         rows = await (await conn.execute(query, params)).fetchall()
     note(request, ["fronts"], len(rows))

@@ -238,13 +238,27 @@ def test_state_of_a_pole_as_of_a_past_date(conn):
         conn.execute("DELETE FROM registry.events WHERE code = %s", (pole,))
 
 
-def test_codes_and_reuse_over_http_obey_the_layers_access(http, settings):
-    """Published as layers, the registry answers over HTTP; withdrawn from the public, its
-    codes and lookups are missing, like any layer the caller may not read."""
+def _withdraw(settings) -> None:
+    """The registry's layers made internal: no longer for anonymous callers."""
     import asyncio
 
     from access import admin
     from access.admin import Actor
+
+    async def classify() -> None:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as c:
+            for layer in ("carriers", "fronts"):
+                await admin.classify(c, Actor("test"), settings.levels, layer=layer,
+                                     level="internal")
+
+    asyncio.run(classify())
+
+
+def test_codes_and_reuse_over_http_obey_the_layers_access(http, settings):
+    """Published as layers, the registry answers over HTTP; withdrawn from the public, its
+    codes and lookups are missing, like any layer the caller may not read."""
+
     from ingest.meta import LayerMeta
     from registry.publish import publish
 
@@ -289,14 +303,7 @@ def test_codes_and_reuse_over_http_obey_the_layers_access(http, settings):
     assert http.get("/registry/reuse", params={"lon": 25.5, "lat": 60.4,
                                                "radius": 99999}).status_code == 400
 
-    async def withdraw() -> None:
-        async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                         autocommit=True) as conn:
-            for layer in ("carriers", "fronts"):
-                await admin.classify(conn, Actor("test"), settings.levels, layer=layer,
-                                     level="internal")
-
-    asyncio.run(withdraw())
+    _withdraw(settings)
     for path in (f"/codes/{pole}", "/codes/asset:H-1", f"/codes/{cam.code}"):
         assert http.get(path).status_code == 404, path
     assert http.get("/registry/reuse", params={"lon": 25.5, "lat": 60.4}).status_code == 404
@@ -546,14 +553,7 @@ def test_registry_writes_and_checks_over_http(http, settings, sample_layers):
         c.commit()
     publish(settings)
 
-    async def withdraw() -> None:
-        async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                         autocommit=True) as c:
-            for layer in ("carriers", "fronts"):
-                await admin.classify(c, Actor("test"), settings.levels, layer=layer,
-                                     level="internal")
-
-    asyncio.run(withdraw())
+    _withdraw(settings)
     roads, police = ({"Authorization": f"Bearer {keys[d]}"} for d in ("reg_roads", "reg_police"))
 
     claim = {"carrier": pole, "slot": 1, "note": "camera for the junction"}
