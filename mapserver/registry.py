@@ -152,7 +152,7 @@ def _site(doc: Any) -> dict[str, Any]:
     return doc
 
 
-def _needs(given: Any, model: Any, height: float | None, m: tuple | None) -> reuse.Needs:
+def _needs(given: Any, height: float | None, m: tuple | None) -> reuse.Needs:
     if m is not None:
         return reuse.needs_from(m, height)
     return reuse.Needs(_float(given, "power_w", 0.0),
@@ -175,7 +175,7 @@ async def _lookup(request: Request, site: dict[str, Any], radius: float | None,
             m = await cur.fetchone()
             if m is None:
                 raise HTTPException(400, f"no device model {given['model']!r}")
-        needs = _needs(given, given.get("model"), height, m)
+        needs = _needs(given, height, m)
         params["area"] = access.restriction.area_id
         cur = await conn.execute(reuse.NEARBY, params)
         rows = await cur.fetchall()
