@@ -79,11 +79,9 @@ async def _resolve(request: Request, conn: Any, raw: str) -> tuple[str, str, Lay
     _, access = await readable_layer(request, conn, ENTITY_LAYER[entity], ("vector",),
                                      "entity with code")
     if access.restriction.area_id is not None:
-        cur = await conn.execute(
-            "SELECT ST_Intersects(geom, ST_SetSRID(ST_MakePoint(%s, %s), 4326))"
-            " FROM onemap.areas WHERE id = %s", (lon, lat, access.restriction.area_id))
-        inside = await cur.fetchone()
-        if not inside or not inside[0]:
+        cur = await conn.execute("SELECT registry.in_area(ST_MakePoint(%s, %s), %s)",
+                                 (lon, lat, access.restriction.area_id))
+        if not (await cur.fetchone())[0]:
             raise HTTPException(404, f"no entity with code {raw!r}")
     return c, entity, access
 

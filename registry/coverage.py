@@ -27,8 +27,7 @@ SELECT f.code, f.kind, f.state, f.owner, ST_Distance(f.geom::geography, s.g) AS 
 FROM s, registry.fronts f
 WHERE f.kind = %(kind)s AND f.state <> 'retired'
   AND ST_DWithin(f.geom::geography, s.g, %(radius)s)
-  AND (%(area)s::bigint IS NULL OR ST_Intersects(ST_SetSRID(f.geom, 4326),
-       (SELECT geom FROM onemap.areas WHERE id = %(area)s)))
+  AND registry.in_area(f.geom, %(area)s)
 ORDER BY d, f.code"""
 
 # A camera sees the site when the site is within its range and the bearing to it within
@@ -46,8 +45,7 @@ WHERE f.kind = 'camera' AND f.state = 'in_service' AND f.range_m IS NOT NULL
                  (SELECT max(range_m) FROM registry.fronts WHERE kind = 'camera'))
   AND ST_DWithin(f.geom::geography, s.g, f.range_m)
   AND (f.fov >= 360 OR abs(d.off - 360 * round(d.off / 360)) <= f.fov / 2)
-  AND (%(area)s::bigint IS NULL OR ST_Intersects(ST_SetSRID(f.geom, 4326),
-       (SELECT geom FROM onemap.areas WHERE id = %(area)s)))
+  AND registry.in_area(f.geom, %(area)s)
 ORDER BY d, f.code"""
 
 # How much of a proposed camera's view the in-service cameras already watch.
@@ -60,8 +58,7 @@ WITH s AS (SELECT ST_SetSRID(ST_GeomFromGeoJSON(%(site)s), 4490) AS p),
               WHERE f.kind = 'camera' AND f.state = 'in_service'
                 AND ST_DWithin(f.geom::geography, v.site, %(range)s + (
                     SELECT max(range_m) FROM registry.fronts WHERE kind = 'camera'))
-                AND (%(area)s::bigint IS NULL OR ST_Intersects(ST_SetSRID(f.geom, 4326),
-                     (SELECT geom FROM onemap.areas WHERE id = %(area)s))))
+                AND registry.in_area(f.geom, %(area)s))
 SELECT CASE WHEN seen.g IS NULL THEN 0
             ELSE ST_Area(ST_Intersection(v.g, seen.g)::geography) / ST_Area(v.g::geography)
        END
@@ -156,8 +153,7 @@ def coverage_query(areas: Layer | None, label: str | None, roads: Layer | None,
 WITH live AS MATERIALIZED (
          SELECT f.kind, f.geom, registry.sector(f.geom, f.direction, f.fov, f.range_m) AS view
          FROM registry.fronts f WHERE f.state = 'in_service'
-         AND (%(fronts_area)s::bigint IS NULL OR ST_Intersects(ST_SetSRID(f.geom, 4326),
-              (SELECT geom FROM onemap.areas WHERE id = %(fronts_area)s))))
+         AND registry.in_area(f.geom, %(fronts_area)s))
 SELECT area.name,
        (SELECT coalesce(json_object_agg(kind, n), '{{}}') FROM (
             SELECT f.kind, count(*) AS n FROM live f

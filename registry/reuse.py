@@ -69,8 +69,7 @@ LEFT JOIN LATERAL (
         WHERE r.carrier = c.code AND r.status IN ('requested', 'approved')) x
     JOIN registry.device_models m ON m.id = x.model) u ON true
 WHERE ST_DWithin(c.geom::geography, site.g, %(radius)s)
-  AND (%(area)s::bigint IS NULL OR ST_Intersects(ST_SetSRID(c.geom, 4326),
-       (SELECT geom FROM onemap.areas WHERE id = %(area)s)))
+  AND registry.in_area(c.geom, %(area)s)
 ORDER BY distance, c.code
 """
 

@@ -155,3 +155,25 @@ def sample_layers(settings: Settings) -> dict[str, str]:
 
 def read_source(path: Path | str, **kw) -> gpd.GeoDataFrame:
     return gpd.read_file(path, **kw)
+
+
+def department_keys(settings: Settings, users: dict[str, str]) -> dict[str, str]:
+    """API keys for users (name -> department), creating the departments they need."""
+    import asyncio
+
+    from access import admin
+    from access.admin import Actor
+
+    async def create() -> dict[str, str]:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            actor, out = Actor("test"), {}
+            for dept in dict.fromkeys(users.values()):
+                await admin.create_department(conn, actor, settings.levels, id=dept, name=dept)
+            for name, dept in users.items():
+                await admin.create_principal(conn, actor, name=name, kind="user",
+                                             department=dept)
+                out[name] = (await admin.create_key(conn, actor, principal=name))["key"]
+            return out
+
+    return asyncio.run(create())

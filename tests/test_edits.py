@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -11,11 +10,10 @@ import mercantile
 import psycopg
 import pytest
 
-from access import admin
-from access.admin import Actor
 from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
 from layers import overviews
+from tests.conftest import department_keys
 
 BASE = [116.40, 39.90]
 
@@ -35,19 +33,7 @@ def keys(settings, server, tmp_path_factory) -> dict[str, str]:
     ingest_vector(src, "basemap_pois", key="code", settings=settings,
                   meta=LayerMeta(department="transport", role="base"))
 
-    async def setup() -> dict[str, str]:
-        async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                         autocommit=True) as conn:
-            actor, out = Actor("test"), {}
-            for dept in ("transport", "water"):
-                await admin.create_department(conn, actor, settings.levels, id=dept, name=dept)
-            for name, dept in (("publisher", "transport"), ("reader", "water")):
-                await admin.create_principal(conn, actor, name=name, kind="user",
-                                             department=dept)
-                out[name] = (await admin.create_key(conn, actor, principal=name))["key"]
-            return out
-
-    return asyncio.run(setup())
+    return department_keys(settings, {"publisher": "transport", "reader": "water"})
 
 
 def auth(keys: dict[str, str], who: str, **extra: str) -> dict[str, str]:

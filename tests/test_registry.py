@@ -13,6 +13,7 @@ import pytest
 from pyproj import Geod
 
 from registry import codes, ledger, lifecycle, reservations, reuse
+from tests.conftest import department_keys
 
 ALNUM = string.digits + string.ascii_uppercase
 GEOD = Geod(ellps="GRS80")  # CGCS2000's ellipsoid; PostGIS measures on the same
@@ -187,6 +188,19 @@ def test_reuse_lookup_matches_brute_force(conn):
         assert dists == sorted(dists) and all(d <= radius for d in dists)
         found_any = found_any or bool(order and excluded)
     assert found_any
+    # An area-limited caller: only carriers in the west half of the site's circle.
+    area = conn.execute(
+        "INSERT INTO onemap.areas (name, geom) VALUES ('west', ST_Multi(ST_MakeEnvelope("
+        "24.0, 60.0, 24.94, 61.0, 4326))) RETURNING id").fetchone()[0]
+    site = {"type": "Point", "coordinates": [24.94, 60.17]}
+    got = reuse.lookup(conn, site, 800.0, reuse.Needs(), area_id=area)
+    everything = reuse.lookup(conn, site, 800.0, reuse.Needs())
+    codes_in = {c["code"] for c in got["candidates"] + got["excluded"]}
+    west = {c["code"] for c in everything["candidates"] + everything["excluded"]
+            if conn.execute("SELECT ST_X(geom) <= 24.94 FROM registry.carriers WHERE code = %s",
+                            (c["code"],)).fetchone()[0]}
+    assert codes_in == west and 0 < len(west) < len(everything["candidates"]
+                                                    + everything["excluded"])
 
 
 def test_reservation_conflicts_and_decisions(conn):
@@ -518,23 +532,18 @@ def test_registry_writes_and_checks_over_http(http, settings, sample_layers):
     from access.admin import Actor
     from registry.publish import publish
 
-    async def setup() -> dict[str, str]:
+    keys = department_keys(settings, {"reg_roads": "reg_roads", "reg_police": "reg_police"})
+
+    async def grant() -> None:
         async with await psycopg.AsyncConnection.connect(settings.database_url,
                                                          autocommit=True) as c:
-            actor, keys = Actor("test"), {}
-            for dept in ("reg_roads", "reg_police"):
-                await admin.create_department(c, actor, settings.levels, id=dept, name=dept)
-                await admin.create_principal(c, actor, name=f"{dept}_u", kind="user",
-                                             department=dept)
-                keys[dept] = (await admin.create_key(c, actor, principal=f"{dept}_u"))["key"]
             for layer in ("carriers", "fronts"):
-                await admin.grant(c, actor, settings.levels, to="department:reg_police",
-                                  layers=layer)
-                await admin.grant(c, actor, settings.levels, to="department:reg_roads",
-                                  layers=layer, publish=True)
-            return keys
+                await admin.grant(c, Actor("test"), settings.levels,
+                                  to="department:reg_police", layers=layer)
+                await admin.grant(c, Actor("test"), settings.levels,
+                                  to="department:reg_roads", layers=layer, publish=True)
 
-    keys = asyncio.run(setup())
+    asyncio.run(grant())
     with psycopg.connect(settings.database_url) as c:
         pole = ledger.load(c, "carrier", "poles.csv", [
             {"kind": "smart_pole", "lon": 26.0, "lat": 60.5, "owner": "reg_roads",

@@ -22,3 +22,11 @@ $$;
 -- range of any camera, so the index on position stays usable; this index finds that range
 -- without reading every camera.
 CREATE INDEX fronts_camera_range ON registry.fronts (range_m) WHERE kind = 'camera';
+
+-- Whether a registry position lies in a caller's area (NULL: no area limit). Every
+-- registry lookup limits rows through this one test.
+CREATE FUNCTION registry.in_area(g geometry, area bigint) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT area IS NULL OR ST_Intersects(ST_SetSRID(g, 4326),
+                                         (SELECT a.geom FROM onemap.areas a WHERE a.id = area))
+$$;
