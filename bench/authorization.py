@@ -59,6 +59,22 @@ async def principals(url: str) -> dict[str, str]:
                 for name in ("plain", "masked", "area")}
 
 
+def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Medians over rounds, and each caller's ratio to anonymous round by round: the two
+    ran minutes apart at most, so the spread of those ratios is the machine's noise."""
+    anon = [r["rps"] for r in runs["anonymous"]]
+    out = {}
+    for caller, rs in runs.items():
+        ratios = [r["rps"] / a for r, a in zip(rs, anon, strict=True)]
+        out[caller] = {"rps": statistics.median(r["rps"] for r in rs),
+                       "p50_ms": statistics.median(r["p50_ms"] for r in rs),
+                       "errors": sum(r["errors"] for r in rs),
+                       "vs_anonymous": statistics.median(ratios),
+                       "ratio_low": min(ratios), "ratio_high": max(ratios),
+                       "rounds_rps": [round(r["rps"], 1) for r in rs]}
+    return out
+
+
 def drain(url: str, path: str) -> None:
     """Returns once the server answers an anonymous tile promptly again."""
     for _ in range(120):
@@ -69,7 +85,8 @@ def drain(url: str, path: str) -> None:
 
 
 def main() -> None:
-    args = bench_args(__doc__, "authorization.json")
+    args = bench_args(__doc__, "authorization.json",
+                      lists=(list(LISTS), "tile lists to run (default: all)"))
     results: dict = {}
     with dataset(args.workdir, args.port) as (url, _):
         keys = asyncio.run(principals(url))
@@ -80,7 +97,7 @@ def main() -> None:
                                        for k, v in keys.items()}}
         try:
             lists = tile_lists(random.Random(SEED))
-            for name in LISTS:
+            for name in args.lists:
                 paths = [f"/tiles/{LAYER}/{t.z}/{t.x}/{t.y}.mvt" for t in lists[name]]
                 for caller, headers in callers.items():
                     status = httpx.get(server.url + paths[0], headers=headers).status_code
@@ -99,15 +116,10 @@ def main() -> None:
                         # Slow requests still running when wrk stops would load the next
                         # caller's run: let them finish first.
                         drain(server.url, paths[0])
-                row = {c: {"rps": statistics.median(r["rps"] for r in rs),
-                           "p50_ms": statistics.median(r["p50_ms"] for r in rs),
-                           "errors": sum(r["errors"] for r in rs)} for c, rs in runs.items()}
-                base = row["anonymous"]["rps"]
-                for c in row:
-                    row[c]["vs_anonymous"] = row[c]["rps"] / base
-                results[name] = row
+                results[name] = row = summarize(runs)
                 print(f"{name:6} " + " | ".join(
-                    f"{c} {v['rps']:6.1f}/s x{v['vs_anonymous']:.3f}" for c, v in row.items()),
+                    f"{c} {v['rps']:6.1f}/s x{v['vs_anonymous']:.3f} "
+                    f"[{v['ratio_low']:.2f}-{v['ratio_high']:.2f}]" for c, v in row.items()),
                     flush=True)
         finally:
             server.stop()

@@ -157,12 +157,17 @@ class Summary:
                    max(sizes), sum(r.errors for r in runs))
 
 
-def bench_args(doc: str, result: str) -> argparse.Namespace:
-    """The options every benchmark takes; figures go to bench/results/<result>."""
+def bench_args(doc: str, result: str,
+               lists: tuple[list[str], str] | None = None) -> argparse.Namespace:
+    """The options every benchmark takes; figures go to bench/results/<result>. ``lists``
+    (choices, help) adds ``--lists`` for benchmarks that run several request lists."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=6, help="length of one wrk run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / result))
     ap.add_argument("--workdir", help="keep the cluster and data here and reuse them next time")
     ap.add_argument("--port", type=int, help="the cluster's port (default: a free one)")
+    if lists is not None:
+        choices, text = lists
+        ap.add_argument("--lists", nargs="+", choices=choices, default=choices, help=text)
     return ap.parse_args()
