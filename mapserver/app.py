@@ -36,6 +36,7 @@ from mapserver import (
     rasters,
     records,
     registry,
+    scenes3d,
     tiles,
     wmts,
 )
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *tiles.routes,
         *rasters.routes,
         *registry.routes,
+        *scenes3d.routes,
         *wmts.routes,
         *ogctiles.routes,
         *catalog.routes,

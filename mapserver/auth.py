@@ -82,8 +82,8 @@ async def authenticate(request: Request, state: Any) -> tuple[Principal, Key | N
 def _action(path: str) -> str:
     head = path.strip("/").split("/", 1)[0]
     return {"tiles": "tiles", "collections": "features", "styles": "styles",
-            "layers": "catalog", "admin": "admin", "api": "meta", "conformance": "meta",
-            "": "meta"}.get(head, head)
+            "layers": "catalog", "admin": "admin", "3dtiles": "3d", "api": "meta",
+            "conformance": "meta", "": "meta"}.get(head, head)
 
 
 class AccessMiddleware:

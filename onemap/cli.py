@@ -69,6 +69,32 @@ def _layers(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _scene3d(args: argparse.Namespace, settings: Settings) -> int:
+    from layers.catalog import get_layer
+    from layers.db import connect, prepare
+    from scenes3d.catalog import Scene, SceneError, publish, withdraw
+
+    prepare(settings)
+    with connect(settings) as conn:
+        layer = get_layer(conn, args.layer)
+        if layer is None:
+            print(f"error: no layer {args.layer!r}", file=sys.stderr)
+            return 2
+        if args.withdraw:
+            print(f"3D scene {args.layer} " + ("withdrawn" if withdraw(conn, args.layer)
+                                               else "was not published"))
+            return 0
+        scene = Scene(args.layer, args.height, args.levels, args.storey, args.default,
+                      args.zoom)
+        try:
+            publish(conn, scene, layer)
+        except SceneError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(f"3D scene {args.layer}: /3dtiles/{args.layer}/tileset.json")
+    return 0
+
+
 def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.errors import IngestError
     from ingest.vector import ingest_vector
@@ -264,6 +290,23 @@ def parser() -> argparse.ArgumentParser:
     lg.add_argument("--report", help="write every row's outcome as JSON to this file")
     _catalog_options(lg, "registry layers are thematic")
     lg.set_defaults(func=_ingest_ledger)
+
+    s3 = sub.add_parser(
+        "scene3d", help="publish a polygon layer as 3D Tiles of extruded footprints",
+        description="Publish (or --withdraw) a polygon layer as an OGC 3D Tiles scene: each "
+                    "footprint extruded to its height, read from the layer's fields at "
+                    "request time, so edits and ingests show at once. A field may be "
+                    "FIELD:TAG to read one tag of an OSM tag set (other_tags:height).")
+    s3.add_argument("layer")
+    s3.add_argument("--height", help="field (or FIELD:TAG) holding the height in metres")
+    s3.add_argument("--levels", help="field (or FIELD:TAG) holding the number of storeys")
+    s3.add_argument("--storey", type=float, default=3.0, help="metres per storey (3)")
+    s3.add_argument("--default", type=float, default=6.0,
+                    help="metres when a feature has neither (6)")
+    s3.add_argument("--zoom", type=int, default=16,
+                    help="Web Mercator zoom of the content tiles, 12..19 (16)")
+    s3.add_argument("--withdraw", action="store_true", help="stop serving the scene")
+    s3.set_defaults(func=_scene3d)
 
     from access.cli import add_parser
 

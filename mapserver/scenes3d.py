@@ -1,0 +1,122 @@
+"""3D Tiles endpoints: a scene's tileset and its glTF tiles, under the caller's limits.
+
+A scene is reached through its layer, so a layer the caller may not read has no scene
+either (the same 404), an area-limited caller gets only the buildings in its area (cut at
+the edge when its grant clips), and masked fields are masked in the tiles' properties.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import anyio
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from access.policy import LayerAccess
+from layers.catalog import Layer, fetch_layers
+from mapserver.deps import access, app_state, note, readable_layer
+from mapserver.ogc import base
+from mapserver.tiles import cache_headers, etag_matches, parse_tile, version_token
+from scenes3d import catalog, glb, source
+from scenes3d.catalog import Scene
+from scenes3d.mesh import extrude
+from scenes3d.tileset import origin, tileset
+
+GLB = "model/gltf-binary"
+TILESET = "application/json"
+
+
+async def _scene(request: Request, conn) -> tuple[Layer, LayerAccess, Scene, str]:
+    """The scene in the path, what the caller may do with its layer, and the token naming
+    what the caller sees of it (layer version, limits, scene definition)."""
+    layer_id = request.path_params["layer"]
+    layer, a = await readable_layer(request, conn, layer_id, ("vector",), "3D scene")
+    found = await catalog.fetch(conn, layer.id)
+    if not found:
+        raise HTTPException(404, f"no 3D scene {layer_id!r}")
+    scene = found[0]
+    token = version_token([(layer.id, layer.version, a.restriction)], None)
+    token = hashlib.sha1(f"{token}|{scene!r}".encode()).hexdigest()[:20]
+    return layer, a, scene, token
+
+
+def _cached(request: Request, key: tuple, etag: str) -> Response | None:
+    """A 304, or the cached body (kept with its media type), or None."""
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=cache_headers(request, etag))
+    hit = app_state(request).cache.get(key)
+    if hit is None:
+        return None
+    return Response(hit[0], media_type=hit[1], headers=cache_headers(request, etag))
+
+
+async def scenes(request: Request) -> Response:
+    """The 3D scenes the caller may read."""
+    state = app_state(request)
+    async with state.pool.connection() as conn:
+        defined = await catalog.fetch(conn)
+        ids = [s.layer_id for s in defined]
+        layers = {ly.id: ly for ly in (await fetch_layers(conn, ids=ids) if ids else [])}
+    out = []
+    for s in defined:
+        layer = layers.get(s.layer_id)
+        if layer is None or access(request).layer(layer) is None:
+            continue
+        out.append({"id": layer.id, "title": layer.title, "attribution": layer.attribution,
+                    "tileset": f"{base(request)}/3dtiles/{layer.id}/tileset.json"})
+    note(request, [s["id"] for s in out])
+    return JSONResponse({"scenes": out})
+
+
+async def tileset_json(request: Request) -> Response:
+    state = app_state(request)
+    async with state.pool.connection() as conn:
+        layer, a, scene, token = await _scene(request, conn)
+        etag, key = f'"{token}"', (token, "3d")
+        hit = _cached(request, key, etag)
+        if hit is not None:
+            return hit
+        cells = await source.cells(conn, layer, scene, a.restriction)
+    note(request, [layer.id], sum(c.count for c in cells), tiles=len(cells))
+    body = JSONResponse(tileset(cells, scene.tile_zoom, layer.extent)).body
+    state.cache.put(key, body, TILESET)
+    return Response(body, media_type=TILESET, headers=cache_headers(request, etag))
+
+
+async def tile(request: Request) -> Response:
+    p = request.path_params
+    z, x, y = parse_tile(p["z"], p["x"], p["y"])
+    state = app_state(request)
+    async with state.pool.connection() as conn:
+        layer, a, scene, token = await _scene(request, conn)
+        note(request, [layer.id], tile=f"{z}/{x}/{y}")
+        if z != scene.tile_zoom:
+            raise HTTPException(404, f"scene {layer.id!r} has its tiles at zoom "
+                                     f"{scene.tile_zoom}, not {z}")
+        etag, key = f'"{token}"', (token, "3d", x, y)
+        hit = _cached(request, key, etag)
+        if hit is not None:
+            return hit
+        found = await source.features(conn, layer, scene, a.restriction, x, y)
+    note(request, [layer.id], len(found.fids), tile=f"{z}/{x}/{y}")
+    if not found.fids:
+        # The tileset never names such a tile: it is as missing as any other.
+        raise HTTPException(404, f"no 3D tile {z}/{x}/{y} in scene {layer.id!r}")
+
+    def build() -> bytes:
+        mesh = extrude(found.footprints, found.heights, origin(z, x, y))
+        return glb.encode(mesh, {"_fid": found.fids, **found.properties}, found.heights)
+
+    body = await anyio.to_thread.run_sync(build)
+    state.cache.put(key, body, GLB)
+    return Response(body, media_type=GLB, headers=cache_headers(request, etag))
+
+
+routes = [
+    Route("/3dtiles", scenes),
+    Route("/3dtiles/{layer}/tileset.json", tileset_json),
+    Route("/3dtiles/{layer}/{z}/{x}/{y}.glb", tile),
+]

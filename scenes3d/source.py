@@ -1,0 +1,87 @@
+"""The SQL behind a 3D scene: which tiles hold features, and one tile's features.
+
+Both read the layer's current rows under the caller's restriction (layers.restrict): rows
+outside the area or the filter are never read, a clip cuts footprints at the area's edge,
+hidden fields are not selected and masked ones only through ``onemap.mask``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import shapely
+from psycopg import sql
+
+from layers import restrict
+from layers.catalog import Layer, table_of
+from layers.restrict import Restriction
+from scenes3d.catalog import Scene, height
+from scenes3d.tileset import Cell
+
+# The owning tile of a row: the tile at the scene's zoom holding a point on its surface.
+_OWNER = sql.SQL(
+    "CROSS JOIN LATERAL (SELECT ST_PointOnSurface(t._geom_3857) AS p) o")
+_TX = sql.SQL("floor((ST_X(o.p) + 20037508.342789244) / %(size)s)::int")
+_TY = sql.SQL("floor((20037508.342789244 - ST_Y(o.p)) / %(size)s)::int")
+
+
+@dataclass
+class Features:
+    fids: list[str]
+    footprints: list[shapely.Geometry]
+    heights: list[float]
+    properties: dict[str, list[str | None]]
+
+
+def _common(layer: Layer, scene: Scene, r: Restriction, zoom: int
+            ) -> tuple[sql.Composable, sql.Composable, sql.Composable, dict[str, Any]]:
+    h, params = height(scene, r)
+    limits, lparams = restrict.rows(layer, r)
+    params.update(lparams)
+    if r.clip and r.area_id is not None:
+        params["_area"] = r.area_id
+    params["size"] = 2 * 20037508.342789244 / 2**zoom
+    where = sql.SQL("t._valid_to IS NULL")
+    if limits is not None:
+        where = sql.SQL("{} AND {}").format(where, limits)
+    shape = sql.SQL("ST_CollectionExtract({}, 3)").format(restrict.clipped(sql.SQL("t.geom"), r))
+    return h, shape, where, params
+
+
+async def cells(conn: Any, layer: Layer, scene: Scene, r: Restriction) -> list[Cell]:
+    h, shape, where, params = _common(layer, scene, r, scene.tile_zoom)
+    query = sql.SQL(
+        "SELECT tx, ty, n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e), top FROM ("
+        " SELECT tx, ty, ST_Extent(g) AS e, max(h) AS top, count(*) AS n FROM ("
+        "  SELECT {tx} AS tx, {ty} AS ty, {shape} AS g, {h} AS h"
+        "  FROM {table} t {owner} WHERE {where}) s"
+        " WHERE NOT ST_IsEmpty(g) GROUP BY tx, ty) c ORDER BY tx, ty"
+    ).format(tx=_TX, ty=_TY, shape=shape, h=h, table=table_of(layer.id), owner=_OWNER,
+             where=where)
+    cur = await conn.execute(query, params)
+    return [Cell(*row) for row in await cur.fetchall()]
+
+
+async def features(conn: Any, layer: Layer, scene: Scene, r: Restriction,
+                   x: int, y: int) -> Features:
+    h, shape, where, params = _common(layer, scene, r, scene.tile_zoom)
+    names = [f.name for f in restrict.visible_fields(layer, r)]
+    cols = sql.SQL("").join(sql.SQL(", {}").format(restrict.column(n, r)) for n in names)
+    params.update(z=scene.tile_zoom, x=x, y=y)
+    query = sql.SQL(
+        "SELECT {fid}, ST_AsBinary(g), h{cols} FROM ("
+        " SELECT t.*, {shape} AS g, {h} AS h FROM {table} t {owner}"
+        " WHERE t._geom_3857 && ST_TileEnvelope(%(z)s, %(x)s, %(y)s)"
+        "  AND {tx} = %(x)s AND {ty} = %(y)s AND {where}) t"
+        " WHERE NOT ST_IsEmpty(g) ORDER BY t._fid"
+    ).format(fid=restrict.fid(layer, r), cols=cols, shape=shape, h=h,
+             table=table_of(layer.id), owner=_OWNER, tx=_TX, ty=_TY, where=where)
+    cur = await conn.execute(query, params)
+    rows = await cur.fetchall()
+    return Features(
+        fids=[str(row[0]) for row in rows],
+        footprints=list(shapely.from_wkb([bytes(row[1]) for row in rows])),
+        heights=[float(row[2]) for row in rows],
+        properties={n: [None if row[3 + i] is None else str(row[3 + i]) for row in rows]
+                    for i, n in enumerate(names)})
