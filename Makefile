@@ -78,7 +78,13 @@ serve: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup
+# The Khronos glTF validator, which the tests run on the 3D tiles OneMap serves.
+GLTF_VALIDATOR := .tools/node_modules/gltf-validator/package.json
+$(GLTF_VALIDATOR):
+	command -v npm >/dev/null || bash scripts/system-packages.sh npm
+	npm install --prefix .tools --no-audit --no-fund gltf-validator@2.0.0-dev.3.10
+
+test: setup $(GLTF_VALIDATOR)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
