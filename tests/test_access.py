@@ -392,6 +392,8 @@ def test_audit_holds_every_case(http, world):
     "/collections/residents/items/105-0'%20OR%20'1'='1",
     "/layers/residents'--",
     "/styles/residents,x'y/style.json",
+    "/3dtiles/residents';DROP TABLE onemap.layers;--/tileset.json",
+    "/3dtiles/residents/16/1'%20OR%201=1/2.glb",
 ])
 def test_injection_through_paths(http, world, path, db):
     r = get(http, path, "civil_user", world)

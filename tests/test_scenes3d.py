@@ -284,6 +284,29 @@ def test_scene_obeys_the_grants(http, scene, settings):
     assert all(np.abs(t["llh"][:, 2]).max() < 6.01 for t in hidden)
 
 
+def test_embedding_key_opens_the_scene_from_its_origin_only(http, scene, settings):
+    """Viewers cannot send headers: the key rides in the tileset's URL, tiles are relative
+    to it (a viewer repeats the query), and the key is never written into a response."""
+    async def key() -> str:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            made = await admin.create_key(conn, Actor("test"), principal="s3_district",
+                                          kind="embed", origins=["https://twin.example"],
+                                          layers=[LAYER])
+            return made["key"]
+
+    k = asyncio.run(key())
+    url = f"/3dtiles/{LAYER}/tileset.json?key={k}"
+    r = http.get(url, headers={"Origin": "https://twin.example"})
+    assert r.status_code == 200 and k not in r.text
+    uri = next(leaves(r.json()["root"]))["content"]["uri"]
+    assert "?" not in uri and "key" not in uri
+    t = http.get(f"/3dtiles/{LAYER}/{uri}?key={k}", headers={"Origin": "https://twin.example"})
+    assert t.status_code == 200 and k.encode() not in t.content
+    assert http.get(url, headers={"Origin": "https://evil.example"}).status_code == 403
+    assert http.get(url).status_code == 403
+
+
 def test_scene_access_is_audited(http, scene, db):
     http.get(f"/3dtiles/{LAYER}/tileset.json", headers=as_(scene, "s3_district"))
     http.get(f"/3dtiles/{LAYER}/tileset.json", headers=as_(scene, "s3_outsider"))
