@@ -50,6 +50,8 @@ _P = {
     "y": {"name": "y", "in": "path", "required": True, "schema": {"type": "integer"}},
     "layers": {"name": "layers", "in": "path", "required": True,
                "schema": {"type": "string"}, "description": "layer ids, comma-separated"},
+    "layer": {"name": "layer", "in": "path", "required": True,
+              "schema": {"type": "string"}, "description": "a layer published as a 3D scene"},
 }
 
 _EDITS = {
@@ -85,6 +87,11 @@ _OPERATIONS = [
      "application/json"),
     ("/styles/{layers}/style.json", "getStyle", "A MapLibre style", ["layers"],
      "application/json"),
+    ("/3dtiles", "get3DScenes", "The 3D scenes the caller may read", [], "application/json"),
+    ("/3dtiles/{layer}/tileset.json", "get3DTileset",
+     "A 3D Tiles 1.1 tileset of extruded footprints", ["layer"], "application/json"),
+    ("/3dtiles/{layer}/{z}/{x}/{y}.glb", "get3DTile", "One 3D tile (binary glTF)",
+     ["layer", "z", "x", "y"], "model/gltf-binary"),
     ("/healthz", "getHealth", "Database reachable", [], "application/json"),
 ]
 
