@@ -68,6 +68,9 @@ demo-data: setup
 	@for layer in districts roads buildings street_lamps olinda_imagery olinda_dem carriers fronts; do \
 	  $(BIN)/onemap auth classify $$layer --level public >/dev/null || exit 1; \
 	done
+	@# The buildings in 3D, to the heights and storeys their OSM tags give.
+	@$(BIN)/onemap scene3d buildings --height other_tags:height \
+	  --levels other_tags:building:levels >/dev/null
 
 demo: demo-data
 	$(BIN)/onemap serve
