@@ -1,8 +1,9 @@
 """Registry endpoints: resolve a city code (or a legacy alias), and the reuse lookup.
 
-Both read through the ``carriers`` / ``fronts`` layers' access: a caller who may not read
-the layer gets the same 404 as for a missing code, and an area-limited caller sees only
-carriers inside its area.
+All read through the ``carriers`` / ``fronts`` layers' access (registry/scope.py): a caller
+who may not read the layer gets the same 404 as for a missing code; a grant's area and
+row filter limit the entities found, its hidden and masked fields are left out or masked
+in the answers, and a lookup that decides on a field the caller may not read is a 403.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer
-from layers.restrict import visible_fields
+from layers.restrict import Restriction, fid_concealed, visible_fields
 from mapserver.deps import STATIC, access, app_state, json_body, note, readable_layer
 from mapserver.ogc import parse_instant
 from registry import codes, coverage, lifecycle, reservations, reuse
 from registry.ledger import ALIAS, ALIASES
 from registry.publish import publish
+from registry.scope import Scope, Unreadable, conceal, statement
 
 ENTITY_LAYER = {"carrier": "carriers", "front": "fronts"}
 
@@ -47,6 +49,9 @@ SELECT f.code, f.kind, f.state, f.owner, f.model, f.direction, f.fov, f.range_m,
        (SELECT json_build_object('carrier', d.carrier, 'slot', d.slot)
         FROM registry.deployments d WHERE d.front = f.code AND d.valid_to IS NULL)
 FROM registry.fronts f WHERE f.code = %s"""
+# An entity the caller may see: inside its area and passing its grant's filter.
+VISIBLE = {"carrier": "SELECT 1 FROM registry.carriers x WHERE x.code = %(code)s AND {limits}",
+           "front": "SELECT 1 FROM registry.fronts x WHERE x.code = %(code)s AND {limits}"}
 POSITION = """
 SELECT 'carrier', ST_X(geom), ST_Y(geom) FROM registry.carriers WHERE code = %(c)s
 UNION ALL
@@ -75,14 +80,15 @@ async def _resolve(request: Request, conn: Any, raw: str) -> tuple[str, str, Lay
         row = await cur.fetchone()
     if row is None:
         raise HTTPException(404, f"no entity with code {raw!r}")
-    entity, lon, lat = row
-    _, access = await readable_layer(request, conn, ENTITY_LAYER[entity], ("vector",),
-                                     "entity with code")
-    if access.restriction.area_id is not None:
-        cur = await conn.execute("SELECT registry.in_area(ST_MakePoint(%s, %s), %s)",
-                                 (lon, lat, access.restriction.area_id))
-        if not (await cur.fetchone())[0]:
-            raise HTTPException(404, f"no entity with code {raw!r}")
+    entity = row[0]
+    layer, access = await readable_layer(request, conn, ENTITY_LAYER[entity], ("vector",),
+                                         "entity with code")
+    if fid_concealed(layer, access.restriction):
+        raise HTTPException(403, f"your grant on {layer.id} masks or hides the code, so "
+                                 "entities cannot be looked up by it")
+    query, params = statement(VISIBLE[entity], Scope(layer, access.restriction), "x")
+    if await (await conn.execute(query, {**params, "code": c})).fetchone() is None:
+        raise HTTPException(404, f"no entity with code {raw!r}")
     return c, entity, access
 
 
@@ -90,14 +96,21 @@ async def code(request: Request) -> Response:
     """``/codes/{code}``: a code, or ``scheme:value`` of a legacy identifier."""
     raw = request.path_params["code"]
     async with app_state(request).pool.connection() as conn:
-        c, entity, _ = await _resolve(request, conn, raw)
+        c, entity, access = await _resolve(request, conn, raw)
         cur = await conn.execute(CARRIER if entity == "carrier" else FRONT, (c,))
         r = await cur.fetchone()
         cur = await conn.execute("SELECT scheme, value FROM registry.aliases WHERE code = %s"
                                  " ORDER BY scheme, value", (c,))
         aliases = [f"{s}:{v}" for s, v in await cur.fetchall()]
-    lon, lat = (r[12], r[13]) if entity == "carrier" else (r[9], r[10])
+        doc = _entity_doc(c, entity, r, aliases, access.restriction)
+        await conceal(conn, [doc], access.restriction)
     note(request, [ENTITY_LAYER[entity]], 1)
+    return JSONResponse(doc)
+
+
+def _entity_doc(c: str, entity: str, r: tuple, aliases: list[str],
+                restriction: Restriction) -> dict[str, Any]:
+    lon, lat = (r[12], r[13]) if entity == "carrier" else (r[9], r[10])
     doc: dict[str, Any] = {"code": c, "entity": entity, "kind": r[1],
                            "position": {"type": "Point", "coordinates": [lon, lat]},
                            "aliases": aliases,
@@ -111,7 +124,10 @@ async def code(request: Request) -> Response:
     else:
         doc.update(state=r[2], owner=r[3], model=r[4], direction=r[5], fov=r[6],
                    range_m=r[7], protocol=r[8], mounted_on=r[11])
-    return JSONResponse(doc)
+        # The layer calls where a front hangs its carrier.
+        if "carrier" in restriction.hidden or restriction.mask_of("carrier"):
+            del doc["mounted_on"]
+    return doc
 
 
 def _float(q, name: str, default: float | None = None) -> float | None:
@@ -160,13 +176,15 @@ def _needs(given: Any, height: float | None, m: tuple | None) -> reuse.Needs:
 
 async def _lookup(request: Request, site: dict[str, Any], radius: float | None,
                   given: Any) -> Response:
+    radius = 500.0 if radius is None else radius
     try:
-        params = reuse.nearby_params(site, 500.0 if radius is None else radius)
+        reuse.check_radius(radius)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
     height = _float(given, "height")
     async with app_state(request).pool.connection() as conn:
-        _, access = await readable_layer(request, conn, "carriers", ("vector",), "layer")
+        layer, access = await readable_layer(request, conn, "carriers", ("vector",), "layer")
+        scope = _scope(layer, access, reuse.DECIDES_ON, "the reuse lookup")
         m = None
         if given.get("model"):
             cur = await conn.execute(reuse.MODEL_NEEDS, (given["model"],))
@@ -174,11 +192,12 @@ async def _lookup(request: Request, site: dict[str, Any], radius: float | None,
             if m is None:
                 raise HTTPException(400, f"no device model {given['model']!r}")
         needs = _needs(given, height, m)
-        params["area"] = access.restriction.area_id
-        cur = await conn.execute(reuse.NEARBY, params)
+        cur = await conn.execute(*reuse.nearby(site, radius, scope))
         rows = await cur.fetchall()
+        found = reuse.answer(rows, site, radius, needs)
+        await conceal(conn, found["candidates"] + found["excluded"], access.restriction)
     note(request, ["carriers"], len(rows))
-    return JSONResponse(reuse.answer(rows, site, params["radius"], needs))
+    return JSONResponse(found)
 
 
 async def reuse_lookup(request: Request) -> Response:
@@ -207,17 +226,28 @@ async def duplicates(request: Request) -> Response:
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
     async with app_state(request).pool.connection() as conn:
-        _, access = await readable_layer(request, conn, "fronts", ("vector",), "layer")
-        params["area"] = access.restriction.area_id
-        same = await (await conn.execute(coverage.SAME_KIND, params)).fetchall()
-        watching, overlap = [], None
-        if params["kind"] == "camera":
-            watching = await (await conn.execute(coverage.WATCHING, params)).fetchall()
-            if view is not None:
-                cur = await conn.execute(coverage.OVERLAP, {**params, **view})
-                overlap = (await cur.fetchone())[0]
+        layer, access = await readable_layer(request, conn, "fronts", ("vector",), "layer")
+        scope = _scope(layer, access, coverage.DECIDES_ON, "the duplicate check")
+        found = [await (await conn.execute(q, p)).fetchall()
+                 for q, p in coverage.statements(params, view, scope)]
+        same, watching = found[0], found[1] if len(found) > 1 else []
+        answer = coverage.duplicate_answer(site, params, same, watching,
+                                           found[2][0][0] if len(found) > 2 else None)
+        await conceal(conn, answer["same_kind_nearby"] + answer["watched_by"],
+                      access.restriction)
     note(request, ["fronts"], len(same) + len(watching))
-    return JSONResponse(coverage.duplicate_answer(site, params, same, watching, overlap))
+    return JSONResponse(answer)
+
+
+def _scope(layer: Layer, a: LayerAccess, decides_on: tuple[str, ...], what: str) -> Scope:
+    """What of the register the caller sees; 403 when the lookup would tell a field the
+    caller's grant hides or masks."""
+    scope = Scope(layer, a.restriction)
+    try:
+        scope.require(decides_on, what)
+    except Unreadable as exc:
+        raise HTTPException(403, str(exc)) from exc
+    return scope
 
 
 async def _shaped(request: Request, conn: Any, layer_id: str, shape: str,
@@ -236,7 +266,8 @@ async def coverage_stats(request: Request) -> Response:
     within a camera's view."""
     q = request.query_params
     async with app_state(request).pool.connection() as conn:
-        _, fronts = await readable_layer(request, conn, "fronts", ("vector",), "layer")
+        layer, fronts = await readable_layer(request, conn, "fronts", ("vector",), "layer")
+        scope = _scope(layer, fronts, coverage.DECIDES_ON, "coverage")
         areas = roads = None
         areas_a = roads_a = LayerAccess(True, False, False)
         label = q.get("label") or None
@@ -250,8 +281,7 @@ async def coverage_stats(request: Request) -> Response:
         if q.get("roads"):
             roads, roads_a = await _shaped(request, conn, q["roads"], "LineString", "roads")
         query, params = coverage.coverage_query(
-            areas, label, roads, areas_a.restriction, roads_a.restriction,
-            fronts.restriction.area_id)
+            areas, label, roads, areas_a.restriction, roads_a.restriction, scope)
         rows = await (await conn.execute(query, params)).fetchall()
     note(request, ["fronts"], len(rows))
     return JSONResponse({"areas": areas.id if areas else None,
@@ -331,7 +361,7 @@ async def history(request: Request) -> Response:
     at = request.query_params.get("at")
     when = parse_instant(at, at) if at else datetime.now(UTC)
     async with app_state(request).pool.connection() as conn:
-        c, entity, _ = await _resolve(request, conn, raw)
+        c, entity, access = await _resolve(request, conn, raw)
     state = await _sync(request, lambda conn: lifecycle.state_at(conn, c, when)
                         | {"events": lifecycle.events(conn, c)})
     note(request, [ENTITY_LAYER[entity]], 1)

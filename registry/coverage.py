@@ -17,8 +17,12 @@ from psycopg import sql
 
 from layers.catalog import Layer, table_of
 from layers.restrict import Restriction, rows
+from registry.scope import EVERYTHING, Scope, statement
 
 SAME_KIND_M = 50.0
+# What the duplicate check and coverage decide on: a caller who may not read one of these
+# gets neither.
+DECIDES_ON = ("kind", "state", "direction", "fov", "range_m")
 MAX_SAME_KIND_M = 1000.0
 
 SAME_KIND = """
@@ -27,7 +31,7 @@ SELECT f.code, f.kind, f.state, f.owner, ST_Distance(f.geom::geography, s.g) AS 
 FROM s, registry.fronts f
 WHERE f.kind = %(kind)s AND f.state <> 'retired'
   AND ST_DWithin(f.geom::geography, s.g, %(radius)s)
-  AND registry.in_area(f.geom, %(area)s)
+  AND {limits}
 ORDER BY d, f.code"""
 
 # A camera sees the site when the site is within its range and the bearing to it within
@@ -45,7 +49,7 @@ WHERE f.kind = 'camera' AND f.state = 'in_service' AND f.range_m IS NOT NULL
                  (SELECT max(range_m) FROM registry.fronts WHERE kind = 'camera'))
   AND ST_DWithin(f.geom::geography, s.g, f.range_m)
   AND (f.fov >= 360 OR abs(d.off - 360 * round(d.off / 360)) <= f.fov / 2)
-  AND registry.in_area(f.geom, %(area)s)
+  AND {limits}
 ORDER BY d, f.code"""
 
 # How much of a proposed camera's view the in-service cameras already watch.
@@ -58,20 +62,19 @@ WITH s AS (SELECT ST_SetSRID(ST_GeomFromGeoJSON(%(site)s), 4490) AS p),
               WHERE f.kind = 'camera' AND f.state = 'in_service'
                 AND ST_DWithin(f.geom::geography, v.site, %(range)s + (
                     SELECT max(range_m) FROM registry.fronts WHERE kind = 'camera'))
-                AND registry.in_area(f.geom, %(area)s))
+                AND {limits})
 SELECT CASE WHEN seen.g IS NULL THEN 0
             ELSE ST_Area(ST_Intersection(v.g, seen.g)::geography) / ST_Area(v.g::geography)
        END
 FROM v, seen"""
 
 
-def check_params(site: dict[str, Any], kind: str, radius_m: float,
-                 area_id: int | None = None) -> dict[str, Any]:
+def check_params(site: dict[str, Any], kind: str, radius_m: float) -> dict[str, Any]:
     if not 0 < radius_m <= MAX_SAME_KIND_M:
         raise ValueError(f"radius {radius_m} m is outside (0, {MAX_SAME_KIND_M:g}]")
     if kind not in ("camera", "sensor"):
         raise ValueError(f"kind {kind!r} is not camera or sensor")
-    return {"site": json.dumps(site), "kind": kind, "radius": radius_m, "area": area_id}
+    return {"site": json.dumps(site), "kind": kind, "radius": radius_m}
 
 
 def view_params(direction: float | None, fov: float | None,
@@ -101,17 +104,28 @@ def duplicate_answer(site: dict[str, Any], params: dict[str, Any], same: list[tu
     return out
 
 
+def statements(params: dict[str, Any], view: dict[str, Any] | None, scope: Scope
+               ) -> list[tuple[sql.Composed, dict[str, Any]]]:
+    """The duplicate check's statements (same kind; for a camera the cameras watching the
+    site, and given a view how much of it is watched), for what the caller may see."""
+    out = [SAME_KIND] + ([WATCHING] if params["kind"] == "camera" else [])
+    out += [OVERLAP] if view is not None and params["kind"] == "camera" else []
+    done = []
+    for template in out:
+        query, p = statement(template, scope, "f")
+        done.append((query, {**params, **(view or {}), **p}))
+    return done
+
+
 def check_front(conn: psycopg.Connection, site: dict[str, Any], kind: str,
                 radius_m: float = SAME_KIND_M, view: dict[str, Any] | None = None,
-                area_id: int | None = None) -> dict[str, Any]:
+                scope: Scope = EVERYTHING) -> dict[str, Any]:
     """Existing fronts of the same kind near a proposed one; for a camera, the cameras
     whose view already covers the site, and (given its view) how much of it is watched."""
-    params = check_params(site, kind, radius_m, area_id)
-    same = conn.execute(SAME_KIND, params).fetchall()
-    watching = conn.execute(WATCHING, params).fetchall() if kind == "camera" else []
-    overlap = (conn.execute(OVERLAP, {**params, **view}).fetchone()[0]
-               if view is not None and kind == "camera" else None)
-    return duplicate_answer(site, params, same, watching, overlap)
+    params = check_params(site, kind, radius_m)
+    found = [conn.execute(q, p).fetchall() for q, p in statements(params, view, scope)]
+    return duplicate_answer(site, params, found[0], found[1] if len(found) > 1 else [],
+                            found[2][0][0] if len(found) > 2 else None)
 
 
 def _limited(layer: Layer, r: Restriction, alias: str) -> tuple[sql.Composable, dict]:
@@ -125,10 +139,10 @@ def _limited(layer: Layer, r: Restriction, alias: str) -> tuple[sql.Composable, 
 
 def coverage_query(areas: Layer | None, label: str | None, roads: Layer | None,
                    areas_r: Restriction, roads_r: Restriction,
-                   fronts_area: int | None) -> tuple[sql.Composable, dict[str, Any]]:
+                   fronts: Scope = EVERYTHING) -> tuple[sql.Composable, dict[str, Any]]:
     """Per area (or once for everything): fronts in service by kind, road length, and
-    road length within a camera's view. Fronts outside the caller's area do not count."""
-    params: dict[str, Any] = {"fronts_area": fronts_area}
+    road length within a camera's view. Fronts the caller may not see do not count."""
+    limits, params = fronts.clause("f", "fronts_")
     if areas is not None:
         a_from, p = _limited(areas, areas_r, "a")
         params.update(p)
@@ -153,7 +167,7 @@ def coverage_query(areas: Layer | None, label: str | None, roads: Layer | None,
 WITH live AS MATERIALIZED (
          SELECT f.kind, f.geom, registry.sector(f.geom, f.direction, f.fov, f.range_m) AS view
          FROM registry.fronts f WHERE f.state = 'in_service'
-         AND registry.in_area(f.geom, %(fronts_area)s))
+         AND {limits})
 SELECT area.name,
        (SELECT coalesce(json_object_agg(kind, n), '{{}}') FROM (
             SELECT f.kind, count(*) AS n FROM live f
@@ -164,7 +178,7 @@ FROM ({area}) area,
      LATERAL (SELECT ST_Union(f.view) AS g FROM live f WHERE f.kind = 'camera'
               AND f.view IS NOT NULL AND (area.g IS NULL OR f.view && area.g)) cams,
      LATERAL ({road}) road
-ORDER BY area.name""").format(area=area, road=road)
+ORDER BY area.name""").format(area=area, road=road, limits=limits)
     return q, params
 
 

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
+
+from registry.scope import EVERYTHING, Scope, statement
 
 MAX_RADIUS_M = 5000.0
 
@@ -69,7 +72,7 @@ LEFT JOIN LATERAL (
         WHERE r.carrier = c.code AND r.status IN ('requested', 'approved')) x
     JOIN registry.device_models m ON m.id = x.model) u ON true
 WHERE ST_DWithin(c.geom::geography, site.g, %(radius)s)
-  AND registry.in_area(c.geom, %(area)s)
+  AND {limits}
 ORDER BY distance, c.code
 """
 
@@ -121,10 +124,17 @@ def check_radius(radius_m: float) -> None:
         raise ValueError(f"radius {radius_m} m is outside (0, {MAX_RADIUS_M:g}]")
 
 
-def nearby_params(site: dict[str, Any], radius_m: float,
-                  area_id: int | None = None) -> dict[str, Any]:
+# What the lookup decides on: a caller who may not read one of these gets no lookup.
+DECIDES_ON = ("status", "power_supply", "power_w", "network", "ports", "height_m", "slots",
+              "slots_taken")
+
+
+def nearby(site: dict[str, Any], radius_m: float, scope: Scope = EVERYTHING
+           ) -> tuple[sql.Composed, dict[str, Any]]:
+    """The NEARBY statement for what the caller may see, with its parameters."""
     check_radius(radius_m)
-    return {"site": json.dumps(site), "radius": radius_m, "area": area_id}
+    query, params = statement(NEARBY, scope, "c")
+    return query, {**params, "site": json.dumps(site), "radius": radius_m}
 
 
 def answer(rows: list[tuple], site: dict[str, Any], radius_m: float,
@@ -145,8 +155,8 @@ def answer(rows: list[tuple], site: dict[str, Any], radius_m: float,
 
 
 def lookup(conn: psycopg.Connection, site: dict[str, Any], radius_m: float, needs: Needs,
-           area_id: int | None = None) -> dict[str, Any]:
-    rows = conn.execute(NEARBY, nearby_params(site, radius_m, area_id)).fetchall()
+           scope: Scope = EVERYTHING) -> dict[str, Any]:
+    rows = conn.execute(*nearby(site, radius_m, scope)).fetchall()
     return answer(rows, site, radius_m, needs)
 
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from pyproj import Geod
 
-from registry import codes, ledger, lifecycle, reservations, reuse
+from registry import codes, ledger, lifecycle, reservations, reuse, scope
 from tests.conftest import department_keys
 
 ALNUM = string.digits + string.ascii_uppercase
@@ -193,7 +193,7 @@ def test_reuse_lookup_matches_brute_force(conn):
         "INSERT INTO onemap.areas (name, geom) VALUES ('west', ST_Multi(ST_MakeEnvelope("
         "24.0, 60.0, 24.94, 61.0, 4326))) RETURNING id").fetchone()[0]
     site = {"type": "Point", "coordinates": [24.94, 60.17]}
-    got = reuse.lookup(conn, site, 800.0, reuse.Needs(), area_id=area)
+    got = reuse.lookup(conn, site, 800.0, reuse.Needs(), scope.in_area(area))
     everything = reuse.lookup(conn, site, 800.0, reuse.Needs())
     codes_in = {c["code"] for c in got["candidates"] + got["excluded"]}
     west = {c["code"] for c in everything["candidates"] + everything["excluded"]
@@ -321,6 +321,53 @@ def test_codes_and_reuse_over_http_obey_the_layers_access(http, settings):
     for path in (f"/codes/{pole}", "/codes/asset:H-1", f"/codes/{cam.code}"):
         assert http.get(path).status_code == 404, path
     assert http.get("/registry/reuse", params={"lon": 25.5, "lat": 60.4}).status_code == 404
+    _grants_hold_in_lookups(http, settings, pole, lamp, cam.code)
+
+
+def _grants_hold_in_lookups(http, settings, pole: str, lamp: str, cam: str) -> None:
+    """A grant's row filter, masks and hidden fields hold in the registry's own lookups as
+    they do in tiles and features."""
+    import asyncio
+
+    from access import admin
+    from access.admin import Actor
+
+    keys = department_keys(settings, {"reg_poles": "reg_pole_dept", "reg_np": "reg_np_dept",
+                                      "reg_nf": "reg_nf_dept"})
+
+    async def grant() -> None:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as c:
+            a, levels = Actor("test"), settings.levels
+            await admin.grant(c, a, levels, to="department:reg_pole_dept", layers="carriers",
+                              filter="kind = 'smart_pole'", masked={"owner": "full"})
+            await admin.grant(c, a, levels, to="department:reg_np_dept", layers="carriers",
+                              hidden=["power_w"])
+            await admin.grant(c, a, levels, to="department:reg_nf_dept", layers="fronts",
+                              hidden=["fov"])
+            await admin.grant(c, a, levels, to="department:reg_nf_dept", layers="carriers")
+
+    asyncio.run(grant())
+
+    def get(who: str, path: str, **params):
+        return http.get(path, params=params, headers={"Authorization": f"Bearer {keys[who]}"})
+
+    doc = get("reg_poles", f"/codes/{pole}").json()
+    assert doc["code"] == pole and doc["owner"] not in (None, "transport")
+    assert get("reg_poles", f"/codes/{lamp}").status_code == 404
+    got = get("reg_poles", "/registry/reuse", lon=25.5005, lat=60.40, radius=200).json()
+    assert [c["code"] for c in got["candidates"] + got["excluded"]] == [pole]
+    everything = get("reg_nf", "/registry/reuse", lon=25.5005, lat=60.40, radius=200).json()
+    assert {c["code"] for c in everything["candidates"] + everything["excluded"]} == {
+        pole, lamp}
+
+    r = get("reg_np", "/registry/reuse", lon=25.5005, lat=60.40, radius=200)
+    assert r.status_code == 403 and "power_w" in r.json()["detail"]
+    assert "power_w" not in get("reg_np", f"/codes/{pole}").json()
+    r = get("reg_nf", "/registry/duplicates", lon=25.5, lat=60.4, kind="camera")
+    assert r.status_code == 403 and "fov" in r.json()["detail"]
+    assert "fov" not in get("reg_nf", f"/codes/{cam}").json()
+    assert get("reg_nf", "/registry/coverage").status_code == 403
 
 
 def test_cli_loads_an_xlsx_ledger_with_a_column_mapping(settings, tmp_path, capsys,
@@ -484,7 +531,7 @@ def test_coverage_per_area_and_road_share(conn, settings, tmp_path):
     report = ledger.load(conn, "front", "cov", rows)
     assert report.count("rejected") == 0
     q, p = coverage.coverage_query(get_layer(conn, "cov_areas"), "name",
-                                   get_layer(conn, "cov_roads"), NONE, NONE, None)
+                                   get_layer(conn, "cov_roads"), NONE, NONE)
     got = {r["area"]: r for r in coverage.coverage_rows(conn.execute(q, p).fetchall())}
 
     to_local = Transformer.from_crs(
