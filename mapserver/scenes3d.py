@@ -43,14 +43,18 @@ async def _scene(request: Request, conn) -> tuple[Layer, LayerAccess, Scene, str
     return layer, a, scene, token
 
 
-def _cached(request: Request, key: tuple, etag: str) -> Response | None:
-    """A 304, or the cached body (kept with its media type), or None."""
+def _cached(request: Request, key: tuple, etag: str, media: str) -> Response | None:
+    """A 304, or the cached body with its feature report, or None."""
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=cache_headers(request, etag))
     hit = app_state(request).cache.get(key)
-    if hit is None:
-        return None
-    return Response(hit[0], media_type=hit[1], headers=cache_headers(request, etag))
+    return None if hit is None else _response(request, etag, media, *hit)
+
+
+def _response(request: Request, etag: str, media: str, body: bytes, report: str) -> Response:
+    headers = cache_headers(request, etag)
+    headers["OneMap-Tile-Features"] = report
+    return Response(body, media_type=media, headers=headers)
 
 
 async def scenes(request: Request) -> Response:
@@ -76,14 +80,15 @@ async def tileset_json(request: Request) -> Response:
     async with state.pool.connection() as conn:
         layer, a, scene, token = await _scene(request, conn)
         etag, key = f'"{token}"', (token, "3d")
-        hit = _cached(request, key, etag)
+        hit = _cached(request, key, etag, TILESET)
         if hit is not None:
             return hit
         cells = await source.cells(conn, layer, scene, a.restriction)
     note(request, [layer.id], sum(c.count for c in cells), tiles=len(cells))
     body = JSONResponse(tileset(cells, scene.tile_zoom, layer.extent)).body
-    state.cache.put(key, body, TILESET)
-    return Response(body, media_type=TILESET, headers=cache_headers(request, etag))
+    report = f"{layer.id};kept={sum(c.count for c in cells)};tiles={len(cells)}"
+    state.cache.put(key, body, report)
+    return _response(request, etag, TILESET, body, report)
 
 
 async def tile(request: Request) -> Response:
@@ -97,7 +102,7 @@ async def tile(request: Request) -> Response:
             raise HTTPException(404, f"scene {layer.id!r} has its tiles at zoom "
                                      f"{scene.tile_zoom}, not {z}")
         etag, key = f'"{token}"', (token, "3d", x, y)
-        hit = _cached(request, key, etag)
+        hit = _cached(request, key, etag, GLB)
         if hit is not None:
             return hit
         found = await source.features(conn, layer, scene, a.restriction, x, y)
@@ -111,8 +116,9 @@ async def tile(request: Request) -> Response:
         return glb.encode(mesh, {"_fid": found.fids, **found.properties}, found.heights)
 
     body = await anyio.to_thread.run_sync(build)
-    state.cache.put(key, body, GLB)
-    return Response(body, media_type=GLB, headers=cache_headers(request, etag))
+    report = f"{layer.id};kept={len(found.fids)}"
+    state.cache.put(key, body, report)
+    return _response(request, etag, GLB, body, report)
 
 
 routes = [

@@ -112,6 +112,9 @@ def decoded(http, scene, who: str | None) -> tuple[dict, list[dict]]:
         assert t.status_code == 200 and t.headers["content-type"] == "model/gltf-binary"
         out.append({"leaf": leaf, "etag": t.headers["etag"], "bytes": t.content,
                     **read_glb(t.content, leaf["transform"])})
+        assert t.headers["onemap-tile-features"] == f"{LAYER};kept={out[-1]['count']}"
+    kept = sum(t["count"] for t in out)
+    assert r.headers["onemap-tile-features"] == f"{LAYER};kept={kept};tiles={len(out)}"
     return ts, out
 
 
