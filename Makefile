@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SAMPLES := data/samples
 export ONEMAP_DATA_DIR ?= var
 
-.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-registry clean
+.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-registry bench-3d clean
 
 setup: $(STAMP)
 
@@ -115,6 +115,11 @@ bench-raster: setup
 # No peer runs this lookup; the goal is absolute (p99 under 50 ms at 500 m).
 bench-registry: setup
 	$(BIN)/python bench/registry.py
+
+# No peer serves 3D Tiles from PostGIS: absolute figures.
+bench-3d: setup
+	bash scripts/system-packages.sh wrk
+	$(BIN)/python bench/scenes3d.py
 
 clean:
 	-$(BIN)/onemap db stop

@@ -23,7 +23,7 @@ from mapserver.tiles import cache_headers, etag_matches, parse_tile, version_tok
 from scenes3d import catalog, glb, source
 from scenes3d.catalog import Scene
 from scenes3d.mesh import extrude
-from scenes3d.tileset import origin, tileset
+from scenes3d.tileset import origin, part, split_zoom, tileset
 
 GLB = "model/gltf-binary"
 TILESET = "application/json"
@@ -76,17 +76,37 @@ async def scenes(request: Request) -> Response:
 
 
 async def tileset_json(request: Request) -> Response:
+    """The root tileset, or with z/x/y the external tileset of one tile at the split zoom."""
     state = app_state(request)
+    p = request.path_params
     async with state.pool.connection() as conn:
         layer, a, scene, token = await _scene(request, conn)
-        etag, key = f'"{token}"', (token, "3d")
+        split = split_zoom(scene.tile_zoom)
+        within = None
+        if "z" in p:
+            within = parse_tile(p["z"], p["x"], p["y"])
+            if within[0] != split:
+                raise HTTPException(404, f"scene {layer.id!r} has its tilesets at zoom "
+                                         f"{split}, not {within[0]}")
+        etag, key = f'"{token}"', (token, "3d", within)
         hit = _cached(request, key, etag, TILESET)
         if hit is not None:
             return hit
-        cells = await source.cells(conn, layer, scene, a.restriction)
-    note(request, [layer.id], sum(c.count for c in cells), tiles=len(cells))
-    body = JSONResponse(tileset(cells, scene.tile_zoom, layer.extent)).body
-    report = f"{layer.id};kept={sum(c.count for c in cells)};tiles={len(cells)}"
+        if within is None:
+            found = await source.cells(conn, layer, scene, a.restriction, split)
+        else:
+            found = await source.cells(conn, layer, scene, a.restriction, scene.tile_zoom,
+                                       within)
+    kept = sum(c.count for c in found)
+    note(request, [layer.id], kept, tiles=len(found))
+    if within is not None and not found:
+        # The root never points here for this caller: as missing as any other tileset.
+        raise HTTPException(404, "no 3D tileset {}/{}/{} in scene {!r}".format(*within,
+                                                                               layer.id))
+    doc = (tileset(found, scene.tile_zoom, layer.extent) if within is None
+           else part(found, scene.tile_zoom))
+    body = JSONResponse(doc).body
+    report = f"{layer.id};kept={kept};tiles={len(found)}"
     state.cache.put(key, body, report)
     return _response(request, etag, TILESET, body, report)
 
@@ -101,7 +121,7 @@ async def tile(request: Request) -> Response:
         if z != scene.tile_zoom:
             raise HTTPException(404, f"scene {layer.id!r} has its tiles at zoom "
                                      f"{scene.tile_zoom}, not {z}")
-        etag, key = f'"{token}"', (token, "3d", x, y)
+        etag, key = f'"{token}"', (token, "3d", z, x, y)
         hit = _cached(request, key, etag, GLB)
         if hit is not None:
             return hit
@@ -124,5 +144,6 @@ async def tile(request: Request) -> Response:
 routes = [
     Route("/3dtiles", scenes),
     Route("/3dtiles/{layer}/tileset.json", tileset_json),
+    Route("/3dtiles/{layer}/{z}/{x}/{y}.json", tileset_json),
     Route("/3dtiles/{layer}/{z}/{x}/{y}.glb", tile),
 ]

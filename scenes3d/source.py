@@ -49,8 +49,18 @@ def _common(layer: Layer, scene: Scene, r: Restriction, zoom: int
     return h, shape, where, params
 
 
-async def cells(conn: Any, layer: Layer, scene: Scene, r: Restriction) -> list[Cell]:
-    h, shape, where, params = _common(layer, scene, r, scene.tile_zoom)
+async def cells(conn: Any, layer: Layer, scene: Scene, r: Restriction, zoom: int,
+                within: tuple[int, int, int] | None = None) -> list[Cell]:
+    """The tiles at ``zoom`` that own features, with their counts, extents and tops; only
+    those under the tile ``within`` (z, x, y) when given."""
+    h, shape, where, params = _common(layer, scene, r, zoom)
+    if within is not None:
+        wz, wx, wy = within
+        params.update(wz=wz, wx=wx, wy=wy, wsize=2 * 20037508.342789244 / 2**wz)
+        where = sql.SQL(
+            "{} AND t._geom_3857 && ST_TileEnvelope(%(wz)s, %(wx)s, %(wy)s)"
+            " AND floor((ST_X(o.p) + 20037508.342789244) / %(wsize)s) = %(wx)s"
+            " AND floor((20037508.342789244 - ST_Y(o.p)) / %(wsize)s) = %(wy)s").format(where)
     query = sql.SQL(
         "SELECT tx, ty, n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e), top FROM ("
         " SELECT tx, ty, ST_Extent(g) AS e, max(h) AS top, count(*) AS n FROM ("

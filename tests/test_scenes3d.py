@@ -11,6 +11,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import numpy as np
 import psycopg
@@ -101,20 +102,54 @@ def leaves(node: dict):
         yield from leaves(child)
 
 
+ROOT = f"/3dtiles/{LAYER}/tileset.json"
+
+
+def whole(http, headers: dict[str, str], url: str = ROOT, query: str = "") -> dict:
+    """A tileset with its external tilesets fetched and put in place (each pointing tile
+    gets its external root's children) and every content URI made absolute, as a viewer
+    resolves them. Checks on the way that each external root matches its pointing tile
+    and that each document reports the features under it."""
+    r = http.get(url + query, headers=headers)
+    assert r.status_code == 200, (url, r.text)
+    doc = r.json()
+
+    def expand(node: dict) -> int:
+        kept = 0
+        for child in node.get("children", []):
+            kept += expand(child)
+        uri = node.get("content", {}).get("uri")
+        if uri is not None:
+            target = urljoin(url, uri)
+            if target.endswith(".json"):
+                sub = whole(http, headers, target, query)
+                assert sub["root"]["boundingVolume"] == node["boundingVolume"]
+                assert sub["root"]["geometricError"] == node["geometricError"]
+                node["children"] = sub["root"]["children"]
+                del node["content"]
+                kept += sub["kept"]
+            else:
+                node["content"]["uri"] = target
+        return kept
+
+    kept = expand(doc["root"])
+    report = r.headers["onemap-tile-features"]
+    doc["kept"] = int(report.split(";")[1].removeprefix("kept="))
+    assert kept in (0, doc["kept"])  # 0: a document of content tiles only
+    return doc
+
+
 def decoded(http, scene, who: str | None) -> tuple[dict, list[dict]]:
     """The tileset, and per leaf its vertices back on the ellipsoid with their features."""
-    r = http.get(f"/3dtiles/{LAYER}/tileset.json", headers=as_(scene, who))
-    assert r.status_code == 200, r.text
-    ts = r.json()
+    ts = whole(http, as_(scene, who))
     out = []
     for leaf in leaves(ts["root"]):
-        t = http.get(f"/3dtiles/{LAYER}/{leaf['content']['uri']}", headers=as_(scene, who))
+        t = http.get(leaf["content"]["uri"], headers=as_(scene, who))
         assert t.status_code == 200 and t.headers["content-type"] == "model/gltf-binary"
         out.append({"leaf": leaf, "etag": t.headers["etag"], "bytes": t.content,
                     **read_glb(t.content, leaf["transform"])})
         assert t.headers["onemap-tile-features"] == f"{LAYER};kept={out[-1]['count']}"
-    kept = sum(t["count"] for t in out)
-    assert r.headers["onemap-tile-features"] == f"{LAYER};kept={kept};tiles={len(out)}"
+    assert ts["kept"] == sum(t["count"] for t in out)
     return ts, out
 
 
@@ -223,7 +258,9 @@ def test_buildings_rise_to_their_heights_on_their_footprints(http, scene, db):
 
 
 def test_tileset_nests_and_bounds_its_children(http, scene):
-    ts = http.get(f"/3dtiles/{LAYER}/tileset.json", headers=as_(scene, "s3_owner")).json()
+    """Through the external tilesets too: each child inside its parent's bounds, with a
+    smaller error, down to the content tiles."""
+    ts = whole(http, as_(scene, "s3_owner"))
 
     def walk(node: dict, depth: int) -> int:
         region = node["boundingVolume"]["region"]
@@ -234,7 +271,9 @@ def test_tileset_nests_and_bounds_its_children(http, scene):
             assert c[5] <= region[5] and child["geometricError"] < node["geometricError"]
         return max([depth, *(walk(c, depth + 1) for c in node.get("children", []))])
 
-    assert walk(ts["root"], 0) >= 2
+    assert walk(ts["root"], 0) >= 5  # the split zoom is 4 above the content tiles
+    root = http.get(ROOT, headers=as_(scene, "s3_owner")).json()
+    assert all(n["content"]["uri"].endswith(".json") for n in leaves(root["root"]))
     assert ts["geometricError"] > ts["root"]["geometricError"] > 0
 
 
@@ -271,8 +310,7 @@ def test_scene_obeys_the_grants(http, scene, settings):
     east = [t for t in full if all((t["props"]["osm_id"][i], t["props"]["osm_way_id"][i])
                                    not in expected for i in range(t["count"]))]
     assert east
-    r = http.get(f"/3dtiles/{LAYER}/{east[0]['leaf']['content']['uri']}",
-                 headers=as_(scene, "s3_district"))
+    r = http.get(east[0]["leaf"]["content"]["uri"], headers=as_(scene, "s3_district"))
     assert r.status_code == 404
     # The same tile URL: each caller gets the bytes made for what it may see.
     both = {t["leaf"]["content"]["uri"]: t for t in full}
@@ -299,15 +337,17 @@ def test_embedding_key_opens_the_scene_from_its_origin_only(http, scene, setting
             return made["key"]
 
     k = asyncio.run(key())
-    url = f"/3dtiles/{LAYER}/tileset.json?key={k}"
-    r = http.get(url, headers={"Origin": "https://twin.example"})
+    twin = {"Origin": "https://twin.example"}
+    r = http.get(f"{ROOT}?key={k}", headers=twin)
     assert r.status_code == 200 and k not in r.text
-    uri = next(leaves(r.json()["root"]))["content"]["uri"]
+    ts = whole(http, twin, query=f"?key={k}")
+    uri = next(leaves(ts["root"]))["content"]["uri"]
     assert "?" not in uri and "key" not in uri
-    t = http.get(f"/3dtiles/{LAYER}/{uri}?key={k}", headers={"Origin": "https://twin.example"})
+    t = http.get(f"{uri}?key={k}", headers=twin)
     assert t.status_code == 200 and k.encode() not in t.content
-    assert http.get(url, headers={"Origin": "https://evil.example"}).status_code == 403
-    assert http.get(url).status_code == 403
+    assert http.get(f"{ROOT}?key={k}", headers={"Origin": "https://evil.example"}
+                    ).status_code == 403
+    assert http.get(f"{ROOT}?key={k}").status_code == 403
 
 
 def test_scene_access_is_audited(http, scene, db):
