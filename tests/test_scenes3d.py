@@ -33,6 +33,7 @@ TO_LLH = Transformer.from_crs("EPSG:4978", "EPSG:4979", always_xy=True)
 TO_ECEF = Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
 VALIDATOR = Path(__file__).resolve().parent.parent / ".tools" / "node_modules" / "gltf-validator"
 USERS = {"s3_owner": "s3_housing", "s3_district": "s3_kallio", "s3_hider": "s3_hide",
+         "s3_clipped": "s3_clip",
          "s3_outsider": "s3_other"}
 
 
@@ -78,6 +79,8 @@ def scene(settings, sample_layers, monkeypatch_module, server):
                               layers=LAYER, masked={"name": "middle"}, area_id=area)
             await admin.grant(conn, actor, settings.levels, to="department:s3_hide",
                               layers=LAYER, hidden=["other_tags"])
+            await admin.grant(conn, actor, settings.levels, to="department:s3_clip",
+                              layers=LAYER, area_id=area, area_mode="clip")
 
     asyncio.run(grants())
     source["key"] = list(zip(source.osm_id.fillna(""), source.osm_way_id.fillna(""),
@@ -318,6 +321,19 @@ def test_scene_obeys_the_grants(http, scene, settings):
     assert shared and all(t["etag"] != both[t["leaf"]["content"]["uri"]]["etag"]
                           and t["bytes"] != both[t["leaf"]["content"]["uri"]]["bytes"]
                           for t in shared)
+
+    # Clipped at the area's edge: buildings across it are cut, nothing lies outside.
+    _, clipped = decoded(http, scene, "s3_clipped")
+    edge = west.buffer(1e-7)
+    assert all(shapely.contains_xy(edge, t["llh"][:, 0], t["llh"][:, 1]).all()
+               for t in clipped)
+    cut = {(t["props"]["osm_id"][i], t["props"]["osm_way_id"][i]) for t in clipped
+           for i in range(t["count"])}
+    assert cut <= expected and len(cut) >= len(expected) - 2
+    crossing = {(t["props"]["osm_id"][i], t["props"]["osm_way_id"][i]) for t in full
+                for i in range(t["count"])
+                if not shapely.contains_xy(edge, *t["llh"][t["fids"] == i, :2].T).all()}
+    assert crossing & cut, "no building crosses the area's edge: the clip went untested"
 
     _, hidden = decoded(http, scene, "s3_hider")
     assert all("other_tags" not in t["props"] for t in hidden)
