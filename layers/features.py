@@ -12,7 +12,7 @@ from datetime import datetime
 
 from psycopg import AsyncConnection, sql
 
-from layers import restrict
+from layers import restrict, store
 from layers.catalog import Layer, table_of
 from layers.restrict import NONE, Restriction
 from layers.where import Where
@@ -94,11 +94,8 @@ def _where(q: ItemsQuery, layer: Layer) -> tuple[sql.Composable, dict[str, objec
     limit, limit_params = restrict.rows(layer, q.restriction)
     if limit is not None:
         w.add(limit, **limit_params)
-    if q.as_of is None:
-        w.add("t._valid_to IS NULL")
-    else:
-        w.add("t._valid_from <= %(as_of)s AND (t._valid_to IS NULL OR t._valid_to > %(as_of)s)",
-              as_of=q.as_of)
+    w.add(store.alive(q.as_of is not None),
+          **({"as_of": q.as_of} if q.as_of is not None else {}))
     if q.bbox is not None:
         x0, y0, x1, y1 = q.bbox
         if q.bbox_crs.lat_first:

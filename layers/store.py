@@ -253,18 +253,23 @@ def layer_stats(conn: psycopg.Connection, layer_id: str) -> dict[str, Any]:
             "geometry_types": sorted(types or [])}
 
 
+def alive(as_of: bool) -> sql.Composable:
+    """Rows ``t`` current now, or (``as_of``) alive at the moment bound as ``%(as_of)s``."""
+    return (sql.SQL("t._valid_from <= %(as_of)s AND (t._valid_to IS NULL"
+                    " OR t._valid_to > %(as_of)s)") if as_of else sql.SQL("t._valid_to IS NULL"))
+
+
 def features(conn: psycopg.Connection, layer_id: str, fields: Sequence[Field],
              as_of: datetime | None = None) -> list[dict[str, Any]]:
     """Current features, or the layer as it stood at ``as_of``, as GeoJSON-like dicts."""
     t = table_of(layer_id)
     cols = sql.SQL("").join(sql.SQL(", ") + sql.Identifier(f.name) for f in fields)
-    when = (sql.SQL("_valid_to IS NULL") if as_of is None else
-            sql.SQL("_valid_from <= %(t)s AND (_valid_to IS NULL OR _valid_to > %(t)s)"))
+    when = alive(as_of is not None)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql.SQL(
             "SELECT _fid, _version, _valid_from, _valid_to, _produced_at, _ingested_at,"
-            " _updated_at, ST_AsText(geom) AS wkt{cols} FROM {t} WHERE {when} ORDER BY _fid"
-        ).format(cols=cols, t=t, when=when), {"t": as_of})
+            " _updated_at, ST_AsText(geom) AS wkt{cols} FROM {t} t WHERE {when} ORDER BY _fid"
+        ).format(cols=cols, t=t, when=when), {"as_of": as_of})
         out = []
         for r in cur:
             out.append({

@@ -21,6 +21,7 @@ from psycopg import sql
 from layers import restrict
 from layers.catalog import Layer, overview_of, table_of
 from layers.restrict import NONE, Restriction
+from layers.store import alive
 
 EXTENT = 4096
 BUFFER = 64
@@ -134,9 +135,7 @@ _SMALL = ("greatest(ST_XMax(t._geom_3857) - ST_XMin(t._geom_3857),"
 def _statement(layer: Layer, method: str, as_of: bool,
                r: Restriction = NONE) -> tuple[sql.Composed, dict[str, object]]:
     t = table_of(layer.id)
-    when: sql.Composable = (
-        sql.SQL("t._valid_from <= %(as_of)s AND (t._valid_to IS NULL"
-                " OR t._valid_to > %(as_of)s)") if as_of else sql.SQL("t._valid_to IS NULL"))
+    when = alive(as_of)
     limit, extra = restrict.rows(layer, r, mercator=True)
     if limit is not None:
         when = sql.SQL("{} AND {}").format(when, limit)
