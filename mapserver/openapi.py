@@ -89,9 +89,11 @@ _OPERATIONS = [
      "application/json"),
     ("/3dtiles", "get3DScenes", "The 3D scenes the caller may read", [], "application/json"),
     ("/3dtiles/{layer}/tileset.json", "get3DTileset",
-     "A 3D Tiles 1.1 tileset of extruded footprints", ["layer"], "application/json"),
+     "A 3D Tiles 1.1 tileset of extruded footprints", ["layer", "as-of"], "application/json"),
+    ("/3dtiles/{layer}/{z}/{x}/{y}.json", "get3DExternalTileset",
+     "The external tileset of one tile", ["layer", "z", "x", "y", "as-of"], "application/json"),
     ("/3dtiles/{layer}/{z}/{x}/{y}.glb", "get3DTile", "One 3D tile (binary glTF)",
-     ["layer", "z", "x", "y"], "model/gltf-binary"),
+     ["layer", "z", "x", "y", "as-of"], "model/gltf-binary"),
     ("/healthz", "getHealth", "Database reachable", [], "application/json"),
 ]
 

@@ -8,6 +8,8 @@ the edge when its grant clips), and masked fields are masked in the tiles' prope
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from datetime import datetime
 
 import anyio
 from starlette.exceptions import HTTPException
@@ -18,7 +20,7 @@ from starlette.routing import Route
 from access.policy import LayerAccess
 from layers.catalog import Layer, fetch_layers
 from mapserver.deps import access, app_state, note, readable_layer
-from mapserver.ogc import base
+from mapserver.ogc import base, parse_instant
 from mapserver.tiles import cache_headers, etag_matches, parse_tile, version_token
 from scenes3d import catalog, glb, source
 from scenes3d.catalog import Scene
@@ -29,18 +31,28 @@ GLB = "model/gltf-binary"
 TILESET = "application/json"
 
 
-async def _scene(request: Request, conn) -> tuple[Layer, LayerAccess, Scene, str]:
-    """The scene in the path, what the caller may do with its layer, and the token naming
-    what the caller sees of it (layer version, limits, scene definition)."""
+@dataclass(frozen=True)
+class Asked:
+    """The scene in the path as the caller may see it, and the moment asked for."""
+
+    layer: Layer
+    access: LayerAccess
+    scene: Scene
+    as_of: datetime | None
+    token: str  # names what the caller sees: layer version, limits, moment, definition
+
+
+async def _scene(request: Request, conn) -> Asked:
     layer_id = request.path_params["layer"]
     layer, a = await readable_layer(request, conn, layer_id, ("vector",), "3D scene")
     found = await catalog.fetch(conn, layer.id)
     if not found:
         raise HTTPException(404, f"no 3D scene {layer_id!r}")
-    scene = found[0]
-    token = version_token([(layer.id, layer.version, a.restriction)], None)
-    token = hashlib.sha1(f"{token}|{scene!r}".encode()).hexdigest()[:20]
-    return layer, a, scene, token
+    raw = request.query_params.get("as-of")
+    as_of = parse_instant(raw, raw) if raw is not None else None
+    token = version_token([(layer.id, layer.version, a.restriction)], as_of)
+    token = hashlib.sha1(f"{token}|{found[0]!r}".encode()).hexdigest()[:20]
+    return Asked(layer, a, found[0], as_of, token)
 
 
 def _cached(request: Request, key: tuple, etag: str, media: str) -> Response | None:
@@ -80,31 +92,27 @@ async def tileset_json(request: Request) -> Response:
     state = app_state(request)
     p = request.path_params
     async with state.pool.connection() as conn:
-        layer, a, scene, token = await _scene(request, conn)
-        split = split_zoom(scene.tile_zoom)
+        q = await _scene(request, conn)
+        layer, zoom = q.layer, q.scene.tile_zoom
         within = None
         if "z" in p:
             within = parse_tile(p["z"], p["x"], p["y"])
-            if within[0] != split:
+            if within[0] != split_zoom(zoom):
                 raise HTTPException(404, f"scene {layer.id!r} has its tilesets at zoom "
-                                         f"{split}, not {within[0]}")
-        etag, key = f'"{token}"', (token, "3d", within)
+                                         f"{split_zoom(zoom)}, not {within[0]}")
+        etag, key = f'"{q.token}"', (q.token, "3d", within)
         hit = _cached(request, key, etag, TILESET)
         if hit is not None:
             return hit
-        if within is None:
-            found = await source.cells(conn, layer, scene, a.restriction, split)
-        else:
-            found = await source.cells(conn, layer, scene, a.restriction, scene.tile_zoom,
-                                       within)
+        found = await source.cells(conn, layer, q.scene, q.access.restriction,
+                                   zoom if within else split_zoom(zoom), within, q.as_of)
     kept = sum(c.count for c in found)
     note(request, [layer.id], kept, tiles=len(found))
     if within is not None and not found:
         # The root never points here for this caller: as missing as any other tileset.
         raise HTTPException(404, "no 3D tileset {}/{}/{} in scene {!r}".format(*within,
                                                                                layer.id))
-    doc = (tileset(found, scene.tile_zoom, layer.extent) if within is None
-           else part(found, scene.tile_zoom))
+    doc = tileset(found, zoom, layer.extent) if within is None else part(found, zoom)
     body = JSONResponse(doc).body
     report = f"{layer.id};kept={kept};tiles={len(found)}"
     state.cache.put(key, body, report)
@@ -116,27 +124,28 @@ async def tile(request: Request) -> Response:
     z, x, y = parse_tile(p["z"], p["x"], p["y"])
     state = app_state(request)
     async with state.pool.connection() as conn:
-        layer, a, scene, token = await _scene(request, conn)
-        note(request, [layer.id], tile=f"{z}/{x}/{y}")
-        if z != scene.tile_zoom:
-            raise HTTPException(404, f"scene {layer.id!r} has its tiles at zoom "
-                                     f"{scene.tile_zoom}, not {z}")
-        etag, key = f'"{token}"', (token, "3d", z, x, y)
+        q = await _scene(request, conn)
+        note(request, [q.layer.id], tile=f"{z}/{x}/{y}")
+        if z != q.scene.tile_zoom:
+            raise HTTPException(404, f"scene {q.layer.id!r} has its tiles at zoom "
+                                     f"{q.scene.tile_zoom}, not {z}")
+        etag, key = f'"{q.token}"', (q.token, "3d", z, x, y)
         hit = _cached(request, key, etag, GLB)
         if hit is not None:
             return hit
-        found = await source.features(conn, layer, scene, a.restriction, x, y)
-    note(request, [layer.id], len(found.fids), tile=f"{z}/{x}/{y}")
+        found = await source.features(conn, q.layer, q.scene, q.access.restriction, x, y,
+                                      q.as_of)
+    note(request, [q.layer.id], len(found.fids), tile=f"{z}/{x}/{y}")
     if not found.fids:
         # The tileset never names such a tile: it is as missing as any other.
-        raise HTTPException(404, f"no 3D tile {z}/{x}/{y} in scene {layer.id!r}")
+        raise HTTPException(404, f"no 3D tile {z}/{x}/{y} in scene {q.layer.id!r}")
 
     def build() -> bytes:
         mesh = extrude(found.footprints, found.heights, origin(z, x, y))
         return glb.encode(mesh, {"_fid": found.fids, **found.properties}, found.heights)
 
     body = await anyio.to_thread.run_sync(build)
-    report = f"{layer.id};kept={len(found.fids)}"
+    report = f"{q.layer.id};kept={len(found.fids)}"
     state.cache.put(key, body, report)
     return _response(request, etag, GLB, body, report)
 

@@ -2,12 +2,14 @@
 
 Both read the layer's current rows under the caller's restriction (layers.restrict): rows
 outside the area or the filter are never read, a clip cuts footprints at the area's edge,
-hidden fields are not selected and masked ones only through ``onemap.mask``.
+hidden fields are not selected and masked ones only through ``onemap.mask``. With
+``as_of`` they read the rows alive at that moment: the city in 3D as it stood then.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import shapely
@@ -16,6 +18,7 @@ from psycopg import sql
 from layers import restrict
 from layers.catalog import Layer, table_of
 from layers.restrict import Restriction
+from layers.store import alive
 from scenes3d.catalog import Scene, height
 from scenes3d.tileset import Cell
 
@@ -34,15 +37,15 @@ class Features:
     properties: dict[str, list[str | None]]
 
 
-def _common(layer: Layer, scene: Scene, r: Restriction, zoom: int
+def _common(layer: Layer, scene: Scene, r: Restriction, zoom: int, as_of: datetime | None
             ) -> tuple[sql.Composable, sql.Composable, sql.Composable, dict[str, Any]]:
     h, params = height(scene, r)
     limits, lparams = restrict.rows(layer, r)
-    params.update(lparams)
+    params.update(lparams, as_of=as_of)
     if r.clip and r.area_id is not None:
         params["_area"] = r.area_id
     params["size"] = 2 * 20037508.342789244 / 2**zoom
-    where = sql.SQL("t._valid_to IS NULL")
+    where = alive(as_of is not None)
     if limits is not None:
         where = sql.SQL("{} AND {}").format(where, limits)
     shape = sql.SQL("ST_CollectionExtract({}, 3)").format(restrict.clipped(sql.SQL("t.geom"), r))
@@ -50,10 +53,11 @@ def _common(layer: Layer, scene: Scene, r: Restriction, zoom: int
 
 
 async def cells(conn: Any, layer: Layer, scene: Scene, r: Restriction, zoom: int,
-                within: tuple[int, int, int] | None = None) -> list[Cell]:
-    """The tiles at ``zoom`` that own features, with their counts, extents and tops; only
-    those under the tile ``within`` (z, x, y) when given."""
-    h, shape, where, params = _common(layer, scene, r, zoom)
+                within: tuple[int, int, int] | None = None,
+                as_of: datetime | None = None) -> list[Cell]:
+    """The tiles at ``zoom`` that own features (as the layer stood at ``as_of``), with
+    their counts, extents and tops; only those under the tile ``within`` (z, x, y)."""
+    h, shape, where, params = _common(layer, scene, r, zoom, as_of)
     if within is not None:
         wz, wx, wy = within
         params.update(wz=wz, wx=wx, wy=wy, wsize=2 * 20037508.342789244 / 2**wz)
@@ -74,8 +78,8 @@ async def cells(conn: Any, layer: Layer, scene: Scene, r: Restriction, zoom: int
 
 
 async def features(conn: Any, layer: Layer, scene: Scene, r: Restriction,
-                   x: int, y: int) -> Features:
-    h, shape, where, params = _common(layer, scene, r, scene.tile_zoom)
+                   x: int, y: int, as_of: datetime | None = None) -> Features:
+    h, shape, where, params = _common(layer, scene, r, scene.tile_zoom, as_of)
     names = [f.name for f in restrict.visible_fields(layer, r)]
     cols = sql.SQL("").join(sql.SQL(", {}").format(restrict.column(n, r)) for n in names)
     params.update(z=scene.tile_zoom, x=x, y=y)

@@ -11,7 +11,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 import numpy as np
 import psycopg
@@ -142,12 +142,12 @@ def whole(http, headers: dict[str, str], url: str = ROOT, query: str = "") -> di
     return doc
 
 
-def decoded(http, scene, who: str | None) -> tuple[dict, list[dict]]:
+def decoded(http, scene, who: str | None, query: str = "") -> tuple[dict, list[dict]]:
     """The tileset, and per leaf its vertices back on the ellipsoid with their features."""
-    ts = whole(http, as_(scene, who))
+    ts = whole(http, as_(scene, who), query=query)
     out = []
     for leaf in leaves(ts["root"]):
-        t = http.get(leaf["content"]["uri"], headers=as_(scene, who))
+        t = http.get(leaf["content"]["uri"] + query, headers=as_(scene, who))
         assert t.status_code == 200 and t.headers["content-type"] == "model/gltf-binary"
         out.append({"leaf": leaf, "etag": t.headers["etag"], "bytes": t.content,
                     **read_glb(t.content, leaf["transform"])})
@@ -399,3 +399,26 @@ def test_tiles_pass_the_khronos_gltf_validator(http, scene, tmp_path):
                              capture_output=True, text=True, check=True).stdout
         issues = json.loads(out)
         assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, out
+
+
+def test_scene_as_it_stood(http, scene, db):
+    """An edit raises a building at once; ``as-of`` shows the city before it, through the
+    external tilesets and tiles alike (the query rides along, as a viewer sends it)."""
+    moment = db.execute("SELECT now()").fetchone()[0].isoformat()
+    owner = as_(scene, "s3_owner")
+    item = http.get(f"/collections/{LAYER}/items", params={"limit": 1}, headers=owner).json()
+    fid = item["features"][0]["id"]
+    r = http.patch(f"/collections/{LAYER}/items/{fid}", headers=owner,
+                   json={"properties": {"other_tags": '"height"=>"150"'}})
+    assert r.status_code == 200, r.text
+
+    def heights(query: str = "") -> dict[str, float]:
+        _, tiles = decoded(http, scene, "s3_owner", query)
+        return {t["props"]["_fid"][i]: t["props"]["_height"][i]
+                for t in tiles for i in range(t["count"])}
+
+    now = heights()
+    then = heights("?" + urlencode({"as-of": moment}))
+    assert now[fid] == 150.0 and then[fid] != 150.0
+    assert {k: v for k, v in now.items() if k != fid} == {
+        k: v for k, v in then.items() if k != fid}
