@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer, fetch_layers
-from mapserver.deps import access, app_state, note, readable_layer
+from mapserver.deps import app_state, layer_access, note, readable_layer
 from mapserver.ogc import base, parse_instant
 from mapserver.tiles import cache_headers, etag_matches, parse_tile, version_token
 from scenes3d import catalog, glb, source
@@ -79,7 +79,7 @@ async def scenes(request: Request) -> Response:
     out = []
     for s in defined:
         layer = layers.get(s.layer_id)
-        if layer is None or access(request).layer(layer) is None:
+        if layer is None or layer_access(request, layer) is None:
             continue
         out.append({"id": layer.id, "title": layer.title, "attribution": layer.attribution,
                     "tileset": f"{base(request)}/3dtiles/{layer.id}/tileset.json"})
