@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLES := data/samples
 export ONEMAP_DATA_DIR ?= var
+# Browser-side tools from the npm registry, under .tools/ (demo and tests).
+CESIUM := .tools/node_modules/cesium/package.json
+GLTF_VALIDATOR := .tools/node_modules/gltf-validator/package.json
 
 .PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-registry bench-3d clean
 
@@ -72,8 +75,8 @@ demo-data: setup
 	@$(BIN)/onemap scene3d buildings --height other_tags:height \
 	  --levels other_tags:building:levels >/dev/null
 
-demo: demo-data
-	$(BIN)/onemap serve
+demo: demo-data $(CESIUM)
+	ONEMAP_CESIUM_DIR=.tools/node_modules/cesium/Build/Cesium $(BIN)/onemap serve
 
 serve: setup
 	$(BIN)/onemap serve
@@ -81,13 +84,19 @@ serve: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# CesiumJS for the 3D page (/scene3d), from the npm registry.
+$(CESIUM):
+	command -v npm >/dev/null || bash scripts/system-packages.sh npm
+	npm install --prefix .tools --no-audit --no-fund cesium@1.145.0
+
 # The Khronos glTF validator, which the tests run on the 3D tiles OneMap serves.
-GLTF_VALIDATOR := .tools/node_modules/gltf-validator/package.json
 $(GLTF_VALIDATOR):
 	command -v npm >/dev/null || bash scripts/system-packages.sh npm
 	npm install --prefix .tools --no-audit --no-fund gltf-validator@2.0.0-dev.3.10
 
-test: setup $(GLTF_VALIDATOR)
+# The tests also draw a scene in CesiumJS in a headless Chromium.
+test: setup $(GLTF_VALIDATOR) $(CESIUM)
+	bash scripts/system-packages.sh chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

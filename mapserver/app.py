@@ -113,6 +113,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *catalog.routes,
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
+    if settings.cesium_dir is not None:
+        routes.append(Mount("/vendor/cesium", StaticFiles(directory=str(settings.cesium_dir)),
+                            name="cesium"))
     middleware = [
         Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                    allow_methods=["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"],

@@ -25,7 +25,7 @@ from access.policy import ANONYMOUS, Access, Principal
 from mapserver.errors import problem
 
 # Served to anyone, about no layer: nothing to authorize or audit.
-OPEN_PREFIXES = ("/static/", "/healthz", "/favicon.ico")
+OPEN_PREFIXES = ("/static/", "/vendor/", "/healthz", "/favicon.ico")
 
 
 class Refused(Exception):

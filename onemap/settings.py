@@ -55,6 +55,9 @@ class Settings:
     raster_store: str | None = None
     # Server processes; raster tiles are CPU work, so one per core pays.
     workers: int = 1
+    # CesiumJS's built folder (Build/Cesium), served at /vendor/cesium/ for the 3D page;
+    # make demo installs it. Unset: the page says so, and /3dtiles serves any viewer.
+    cesium_dir: Path | None = None
 
     @property
     def raster_root(self) -> str:
@@ -78,7 +81,7 @@ class Settings:
 
 
 def _coerce(name: str, raw: str) -> object:
-    if name == "data_dir":
+    if name in ("data_dir", "cesium_dir"):
         return Path(raw)
     if name in {"db_port", "port", "pool_min", "pool_max", "tile_max_age",
                 "ingest_batch_size", "detail_zoom", "tile_cache_mb", "base_max_items",

@@ -53,7 +53,14 @@ def encode(mesh: Mesh, properties: dict[str, list[str | None]],
     buf = _Buffer()
     xyz = np.column_stack([mesh.positions[:, 0], mesh.positions[:, 2],
                            -mesh.positions[:, 1]]).astype(np.float32)
+    # Flat normals, one per triangle: viewers light a mesh only when it has them.
+    tri = xyz.reshape(-1, 3, 3).astype(np.float64)
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(cross, axis=1, keepdims=True)
+    normals = np.repeat(np.divide(cross, length, out=np.tile([[0.0, 1.0, 0.0]], (len(cross), 1)),
+                                  where=length > 0), 3, axis=0).astype(np.float32)
     pos_view = buf.add(xyz.tobytes(), gl.ARRAY_BUFFER)
+    normal_view = buf.add(normals.tobytes(), gl.ARRAY_BUFFER)
     ids_view = buf.add(mesh.feature_ids.astype(np.float32).tobytes(), gl.ARRAY_BUFFER)
     accessors = [
         gl.Accessor(bufferView=pos_view, componentType=gl.FLOAT, count=len(xyz), type=gl.VEC3,
@@ -61,6 +68,8 @@ def encode(mesh: Mesh, properties: dict[str, list[str | None]],
                     max=xyz.max(axis=0).tolist() if len(xyz) else [0, 0, 0]),
         gl.Accessor(bufferView=ids_view, componentType=gl.FLOAT, count=len(xyz),
                     type=gl.SCALAR),
+        gl.Accessor(bufferView=normal_view, componentType=gl.FLOAT, count=len(xyz),
+                    type=gl.VEC3),
     ]
     schema_props: dict[str, dict] = {HEIGHT: {"type": "SCALAR", "componentType": "FLOAT32"}}
     table: dict[str, dict] = {
@@ -71,7 +80,7 @@ def encode(mesh: Mesh, properties: dict[str, list[str | None]],
         if any(values):  # else every value is noData; glTF allows no empty buffer views
             table[key] = _strings(buf, values)
 
-    attributes = gl.Attributes(POSITION=0)
+    attributes = gl.Attributes(POSITION=0, NORMAL=2)
     attributes._FEATURE_ID_0 = 1
     primitive = gl.Primitive(attributes=attributes, material=0, mode=gl.TRIANGLES, extensions={
         "EXT_mesh_features": {"featureIds": [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -109,9 +110,9 @@ def db(settings: Settings) -> Iterator[psycopg.Connection]:
         yield conn
 
 
-@pytest.fixture(scope="session")
-def server(settings: Settings) -> Iterator[str]:
-    """OneMap under uvicorn on a free loopback port, for as long as the session runs."""
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """OneMap under uvicorn on a free loopback port, while the block runs."""
     port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="on")
@@ -123,9 +124,18 @@ def server(settings: Settings) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("OneMap did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(settings: Settings) -> Iterator[str]:
+    """OneMap over HTTP for as long as the session runs."""
+    with serving(settings) as url:
+        yield url
 
 
 @pytest.fixture

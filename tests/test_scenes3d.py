@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlencode, urljoin
 
@@ -25,13 +27,15 @@ from access.admin import Actor
 from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
 from onemap.cli import main as cli
-from tests.conftest import SAMPLES, department_keys, read_source
+from tests.conftest import SAMPLES, department_keys, read_source, serving
 
 LAYER = "b3d"
 GEOD = Geod(ellps="WGS84")
 TO_LLH = Transformer.from_crs("EPSG:4978", "EPSG:4979", always_xy=True)
 TO_ECEF = Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
-VALIDATOR = Path(__file__).resolve().parent.parent / ".tools" / "node_modules" / "gltf-validator"
+TOOLS = Path(__file__).resolve().parent.parent / ".tools" / "node_modules"
+VALIDATOR = TOOLS / "gltf-validator"
+CESIUM = TOOLS / "cesium" / "Build" / "Cesium"
 USERS = {"s3_owner": "s3_housing", "s3_district": "s3_kallio", "s3_hider": "s3_hide",
          "s3_clipped": "s3_clip",
          "s3_outsider": "s3_other"}
@@ -169,6 +173,8 @@ def read_glb(raw: bytes, transform: list[float]) -> dict:
     fids = view(doc.accessors[prim.attributes._FEATURE_ID_0].bufferView,
                 np.float32).astype(int)
     enu = np.column_stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]]).astype(float)
+    n = view(doc.accessors[prim.attributes.NORMAL].bufferView, np.float32).reshape(-1, 3)
+    normals = np.column_stack([n[:, 0], -n[:, 2], n[:, 1]]).astype(float)
     m = np.array(transform).reshape(4, 4).T
     ecef = (m @ np.column_stack([enu, np.ones(len(enu))]).T).T
     lon, lat, h = TO_LLH.transform(ecef[:, 0], ecef[:, 1], ecef[:, 2])
@@ -186,7 +192,8 @@ def read_glb(raw: bytes, transform: list[float]) -> dict:
             props[key] = view(where["values"], np.float32).tolist()
     assert prim.extensions["EXT_mesh_features"]["featureIds"][0]["featureCount"] == \
         table["count"]
-    return {"enu": enu, "llh": np.column_stack([lon, lat, h]), "fids": fids, "props": props,
+    return {"enu": enu, "normals": normals, "llh": np.column_stack([lon, lat, h]),
+            "fids": fids, "props": props,
             "count": table["count"], "schema": meta["schema"]}
 
 
@@ -218,6 +225,11 @@ def test_buildings_rise_to_their_heights_on_their_footprints(http, scene, db):
         assert (lon >= w - 1e-9).all() and (lon <= e + 1e-9).all()
         assert (lat >= s - 1e-9).all() and (lat <= n + 1e-9).all()
         assert h.min() > -0.01 and h.max() < top + 0.01
+        # Each vertex's normal is its triangle's, unit length, on the side it faces.
+        tri = t["enu"].reshape(-1, 3, 3)
+        face = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        face /= np.linalg.norm(face, axis=1, keepdims=True)
+        assert (np.einsum("ij,ij->i", np.repeat(face, 3, axis=0), t["normals"]) > 0.999).all()
         for i in range(t["count"]):
             key = (t["props"]["osm_id"][i], t["props"]["osm_way_id"][i])
             assert key not in seen, f"{key} drawn twice"
@@ -422,3 +434,45 @@ def test_scene_as_it_stood(http, scene, db):
     assert now[fid] == 150.0 and then[fid] != 150.0
     assert {k: v for k, v in now.items() if k != fid} == {
         k: v for k, v in then.items() if k != fid}
+
+
+def test_cesium_draws_the_scene_through_an_embedding_key(scene, settings, db):
+    """The reference viewer, CesiumJS in a headless Chromium, on the 3D page with an
+    embedding key in its URL: it reads the tileset, the external tilesets and every tile
+    (the key riding along), and counts the features it loaded: the area's buildings."""
+    from playwright.sync_api import sync_playwright
+
+    assert (CESIUM / "Cesium.js").exists(), "make test installs CesiumJS under .tools/"
+    assert shutil.which("chromium"), "make test installs Chromium from the system's packages"
+    with serving(replace(settings, cesium_dir=CESIUM)) as url:
+        async def key() -> str:
+            async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                             autocommit=True) as conn:
+                made = await admin.create_key(conn, Actor("test"), principal="s3_district",
+                                              kind="embed", origins=[url], layers=[LAYER])
+                return made["key"]
+
+        k = asyncio.run(key())
+        want = db.execute(
+            "SELECT count(*) FROM onemap_data.b3d t, onemap.areas a WHERE a.name = 's3 west'"
+            " AND t._valid_to IS NULL AND ST_Intersects(t.geom, a.geom)").fetchone()[0]
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=[
+                "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"])
+            try:
+                page = browser.new_page(viewport={"width": 1024, "height": 700})
+                seen: list[str] = []
+                page.on("console", lambda m: seen.append(m.text))
+                page.on("response", lambda r: seen.append(f"{r.status} {r.url}"))
+                page.goto(f"{url}/scene3d#key={k}")
+                try:
+                    page.wait_for_function("document.body.dataset.loaded === 'yes'",
+                                           timeout=30_000)
+                except Exception:
+                    print("\n".join(seen[:40]), page.evaluate("({...document.body.dataset})"))
+                    raise
+                body = page.evaluate("({...document.body.dataset})")
+            finally:
+                browser.close()
+    assert body.get("failed") is None
+    assert int(body["features"]) == want > 0
