@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import FileResponse, Response
 
 from access.audit import AuditLog
 from access.credentials import OidcVerifier
@@ -73,6 +75,14 @@ async def readable_layer(request: Request, conn: Any, layer_id: str, kinds: tupl
     if not found or a is None or found[0].kind not in kinds:
         raise HTTPException(404, f"no {what} {layer_id!r}")
     return found[0], a
+
+
+def page(name: str) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint serving one of the static HTML pages at a path of its own."""
+    async def endpoint(request: Request) -> Response:
+        return FileResponse(str(STATIC / name), media_type="text/html")
+
+    return endpoint
 
 
 async def json_body(request: Request) -> dict[str, Any]:

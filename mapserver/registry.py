@@ -19,13 +19,13 @@ from shapely.errors import GEOSException
 from shapely.validation import explain_validity
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer
 from layers.restrict import Restriction, fid_concealed, visible_fields
-from mapserver.deps import STATIC, access, app_state, json_body, note, readable_layer
+from mapserver.deps import access, app_state, json_body, note, page, readable_layer
 from mapserver.ogc import parse_instant
 from registry import codes, coverage, lifecycle, reservations, reuse
 from registry.ledger import ALIAS, ALIASES
@@ -402,13 +402,8 @@ async def models(request: Request) -> Response:
     return JSONResponse({"models": found})
 
 
-async def planner(request: Request) -> Response:
-    """The planner's page: pick a site and needs, see the poles that can take it."""
-    return FileResponse(str(STATIC / "planner.html"), media_type="text/html")
-
-
 routes = [
-    Route("/planner", planner),
+    Route("/planner", page("planner.html")),  # pick a site and needs, see the poles
     Route("/registry/models", models),
     Route("/codes/{code}", code),
     Route("/codes/{code}/history", history),

@@ -14,12 +14,12 @@ from datetime import datetime
 import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer, fetch_layers
-from mapserver.deps import STATIC, app_state, layer_access, note, readable_layer
+from mapserver.deps import app_state, layer_access, note, page, readable_layer
 from mapserver.ogc import base, parse_instant
 from mapserver.tiles import cache_headers, etag_matches, parse_tile, version_token
 from scenes3d import catalog, glb, source
@@ -150,13 +150,8 @@ async def tile(request: Request) -> Response:
     return _response(request, etag, GLB, body, report)
 
 
-async def page(request: Request) -> Response:
-    """The 3D page: the scenes the caller may read, in CesiumJS."""
-    return FileResponse(str(STATIC / "scene3d.html"), media_type="text/html")
-
-
 routes = [
-    Route("/scene3d", page),
+    Route("/scene3d", page("scene3d.html")),  # the scenes the caller may read, in CesiumJS
     Route("/3dtiles", scenes),
     Route("/3dtiles/{layer}/tileset.json", tileset_json),
     Route("/3dtiles/{layer}/{z}/{x}/{y}.json", tileset_json),
