@@ -29,7 +29,7 @@ from mapserver.deps import access, app_state, json_body, note, page, readable_la
 from mapserver.ogc import parse_instant
 from registry import codes, coverage, lifecycle, reservations, reuse
 from registry.ledger import ALIAS, ALIASES
-from registry.publish import publish
+from registry.publish import publish_one
 from registry.scope import Scope, Unreadable, conceal, statement
 
 ENTITY_LAYER = {"carrier": "carriers", "front": "fronts"}
@@ -386,7 +386,9 @@ async def add_event(request: Request) -> Response:
     eid = await _sync(request, lambda conn: lifecycle.record(
         conn, c, str(body.get("event")), operator=body.get("operator") or
         access(request).principal.name, note=body.get("note"), **times))
-    await anyio.to_thread.run_sync(lambda: publish(settings))
+    if "actual_at" in times and body.get("event") in lifecycle.AFTER:
+        # The entity's state moved: its feature follows, alone.
+        await anyio.to_thread.run_sync(lambda: publish_one(settings, c))
     return JSONResponse({"id": eid, "code": c, "event": body.get("event")}, 201)
 
 

@@ -666,10 +666,17 @@ def test_registry_writes_and_checks_over_http(http, settings, sample_layers):
     event = {"event": "fault", "actual_at": "2024-03-01T08:00:00Z", "note": "lamp out"}
     assert http.post(f"/codes/{pole}/events", json=event,
                      headers=police).status_code == 403
+    versions = "SELECT _fid, count(*) FROM onemap_data.carriers GROUP BY _fid"
+    with psycopg.connect(settings.database_url) as c:
+        before = dict(c.execute(versions).fetchall())
     r = http.post(f"/codes/{pole}/events", json=event, headers=roads)
     assert r.status_code == 201, r.text
     assert http.get(f"/collections/carriers/items/{pole}",
                     headers=police).json()["properties"]["status"] == "faulty"
+    # The event's entity alone gets a new version; the rest of the layer is untouched.
+    with psycopg.connect(settings.database_url) as c:
+        after = dict(c.execute(versions).fetchall())
+    assert after == {**before, pole: before[pole] + 1} and len(before) > 1
     past = http.get(f"/codes/{pole}/history", params={"at": "2023-01-01"}, headers=police)
     assert past.status_code == 200 and past.json()["state"] == "in_service"
     assert [e["event"] for e in past.json()["events"]] == ["installation", "fault"]
