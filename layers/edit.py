@@ -123,6 +123,17 @@ def _current(conn: psycopg.Connection, layer: Layer, fid: str) -> dict[str, Any]
             "properties": dict(zip(names, row[5:], strict=True))}
 
 
+def _close(conn: psycopg.Connection, layer: Layer, current: dict[str, Any] | None
+           ) -> list:
+    """Ends the current version, if any; returns its overview entry, to be taken out."""
+    if current is None:
+        return []
+    removed = [_overview_entry(conn, layer.id, current["rid"])]
+    conn.execute(sql.SQL("UPDATE {} SET _valid_to = now() WHERE _rid = %s").format(
+        table_of(layer.id)), (current["rid"],))
+    return removed
+
+
 def _overview_entry(conn: psycopg.Connection, layer_id: str,
                     rid: int) -> tuple[int, float, float, float]:
     row = conn.execute(sql.SQL(
@@ -219,13 +230,8 @@ def save(url: str, layer: Layer, detail_zoom: int, fid: str | None,
         if current is not None and expected is not None and current["rid"] != expected:
             raise EditError(f"feature {fid!r} changed since it was read (ETag \"r{expected}\" "
                             f"is now \"r{current['rid']}\"); read it again", 412)
-        removed = []
-        if current is not None:
-            removed = [_overview_entry(conn, layer.id, current["rid"])]
-            conn.execute(sql.SQL("UPDATE {} SET _valid_to = now() WHERE _rid = %s").format(
-                table_of(layer.id)), (current["rid"],))
         if feature is None:
-            version = _finish(conn, layer, detail_zoom, -1, removed, [])
+            version = _finish(conn, layer, detail_zoom, -1, _close(conn, layer, current), [])
             conn.commit()
             return Edited(fid, None, version)
         if merge:
@@ -241,6 +247,12 @@ def save(url: str, layer: Layer, detail_zoom: int, fid: str | None,
         if not create and key is not None and key != fid:
             raise EditError(f"the key's value {key!r} is not the feature's id {fid!r}; "
                             "a key is not changed by an edit")
+        if current is not None and props == current["properties"] \
+                and shapely.equals_exact(geom, current["geom"], 0):
+            # Nothing changed: no new version, as an ingest leaves an unchanged feature be.
+            conn.commit()
+            return Edited(fid, current["rid"], layer.version)
+        removed = _close(conn, layer, current)
         rid = _insert(conn, layer, fid, (current["version"] + 1) if current else 1,
                       current["ingested_at"] if current else None, geom, props)
         version = _finish(conn, layer, detail_zoom, 0 if current else 1, removed,

@@ -78,6 +78,11 @@ def test_create_replace_update_delete_with_history(http, keys):
     assert now["properties"]["kind"] == "closure" and now["properties"]["lanes"] == 1
     assert now["properties"]["_version"] == 3
     assert now["geometry"]["coordinates"] == [116.42, 39.92]
+    # An update that changes nothing adds no version: the ETag stays.
+    same = http.patch("/collections/works/items/N1", headers=auth(keys, "publisher"),
+                      json={"type": "Feature", "properties": {"lanes": 1}})
+    assert same.status_code == 200 and same.headers["ETag"] == r.headers["ETag"]
+    assert http.get("/collections/works/items/N1").json()["properties"]["_version"] == 3
 
     # Delete closes the feature; its past stays readable.
     r = http.delete("/collections/works/items/N1",

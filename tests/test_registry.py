@@ -677,8 +677,13 @@ def test_registry_writes_and_checks_over_http(http, settings, sample_layers):
     with psycopg.connect(settings.database_url) as c:
         after = dict(c.execute(versions).fetchall())
     assert after == {**before, pole: before[pole] + 1} and len(before) > 1
+    # The same state again (a second fault) changes nothing in the layer.
+    later = {**event, "actual_at": "2024-03-02T08:00:00Z"}
+    assert http.post(f"/codes/{pole}/events", json=later, headers=roads).status_code == 201
+    with psycopg.connect(settings.database_url) as c:
+        assert dict(c.execute(versions).fetchall()) == after
     past = http.get(f"/codes/{pole}/history", params={"at": "2023-01-01"}, headers=police)
     assert past.status_code == 200 and past.json()["state"] == "in_service"
-    assert [e["event"] for e in past.json()["events"]] == ["installation", "fault"]
+    assert [e["event"] for e in past.json()["events"]] == ["installation", "fault", "fault"]
     assert http.get(f"/codes/{pole}/history", headers=police).json()["state"] == "faulty"
     assert http.get(f"/codes/{pole}/history").status_code == 404
