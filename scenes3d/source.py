@@ -22,11 +22,14 @@ from layers.store import alive
 from scenes3d.catalog import Scene, height
 from scenes3d.tileset import Cell
 
-# The owning tile of a row: the tile at the scene's zoom holding a point on its surface.
+# The owning tile of a row: the tile at the scene's zoom holding the centre of its box.
+# Any one point of the box would do (the box then meets the tile, which finds it through
+# the index); the centre is read from the box PostGIS keeps with each shape.
 _OWNER = sql.SQL(
-    "CROSS JOIN LATERAL (SELECT ST_PointOnSurface(t._geom_3857) AS p) o")
-_TX = sql.SQL("floor((ST_X(o.p) + 20037508.342789244) / %(size)s)::int")
-_TY = sql.SQL("floor((20037508.342789244 - ST_Y(o.p)) / %(size)s)::int")
+    "CROSS JOIN LATERAL (SELECT (ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
+    " (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y) o")
+_TX = sql.SQL("floor((o.x + 20037508.342789244) / %(size)s)::int")
+_TY = sql.SQL("floor((20037508.342789244 - o.y) / %(size)s)::int")
 
 
 @dataclass
@@ -48,7 +51,10 @@ def _common(layer: Layer, scene: Scene, r: Restriction, zoom: int, as_of: dateti
     where = alive(as_of is not None)
     if limits is not None:
         where = sql.SQL("{} AND {}").format(where, limits)
-    shape = sql.SQL("ST_CollectionExtract({}, 3)").format(restrict.clipped(sql.SQL("t.geom"), r))
+    # A clip may leave lines and points at the area's edge: only its polygons stand.
+    shape = (sql.SQL("ST_CollectionExtract({}, 3)").format(
+        restrict.clipped(sql.SQL("t.geom"), r)) if r.clip and r.area_id is not None
+        else sql.SQL("t.geom"))
     return h, shape, where, params
 
 
@@ -63,8 +69,8 @@ async def cells(conn: Any, layer: Layer, scene: Scene, r: Restriction, zoom: int
         params.update(wz=wz, wx=wx, wy=wy, wsize=2 * 20037508.342789244 / 2**wz)
         where = sql.SQL(
             "{} AND t._geom_3857 && ST_TileEnvelope(%(wz)s, %(wx)s, %(wy)s)"
-            " AND floor((ST_X(o.p) + 20037508.342789244) / %(wsize)s) = %(wx)s"
-            " AND floor((20037508.342789244 - ST_Y(o.p)) / %(wsize)s) = %(wy)s").format(where)
+            " AND floor((o.x + 20037508.342789244) / %(wsize)s) = %(wx)s"
+            " AND floor((20037508.342789244 - o.y) / %(wsize)s) = %(wy)s").format(where)
     query = sql.SQL(
         "SELECT tx, ty, n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e), top FROM ("
         " SELECT tx, ty, ST_Extent(g) AS e, max(h) AS top, count(*) AS n FROM ("
