@@ -1,6 +1,6 @@
 """The tileset of a 3D scene: a quadtree over the Web Mercator tiles that hold features.
 
-Each feature belongs to the one tile at the scene's zoom that holds a point on its surface,
+Each feature belongs to the one tile at the scene's zoom that holds the centre of its box,
 so no building is drawn twice. Those tiles are the leaves, with content; their parents up
 the quadtree carry only bounds and a geometric error, so a viewer loads the buildings near
 the camera and skips the rest. The quadtree is cut four zooms above the leaves into
