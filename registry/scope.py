@@ -58,10 +58,6 @@ class Scope:
 EVERYTHING = Scope()
 
 
-def in_area(area_id: int | None) -> Scope:
-    return Scope(restriction=Restriction(area_id=area_id))
-
-
 def statement(template: str, scope: Scope, alias: str,
               prefix: str = "") -> tuple[sql.Composed, dict[str, Any]]:
     """A registry statement whose ``{limits}`` is the scope's condition on ``alias``."""

@@ -19,17 +19,33 @@ from layers import restrict
 from layers.catalog import Layer, table_of
 from layers.restrict import Restriction
 from layers.store import alive
+from layers.tiles import CENTRE, WORLD
 from scenes3d.catalog import Scene, height
 from scenes3d.tileset import Cell
 
-# The owning tile of a row: the tile at the scene's zoom holding the centre of its box.
-# Any one point of the box would do (the box then meets the tile, which finds it through
-# the index); the centre is read from the box PostGIS keeps with each shape.
-_OWNER = sql.SQL(
-    "CROSS JOIN LATERAL (SELECT (ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
-    " (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y) o")
-_TX = sql.SQL("floor((o.x + 20037508.342789244) / %(size)s)::int")
-_TY = sql.SQL("floor((20037508.342789244 - o.y) / %(size)s)::int")
+# The owning tile of a row: the tile at a zoom holding the centre of its box, the same
+# centre the overview's cells use. Any one point of the box would do (the box then meets
+# the tile, which finds it through the index); the centre is read from the box PostGIS
+# keeps with each shape.
+_OWNER = sql.SQL("CROSS JOIN LATERAL (SELECT {}) o").format(sql.SQL(CENTRE))
+HALF = sql.Literal(WORLD / 2)  # Web Mercator's half width: x and y run from -HALF to HALF
+
+
+def _owner(size: str) -> tuple[sql.Composable, sql.Composable]:
+    """Column and row of the owning tile, for tiles ``%(size)s`` metres wide."""
+    return (sql.SQL("floor((o.x + {h}) / {s})::int").format(h=HALF, s=sql.Placeholder(size)),
+            sql.SQL("floor(({h} - o.y) / {s})::int").format(h=HALF, s=sql.Placeholder(size)))
+
+
+def _owned_by(z: int, x: int, y: int, prefix: str) -> tuple[sql.Composable, dict[str, Any]]:
+    """Rows whose owning tile is z/x/y (the index finds them through the tile's box)."""
+    n = {k: f"{prefix}{k}" for k in ("z", "x", "y", "size")}
+    tx, ty = _owner(n["size"])
+    clause = sql.SQL(
+        "t._geom_3857 && ST_TileEnvelope({z}, {x}, {y}) AND {tx} = {x} AND {ty} = {y}"
+    ).format(z=sql.Placeholder(n["z"]), x=sql.Placeholder(n["x"]),
+             y=sql.Placeholder(n["y"]), tx=tx, ty=ty)
+    return clause, {n["z"]: z, n["x"]: x, n["y"]: y, n["size"]: WORLD / 2**z}
 
 
 @dataclass
@@ -47,7 +63,7 @@ def _common(layer: Layer, scene: Scene, r: Restriction, zoom: int, as_of: dateti
     params.update(lparams, as_of=as_of)
     if r.clip and r.area_id is not None:
         params["_area"] = r.area_id
-    params["size"] = 2 * 20037508.342789244 / 2**zoom
+    params["size"] = WORLD / 2**zoom
     where = alive(as_of is not None)
     if limits is not None:
         where = sql.SQL("{} AND {}").format(where, limits)
@@ -65,19 +81,17 @@ async def cells(conn: Any, layer: Layer, scene: Scene, r: Restriction, zoom: int
     their counts, extents and tops; only those under the tile ``within`` (z, x, y)."""
     h, shape, where, params = _common(layer, scene, r, zoom, as_of)
     if within is not None:
-        wz, wx, wy = within
-        params.update(wz=wz, wx=wx, wy=wy, wsize=2 * 20037508.342789244 / 2**wz)
-        where = sql.SQL(
-            "{} AND t._geom_3857 && ST_TileEnvelope(%(wz)s, %(wx)s, %(wy)s)"
-            " AND floor((o.x + 20037508.342789244) / %(wsize)s) = %(wx)s"
-            " AND floor((20037508.342789244 - o.y) / %(wsize)s) = %(wy)s").format(where)
+        clause, p = _owned_by(*within, prefix="w")
+        where = sql.SQL("{} AND {}").format(where, clause)
+        params.update(p)
+    tx, ty = _owner("size")
     query = sql.SQL(
         "SELECT tx, ty, n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e), top FROM ("
         " SELECT tx, ty, ST_Extent(g) AS e, max(h) AS top, count(*) AS n FROM ("
         "  SELECT {tx} AS tx, {ty} AS ty, {shape} AS g, {h} AS h"
         "  FROM {table} t {owner} WHERE {where}) s"
         " WHERE NOT ST_IsEmpty(g) GROUP BY tx, ty) c ORDER BY tx, ty"
-    ).format(tx=_TX, ty=_TY, shape=shape, h=h, table=table_of(layer.id), owner=_OWNER,
+    ).format(tx=tx, ty=ty, shape=shape, h=h, table=table_of(layer.id), owner=_OWNER,
              where=where)
     cur = await conn.execute(query, params)
     return [Cell(*row) for row in await cur.fetchall()]
@@ -88,15 +102,15 @@ async def features(conn: Any, layer: Layer, scene: Scene, r: Restriction,
     h, shape, where, params = _common(layer, scene, r, scene.tile_zoom, as_of)
     names = [f.name for f in restrict.visible_fields(layer, r)]
     cols = sql.SQL("").join(sql.SQL(", {}").format(restrict.column(n, r)) for n in names)
-    params.update(z=scene.tile_zoom, x=x, y=y)
+    tile, p = _owned_by(scene.tile_zoom, x, y, prefix="t")
+    params.update(p)
     query = sql.SQL(
         "SELECT {fid}, ST_AsBinary(g), h{cols} FROM ("
         " SELECT t.*, {shape} AS g, {h} AS h FROM {table} t {owner}"
-        " WHERE t._geom_3857 && ST_TileEnvelope(%(z)s, %(x)s, %(y)s)"
-        "  AND {tx} = %(x)s AND {ty} = %(y)s AND {where}) t"
+        " WHERE {tile} AND {where}) t"
         " WHERE NOT ST_IsEmpty(g) ORDER BY t._fid"
     ).format(fid=restrict.fid(layer, r), cols=cols, shape=shape, h=h,
-             table=table_of(layer.id), owner=_OWNER, tx=_TX, ty=_TY, where=where)
+             table=table_of(layer.id), owner=_OWNER, tile=tile, where=where)
     cur = await conn.execute(query, params)
     rows = await cur.fetchall()
     return Features(

@@ -12,7 +12,9 @@ import psycopg
 import pytest
 from pyproj import Geod
 
-from registry import codes, ledger, lifecycle, reservations, reuse, scope
+from layers.restrict import Restriction
+from registry import codes, ledger, lifecycle, reservations, reuse
+from registry.scope import Scope
 from tests.conftest import department_keys
 
 ALNUM = string.digits + string.ascii_uppercase
@@ -193,7 +195,8 @@ def test_reuse_lookup_matches_brute_force(conn):
         "INSERT INTO onemap.areas (name, geom) VALUES ('west', ST_Multi(ST_MakeEnvelope("
         "24.0, 60.0, 24.94, 61.0, 4326))) RETURNING id").fetchone()[0]
     site = {"type": "Point", "coordinates": [24.94, 60.17]}
-    got = reuse.lookup(conn, site, 800.0, reuse.Needs(), scope.in_area(area))
+    got = reuse.lookup(conn, site, 800.0, reuse.Needs(),
+                       Scope(restriction=Restriction(area_id=area)))
     everything = reuse.lookup(conn, site, 800.0, reuse.Needs())
     codes_in = {c["code"] for c in got["candidates"] + got["excluded"]}
     west = {c["code"] for c in everything["candidates"] + everything["excluded"]
