@@ -21,6 +21,7 @@ from access.audit import Entry, write
 from access.credentials import new_key
 from layers import cql2sql
 from layers.catalog import LAYER_ID, fetch_layers, table_of
+from layers.errors import Conflict, Invalid, NotFound
 from layers.restrict import MASKS
 
 PUBLIC = "public"  # grant target: everyone, anonymous callers included
@@ -34,12 +35,8 @@ def to_json(value: Any) -> Any:
     return None if isinstance(value, bytes | memoryview) else str(value)
 
 
-class AdminError(ValueError):
+class AdminError(Invalid):
     """The change cannot be made; the message says why."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -90,7 +87,7 @@ async def create_department(conn: AsyncConnection, actor: Actor, levels: tuple[s
                              (id, name, parent, max_level, area_id))
             await _audit(conn, actor, "create department", [], {"department": id})
     except psycopg.errors.UniqueViolation as exc:
-        raise AdminError(f"department {id!r} exists", 409) from exc
+        raise Conflict(f"department {id!r} exists") from exc
     except psycopg.errors.ForeignKeyViolation as exc:
         raise AdminError(f"no parent department {parent!r} or area {area_id}") from exc
     except psycopg.errors.CheckViolation as exc:
@@ -112,8 +109,7 @@ async def create_principal(conn: AsyncConnection, actor: Actor, *, name: str, ki
             await _audit(conn, actor, "create principal", [],
                          {"principal": name, "department": department, "admin": admin})
     except psycopg.errors.UniqueViolation as exc:
-        raise AdminError(f"a principal named {name!r} or with subject {subject!r} exists",
-                         409) from exc
+        raise Conflict(f"a principal named {name!r} or with subject {subject!r} exists") from exc
     except psycopg.errors.ForeignKeyViolation as exc:
         raise AdminError(f"no department {department!r}") from exc
     assert row is not None
@@ -123,7 +119,7 @@ async def create_principal(conn: AsyncConnection, actor: Actor, *, name: str, ki
 async def _principal_id(conn: AsyncConnection, name: str) -> int:
     row = await _one(conn, "SELECT id FROM onemap.principals WHERE name = %s", (name,))
     if row is None:
-        raise AdminError(f"no principal {name!r}", 404)
+        raise NotFound(f"no principal {name!r}")
     return int(row["id"])
 
 
@@ -158,7 +154,7 @@ async def revoke_key(conn: AsyncConnection, actor: Actor, key_id: str) -> None:
         cur = await conn.execute("UPDATE onemap.keys SET revoked_at = now() WHERE id = %s"
                                  " AND revoked_at IS NULL", (key_id,))
         if cur.rowcount == 0:
-            raise AdminError(f"no live key {key_id!r}", 404)
+            raise NotFound(f"no live key {key_id!r}")
         await _audit(conn, actor, "revoke key", [], {"key": key_id})
 
 
@@ -180,14 +176,14 @@ async def create_area(conn: AsyncConnection, actor: Actor, *, name: str,
                                  f"{exc.diag.message_primary}") from exc
         elif from_layer is not None and feature is not None:
             if not LAYER_ID.match(from_layer):
-                raise AdminError(f"no layer {from_layer!r}", 404)
+                raise NotFound(f"no layer {from_layer!r}")
             row = await _one(conn, sql.SQL(
                 "INSERT INTO onemap.areas (name, geom) SELECT %s,"
                 " ST_Multi(ST_CollectionExtract(ST_MakeValid(geom), 3)) FROM {t}"
                 " WHERE _fid = %s AND _valid_to IS NULL RETURNING id").format(
                     t=table_of(from_layer)), (name, feature))
             if row is None:
-                raise AdminError(f"no feature {feature!r} in layer {from_layer!r}", 404)
+                raise NotFound(f"no feature {feature!r} in layer {from_layer!r}")
         else:
             raise AdminError("an area needs a GeoJSON polygon or a layer and feature")
         if row is None:
@@ -234,7 +230,7 @@ async def grant(conn: AsyncConnection, actor: Actor, levels: tuple[str, ...], *,
                 "admin": admin, "max_level": max_level, "hidden": hidden or [],
                 "masked": masked, "area": area_id, "area_mode": area_mode, "filter": filter})
     except psycopg.errors.ForeignKeyViolation as exc:
-        raise AdminError(f"no department {department_id!r} or area {area_id}", 404) from exc
+        raise NotFound(f"no department {department_id!r} or area {area_id}") from exc
     return row
 
 
@@ -250,7 +246,7 @@ async def _check_fields(conn: AsyncConnection, pattern: str, hidden: list[str],
         return  # a pattern: checked against each layer as it is read (failing closed)
     found = await fetch_layers(conn, ids=[pattern])
     if not found:
-        raise AdminError(f"no layer {pattern!r}", 404)
+        raise NotFound(f"no layer {pattern!r}")
     names = {f.name for f in found[0].fields}
     unknown = sorted((set(hidden) | set(masked)) - names)
     if unknown:
@@ -267,7 +263,7 @@ async def revoke_grant(conn: AsyncConnection, actor: Actor, grant_id: int) -> No
         row = await _one(conn, "DELETE FROM onemap.grants WHERE id = %s RETURNING *",
                          (grant_id,))
         if row is None:
-            raise AdminError(f"no grant {grant_id}", 404)
+            raise NotFound(f"no grant {grant_id}")
         await _audit(conn, actor, "revoke grant", [row["layer_pattern"]], {"grant": grant_id})
 
 
@@ -280,7 +276,7 @@ async def classify(conn: AsyncConnection, actor: Actor, levels: tuple[str, ...],
         _level(levels, lv, f"level of field {name!r}")
     found = await fetch_layers(conn, ids=[layer]) if LAYER_ID.match(layer) else []
     if not found:
-        raise AdminError(f"no layer {layer!r}", 404)
+        raise NotFound(f"no layer {layer!r}")
     current = found[0]
     unknown = sorted(set(fields or {}) - {f.name for f in current.fields})
     if unknown:
@@ -310,7 +306,7 @@ async def listing(conn: AsyncConnection, what: str) -> list[dict[str, Any]]:
                  " FROM onemap.areas ORDER BY id",
     }
     if what not in queries:
-        raise AdminError(f"nothing to list called {what!r}", 404)
+        raise NotFound(f"nothing to list called {what!r}")
     return await _all(conn, queries[what])
 
 

@@ -14,6 +14,7 @@ from psycopg import AsyncConnection
 
 from access import admin
 from access.admin import Actor, AdminError
+from layers.errors import DomainError
 from onemap.settings import Settings
 
 
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     url = prepare(settings)
     try:
         result = asyncio.run(_run(args, settings, url))
-    except AdminError as exc:
+    except DomainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if isinstance(result, dict) and "key" in result and args.auth == "key":

@@ -17,10 +17,12 @@ from typing import Any
 
 import jwt
 
+from layers.errors import Unauthenticated
+
 PREFIX = "om_"
 
 
-class CredentialError(Exception):
+class CredentialError(Unauthenticated):
     """The credential is not valid; the message says why, without echoing it."""
 
 

@@ -15,6 +15,7 @@ import cql2
 from psycopg import sql
 
 from layers.catalog import PG_TYPES, Layer
+from layers.errors import Invalid
 
 GEOMETRY = "geometry"
 SYSTEM_TIMES = ("_produced_at", "_ingested_at", "_updated_at")
@@ -24,7 +25,7 @@ _SPATIAL = {"s_intersects": "ST_Intersects", "s_equals": "ST_Equals",
             "s_overlaps": "ST_Overlaps", "s_crosses": "ST_Crosses", "s_contains": "ST_Contains"}
 
 
-class FilterError(ValueError):
+class FilterError(Invalid):
     """The filter cannot be run; the message says why."""
 
 

@@ -24,12 +24,11 @@ from psycopg import sql
 from ingest.geometry import check
 from layers import overviews
 from layers.catalog import PG_TYPES, Layer, table_of
+from layers.errors import Conflict, Invalid, NotFound, Stale
 
 
-class EditError(ValueError):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+class EditError(Invalid):
+    """The edit breaks a rule of the layer (its dictionary, geometry type or key)."""
 
 
 @dataclass(frozen=True)
@@ -224,12 +223,12 @@ def save(url: str, layer: Layer, detail_zoom: int, fid: str | None,
         assert fid is not None
         current = _current(conn, layer, fid)
         if create and current is not None:
-            raise EditError(f"feature {fid!r} exists; replace or update it", 409)
+            raise Conflict(f"feature {fid!r} exists; replace or update it")
         if not create and current is None:
-            raise EditError(f"no feature {fid!r} in collection {layer.id!r}", 404)
+            raise NotFound(f"no feature {fid!r} in collection {layer.id!r}")
         if current is not None and expected is not None and current["rid"] != expected:
-            raise EditError(f"feature {fid!r} changed since it was read (ETag \"r{expected}\" "
-                            f"is now \"r{current['rid']}\"); read it again", 412)
+            raise Stale(f"feature {fid!r} changed since it was read (ETag \"r{expected}\" "
+                            f"is now \"r{current['rid']}\"); read it again")
         if feature is None:
             version = _finish(conn, layer, detail_zoom, -1, _close(conn, layer, current), [])
             conn.commit()

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from access import admin
-from access.admin import Actor, AdminError
+from access.admin import Actor
 from mapserver.deps import access, app_state, json_body
 from mapserver.ogc import int_param, parse_instant
 
@@ -40,10 +40,7 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
         actor = _actor(request)
         async with app_state(request).pool.connection() as conn:
-            try:
-                return await handler(request, actor, conn)
-            except AdminError as exc:
-                raise HTTPException(exc.status, str(exc)) from exc
+            return await handler(request, actor, conn)
     return run
 
 

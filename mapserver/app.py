@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,6 +25,7 @@ from access.directory import Directory
 from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
 from layers.db import prepare
+from layers.errors import DomainError
 from layers.rasters import RasterRegistry, RasterStore
 from layers.registry import SourceRegistry
 from mapserver import (
@@ -43,7 +45,7 @@ from mapserver import (
 from mapserver.auth import AccessMiddleware
 from mapserver.cache import TileCache
 from mapserver.deps import STATIC, AppState, app_state
-from mapserver.errors import http_error, problem, server_error
+from mapserver.errors import http_error, known_error, problem, server_error
 from onemap.settings import Settings
 
 log = logging.getLogger("onemap.http")
@@ -127,4 +129,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(AccessMiddleware),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                     exception_handlers={HTTPException: http_error, Exception: server_error})
+                     exception_handlers={HTTPException: http_error, DomainError: known_error,
+                                         psycopg.Error: known_error, Exception: server_error})

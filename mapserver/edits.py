@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer
-from layers.edit import EditError, save
+from layers.edit import save
 from layers.restrict import NONE
 from mapserver.deps import app_state, note
 from mapserver.features import collection_layer, etag_of
@@ -68,11 +68,8 @@ async def _save(request: Request, layer: Layer, fid: str | None,
                 feature: dict[str, Any] | None, **how: Any) -> Any:
     state = app_state(request)
     url = state.pool.conninfo
-    try:
-        return await anyio.to_thread.run_sync(
-            lambda: save(url, layer, state.settings.detail_zoom, fid, feature, **how))
-    except EditError as exc:
-        raise HTTPException(exc.status, str(exc)) from exc
+    return await anyio.to_thread.run_sync(
+        lambda: save(url, layer, state.settings.detail_zoom, fid, feature, **how))
 
 
 def _saved(request: Request, layer: Layer, edited: Any, status: int) -> Response:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer
+from layers.errors import OutOfRange
 from layers.grids import GRIDS, WEB_MERCATOR, grid, matrix_size
 from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
@@ -104,10 +105,10 @@ def parse_cell(tms_name: str, z: str, x: str, y: str):
     except ValueError as exc:
         raise HTTPException(400, f"tile address {z}/{x}/{y} is not three integers") from exc
     if not tms.minzoom <= zi <= tms.maxzoom:
-        raise HTTPException(400, f"zoom {zi} is outside {tms.minzoom}..{tms.maxzoom}")
+        raise OutOfRange(f"zoom {zi} is outside {tms.minzoom}..{tms.maxzoom}")
     w, h = matrix_size(tms, zi)
     if not (0 <= xi < w and 0 <= yi < h):
-        raise HTTPException(400, f"tile {zi}/{xi}/{yi} does not exist in {tms_name}: x runs "
+        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist in {tms_name}: x runs "
                                  f"0..{w - 1}, y 0..{h - 1}")
     return tms, zi, xi, yi
 

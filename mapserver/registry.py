@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer
+from layers.errors import DomainError, Invalid
 from layers.restrict import Restriction, fid_concealed, visible_fields
 from mapserver.deps import access, app_state, json_body, note, page, readable_layer
 from mapserver.ogc import parse_instant
@@ -300,10 +301,10 @@ async def _sync(request: Request, fn: Callable[[psycopg.Connection], Any]) -> An
             return out
     try:
         return await anyio.to_thread.run_sync(run)
-    except reservations.ReservationError as exc:
-        raise HTTPException(exc.status, str(exc)) from exc
+    except DomainError:
+        raise
     except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
+        raise Invalid(str(exc)) from exc
 
 
 def _department(request: Request) -> str:

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import LAYER_ID
+from layers.errors import OutOfRange
 from layers.registry import Resolved
 from layers.restrict import Restriction, visible
 from layers.tiles import TileSource, params
@@ -37,10 +38,10 @@ def parse_tile(z: str, x: str, y: str) -> tuple[int, int, int]:
     except ValueError as exc:
         raise HTTPException(400, f"tile address {z}/{x}/{y} is not three integers") from exc
     if not 0 <= zi <= MAX_ZOOM:
-        raise HTTPException(400, f"zoom {zi} is outside 0..{MAX_ZOOM}")
+        raise OutOfRange(f"zoom {zi} is outside 0..{MAX_ZOOM}")
     n = 1 << zi
     if not (0 <= xi < n and 0 <= yi < n):
-        raise HTTPException(400, f"tile {zi}/{xi}/{yi} does not exist: x and y run 0..{n - 1}")
+        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist: x and y run 0..{n - 1}")
     return zi, xi, yi
 
 

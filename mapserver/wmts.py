@@ -18,8 +18,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from layers.catalog import Layer, fetch_layers
+from layers.errors import DomainError, OutOfRange
 from layers.grids import CGCS2000, GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits, matrix_size
 from mapserver.deps import access, app_state, note
+from mapserver.errors import status_of
 from mapserver.ogc import base
 from mapserver.rasters import raster_tile
 from mapserver.tiles import MVT, vector_tile
@@ -210,13 +212,15 @@ async def kvp(request: Request) -> Response:
         params = QueryParams({"datetime": q["time"]} if q.get("time") else {})
         return await raster_tile(request, q["layer"], q["tilematrixset"], q["tilematrix"],
                                  q["tilecol"], q["tilerow"], RASTER_FORMATS[fmt], params)
-    except HTTPException as exc:
-        # WMTS reports a missing (or unreadable) layer and a bad tile address as 400.
-        if exc.status_code not in (400, 404):
+    except OutOfRange as exc:
+        return exception_report(400, "TileOutOfRange", str(exc))
+    except (HTTPException, DomainError) as exc:
+        # WMTS reports a missing (or unreadable) layer and a bad parameter as 400.
+        status = status_of(exc)
+        if status not in (400, 404):
             raise
-        code = "TileOutOfRange" if "does not exist" in str(exc.detail) or "zoom" in str(
-            exc.detail) else "InvalidParameterValue"
-        return exception_report(400, code, str(exc.detail))
+        return exception_report(400, "InvalidParameterValue",
+                                str(exc.detail if isinstance(exc, HTTPException) else exc))
 
 routes = [
     Route("/wmts", kvp),

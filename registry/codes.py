@@ -15,10 +15,12 @@ import psycopg
 from stdnum.exceptions import ValidationError
 from stdnum.iso7064 import mod_37_36
 
+from layers.errors import Invalid
+
 SHAPE = re.compile(r"^[0-9]{6}[A-Z]{2}[0-9]{4,12}[0-9A-Z]$")
 
 
-class CodeError(ValueError):
+class CodeError(Invalid):
     """A code that cannot be right: wrong shape or check character."""
 
 

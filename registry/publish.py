@@ -18,6 +18,7 @@ from ingest.vector import ingest_vector
 from layers import edit
 from layers.catalog import get_layer
 from layers.db import database_url
+from layers.errors import NotFound
 from onemap.settings import Settings
 
 LAYERS = {
@@ -88,7 +89,5 @@ def publish_one(settings: Settings, code: str) -> None:
     feature["properties"].pop("produced_at", None)  # the feature's own time, not a field
     try:
         edit.save(url, layer, settings.detail_zoom, code, feature, merge=True)
-    except edit.EditError as exc:
-        if exc.status != 404:
-            raise
+    except NotFound:
         edit.save(url, layer, settings.detail_zoom, None, feature, create=True)

@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import psycopg
 
-
-class ReservationError(ValueError):
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
+from layers.errors import Conflict, Forbidden, NotFound
 
 
 def reserve(conn: psycopg.Connection, carrier: str, slot: int, department: str,
             model: str | None = None, note: str | None = None) -> int:
     if conn.execute("SELECT 1 FROM registry.slots WHERE carrier = %s AND slot = %s",
                     (carrier, slot)).fetchone() is None:
-        raise ReservationError(f"carrier {carrier} has no slot {slot}", 404)
+        raise NotFound(f"carrier {carrier} has no slot {slot}")
     if conn.execute("SELECT 1 FROM registry.deployments WHERE carrier = %s AND slot = %s"
                     " AND valid_to IS NULL", (carrier, slot)).fetchone():
-        raise ReservationError(f"slot {slot} of {carrier} holds a front")
+        raise Conflict(f"slot {slot} of {carrier} holds a front")
     try:
         with conn.transaction():
             row = conn.execute(
@@ -31,7 +27,7 @@ def reserve(conn: psycopg.Connection, carrier: str, slot: int, department: str,
         holder = conn.execute(
             "SELECT department FROM registry.reservations WHERE carrier = %s AND slot = %s"
             " AND status IN ('requested', 'approved')", (carrier, slot)).fetchone()
-        raise ReservationError(f"slot {slot} of {carrier} is already claimed by "
+        raise Conflict(f"slot {slot} of {carrier} is already claimed by "
                                f"{holder[0] if holder else 'another department'}") from exc
     return int(row[0])
 
@@ -42,12 +38,12 @@ def decide(conn: psycopg.Connection, reservation: int, approve: bool, by: str) -
         "SELECT r.status, c.owner FROM registry.reservations r JOIN registry.carriers c"
         " ON c.code = r.carrier WHERE r.id = %s", (reservation,)).fetchone()
     if row is None:
-        raise ReservationError(f"no reservation {reservation}", 404)
+        raise NotFound(f"no reservation {reservation}")
     status, owner = row
     if owner is not None and owner != by:
-        raise ReservationError(f"only the carrier's owner ({owner}) decides", 403)
+        raise Forbidden(f"only the carrier's owner ({owner}) decides")
     if status != "requested":
-        raise ReservationError(f"reservation {reservation} is already {status}")
+        raise Conflict(f"reservation {reservation} is already {status}")
     new = "approved" if approve else "refused"
     conn.execute("UPDATE registry.reservations SET status = %s, decided_at = now(),"
                  " decided_by = %s WHERE id = %s", (new, by, reservation))

@@ -18,10 +18,11 @@ from psycopg import sql
 
 from layers import restrict
 from layers.catalog import Layer, table_of
+from layers.errors import Forbidden
 from layers.restrict import NONE, Restriction
 
 
-class Unreadable(PermissionError):
+class Unreadable(Forbidden):
     """The lookup decides on fields the caller's grant hides or masks."""
 
 

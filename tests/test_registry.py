@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from pyproj import Geod
 
+from layers.errors import Conflict, Forbidden
 from layers.restrict import Restriction
 from registry import codes, ledger, lifecycle, reservations, reuse
 from registry.scope import Scope
@@ -131,7 +132,7 @@ def _world(conn, rng: random.Random, n: int = 300) -> None:
     for carrier in rng.sample(with_slots, len(with_slots) // 5):
         try:
             reservations.reserve(conn, carrier, 1, "transport", model="air-b")
-        except reservations.ReservationError:
+        except Conflict:
             pass  # its slot 1 holds a front
 
 
@@ -212,9 +213,9 @@ def test_reservation_conflicts_and_decisions(conn):
          "slots": "4-5:20"}])
     pole = report.outcomes[0].code
     first = reservations.reserve(conn, pole, 1, "police", note="camera for the crossing")
-    with pytest.raises(reservations.ReservationError, match="already claimed by police"):
+    with pytest.raises(Conflict, match="already claimed by police"):
         reservations.reserve(conn, pole, 1, "environment")
-    with pytest.raises(reservations.ReservationError, match="owner"):
+    with pytest.raises(Forbidden, match="owner"):
         reservations.decide(conn, first, True, by="police")
     assert reservations.decide(conn, first, False, by="transport") == "refused"
     # A refused claim frees the slot for the next department.
