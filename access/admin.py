@@ -135,6 +135,13 @@ async def create_key(conn: AsyncConnection, actor: Actor, *, principal: str,
     if expires_at is not None and expires_at.tzinfo is None:
         raise AdminError("expiry needs a time zone, e.g. 2027-01-01T00:00:00+08:00")
     principal_id = await _principal_id(conn, principal)
+    if kind == "embed":
+        row = await _one(conn, "SELECT admin FROM onemap.principals WHERE id = %s",
+                         (principal_id,))
+        if row is not None and row["admin"]:
+            raise AdminError(f"{principal!r} is an administrator: embedding keys are read-only "
+                             "and public, so none is issued for an administrator; make a "
+                             "service principal with read grants for the embedding")
     key_id, key, secret_hash = new_key()
     async with conn.transaction():
         await conn.execute(

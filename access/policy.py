@@ -2,7 +2,10 @@
 
 Rules, in order (docs/security.md):
 
-1. An administrator may do anything.
+0. An embedding key is read-only, whoever its principal: it never publishes, administers
+   or writes to the registry, since the origin it is checked against is the client's word.
+1. An administrator may do anything (through an API key or a token, never an embedding
+   key).
 2. An embedding key opens only the layers it names.
 3. The most specific grant that matches the layer decides: one naming the principal, then
    one naming its department, then its parent departments, nearest first, then one for
@@ -18,7 +21,7 @@ A layer a principal may not read does not exist for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
 from layers.catalog import Layer
@@ -69,6 +72,7 @@ class Principal:
     admin: bool = False
     key_id: str | None = None
     key_layers: tuple[str, ...] | None = None  # an embedding key's layers
+    embedded: bool = False  # the credential is an embedding key: read-only (rule 0)
 
     @property
     def department(self) -> str | None:
@@ -116,13 +120,28 @@ class Policy:
                 best, chosen = score, g
         return chosen
 
+    def administers(self, p: Principal) -> bool:
+        """Rules 0 and 1: administration needs an administrator's own credential."""
+        return p.admin and not p.embedded
+
+    def may_write(self, p: Principal) -> bool:
+        """Whether the credential may change anything at all (rule 0); each write then asks
+        about its layer."""
+        return not p.embedded and not p.anonymous
+
     def evaluate(self, p: Principal, layer: Layer) -> LayerAccess | None:
         """What ``p`` may do with ``layer``; None when the layer does not exist for it."""
-        if p.admin:
-            return FULL
         if p.key_layers is not None and not any(fnmatchcase(layer.id, pat)
                                                 for pat in p.key_layers):
             return None
+        if self.administers(p):
+            return FULL
+        found = self._evaluate(p, layer)
+        if found is not None and p.embedded:
+            return replace(found, publish=False, admin=False)
+        return found
+
+    def _evaluate(self, p: Principal, layer: Layer) -> LayerAccess | None:
         owner = layer.department is not None and layer.department == p.department
         grant = self._grant(p, layer.id)
         public = layer.level == self.levels[0] and layer.sharing_type == "unconditional"
@@ -165,6 +184,14 @@ class Access:
 
     def layer(self, layer: Layer) -> LayerAccess | None:
         return self.policy.evaluate(self.principal, layer)
+
+    @property
+    def administers(self) -> bool:
+        return self.policy.administers(self.principal)
+
+    @property
+    def may_write(self) -> bool:
+        return self.policy.may_write(self.principal)
 
     def readable(self, layers: list[Layer]) -> list[tuple[Layer, LayerAccess]]:
         out = []

@@ -3,21 +3,29 @@
 Properties must be the layer's queryables; every literal is converted to its property's
 type here and bound as a parameter, so a malformed or ill-typed filter is a clear error
 before any SQL runs, and no value ever becomes SQL text.
+
+A filter's cost is bounded before it is parsed: at most ``MAX_CHARS`` characters and
+``MAX_DEPTH`` levels of nesting (in either encoding: the parser recurses, and a deep
+enough filter would take the process down), and at most ``MAX_VERTICES`` vertices in its
+geometries; more is ``TooCostly``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, date, datetime
 from typing import Any
 
 import cql2
+import shapely
 from psycopg import sql
 
 from layers.catalog import PG_TYPES, Layer
-from layers.errors import Invalid
+from layers.errors import Invalid, TooCostly
 
 GEOMETRY = "geometry"
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
 SYSTEM_TIMES = ("_produced_at", "_ingested_at", "_updated_at")
 _COMPARE = {"=": "=", "<>": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _SPATIAL = {"s_intersects": "ST_Intersects", "s_equals": "ST_Equals",
@@ -29,6 +37,66 @@ class FilterError(Invalid):
     """The filter cannot be run; the message says why."""
 
 
+MAX_CHARS = 20_000
+MAX_DEPTH = 20
+MAX_VERTICES = 1_000
+
+
+def _depth(text: str) -> int:
+    """How deep brackets nest in ``text``, outside quoted strings (CQL2 text quotes with
+    ', doubling it to escape; JSON with ", escaping with a backslash)."""
+    deepest = depth = 0
+    quote: str | None = None
+    escaped = False
+    for ch in text:
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return deepest
+
+
+def _vertices(node: Any) -> int:
+    """Vertices in the geometry literals of a CQL2-JSON tree."""
+    count, stack = 0, [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            if "coordinates" in n:
+                count += _positions(n["coordinates"])
+            else:
+                stack.extend(n.values())
+        elif isinstance(n, list):
+            stack.extend(n)
+    return count
+
+
+def _positions(coords: Any) -> int:
+    if isinstance(coords, list) and coords and all(isinstance(c, int | float) for c in coords):
+        return 1
+    return sum(_positions(c) for c in coords) if isinstance(coords, list) else 0
+
+
+def check_cost(text: str, what: str = "filter") -> None:
+    """TooCostly unless ``text`` is within the bounds a filter may have."""
+    if len(text) > MAX_CHARS:
+        raise TooCostly(f"{what} is {len(text)} characters long; at most {MAX_CHARS} are "
+                        "taken (a long list of values or a detailed shape: simplify it)")
+    depth = _depth(text)
+    if depth > MAX_DEPTH:
+        raise TooCostly(f"{what} nests {depth} levels deep; at most {MAX_DEPTH} are taken")
+
+
 def queryables(layer: Layer) -> dict[str, str]:
     """Queryable name -> dictionary type (``geometry`` for the geometry)."""
     out = {f.name: f.type for f in layer.fields}
@@ -38,15 +106,23 @@ def queryables(layer: Layer) -> dict[str, str]:
 
 
 def parse(text: str, lang: str) -> dict[str, Any]:
-    """CQL2 text or JSON to the CQL2-JSON tree."""
+    """CQL2 text or JSON to the CQL2-JSON tree, within the bounds of ``check_cost``."""
+    if lang not in ("cql2-text", "cql2-json"):
+        raise FilterError(f"filter-lang {lang!r} is not supported; use cql2-text or "
+                          "cql2-json")
+    check_cost(text)
     try:
         if lang == "cql2-text":
-            return cql2.parse_text(text).to_json()
-        if lang == "cql2-json":
-            return cql2.parse_json(text).to_json()
+            tree = cql2.parse_text(text).to_json()
+        else:
+            tree = cql2.parse_json(text).to_json()
     except Exception as exc:  # the parser's own errors carry the position
         raise FilterError(f"filter is not valid {lang}: {str(exc).strip()}") from exc
-    raise FilterError(f"filter-lang {lang!r} is not supported; use cql2-text or cql2-json")
+    vertices = _vertices(tree)
+    if vertices > MAX_VERTICES:
+        raise TooCostly(f"filter's geometries have {vertices} vertices; at most "
+                        f"{MAX_VERTICES} are taken (simplify the shape)")
+    return tree
 
 
 class _Translator:
@@ -80,13 +156,21 @@ class _Translator:
             elif isinstance(value, dict) and "date" in value:
                 value = date.fromisoformat(value["date"])
             if kind == "integer":
-                if isinstance(value, bool) or float(value) != int(float(value)):
+                if isinstance(value, bool):
                     raise ValueError
-                value = int(float(value))
+                if not isinstance(value, int):
+                    number = float(value)
+                    if not math.isfinite(number) or number != int(number):
+                        raise ValueError
+                    value = int(number)
+                if not INT64[0] <= value <= INT64[1]:
+                    raise ValueError
             elif kind in ("number", "decimal"):
                 if isinstance(value, bool):
                     raise ValueError
                 value = float(value)
+                if not math.isfinite(value):
+                    raise ValueError
             elif kind == "boolean":
                 if not isinstance(value, bool):
                     raise ValueError
@@ -170,11 +254,17 @@ class _Translator:
             box = b["bbox"]
             if len(box) == 6:
                 box = [box[0], box[1], box[3], box[4]]
-            if len(box) != 4:
-                raise FilterError("BBOX needs 4 (or 6) numbers")
+            if len(box) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                        and math.isfinite(v) for v in box):
+                raise FilterError("BBOX needs 4 (or 6) finite numbers")
             shape = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4326)").format(
                 *(self.bind(float(v)) for v in box))
         elif isinstance(b, dict) and "type" in b:
+            try:
+                shapely.geometry.shape(b)
+            except (AttributeError, KeyError, TypeError, ValueError, IndexError,
+                    shapely.errors.GEOSException) as exc:
+                raise FilterError(f"{op}: the geometry is not GeoJSON ({exc})") from exc
             shape = sql.SQL("ST_SetSRID(ST_GeomFromGeoJSON({}), 4326)").format(
                 self.bind(json.dumps(b)))
         else:
@@ -232,5 +322,20 @@ def to_sql(tree: dict[str, Any], layer: Layer,
     """A WHERE clause for the layer's table (alias ``t``) and its parameters, named
     ``prefix`` + a number so that two filters can share one statement."""
     translator = _Translator(queryables(layer), prefix)
-    clause = translator.expr(tree)
+    try:
+        clause = translator.expr(tree)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        if isinstance(exc, FilterError):
+            raise
+        # A tree of the wrong shape: an operator with too few or too many arguments, a
+        # non-numeric box, a list where a value belongs.
+        raise FilterError(f"filter is malformed: {_shape_error(exc)}") from exc
     return clause, translator.params
+
+
+def _shape_error(exc: Exception) -> str:
+    if isinstance(exc, ValueError) and "unpack" in str(exc):
+        return "an operator has the wrong number of arguments"
+    if isinstance(exc, KeyError | IndexError):
+        return "an operator lacks an argument"
+    return "an argument is not of the kind its operator takes"

@@ -10,6 +10,7 @@ transaction.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -44,8 +45,12 @@ def _value(name: str, kind: str, value: Any) -> Any:
         return None
     try:
         if kind == "integer" and isinstance(value, int) and not isinstance(value, bool):
+            if not -(2 ** 63) <= value < 2 ** 63:
+                raise EditError(f"property {name!r} is beyond a 64-bit integer: {value}")
             return value
         if kind == "number" and isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise EditError(f"property {name!r} must be a finite number, got {value!r}")
             return float(value)
         if kind == "decimal" and not isinstance(value, bool):
             return Decimal(str(value))
@@ -56,12 +61,22 @@ def _value(name: str, kind: str, value: Any) -> Any:
         if kind in ("datetime", "date", "time") and isinstance(value, str):
             parse = {"datetime": datetime, "date": date, "time": time}[kind]
             return parse.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, InvalidOperation):
+    except (ValueError, InvalidOperation, OverflowError):
         pass
     raise EditError(f"property {name!r} must be a {kind}, got {value!r}")
 
 
-def _geometry(feature: dict[str, Any]) -> shapely.Geometry:
+def geometry_types(declared: str | None) -> tuple[str, ...] | None:
+    """The shapes a layer of this declared type takes; None: any (a mixed or empty layer).
+    A Multi layer takes single parts too, as an ingest of mixed parts declares it."""
+    if declared is None or declared in ("Geometry", "GeometryCollection"):
+        return None
+    if declared.startswith("Multi"):
+        return (declared.removeprefix("Multi"), declared)
+    return (declared,)
+
+
+def _geometry(feature: dict[str, Any], layer: Layer) -> shapely.Geometry:
     raw = feature.get("geometry")
     if raw is None:
         raise EditError("the feature has no geometry")
@@ -70,9 +85,16 @@ def _geometry(feature: dict[str, Any]) -> shapely.Geometry:
     except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.GEOSException) \
             as exc:
         raise EditError(f"geometry is not GeoJSON: {exc}") from exc
+    allowed = geometry_types(layer.geometry_type)
+    if allowed is not None and geom.geom_type not in allowed:
+        raise EditError(f"geometry is a {geom.geom_type}; layer {layer.id!r} holds "
+                        f"{' or '.join(allowed)}")
     fixed, issues = check(np.array([shapely.force_2d(geom)], dtype=object))
     if fixed[0] is None:
         raise EditError(f"geometry rejected: {issues[0][2]}")
+    if allowed is not None and fixed[0].geom_type not in allowed:
+        raise EditError(f"geometry, once repaired, is a {fixed[0].geom_type}; layer "
+                        f"{layer.id!r} holds {' or '.join(allowed)}")
     return fixed[0]
 
 
@@ -213,7 +235,7 @@ def save(url: str, layer: Layer, detail_zoom: int, fid: str | None,
                 raise EditError("the body must be a GeoJSON Feature")
             props = _properties(layer, feature.get("properties") or {}, whole=not merge)
             if not merge or feature.get("geometry") is not None:
-                geom = _geometry(feature)
+                geom = _geometry(feature, layer)
         if create:
             key = _key_of(layer, props)
             given = feature.get("id") if feature else None

@@ -14,8 +14,9 @@ from starlette.routing import Route
 
 from access import admin
 from access.admin import Actor
+from layers.errors import Invalid
 from mapserver.deps import access, app_state, json_body
-from mapserver.ogc import int_param, parse_instant
+from mapserver.ogc import int_param, int_value, parse_instant
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -24,11 +25,13 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def _actor(request: Request) -> Actor:
-    p = access(request).principal
+    a = access(request)
+    p = a.principal
     if p.anonymous:
         raise HTTPException(401, "administration needs a signed-in administrator")
-    if not p.admin:
-        raise HTTPException(403, "administration is for administrators")
+    if not a.administers:
+        raise HTTPException(403, "administration is for administrators, with their own "
+                                 "key or token (never an embedding key)")
     return Actor(p.name, p.id, p.department)
 
 
@@ -115,8 +118,8 @@ async def grants(request: Request, actor: Actor, conn: Any) -> Response:
 @endpoint
 async def revoke_grant(request: Request, actor: Actor, conn: Any) -> Response:
     try:
-        grant_id = int(request.path_params["grant_id"])
-    except ValueError as exc:
+        grant_id = int_value(request.path_params["grant_id"], "grant id", 1)
+    except Invalid as exc:
         raise HTTPException(404, "no such grant") from exc
     await admin.revoke_grant(conn, actor, grant_id)
     return Response(status_code=204)

@@ -37,6 +37,7 @@ from mapserver import (
     openapi,
     rasters,
     records,
+    redact,
     registry,
     scenes3d,
     tiles,
@@ -46,6 +47,7 @@ from mapserver.auth import AccessMiddleware
 from mapserver.cache import TileCache
 from mapserver.deps import STATIC, AppState, app_state
 from mapserver.errors import http_error, known_error, problem, server_error
+from mapserver.guard import Guard
 from onemap.settings import Settings
 
 log = logging.getLogger("onemap.http")
@@ -54,13 +56,19 @@ SESSION = "-c max_parallel_workers_per_gather=0"
 
 
 async def healthz(request: Request) -> Response:
+    """Up when the database answers; the audit log's state is shown, and a log that cannot
+    write makes the service unhealthy: no access may go unrecorded for long."""
+    state = app_state(request)
+    audit = state.audit.health()
     try:
-        async with app_state(request).pool.connection(timeout=5) as conn:
+        async with state.pool.connection(timeout=5) as conn:
             await conn.execute("SELECT 1")
-    except Exception:  # any failure to reach the database means unhealthy
-        log.exception("health check failed")
+    except Exception as exc:  # any failure to reach the database means unhealthy
+        log.warning("health check failed: %s", type(exc).__name__)
         return problem(503, None, "database unreachable")
-    return JSONResponse({"status": "ok"})
+    if not audit["ok"]:
+        return JSONResponse({"status": "degraded", "audit": audit}, status_code=503)
+    return JSONResponse({"status": "ok", "audit": audit})
 
 
 async def root(request: Request) -> Response:
@@ -72,6 +80,7 @@ async def root(request: Request) -> Response:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    redact.install()  # before uvicorn or OneMap logs a request line
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -127,6 +136,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                    "OneMap-Cache", "Retry-After"]),
         Middleware(GZipMiddleware, minimum_size=500),
         Middleware(AccessMiddleware),
+        Middleware(Guard),  # inside the access path, so a refused request is audited
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={HTTPException: http_error, DomainError: known_error,

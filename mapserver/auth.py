@@ -23,9 +23,17 @@ from access.credentials import PREFIX, CredentialError
 from access.directory import Key
 from access.policy import ANONYMOUS, Access, Principal
 from mapserver.errors import problem
+from mapserver.guard import gone
 
 # Served to anyone, about no layer: nothing to authorize or audit.
 OPEN_PREFIXES = ("/static/", "/vendor/", "/healthz", "/favicon.ico")
+# Methods that read; a POST to one of READ_POSTS is a lookup with a body, not a change.
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+READ_POSTS = ("/registry/reuse",)
+
+
+def is_write(method: str, path: str) -> bool:
+    return method not in READ_METHODS and not (method == "POST" and path in READ_POSTS)
 
 
 class Refused(Exception):
@@ -104,6 +112,10 @@ class AccessMiddleware:
                 if await state.directory.refresh(conn):
                     state.registry.clear()  # layers may have been reclassified
             principal, key = await authenticate(request, state)
+            if principal.embedded and is_write(scope["method"], scope["path"]) \
+                    and not state.directory.policy.may_write(principal):
+                raise Refused(403, "embedding keys are read-only: they never change "
+                                   "anything, whoever they belong to")
             limit = key.rate_limit if key and key.rate_limit is not None else (
                 state.settings.key_rate_limit)
             wait = state.limiter.check(key.id, limit) if key else None
@@ -131,7 +143,9 @@ class AccessMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self._audit(state, scope, principal, key, status, started)
+            # 499: the client went away before the answer, and its work was stopped.
+            self._audit(state, scope, principal, key, 499 if gone(scope) else status,
+                        started)
 
     @staticmethod
     def _audit(state: Any, scope: Scope, principal: Principal, key: Key | None, status: int,

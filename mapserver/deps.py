@@ -20,6 +20,7 @@ from access.policy import Access, LayerAccess
 from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
 from layers.catalog import LAYER_ID, Layer, fetch_layers
+from layers.errors import Invalid
 from layers.rasters import RasterRegistry
 from layers.registry import SourceRegistry
 from mapserver.cache import TileCache
@@ -85,12 +86,44 @@ def page(name: str) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+# A JSON body deeper than this is refused: GeoJSON needs six levels, a grant's body three.
+MAX_JSON_DEPTH = 32
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(raw: bytes, what: str = "the body") -> Any:
+    """JSON from a client: no NaN or Infinity, no NUL in a string, at most
+    ``MAX_JSON_DEPTH`` deep; anything else is an Invalid naming what is wrong."""
+    try:
+        doc = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise Invalid(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from exc
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise Invalid(f"{what} is not JSON: {exc}") from exc
+    stack: list[tuple[Any, int, str]] = [(doc, 1, "")]
+    while stack:
+        node, depth, where = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise Invalid(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, str):
+            if "\x00" in node:
+                raise Invalid(f"{what} holds a NUL character at {where or 'the top'}")
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                if "\x00" in k:
+                    raise Invalid(f"{what} holds a NUL character in a name at {where or 'the top'}")
+                stack.append((v, depth + 1, f"{where}/{k}"))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, f"{where}/{i}") for i, v in enumerate(node))
+    return doc
+
+
 async def json_body(request: Request) -> dict[str, Any]:
     """A request's JSON object body (empty: {}); anything else is a 400."""
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError as exc:
-        raise HTTPException(400, f"the body is not JSON: {exc}") from exc
+    body = parse_json(await request.body() or b"{}")
     if not isinstance(body, dict):
-        raise HTTPException(400, "the body must be a JSON object")
+        raise Invalid("the body must be a JSON object")
     return body

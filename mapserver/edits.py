@@ -7,7 +7,6 @@ its version's row id, and ``If-Match`` with an older one is a 412.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -21,11 +20,10 @@ from access.policy import LayerAccess
 from layers.catalog import Layer
 from layers.edit import save
 from layers.restrict import NONE
-from mapserver.deps import app_state, note
+from mapserver.deps import app_state, note, parse_json
 from mapserver.features import collection_layer, etag_of
 from mapserver.ogc import base
 
-MAX_BODY = 10 * 1024 * 1024
 _ETAG = re.compile(r'^(?:W/)?"r(\d+)"$')
 
 
@@ -52,13 +50,8 @@ def _expected(request: Request) -> int | None:
 
 
 async def _feature(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise HTTPException(413, f"a feature may be at most {MAX_BODY // 1024 // 1024} MB")
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise HTTPException(400, f"the body is not JSON: {exc}") from exc
+    # The body's size is bounded by mapserver/guard.py before it is read.
+    doc = parse_json(await request.body())
     if not isinstance(doc, dict):
         raise HTTPException(400, "the body must be a GeoJSON Feature")
     return doc

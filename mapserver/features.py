@@ -136,19 +136,24 @@ def collection_doc(request: Request, layer: Layer) -> dict:
 
 
 async def _vector_layers(request: Request, layer_id: str | None = None,
-                         kinds: tuple[str, ...] = ("vector",)) -> list[tuple[Layer, LayerAccess]]:
-    """The layers of these kinds the caller may read, each as the caller sees it."""
+                         kinds: tuple[str, ...] = ("vector",),
+                         as_seen: bool = True) -> list[tuple[Layer, LayerAccess]]:
+    """The layers of these kinds the caller may read, each as the caller sees it (or, with
+    ``as_seen`` false, whole: the server applies the caller's limits itself)."""
     async with app_state(request).pool.connection() as conn:
         found = await fetch_layers(conn, ids=None if layer_id is None else [layer_id])
-    return [(restrict.visible(ly, a.restriction), a)
+    return [(restrict.visible(ly, a.restriction) if as_seen else ly, a)
             for ly, a in access(request).readable(found) if ly.kind in kinds]
 
 
 async def collection_layer(request: Request) -> tuple[Layer, LayerAccess]:
-    """The collection in the path; 404 alike if it is missing or the caller may not read it."""
+    """The collection in the path, whole, with the caller's access; 404 alike if it is
+    missing or the caller may not read it. Whole, because a grant's own filter may name a
+    field the grant hides from the caller: the server applies it all the same."""
     layer_id = request.path_params["collectionId"]
     note(request, [layer_id])
-    found = await _vector_layers(request, layer_id) if LAYER_ID.match(layer_id) else []
+    found = (await _vector_layers(request, layer_id, as_seen=False)
+             if LAYER_ID.match(layer_id) else [])
     if not found:
         raise HTTPException(404, f"no collection {layer_id!r}")
     return found[0]

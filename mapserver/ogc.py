@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from layers import features
 from layers.catalog import Layer
+from layers.errors import Invalid
 
 GEOJSON = "application/geo+json"
 
@@ -53,27 +54,56 @@ def layer_links(request: Request, layer: Layer) -> list[dict[str, str]]:
     ]
 
 
-def int_param(request: Request, name: str, default: int, low: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise HTTPException(400, f"{name} must be an integer, got {raw!r}") from exc
+# The largest whole number a parameter may be: PostgreSQL's integer, so no value a client
+# sends overflows a column or a LIMIT.
+MAX_INT = 2 ** 31 - 1
+
+
+def int_value(raw: str, name: str, low: int = 0, high: int = MAX_INT) -> int:
+    """A whole number from a client, within low..high, or an Invalid naming it."""
+    text = raw.strip()
+    if not (text.isdigit() or text[:1] in "+-" and text[1:].isdigit()) or len(text) > 20:
+        raise Invalid(f"{name} must be an integer, got {raw[:40]!r}")
+    value = int(text)
     if value < low:
-        raise HTTPException(400, f"{name} must be at least {low}, got {value}")
+        raise Invalid(f"{name} must be at least {low}, got {value}")
+    if value > high:
+        raise Invalid(f"{name} must be at most {high}, got {value}")
     return value
+
+
+def int_param(request: Request, name: str, default: int, low: int,
+              high: int = MAX_INT) -> int:
+    raw = request.query_params.get(name)
+    return default if raw is None else int_value(raw, name, low, high)
+
+
+def numbers(raw: str, name: str) -> list[float]:
+    """Comma-separated finite numbers from a client (no NaN, no infinity)."""
+    try:
+        values = [float(v) for v in raw.split(",")]
+    except ValueError as exc:
+        raise Invalid(f"{name} {raw[:60]!r} is not a list of numbers") from exc
+    if not all(math.isfinite(v) for v in values):
+        raise Invalid(f"{name} {raw[:60]!r} holds numbers that are not finite numbers")
+    return values
+
+
+def number(raw: object, name: str) -> float:
+    """One finite number, from a parameter's text or a JSON value."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise Invalid(f"{name} must be a number")
+    values = numbers(str(raw), name)
+    if len(values) != 1:
+        raise Invalid(f"{name} must be one number, got {str(raw)[:60]!r}")
+    return values[0]
 
 
 def parse_bbox(raw: str | None,
                crs: features.Crs = features.CRS84) -> tuple[float, float, float, float] | None:
     if raw is None:
         return None
-    try:
-        values = [float(v) for v in raw.split(",")]
-    except ValueError as exc:
-        raise HTTPException(400, f"bbox {raw!r} is not a list of numbers") from exc
+    values = numbers(raw, "bbox")
     if len(values) == 6:  # with heights, which 2D data ignores
         values = [values[0], values[1], values[3], values[4]]
     if len(values) != 4 or not all(math.isfinite(v) for v in values):

@@ -28,7 +28,7 @@ from layers.grids import GRIDS, WEB_MERCATOR, grid, matrix_size
 from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
 from mapserver.deps import app_state, note, readable_layer
-from mapserver.ogc import base, parse_datetime
+from mapserver.ogc import base, int_value, number, numbers, parse_datetime
 from mapserver.tiles import cache_headers, cache_scope, etag_matches, vector_tile
 
 # Changes whenever the way raster tiles are made changes.
@@ -41,24 +41,17 @@ async def raster_layer(request: Request, conn, layer_id: str) -> tuple[Layer, La
     return await readable_layer(request, conn, layer_id, ("raster",), "raster layer")
 
 
-def _floats(raw: str, name: str) -> list[float]:
-    try:
-        return [float(v) for v in raw.split(",")]
-    except ValueError as exc:
-        raise HTTPException(400, f"{name} {raw!r} is not comma-separated numbers") from exc
-
-
 def parse_style(params: QueryParams, meta: dict) -> Style:
     bidx = None
     if params.get("bidx"):
-        bidx = [int(v) for v in _floats(params["bidx"], "bidx")]
+        bidx = [int_value(v, "bidx", 1, 1000) for v in params["bidx"].split(",")]
     rescale = None
     if params.getlist("rescale"):
-        ranges = [_floats(r, "rescale") for r in params.getlist("rescale")]
+        ranges = [numbers(r, "rescale") for r in params.getlist("rescale")]
         if any(len(r) != 2 for r in ranges):
             raise HTTPException(400, "rescale is min,max (repeat it for each band)")
         rescale = [(r[0], r[1]) for r in ranges]
-    extra = {k: _floats(params[k], k)[0] for k in ("azimuth", "altitude", "exaggeration")
+    extra = {k: number(params[k], k) for k in ("azimuth", "altitude", "exaggeration")
              if params.get(k)}
     try:
         return style_for(meta, bidx=bidx, rescale=rescale,
@@ -210,10 +203,9 @@ async def point(request: Request) -> Response:
     """Values (heights, for elevation) at a lon/lat in the chosen time slice."""
     layer_id = request.path_params["layer"]
     q = request.query_params
-    try:
-        lon, lat = float(q["lon"]), float(q["lat"])
-    except (KeyError, ValueError) as exc:
-        raise HTTPException(400, "give lon and lat as numbers (degrees)") from exc
+    if "lon" not in q or "lat" not in q:
+        raise HTTPException(400, "give lon and lat as numbers (degrees)")
+    lon, lat = number(q["lon"], "lon"), number(q["lat"], "lat")
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise HTTPException(400, f"lon {lon}, lat {lat} is not on the globe")
     state = app_state(request)
@@ -222,7 +214,8 @@ async def point(request: Request) -> Response:
         source = await state.rasters.source(conn, layer)
         area = await area_of(request, conn, a.restriction.area_id)
     when = pick_slice(source, q.get("datetime"))
-    bidx = [int(v) for v in _floats(q["bidx"], "bidx")] if q.get("bidx") else None
+    bidx = ([int_value(v, "bidx", 1, 1000) for v in q["bidx"].split(",")]
+            if q.get("bidx") else None)
     if bidx and any(not 1 <= b <= source.band_count for b in bidx):
         raise HTTPException(400, f"bidx names a band outside 1..{source.band_count}")
     note(request, [layer.id], 1, point=f"{lon},{lat}")

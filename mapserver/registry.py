@@ -27,11 +27,11 @@ from layers.catalog import Layer
 from layers.errors import DomainError, Invalid
 from layers.restrict import Restriction, fid_concealed, visible_fields
 from mapserver.deps import access, app_state, json_body, note, page, readable_layer
-from mapserver.ogc import parse_instant
+from mapserver.ogc import int_value, number, parse_instant
 from registry import codes, coverage, lifecycle, reservations, reuse
 from registry.ledger import ALIAS, ALIASES
 from registry.publish import publish_one
-from registry.scope import Scope, Unreadable, conceal, statement
+from registry.scope import Scope, Unreadable, conceal, conceal_history, statement
 
 ENTITY_LAYER = {"carrier": "carriers", "front": "fronts"}
 
@@ -79,17 +79,23 @@ async def _resolve(request: Request, conn: Any, raw: str) -> tuple[str, str, Lay
     if c is not None:
         cur = await conn.execute(POSITION, {"c": c})
         row = await cur.fetchone()
+    missing = HTTPException(404, f"no entity with code {raw!r}")
     if row is None:
-        raise HTTPException(404, f"no entity with code {raw!r}")
+        raise missing
     entity = row[0]
-    layer, access = await readable_layer(request, conn, ENTITY_LAYER[entity], ("vector",),
-                                         "entity with code")
+    try:
+        layer, access = await readable_layer(request, conn, ENTITY_LAYER[entity],
+                                             ("vector",), "entity with code")
+    except HTTPException as exc:
+        # The same answer as for a code that never existed: neither that it exists nor
+        # of which kind.
+        raise missing from exc
     if fid_concealed(layer, access.restriction):
         raise HTTPException(403, f"your grant on {layer.id} masks or hides the code, so "
                                  "entities cannot be looked up by it")
     query, params = statement(VISIBLE[entity], Scope(layer, access.restriction), "x")
     if await (await conn.execute(query, {**params, "code": c})).fetchone() is None:
-        raise HTTPException(404, f"no entity with code {raw!r}")
+        raise missing
     return c, entity, access
 
 
@@ -132,12 +138,9 @@ def _entity_doc(c: str, entity: str, r: tuple, aliases: list[str],
 
 
 def _float(q, name: str, default: float | None = None) -> float | None:
-    if not q.get(name):
+    if q.get(name) is None or q.get(name) == "":
         return default
-    try:
-        return float(q[name])
-    except ValueError as exc:
-        raise HTTPException(400, f"{name} {q[name]!r} is not a number") from exc
+    return number(q[name], name)
 
 
 def _point(q) -> dict[str, Any]:
@@ -321,8 +324,8 @@ async def reserve(request: Request) -> Response:
     department = _department(request)
     body = await json_body(request)
     slot = body.get("slot")
-    if not isinstance(slot, int) or isinstance(slot, bool):
-        raise HTTPException(400, "slot must be a whole number")
+    if not isinstance(slot, int) or isinstance(slot, bool) or not 1 <= slot <= 1000:
+        raise HTTPException(400, "slot must be a whole number from 1 to 1000")
     async with app_state(request).pool.connection() as conn:
         carrier, entity, _ = await _resolve(request, conn, str(body.get("carrier", "")))
     if entity != "carrier":
@@ -341,8 +344,8 @@ async def decide(request: Request) -> Response:
     if body.get("decision") not in ("approve", "refuse"):
         raise HTTPException(400, "decision must be approve or refuse")
     try:
-        rid = int(request.path_params["id"])
-    except ValueError as exc:
+        rid = int_value(request.path_params["id"], "reservation id", 1)
+    except Invalid as exc:
         raise HTTPException(404, "no such reservation") from exc
     async with app_state(request).pool.connection() as conn:
         cur = await conn.execute("SELECT carrier FROM registry.reservations WHERE id = %s",
@@ -363,8 +366,11 @@ async def history(request: Request) -> Response:
     when = parse_instant(at, at) if at else datetime.now(UTC)
     async with app_state(request).pool.connection() as conn:
         c, entity, access = await _resolve(request, conn, raw)
-    state = await _sync(request, lambda conn: lifecycle.state_at(conn, c, when)
-                        | {"events": lifecycle.events(conn, c)})
+        state = await _sync(request, lambda conn: lifecycle.state_at(conn, c, when)
+                            | {"events": lifecycle.events(conn, c)})
+        layer, _ = await readable_layer(request, conn, ENTITY_LAYER[entity], ("vector",),
+                                        "entity with code")
+        await conceal_history(conn, layer, state, access.restriction)
     note(request, [ENTITY_LAYER[entity]], 1)
     return JSONResponse(state)
 

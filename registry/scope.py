@@ -66,6 +66,24 @@ def statement(template: str, scope: Scope, alias: str,
     return sql.SQL(template).format(limits=cond), params
 
 
+# The layer field that holds an entity's lifecycle state.
+STATE_FIELD = {"carriers": "status", "fronts": "state"}
+
+
+async def conceal_history(conn: Any, layer: Layer, doc: dict[str, Any],
+                          r: Restriction) -> None:
+    """A ``/codes/{code}/history`` answer under the same field rules as the layer, in place:
+    a hidden or masked state field takes the state, the last event and the ledger with it
+    (every event tells a state); an event's operator and note follow the fields of those
+    names."""
+    state = STATE_FIELD.get(layer.id, "state")
+    if state in r.hidden or r.mask_of(state):
+        for name in ("state", "last_event", "events"):
+            doc.pop(name, None)
+        return
+    await conceal(conn, doc.get("events", []), r)
+
+
 async def conceal(conn: Any, docs: list[dict[str, Any]], r: Restriction) -> None:
     """Leave hidden fields out of the documents and mask the masked ones, in place, by
     the database's own ``onemap.mask``."""

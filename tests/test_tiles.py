@@ -302,7 +302,8 @@ def test_server_error_leaks_no_trace(http, tmp_path, settings):
 
 
 def test_catalog_health_and_viewer(http, sample_layers):
-    assert http.get("/healthz").json() == {"status": "ok"}
+    health = http.get("/healthz").json()
+    assert health["status"] == "ok" and health["audit"]["ok"] and health["audit"]["dropped"] == 0
     layers = {ly["id"]: ly for ly in http.get("/layers").json()["layers"]}
     assert {"districts", "lamps", "roads", "buildings"} <= set(layers)
     districts = http.get("/layers/districts").json()

@@ -1,0 +1,143 @@
+"""Bounds on what a request may bring, and an end to requests whose client has gone.
+
+Before any endpoint runs:
+- a path or query parameter holding a NUL (which PostgreSQL's text cannot store) or a
+  query string over ``MAX_QUERY`` is a 400 naming the parameter;
+- a body over its endpoint's limit (``body_limit``) is a 413, by ``Content-Length`` before
+  a byte is read and while streaming when the length is not declared.
+
+While it runs, the connection is watched: when the client disconnects, the request's work
+is cancelled (its running statement with it, which psycopg cancels on the server) and
+``gone(scope)`` turns true, so a write in a worker thread rolls back instead of committing
+for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from urllib.parse import parse_qsl
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from layers.errors import TooLarge
+from mapserver.errors import problem
+
+MAX_QUERY = 64 * 1024
+KB, MB = 1024, 1024 * 1024
+# (method, path prefix, path suffix) -> the largest body taken; the first match wins.
+LIMITS: tuple[tuple[tuple[str, ...], str, str, int], ...] = (
+    (("POST", "PUT", "PATCH"), "/collections/", "", 10 * MB),  # a feature, as GeoJSON
+    (("POST", "PUT", "PATCH", "DELETE"), "/admin/", "", 4 * MB),  # an area's polygon
+    (("POST",), "/registry/", "", 256 * KB),  # a site to cover, a reservation
+    (("POST",), "/codes/", "", 16 * KB),  # a lifecycle event
+)
+DEFAULT_LIMIT = 16 * KB
+GONE = "onemap.gone"
+
+
+def body_limit(method: str, path: str) -> int:
+    for methods, prefix, suffix, limit in LIMITS:
+        if method in methods and path.startswith(prefix) and path.endswith(suffix):
+            return limit
+    return DEFAULT_LIMIT
+
+
+def gone(scope: Scope) -> bool:
+    """Whether the request's client has disconnected."""
+    event = scope.get(GONE)
+    return event is not None and event.is_set()
+
+
+def bad_input(scope: Scope) -> str | None:
+    """Why the request line cannot be taken, or None."""
+    if "\x00" in scope["path"]:
+        return "the path holds a NUL character"
+    raw = scope.get("query_string", b"")
+    if len(raw) > MAX_QUERY:
+        return f"the query string is over {MAX_QUERY // KB} KB"
+    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True,
+                                 encoding="utf-8", errors="replace"):
+        if "\x00" in name or "\x00" in value:
+            shown = name.replace("\x00", "\\0")[:40]
+            return f"parameter {shown!r} holds a NUL character"
+    return None
+
+
+def _declared_length(scope: Scope) -> int | None | str:
+    for k, v in scope.get("headers", ()):
+        if k == b"content-length":
+            text = v.decode("latin-1").strip()
+            return int(text) if text.isdigit() else "bad"
+    return None
+
+
+class Guard:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        why = bad_input(scope)
+        if why is not None:
+            await problem(400, None, why)(scope, receive, send)
+            return
+        limit = body_limit(scope["method"], scope["path"])
+        declared = _declared_length(scope)
+        if declared == "bad":
+            await problem(400, None, "Content-Length is not a number")(scope, receive, send)
+            return
+        if isinstance(declared, int) and declared > limit:
+            await problem(413, None, _too_large(limit))(scope, receive, send)
+            return
+        event = threading.Event()
+        scope[GONE] = event
+        # Two messages at most wait for the app: a large body is read as the app reads it.
+        inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=2)
+
+        answered = False
+
+        async def watch(cancel: anyio.CancelScope) -> None:
+            total, body_done = 0, False
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not answered:  # after the answer, the end is the server's own
+                        event.set()
+                        cancel.cancel()
+                    return
+                if body_done:
+                    continue
+                total += len(message.get("body", b""))
+                if total > limit:
+                    await inbox.put(None)  # the app's next read raises TooLarge
+                    return
+                await inbox.put(message)
+                body_done = not message.get("more_body", False)
+
+        async def app_receive() -> Message:
+            message = await inbox.get()
+            if message is None:
+                raise TooLarge(_too_large(limit))
+            return message
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, tg.cancel_scope)
+            async def app_send(message: Message) -> None:
+                nonlocal answered
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    answered = True
+                await send(message)
+
+            try:
+                await self.app(scope, app_receive, app_send)
+            finally:
+                tg.cancel_scope.cancel()
+
+
+def _too_large(limit: int) -> str:
+    size = f"{limit // MB} MB" if limit >= MB else f"{limit // KB} KB"
+    return f"the body is over this endpoint's limit of {size}"
