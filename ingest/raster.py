@@ -30,6 +30,7 @@ from ingest import crs as crsmod
 from ingest.errors import IngestError
 from ingest.meta import LayerMeta, check_target
 from ingest.report import log_ingest
+from layers import writer
 from layers.catalog import get_layer, write_layer
 from layers.db import database_url
 from layers.rasters import RasterStore
@@ -250,8 +251,7 @@ def _record(url: str, store: RasterStore, layer_id: str, cog: _Cog, report: Rast
     """Move the COG into the store and record it; the file goes again if the commit fails."""
     with psycopg.connect(url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                     (f"onemap.layer:{layer_id}",))
+        writer.lock(conn, layer_id)
         old = get_layer(conn, layer_id)
         if old is not None and old.kind != "raster":
             raise IngestError(label, f"layer {layer_id!r} is a {old.kind} layer")

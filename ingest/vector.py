@@ -33,10 +33,9 @@ from tqdm import tqdm
 
 from ingest import crs as crsmod
 from ingest.errors import IngestError
-from ingest.geometry import check
 from ingest.meta import LayerMeta, check_target
 from ingest.report import IngestReport, Issue, log_ingest
-from layers import overviews, store
+from layers import overviews, store, writer
 from layers.catalog import (
     SYSTEM_COLUMNS,
     Field,
@@ -46,6 +45,7 @@ from layers.catalog import (
     write_layer,
 )
 from layers.db import database_url
+from layers.geometry import check
 from onemap.settings import Settings
 
 log = logging.getLogger("onemap.ingest")
@@ -361,7 +361,7 @@ def _run(url: str, layer_id: str, plan: _Plan, reader: Any, report: IngestReport
     show = sys.stderr.isatty() if progress is None else progress
     with psycopg.connect(url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"onemap.layer:{layer_id}",))
+        writer.lock(conn, layer_id)
         old = get_layer(conn, layer_id)
         if old is not None and old.kind != "vector":
             raise IngestError(plan.label, f"layer {layer_id!r} is a {old.kind} layer")

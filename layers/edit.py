@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -22,10 +23,10 @@ import psycopg
 import shapely
 from psycopg import sql
 
-from ingest.geometry import check
-from layers import overviews
+from layers import overviews, writer
 from layers.catalog import PG_TYPES, Layer, table_of
 from layers.errors import Conflict, Invalid, NotFound, Stale
+from layers.geometry import check
 
 
 class EditError(Invalid):
@@ -126,10 +127,6 @@ def _key_of(layer: Layer, props: dict[str, Any]) -> str | None:
     return "/".join(values)
 
 
-def _lock(conn: psycopg.Connection, layer_id: str) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"onemap.layer:{layer_id}",))
-
-
 def _current(conn: psycopg.Connection, layer: Layer, fid: str) -> dict[str, Any] | None:
     names = [f.name for f in layer.fields]
     cols = sql.SQL("").join(sql.SQL(", ") + sql.Identifier(n) for n in names)
@@ -182,11 +179,11 @@ def _insert(conn: psycopg.Connection, layer: Layer, fid: str, version: int,
         "INSERT INTO {t} (_fid, _version, _valid_from, _produced_at, _ingested_at, _updated_at,"
         " _hash, geom{cols})"
         " SELECT v._fid, v._version, now(), now(), coalesce(v._ingested_at, now()), now(),"
-        "  decode(md5(concat_ws('|', {row}::text, encode(ST_AsEWKB(v.geom), 'hex'))), 'hex'),"
-        "  v.geom{vcols}"
+        "  {hash}, v.geom{vcols}"
         " FROM (SELECT %s::text AS _fid, %s::int AS _version, %s::timestamptz AS _ingested_at,"
         "  ST_SetSRID(ST_GeomFromWKB(%s), 4326) AS geom{typed}) v RETURNING _rid"
-    ).format(t=table_of(layer.id), cols=cols, row=row_expr,
+    ).format(t=table_of(layer.id), cols=cols,
+             hash=writer.content_hash(row_expr, sql.SQL("v.geom")),
              vcols=sql.SQL("").join(sql.SQL(", v.") + sql.Identifier(n) for n in names),
              typed=typed),
         [fid, version, ingested_at, shapely.to_wkb(geom), *values]).fetchone()
@@ -222,12 +219,19 @@ def _finish(conn: psycopg.Connection, layer: Layer, detail_zoom: int, delta: int
 
 def save(url: str, layer: Layer, detail_zoom: int, fid: str | None,
          feature: dict[str, Any] | None, *, create: bool = False, merge: bool = False,
-         expected: int | None = None) -> Edited:
+         expected: int | None = None, lock_timeout_ms: int | None = None,
+         statement_ms: int | None = None,
+         abandoned: Callable[[], bool] | None = None) -> Edited:
     """Create (``create``), replace, update (``merge``: only the properties and geometry
-    given change) or delete (``feature`` None) one feature; runs in its own transaction."""
-    with psycopg.connect(url) as conn:
+    given change) or delete (``feature`` None) one feature; runs in its own transaction.
+
+    ``lock_timeout_ms``: how long to wait for a layer another change is writing;
+    ``statement_ms``: each statement's budget; ``abandoned``: asked just before the commit,
+    true rolls the edit back (its client has gone)."""
+    options = f"-c statement_timeout={statement_ms}" if statement_ms else ""
+    with psycopg.connect(url, options=options) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
-        _lock(conn, layer.id)
+        writer.lock(conn, layer.id, lock_timeout_ms)
         props: dict[str, Any] = {}
         geom = None
         if feature is not None:
@@ -253,7 +257,7 @@ def save(url: str, layer: Layer, detail_zoom: int, fid: str | None,
                             f"is now \"r{current['rid']}\"); read it again")
         if feature is None:
             version = _finish(conn, layer, detail_zoom, -1, _close(conn, layer, current), [])
-            conn.commit()
+            writer.commit(conn, abandoned)
             return Edited(fid, None, version)
         if merge:
             assert current is not None
@@ -271,12 +275,12 @@ def save(url: str, layer: Layer, detail_zoom: int, fid: str | None,
         if current is not None and props == current["properties"] \
                 and shapely.equals_exact(geom, current["geom"], 0):
             # Nothing changed: no new version, as an ingest leaves an unchanged feature be.
-            conn.commit()
+            writer.commit(conn, abandoned)
             return Edited(fid, current["rid"], layer.version)
         removed = _close(conn, layer, current)
         rid = _insert(conn, layer, fid, (current["version"] + 1) if current else 1,
                       current["ingested_at"] if current else None, geom, props)
         version = _finish(conn, layer, detail_zoom, 0 if current else 1, removed,
                           [_overview_entry(conn, layer.id, rid)])
-        conn.commit()
+        writer.commit(conn, abandoned)
         return Edited(fid, rid, version)

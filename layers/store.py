@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from layers import writer
 from layers.catalog import PG_TYPES, Field, table_of
 
 STAGING = sql.Identifier("_onemap_staging")
@@ -191,9 +192,9 @@ def merge(conn: psycopg.Connection, layer_id: str, fields: Sequence[Field]) -> d
         "CREATE TEMP TABLE {i} ON COMMIT DROP AS SELECT _fid, _produced_at,"
         " ST_SetSRID(geom, 4326) AS geom{cols},"
         # The file-level produced time is left out: a new copy of unchanged data is no change.
-        " decode(md5(concat_ws('|', {row}::text, encode(ST_AsEWKB(geom), 'hex'))), 'hex')"
-        " AS _hash FROM {s}"
-    ).format(i=INCOMING, s=STAGING, cols=cols, row=row))
+        " {hash} AS _hash FROM {s}"
+    ).format(i=INCOMING, s=STAGING, cols=cols,
+             hash=writer.content_hash(row, sql.SQL("geom"))))
     conn.execute(sql.SQL("CREATE INDEX ON {} (_fid)").format(INCOMING))
     conn.execute(sql.SQL("ANALYZE {}").format(INCOMING))
     conn.execute(sql.SQL(

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from access import admin
 from access.admin import Actor
 from layers.errors import Invalid
-from mapserver.deps import access, app_state, json_body
+from mapserver.deps import access, app_state, db, json_body
 from mapserver.ogc import int_param, int_value, parse_instant
 
 
@@ -42,7 +42,7 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """Admin only; the change runs on one connection; AdminError becomes its 4xx."""
     async def run(request: Request) -> Response:
         actor = _actor(request)
-        async with app_state(request).pool.connection() as conn:
+        async with db(request, "admin") as conn:
             return await handler(request, actor, conn)
     return run
 

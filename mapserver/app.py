@@ -86,7 +86,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         url = prepare(settings)
         pool = AsyncConnectionPool(url, min_size=settings.pool_min, max_size=settings.pool_max,
-                                   kwargs={"autocommit": True, "options": SESSION},
+                                   kwargs={"autocommit": True, "options": (
+                                       f"{SESSION} -c statement_timeout="
+                                       f"{settings.budget_ms('tiles')}")},
+                                   # A connection that died with a database restart is
+                                   # found before a request is given it.
+                                   check=AsyncConnectionPool.check_connection,
                                    open=False)
         await pool.open(wait=True)
         oidc = (OidcVerifier(settings.oidc_issuer, settings.oidc_audience,

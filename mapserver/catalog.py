@@ -8,14 +8,14 @@ from starlette.routing import Route
 
 from layers.catalog import LAYER_KINDS, fetch_layers
 from layers.restrict import visible
-from mapserver.deps import access, app_state, note, readable_layer
+from mapserver.deps import access, db, note, readable_layer
 from mapserver.ogc import base, layer_links
 from mapserver.tiles import cache_scope, parse_ids, resolve
 from styles.build import build_style
 
 
 async def list_layers(request: Request) -> Response:
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         layers = access(request).readable(await fetch_layers(conn))
     note(request, [ly.id for ly, _ in layers])
     return JSONResponse({"layers": [
@@ -24,7 +24,7 @@ async def list_layers(request: Request) -> Response:
 
 
 async def get_layer(request: Request) -> Response:
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         layer, a = await readable_layer(request, conn, request.path_params["layer"],
                                         LAYER_KINDS, "layer")
     return JSONResponse({**visible(layer, a.restriction).as_dict(),
@@ -33,7 +33,7 @@ async def get_layer(request: Request) -> Response:
 
 async def style(request: Request) -> Response:
     ids = parse_ids(request.path_params["layers"])
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         resolved = await resolve(request, conn, ids)
     doc = build_style([visible(r.layer, a.restriction) for r, a in resolved],
                       f"{base(request)}/tiles/{','.join(ids)}/tilejson.json")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import anyio
 from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -47,6 +50,28 @@ class AppState:
 
 def app_state(request: Request) -> AppState:
     return request.app.state.onemap
+
+
+# Writes run in worker threads of their own, a few at a time: a write waiting on a layer's
+# lock never takes a thread that a read (a raster tile, a 3D tile) needs.
+WRITES = anyio.CapacityLimiter(4)
+
+# The budget each pooled connection was last given, so it is set only when it changes.
+_BUDGETS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def db(request: Request, kind: str) -> AsyncIterator[Any]:
+    """A pooled connection whose statements have this kind of request's time budget
+    (``Settings.budget_ms``); past it PostgreSQL cancels the statement (a 503)."""
+    state = app_state(request)
+    ms = state.settings.budget_ms(kind)
+    async with state.pool.connection() as conn:
+        if _BUDGETS.get(conn) != ms:
+            await conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                               (f"{ms}ms",))
+            _BUDGETS[conn] = ms
+        yield conn
 
 
 def access(request: Request) -> Access:

@@ -20,8 +20,9 @@ from access.policy import LayerAccess
 from layers.catalog import Layer
 from layers.edit import save
 from layers.restrict import NONE
-from mapserver.deps import app_state, note, parse_json
+from mapserver.deps import WRITES, app_state, note, parse_json
 from mapserver.features import collection_layer, etag_of
+from mapserver.guard import gone
 from mapserver.ogc import base
 
 _ETAG = re.compile(r'^(?:W/)?"r(\d+)"$')
@@ -60,9 +61,13 @@ async def _feature(request: Request) -> dict[str, Any]:
 async def _save(request: Request, layer: Layer, fid: str | None,
                 feature: dict[str, Any] | None, **how: Any) -> Any:
     state = app_state(request)
-    url = state.pool.conninfo
+    url, settings = state.pool.conninfo, state.settings
     return await anyio.to_thread.run_sync(
-        lambda: save(url, layer, state.settings.detail_zoom, fid, feature, **how))
+        lambda: save(url, layer, settings.detail_zoom, fid, feature,
+                     lock_timeout_ms=settings.lock_timeout_ms,
+                     statement_ms=settings.budget_ms("writes"),
+                     abandoned=lambda: gone(request.scope), **how),
+        limiter=WRITES)
 
 
 def _saved(request: Request, layer: Layer, edited: Any, status: int) -> Response:

@@ -21,7 +21,7 @@ from access.policy import LayerAccess
 from layers import cql2sql, features, restrict
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from mapserver import ogctiles, records
-from mapserver.deps import access, app_state, note
+from mapserver.deps import access, app_state, db, note
 from mapserver.ogc import (
     GEOJSON,
     base,
@@ -140,7 +140,7 @@ async def _vector_layers(request: Request, layer_id: str | None = None,
                          as_seen: bool = True) -> list[tuple[Layer, LayerAccess]]:
     """The layers of these kinds the caller may read, each as the caller sees it (or, with
     ``as_seen`` false, whole: the server applies the caller's limits itself)."""
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "items") as conn:
         found = await fetch_layers(conn, ids=None if layer_id is None else [layer_id])
     return [(restrict.visible(ly, a.restriction) if as_seen else ly, a)
             for ly, a in access(request).readable(found) if ly.kind in kinds]
@@ -269,7 +269,7 @@ async def items(request: Request) -> Response:
                             properties=parse_properties(request, layer, a),
                             restriction=a.restriction)
     state = app_state(request)
-    async with state.pool.connection() as conn:
+    async with db(request, "filters" if q.where is not None else "items") as conn:
         who = None
         if layer.role == "base":
             who = f"{_caller(request)}|{layer.id}"
@@ -329,7 +329,7 @@ async def item(request: Request) -> Response:
     found = None
     # An id made of a concealed key is not looked up: the answer would reveal the value.
     if not restrict.fid_concealed(layer, a.restriction):
-        async with app_state(request).pool.connection() as conn:
+        async with db(request, "items") as conn:
             found = await features.item(conn, layer, fid, as_of, crs, a.restriction)
     if found is None:
         raise HTTPException(404, f"no feature {fid!r} in collection {layer.id!r}")

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from layers.catalog import Layer
 from layers.grids import GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits
-from mapserver.deps import app_state, readable_layer
+from mapserver.deps import db, readable_layer
 from mapserver.ogc import base
 from mapserver.rasters import raster_tile
 from mapserver.tiles import MVT, vector_tile
@@ -54,7 +54,7 @@ async def tile_matrix_set(request: Request) -> Response:
 
 
 async def _layer(request: Request) -> Layer:
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         layer, _ = await readable_layer(request, conn, request.path_params["collectionId"],
                                         ("raster", "vector"), "collection")
     return layer

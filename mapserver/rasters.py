@@ -27,7 +27,7 @@ from layers.errors import OutOfRange
 from layers.grids import GRIDS, WEB_MERCATOR, grid, matrix_size
 from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
-from mapserver.deps import app_state, note, readable_layer
+from mapserver.deps import app_state, db, note, readable_layer
 from mapserver.ogc import base, int_value, number, numbers, parse_datetime
 from mapserver.tiles import cache_headers, cache_scope, etag_matches, vector_tile
 
@@ -113,7 +113,7 @@ async def raster_tile(request: Request, layer_id: str, tms_name: str, z: str, x:
     tms, zi, xi, yi = parse_cell(tms_name, z, x, y)
     state = app_state(request)
     cell = f"{tms_name}/{zi}/{xi}/{yi}"
-    async with state.pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         layer, a = await raster_layer(request, conn, layer_id)
         source = await state.rasters.source(conn, layer)
         area = await area_of(request, conn, a.restriction.area_id)
@@ -176,7 +176,7 @@ async def tilejson(request: Request) -> Response:
     if tms is None:
         raise HTTPException(404, f"no tile matrix set {tms_name!r}")
     state = app_state(request)
-    async with state.pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         layer, _ = await raster_layer(request, conn, layer_id)
         source = await state.rasters.source(conn, layer)
     parse_style(request.query_params, source.meta)  # refuse a bad style here, not per tile
@@ -209,7 +209,7 @@ async def point(request: Request) -> Response:
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise HTTPException(400, f"lon {lon}, lat {lat} is not on the globe")
     state = app_state(request)
-    async with state.pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         layer, a = await raster_layer(request, conn, layer_id)
         source = await state.rasters.source(conn, layer)
         area = await area_of(request, conn, a.restriction.area_id)

@@ -13,7 +13,7 @@ from access.policy import LayerAccess
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.records import RecordsQuery, search
 from layers.restrict import visible
-from mapserver.deps import access, app_state, note
+from mapserver.deps import access, db, note
 from mapserver.ogc import (
     GEOJSON,
     base,
@@ -96,7 +96,7 @@ async def records(request: Request) -> Response:
     kind = request.query_params.get("type") or request.query_params.get("kind")
     if kind is not None and kind not in KINDS:
         raise HTTPException(400, f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "items") as conn:
         readable = {ly.id: a for ly, a in access(request).readable(await fetch_layers(conn))}
     q = RecordsQuery(limit=limit, offset=offset, terms=_list(request, "q"),
                      bbox=parse_bbox(request.query_params.get("bbox")),
@@ -104,7 +104,7 @@ async def records(request: Request) -> Response:
                      keywords=_list(request, "keywords"),
                      department=request.query_params.get("department"), kind=kind,
                      ids=tuple(readable))
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "items") as conn:
         layers, matched = await search(conn, q)
     note(request, [ly.id for ly in layers], len(layers))
     links = [page_link(request, "self", offset, limit)]
@@ -121,7 +121,7 @@ async def one_record(request: Request) -> Response:
     note(request, [record_id])
     found = []
     if LAYER_ID.match(record_id):
-        async with app_state(request).pool.connection() as conn:
+        async with db(request, "items") as conn:
             found = access(request).readable(await fetch_layers(conn, ids=[record_id]))
     if not found:
         raise HTTPException(404, f"no record {record_id!r}")

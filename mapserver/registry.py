@@ -23,10 +23,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
+from layers import writer
 from layers.catalog import Layer
 from layers.errors import DomainError, Invalid
 from layers.restrict import Restriction, fid_concealed, visible_fields
-from mapserver.deps import access, app_state, json_body, note, page, readable_layer
+from mapserver.deps import (
+    WRITES,
+    access,
+    app_state,
+    db,
+    json_body,
+    note,
+    page,
+    readable_layer,
+)
+from mapserver.guard import gone
 from mapserver.ogc import int_value, number, parse_instant
 from registry import codes, coverage, lifecycle, reservations, reuse
 from registry.ledger import ALIAS, ALIASES
@@ -102,7 +113,7 @@ async def _resolve(request: Request, conn: Any, raw: str) -> tuple[str, str, Lay
 async def code(request: Request) -> Response:
     """``/codes/{code}``: a code, or ``scheme:value`` of a legacy identifier."""
     raw = request.path_params["code"]
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "registry") as conn:
         c, entity, access = await _resolve(request, conn, raw)
         cur = await conn.execute(CARRIER if entity == "carrier" else FRONT, (c,))
         r = await cur.fetchone()
@@ -186,7 +197,7 @@ async def _lookup(request: Request, site: dict[str, Any], radius: float | None,
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
     height = _float(given, "height")
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "registry") as conn:
         layer, access = await readable_layer(request, conn, "carriers", ("vector",), "layer")
         scope = _scope(layer, access, reuse.DECIDES_ON, "the reuse lookup")
         m = None
@@ -229,7 +240,7 @@ async def duplicates(request: Request) -> Response:
                                     _float(q, "range"))
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "registry") as conn:
         layer, access = await readable_layer(request, conn, "fronts", ("vector",), "layer")
         scope = _scope(layer, access, coverage.DECIDES_ON, "the duplicate check")
         found = [await (await conn.execute(q, p)).fetchall()
@@ -269,7 +280,7 @@ async def coverage_stats(request: Request) -> Response:
     layer (or for everything), fronts in service by kind and the share of a road layer
     within a camera's view."""
     q = request.query_params
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "registry") as conn:
         layer, fronts = await readable_layer(request, conn, "fronts", ("vector",), "layer")
         scope = _scope(layer, fronts, coverage.DECIDES_ON, "coverage")
         areas = roads = None
@@ -294,16 +305,19 @@ async def coverage_stats(request: Request) -> Response:
 
 
 async def _sync(request: Request, fn: Callable[[psycopg.Connection], Any]) -> Any:
-    """Run a registry write in a worker thread on its own connection, committed."""
-    url = app_state(request).pool.conninfo
+    """Run a registry change in a worker thread of the writes' own, on its own connection
+    with the writes' budget; committed unless the client has gone."""
+    url, settings = app_state(request).pool.conninfo, app_state(request).settings
+    options = (f"-c statement_timeout={settings.budget_ms('writes')}"
+               f" -c lock_timeout={settings.lock_timeout_ms}")
 
     def run() -> Any:
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(url, options=options) as conn:
             out = fn(conn)
-            conn.commit()
+            writer.commit(conn, lambda: gone(request.scope))
             return out
     try:
-        return await anyio.to_thread.run_sync(run)
+        return await anyio.to_thread.run_sync(run, limiter=WRITES)
     except DomainError:
         raise
     except ValueError as exc:
@@ -326,7 +340,7 @@ async def reserve(request: Request) -> Response:
     slot = body.get("slot")
     if not isinstance(slot, int) or isinstance(slot, bool) or not 1 <= slot <= 1000:
         raise HTTPException(400, "slot must be a whole number from 1 to 1000")
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "registry") as conn:
         carrier, entity, _ = await _resolve(request, conn, str(body.get("carrier", "")))
     if entity != "carrier":
         raise HTTPException(400, f"{carrier} is a front, not a carrier")
@@ -347,7 +361,7 @@ async def decide(request: Request) -> Response:
         rid = int_value(request.path_params["id"], "reservation id", 1)
     except Invalid as exc:
         raise HTTPException(404, "no such reservation") from exc
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "registry") as conn:
         cur = await conn.execute("SELECT carrier FROM registry.reservations WHERE id = %s",
                                  (rid,))
         row = await cur.fetchone()
@@ -364,7 +378,7 @@ async def history(request: Request) -> Response:
     raw = request.path_params["code"]
     at = request.query_params.get("at")
     when = parse_instant(at, at) if at else datetime.now(UTC)
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "registry") as conn:
         c, entity, access = await _resolve(request, conn, raw)
         state = await _sync(request, lambda conn: lifecycle.state_at(conn, c, when)
                             | {"events": lifecycle.events(conn, c)})
@@ -384,7 +398,7 @@ async def add_event(request: Request) -> Response:
              if isinstance(body.get(k), str)}
     if not times:
         raise HTTPException(400, "give actual_at or planned_at (RFC 3339)")
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "registry") as conn:
         c, entity, a = await _resolve(request, conn, raw)
     if not a.publish:
         raise HTTPException(403, f"you may read {ENTITY_LAYER[entity]!r} but not publish "
@@ -401,7 +415,7 @@ async def add_event(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     """``/registry/models``: the device models whose needs a lookup can take by id."""
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "registry") as conn:
         await readable_layer(request, conn, "carriers", ("vector",), "layer")
         cur = await conn.execute(
             "SELECT json_build_object('id', id, 'maker', maker, 'model', model, 'category',"

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer, fetch_layers
-from mapserver.deps import app_state, layer_access, note, page, readable_layer
+from mapserver.deps import app_state, db, layer_access, note, page, readable_layer
 from mapserver.ogc import base, parse_instant
 from mapserver.tiles import cache_headers, etag_matches, parse_tile, version_token
 from scenes3d import catalog, glb, source
@@ -71,8 +71,7 @@ def _response(request: Request, etag: str, media: str, body: bytes, report: str)
 
 async def scenes(request: Request) -> Response:
     """The 3D scenes the caller may read."""
-    state = app_state(request)
-    async with state.pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         defined = await catalog.fetch(conn)
         ids = [s.layer_id for s in defined]
         layers = {ly.id: ly for ly in (await fetch_layers(conn, ids=ids) if ids else [])}
@@ -91,7 +90,7 @@ async def tileset_json(request: Request) -> Response:
     """The root tileset, or with z/x/y the external tileset of one tile at the split zoom."""
     state = app_state(request)
     p = request.path_params
-    async with state.pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         q = await _scene(request, conn)
         layer, zoom = q.layer, q.scene.tile_zoom
         within = None
@@ -123,7 +122,7 @@ async def tile(request: Request) -> Response:
     p = request.path_params
     z, x, y = parse_tile(p["z"], p["x"], p["y"])
     state = app_state(request)
-    async with state.pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         q = await _scene(request, conn)
         note(request, [q.layer.id], tile=f"{z}/{x}/{y}")
         if z != q.scene.tile_zoom:

@@ -12,12 +12,13 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import LAYER_ID
-from layers.errors import OutOfRange
+from layers.errors import OutOfRange, TooCostly
 from layers.registry import Resolved
 from layers.restrict import Restriction, visible
 from layers.tiles import TileSource, params
-from mapserver.deps import access, app_state, layer_access, note
+from mapserver.deps import access, app_state, db, layer_access, note
 from mapserver.ogc import base, parse_instant
+from onemap.settings import Settings
 
 MVT = "application/vnd.mapbox-vector-tile"
 MAX_ZOOM = 24
@@ -25,11 +26,23 @@ MAX_ZOOM = 24
 TILE_FORMAT = "1"
 
 
-def parse_ids(raw: str) -> list[str]:
+def parse_ids(raw: str, most: int = 16) -> list[str]:
     ids = raw.split(",")
-    if not all(LAYER_ID.match(i) for i in ids) or len(ids) > 32:
-        raise HTTPException(404, f"no layer set {raw!r}")
+    if not all(LAYER_ID.match(i) for i in ids):
+        raise HTTPException(404, f"no layer set {raw[:200]!r}")
+    if len(ids) > most:
+        raise TooCostly(f"a tile takes at most {most} layers, not {len(ids)}; split the "
+                        "layer list over several sources")
     return ids
+
+
+def check_as_of_cost(settings: Settings, z: int, layers: int) -> None:
+    """An as-of tile is made from every row alive then, with no overview to help: below the
+    low zoom it takes only a few layers."""
+    if z < settings.as_of_low_zoom and layers > settings.as_of_low_zoom_layers:
+        raise TooCostly(f"an as-of tile below zoom {settings.as_of_low_zoom} takes at most "
+                        f"{settings.as_of_low_zoom_layers} layers, not {layers}; zoom in or "
+                        "ask for fewer layers")
 
 
 def parse_tile(z: str, x: str, y: str) -> tuple[int, int, int]:
@@ -95,14 +108,16 @@ async def tile(request: Request) -> Response:
 
 async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str) -> Response:
     """MVT of one or several layers in WebMercatorQuad, whichever route asked."""
-    ids = parse_ids(layers)
+    state = app_state(request)
+    ids = parse_ids(layers, state.settings.max_tile_layers)
     z, x, y = parse_tile(zs, xs, ys)
     raw = request.query_params.get("as-of")
     as_of = parse_instant(raw, raw) if raw is not None else None
-    state = app_state(request)
+    if as_of is not None:
+        check_as_of_cost(state.settings, z, len(ids))
     inm = request.headers.get("if-none-match")
     note(request, ids, tile=f"{z}/{x}/{y}")
-    async with state.pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         sources = await state.registry.sources(conn, ids)
         if sources is None:
             raise no_layers(ids)
@@ -192,8 +207,7 @@ def tile_url(request: Request, ids: list[str], token: str) -> str:
 
 async def tilejson(request: Request) -> Response:
     ids = parse_ids(request.path_params["layers"])
-    state = app_state(request)
-    async with state.pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         resolved = await resolve(request, conn, ids)
     token = version_token([(r.layer.id, r.version, a.restriction) for r, a in resolved], None)
     return JSONResponse(tilejson_doc(request, resolved, token),

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from layers.catalog import Layer, fetch_layers
 from layers.errors import DomainError, OutOfRange
 from layers.grids import CGCS2000, GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits, matrix_size
-from mapserver.deps import access, app_state, note
+from mapserver.deps import access, db, note
 from mapserver.errors import status_of
 from mapserver.ogc import base
 from mapserver.rasters import raster_tile
@@ -160,7 +160,7 @@ def _operations(root: ET.Element, request: Request) -> None:
 
 
 async def capabilities(request: Request) -> Response:
-    async with app_state(request).pool.connection() as conn:
+    async with db(request, "tiles") as conn:
         layers = [ly for ly, _ in access(request).readable(await fetch_layers(conn))]
     note(request, [ly.id for ly in layers])
     root = ET.Element(_w("Capabilities"), {

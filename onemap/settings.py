@@ -53,11 +53,30 @@ class Settings:
     # Where raster layers' COGs live: a folder, or an object store as GDAL names it
     # (``/vsis3/bucket/prefix``, credentials from GDAL's AWS_* settings). Unset: data_dir/rasters.
     raster_store: str | None = None
+    # Time budgets of one statement, in milliseconds, by kind of request: past it the
+    # statement is cancelled and the client gets 503 with Retry-After.
+    budget_tiles_ms: int = 10_000  # tiles (vector, raster, 3D), styles, metadata
+    budget_items_ms: int = 15_000  # feature and catalog pages
+    budget_filters_ms: int = 10_000  # feature pages with a CQL2 filter
+    budget_registry_ms: int = 10_000  # code resolution, reuse, coverage, reservations
+    budget_admin_ms: int = 30_000  # the admin API
+    budget_writes_ms: int = 60_000  # one feature edit or registry change
+    # How long a write waits for a layer another change is writing; then 503.
+    lock_timeout_ms: int = 5_000
+    # Bounds checked before a tile is made: layers in one tile, and the low zoom below
+    # which an as-of tile (made from every row alive then) takes only a few layers.
+    max_tile_layers: int = 16
+    as_of_low_zoom: int = 10
+    as_of_low_zoom_layers: int = 4
     # Server processes; raster tiles are CPU work, so one per core pays.
     workers: int = 1
     # CesiumJS's built folder (Build/Cesium), served at /vendor/cesium/ for the 3D page;
     # make demo installs it. Unset: the page says so, and /3dtiles serves any viewer.
     cesium_dir: Path | None = None
+
+    def budget_ms(self, kind: str) -> int:
+        """A statement's time budget for this kind of request (see the budget_* fields)."""
+        return int(getattr(self, f"budget_{kind}_ms"))
 
     @property
     def raster_root(self) -> str:
@@ -85,7 +104,11 @@ def _coerce(name: str, raw: str) -> object:
         return Path(raw)
     if name in {"db_port", "port", "pool_min", "pool_max", "tile_max_age",
                 "ingest_batch_size", "detail_zoom", "tile_cache_mb", "base_max_items",
-                "base_max_offset", "key_rate_limit", "base_daily_items", "workers"}:
+                "base_max_offset", "key_rate_limit", "base_daily_items", "workers",
+                "budget_tiles_ms", "budget_items_ms", "budget_filters_ms",
+                "budget_registry_ms", "budget_admin_ms", "budget_writes_ms",
+                "lock_timeout_ms", "max_tile_layers", "as_of_low_zoom",
+                "as_of_low_zoom_layers"}:
         try:
             return int(raw)
         except ValueError as exc:
