@@ -37,7 +37,7 @@ class FilterError(Invalid):
     """The filter cannot be run; the message says why."""
 
 
-MAX_CHARS = 20_000
+MAX_CHARS = 32_000
 MAX_DEPTH = 20
 MAX_VERTICES = 1_000
 

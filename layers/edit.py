@@ -62,6 +62,8 @@ def _value(name: str, kind: str, value: Any) -> Any:
         if kind in ("datetime", "date", "time") and isinstance(value, str):
             parse = {"datetime": datetime, "date": date, "time": time}[kind]
             return parse.fromisoformat(value.replace("Z", "+00:00"))
+    except EditError:
+        raise
     except (ValueError, InvalidOperation, OverflowError):
         pass
     raise EditError(f"property {name!r} must be a {kind}, got {value!r}")

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -129,6 +131,56 @@ def serving(settings: Settings) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+@dataclass
+class Live:
+    """OneMap as its own process (``onemap serve``): a crash shows as a crash."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def server_process(settings: Settings, log: Path, **env: str) -> Iterator[Live]:
+    """``onemap serve`` on a free port against the test cluster, its output in ``log``;
+    ``env`` adds ONEMAP_* settings."""
+    port = free_port()
+    environ = {**os.environ, "ONEMAP_DATABASE_URL": str(settings.database_url),
+               "ONEMAP_DATA_DIR": str(settings.data_dir), "ONEMAP_PORT": str(port),
+               "ONEMAP_DEFAULT_LEVEL": "public", **env}
+    out = log.open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "onemap.cli", "serve"], cwd=ROOT,
+                            env=environ, stdout=out, stderr=subprocess.STDOUT)
+    live = Live(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if not live.alive():
+                raise RuntimeError(f"onemap serve exited: {live.log_text()[-2000:]}")
+            try:
+                if httpx.get(f"{live.url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("onemap serve did not start")
+            time.sleep(0.1)
+        yield live
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        out.close()
 
 
 @pytest.fixture(scope="session")
