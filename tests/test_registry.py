@@ -337,7 +337,12 @@ def _grants_hold_in_lookups(http, settings, pole: str, lamp: str, cam: str) -> N
     from access.admin import Actor
 
     keys = department_keys(settings, {"reg_poles": "reg_pole_dept", "reg_np": "reg_np_dept",
-                                      "reg_nf": "reg_nf_dept"})
+                                      "reg_nf": "reg_nf_dept", "reg_ns": "reg_ns_dept",
+                                      "reg_no": "reg_no_dept"})
+    with psycopg.connect(settings.database_url) as c:
+        lifecycle.record(c, pole, "inspection", actual_at=datetime(2024, 3, 1, tzinfo=UTC),
+                         operator="night crew", note="door seal worn")
+        c.commit()
 
     async def grant() -> None:
         async with await psycopg.AsyncConnection.connect(settings.database_url,
@@ -350,6 +355,12 @@ def _grants_hold_in_lookups(http, settings, pole: str, lamp: str, cam: str) -> N
             await admin.grant(c, a, levels, to="department:reg_nf_dept", layers="fronts",
                               hidden=["fov"])
             await admin.grant(c, a, levels, to="department:reg_nf_dept", layers="carriers")
+            await admin.grant(c, a, levels, to="department:reg_ns_dept", layers="carriers",
+                              hidden=["status"])
+            await admin.grant(c, a, levels, to="department:reg_no_dept", layers="carriers",
+                              hidden=["operator"])
+            await admin.grant(c, a, levels, to="department:reg_no_dept", layers="fronts",
+                              read=False)
 
     asyncio.run(grant())
 
@@ -372,6 +383,25 @@ def _grants_hold_in_lookups(http, settings, pole: str, lamp: str, cam: str) -> N
     assert r.status_code == 403 and "fov" in r.json()["detail"]
     assert "fov" not in get("reg_nf", f"/codes/{cam}").json()
     assert get("reg_nf", "/registry/coverage").status_code == 403
+
+    # History under the same field rules: a hidden state takes the ledger with it (each
+    # event tells a state); a hidden operator leaves the events without one.
+    full = get("reg_nf", f"/codes/{pole}/history").json()
+    assert full["state"] and any(e["operator"] == "night crew" for e in full["events"])
+    hidden_state = get("reg_ns", f"/codes/{pole}/history")
+    assert hidden_state.status_code == 200
+    assert not {"state", "last_event", "events"} & set(hidden_state.json())
+    no_operator = get("reg_no", f"/codes/{pole}/history").json()
+    assert no_operator["events"] and all("operator" not in e for e in no_operator["events"])
+    assert any(e["note"] == "door seal worn" for e in no_operator["events"])
+
+    # A caller denied fronts learns nothing of a front's code: the answer is the one for a
+    # code that never existed, word for word but for the code.
+    never = codes.make("110000", "CM", 9_999_998, 7)
+    denied, missing = get("reg_no", f"/codes/{cam}"), get("reg_no", f"/codes/{never}")
+    assert denied.status_code == missing.status_code == 404
+    assert denied.json()["detail"].replace(cam, "?") == missing.json()["detail"].replace(
+        never, "?")
 
 
 def test_cli_loads_an_xlsx_ledger_with_a_column_mapping(settings, tmp_path, capsys,
