@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from layers.catalog import LAYER_KINDS, fetch_layers
 from layers.restrict import visible
+from layers.summary import seen
 from mapserver.deps import access, db, note, readable_layer
 from mapserver.ogc import base, layer_links
 from mapserver.tiles import cache_scope, parse_ids, resolve
@@ -16,18 +17,19 @@ from styles.build import build_style
 
 async def list_layers(request: Request) -> Response:
     async with db(request, "tiles") as conn:
-        layers = access(request).readable(await fetch_layers(conn))
+        layers = [(await seen(conn, ly, a.restriction), a)
+                  for ly, a in access(request).readable(await fetch_layers(conn))]
     note(request, [ly.id for ly, _ in layers])
     return JSONResponse({"layers": [
-        {**visible(ly, a.restriction).as_dict(), "links": layer_links(request, ly)}
-        for ly, a in layers]})
+        {**ly.as_dict(), "links": layer_links(request, ly)} for ly, _ in layers]})
 
 
 async def get_layer(request: Request) -> Response:
     async with db(request, "tiles") as conn:
         layer, a = await readable_layer(request, conn, request.path_params["layer"],
                                         LAYER_KINDS, "layer")
-    return JSONResponse({**visible(layer, a.restriction).as_dict(),
+        layer = await seen(conn, layer, a.restriction)
+    return JSONResponse({**layer.as_dict(),
                          "links": layer_links(request, layer)})
 
 

@@ -20,6 +20,7 @@ from starlette.templating import Jinja2Templates
 from access.policy import LayerAccess
 from layers import cql2sql, features, restrict
 from layers.catalog import LAYER_ID, Layer, fetch_layers
+from layers.summary import seen
 from mapserver import ogctiles, records
 from mapserver.deps import access, app_state, db, note
 from mapserver.ogc import (
@@ -142,8 +143,8 @@ async def _vector_layers(request: Request, layer_id: str | None = None,
     ``as_seen`` false, whole: the server applies the caller's limits itself)."""
     async with db(request, "items") as conn:
         found = await fetch_layers(conn, ids=None if layer_id is None else [layer_id])
-    return [(restrict.visible(ly, a.restriction) if as_seen else ly, a)
-            for ly, a in access(request).readable(found) if ly.kind in kinds]
+        return [(await seen(conn, ly, a.restriction) if as_seen else ly, a)
+                for ly, a in access(request).readable(found) if ly.kind in kinds]
 
 
 async def collection_layer(request: Request) -> tuple[Layer, LayerAccess]:

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from layers.catalog import Layer
 from layers.grids import GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits
+from layers.summary import seen
 from mapserver.deps import db, readable_layer
 from mapserver.ogc import base
 from mapserver.rasters import raster_tile
@@ -55,9 +56,9 @@ async def tile_matrix_set(request: Request) -> Response:
 
 async def _layer(request: Request) -> Layer:
     async with db(request, "tiles") as conn:
-        layer, _ = await readable_layer(request, conn, request.path_params["collectionId"],
+        layer, a = await readable_layer(request, conn, request.path_params["collectionId"],
                                         ("raster", "vector"), "collection")
-    return layer
+        return await seen(conn, layer, a.restriction)
 
 
 def _grids(layer: Layer) -> tuple[str, ...]:

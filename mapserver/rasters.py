@@ -27,6 +27,7 @@ from layers.errors import OutOfRange
 from layers.grids import GRIDS, WEB_MERCATOR, grid, matrix_size
 from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
+from layers.summary import seen
 from mapserver.deps import app_state, db, note, readable_layer
 from mapserver.ogc import base, int_value, number, numbers, parse_datetime
 from mapserver.tiles import cache_headers, cache_scope, etag_matches, vector_tile
@@ -177,8 +178,9 @@ async def tilejson(request: Request) -> Response:
         raise HTTPException(404, f"no tile matrix set {tms_name!r}")
     state = app_state(request)
     async with db(request, "tiles") as conn:
-        layer, _ = await raster_layer(request, conn, layer_id)
+        layer, a = await raster_layer(request, conn, layer_id)
         source = await state.rasters.source(conn, layer)
+        layer = await seen(conn, layer, a.restriction)
     parse_style(request.query_params, source.meta)  # refuse a bad style here, not per tile
     fmt = request.query_params.get("format", "webp" if source.band_count >= 3 else "png")
     if fmt not in FORMATS:

@@ -13,6 +13,7 @@ from access.policy import LayerAccess
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.records import RecordsQuery, search
 from layers.restrict import visible
+from layers.summary import seen
 from mapserver.deps import access, db, note
 from mapserver.ogc import (
     GEOJSON,
@@ -106,6 +107,7 @@ async def records(request: Request) -> Response:
                      ids=tuple(readable))
     async with db(request, "items") as conn:
         layers, matched = await search(conn, q)
+        layers = [await seen(conn, ly, readable[ly.id].restriction) for ly in layers]
     note(request, [ly.id for ly in layers], len(layers))
     links = [page_link(request, "self", offset, limit)]
     if offset + len(layers) < matched:
@@ -122,7 +124,8 @@ async def one_record(request: Request) -> Response:
     found = []
     if LAYER_ID.match(record_id):
         async with db(request, "items") as conn:
-            found = access(request).readable(await fetch_layers(conn, ids=[record_id]))
+            found = [(await seen(conn, ly, a.restriction), a) for ly, a in
+                     access(request).readable(await fetch_layers(conn, ids=[record_id]))]
     if not found:
         raise HTTPException(404, f"no record {record_id!r}")
     return Response(json.dumps(record(request, *found[0])), media_type=GEOJSON)

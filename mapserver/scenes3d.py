@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer, fetch_layers
+from layers.summary import seen
 from mapserver.deps import app_state, db, layer_access, note, page, readable_layer
 from mapserver.ogc import base, parse_instant
 from mapserver.tiles import cache_headers, etag_matches, parse_tile, version_token
@@ -111,6 +112,9 @@ async def tileset_json(request: Request) -> Response:
         # The root never points here for this caller: as missing as any other tileset.
         raise HTTPException(404, "no 3D tileset {}/{}/{} in scene {!r}".format(*within,
                                                                                layer.id))
+    if within is None and not found:  # an empty tileset over what the caller may see
+        async with db(request, "tiles") as conn:
+            layer = await seen(conn, layer, q.access.restriction)
     doc = tileset(found, zoom, layer.extent) if within is None else part(found, zoom)
     body = JSONResponse(doc).body
     report = f"{layer.id};kept={kept};tiles={len(found)}"

@@ -11,10 +11,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
-from layers.catalog import LAYER_ID
+from layers.catalog import LAYER_ID, Layer
 from layers.errors import OutOfRange, TooCostly
 from layers.registry import Resolved
-from layers.restrict import Restriction, visible
+from layers.restrict import Restriction
+from layers.summary import seen
 from layers.tiles import TileSource, params
 from mapserver.deps import access, app_state, db, layer_access, note
 from mapserver.ogc import base, parse_instant
@@ -209,14 +210,14 @@ async def tilejson(request: Request) -> Response:
     ids = parse_ids(request.path_params["layers"])
     async with db(request, "tiles") as conn:
         resolved = await resolve(request, conn, ids)
+        shown = [await seen(conn, r.layer, a.restriction) for r, a in resolved]
     token = version_token([(r.layer.id, r.version, a.restriction) for r, a in resolved], None)
-    return JSONResponse(tilejson_doc(request, resolved, token),
+    return JSONResponse(tilejson_doc(request, shown, token),
                         headers={"Cache-Control": f"{cache_scope(request)}, no-cache"})
 
 
-def tilejson_doc(request: Request, resolved: list[tuple[Resolved, LayerAccess]],
-                 token: str) -> dict:
-    layers = [visible(r.layer, a.restriction) for r, a in resolved]
+def tilejson_doc(request: Request, layers: list[Layer], token: str) -> dict:
+    """``layers`` as the caller sees them (``layers.summary.seen``): fields, bounds."""
     extents = [ly.extent for ly in layers if ly.extent]
     bounds = ([min(e[0] for e in extents), min(e[1] for e in extents),
                max(e[2] for e in extents), max(e[3] for e in extents)]

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from layers.catalog import Layer, fetch_layers
 from layers.errors import DomainError, OutOfRange
 from layers.grids import CGCS2000, GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits, matrix_size
+from layers.summary import seen
 from mapserver.deps import access, db, note
 from mapserver.errors import status_of
 from mapserver.ogc import base
@@ -161,7 +162,8 @@ def _operations(root: ET.Element, request: Request) -> None:
 
 async def capabilities(request: Request) -> Response:
     async with db(request, "tiles") as conn:
-        layers = [ly for ly, _ in access(request).readable(await fetch_layers(conn))]
+        layers = [await seen(conn, ly, a.restriction)
+                  for ly, a in access(request).readable(await fetch_layers(conn))]
     note(request, [ly.id for ly in layers])
     root = ET.Element(_w("Capabilities"), {
         "version": "1.0.0",

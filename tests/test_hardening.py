@@ -507,3 +507,31 @@ def test_after_every_attack_the_server_still_serves(live, client, keys, settings
                              " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
                              " AND query_start < now() - interval '5 seconds'").fetchone()[0]
     assert stuck == 0
+
+
+# 14. Totals and bounds are what the caller may see, never the whole layer's.
+def test_limited_callers_see_their_own_totals_and_bounds(live, client, keys):
+    whole = client.get("/layers/hpoints", headers=bearer(keys.owner)).json()
+    assert whole["feature_count"] == 20
+    r = client.get("/layers/hpoints", headers=bearer(keys.reader)).json()
+    # The grant's filter keeps the lamps: the odd points, 24.9401 to 24.9419 east.
+    assert r["feature_count"] == 10
+    west, east = 24.94 + 1e-4, 24.94 + 19e-4
+    assert r["extent"][0] == pytest.approx(west) and r["extent"][2] == pytest.approx(east)
+    assert whole["extent"][0] == pytest.approx(24.94)
+    listed = {ly["id"]: ly for ly in client.get("/layers", headers=bearer(keys.reader)
+                                                ).json()["layers"]}
+    assert listed["hpoints"]["feature_count"] == 10
+    coll = client.get("/collections/hpoints", headers=bearer(keys.reader)).json()
+    assert coll["extent"]["spatial"]["bbox"][0][0] == pytest.approx(west)
+    record = client.get("/collections/catalog/items/hpoints", headers=bearer(keys.reader)).json()
+    assert record["properties"]["onemap:featureCount"] == 10
+    assert record["geometry"]["coordinates"][0][0][0] == pytest.approx(west)
+    tj = client.get("/tiles/hpoints/tilejson.json", headers=bearer(keys.reader)).json()
+    assert tj["bounds"][0] == pytest.approx(west)
+    caps = client.get("/wmts", params={"service": "WMTS", "request": "GetCapabilities"},
+                      headers=bearer(keys.reader)).text
+    assert f"{west!r}"[:8] in caps.split("hpoints", 1)[1].split("</Layer>", 1)[0]
+    ts = client.get("/collections/hpoints/tiles/WebMercatorQuad",
+                    headers=bearer(keys.reader)).json()
+    assert ts["boundingBox"]["lowerLeft"][0] == pytest.approx(west)
