@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from access.credentials import CredentialError, secret_matches, split_key
-from access.policy import Grant, Policy, Principal
+from access.policy import Caps, Grant, Policy, Principal
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,11 @@ class Key:
 
 
 class Directory:
-    def __init__(self, levels: tuple[str, ...]) -> None:
+    def __init__(self, levels: tuple[str, ...], caps: Caps | None = None) -> None:
         self.levels = levels
+        self.caps = caps or Caps()
         self.version = -1
-        self.policy = Policy(levels)
+        self.policy = Policy(levels, caps=self.caps)
         self._principals: dict[int, dict[str, Any]] = {}
         self._subjects: dict[str, int] = {}
         self._departments: dict[str, dict[str, Any]] = {}
@@ -77,7 +78,7 @@ class Directory:
                 r["area_id"], r["area_mode"], r["filter"]) for r in await cur.fetchall()]
         self._departments, self._principals, self._keys = departments, principals, keys
         self._subjects = {r["subject"]: i for i, r in principals.items() if r["subject"]}
-        self.policy = Policy(self.levels, grants)
+        self.policy = Policy(self.levels, grants, self.caps)
 
     def principal(self, principal_id: int, key: Key | None = None) -> Principal:
         row = self._principals.get(principal_id)

@@ -17,6 +17,18 @@ Rules, in order (docs/security.md):
    the owner; fields above it are hidden.
 
 A layer a principal may not read does not exist for it.
+
+What a credential may do beyond reading is decided here too, each by one method:
+
+6. ``edit_refusal``: a feature edit needs the publish right, a thematic layer (base layers
+   change by ingest only) and no limits on the layer (a caller who sees part of it cannot
+   replace whole features).
+7. ``base_page`` and ``quota_left``: base data is served, never handed out in bulk: a page
+   of a base layer holds at most ``Caps.base_items`` features, paging goes at most
+   ``Caps.base_offset`` deep, and a caller gets ``Caps.base_daily`` features a day.
+8. ``acting_department``, ``may_decide``: registry reservations are made and decided by a
+   signed-in department (never anonymously, never through an embedding key), and only the
+   carrier's owning department decides.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
 from layers.catalog import Layer
+from layers.errors import Forbidden, QuotaExceeded, Unauthenticated
 from layers.restrict import NONE, Restriction
 
 
@@ -86,12 +99,22 @@ class Principal:
 ANONYMOUS = Principal(None, "anonymous", "anonymous")
 
 
+@dataclass(frozen=True)
+class Caps:
+    """Rule 7's numbers (``ONEMAP_BASE_MAX_ITEMS``, ``_MAX_OFFSET``, ``_DAILY_ITEMS``)."""
+
+    base_items: int = 1000
+    base_offset: int = 10_000
+    base_daily: int = 100_000
+
+
 @dataclass
 class Policy:
     """The grants and levels in force, read from the database at one access version."""
 
     levels: tuple[str, ...]
     grants: list[Grant] = field(default_factory=list)
+    caps: Caps = field(default_factory=Caps)
 
     def rank(self, level: str | None) -> int:
         # An unknown level ranks above every known one: unknown data is never shown.
@@ -128,6 +151,58 @@ class Policy:
         """Whether the credential may change anything at all (rule 0); each write then asks
         about its layer."""
         return not p.embedded and not p.anonymous
+
+    def edit_refusal(self, p: Principal, layer: Layer, a: LayerAccess | None) -> str | None:
+        """Rule 6 (and 0): why ``p`` may not edit ``layer``'s features, or None."""
+        if p.embedded:
+            return "embedding keys are read-only"
+        if a is None or not a.read:
+            return f"no collection {layer.id!r}"
+        if not a.publish:
+            return f"you may read {layer.id!r} but not publish to it"
+        if layer.role == "base":
+            return f"{layer.id!r} is a base layer: it changes by ingest only"
+        if a.restriction != NONE:
+            return (f"you see {layer.id!r} with limits (area, filter or fields) and so cannot "
+                    "replace whole features")
+        return None
+
+    def base_page(self, layer: Layer, limit: int, offset: int) -> int:
+        """Rule 7: the page size a request of ``layer`` gets; Forbidden past the depth."""
+        if layer.role != "base":
+            return limit
+        if offset >= self.caps.base_offset:
+            raise Forbidden(f"{layer.id!r} is a base layer: it is served, not copied; "
+                            f"queries page at most {self.caps.base_offset} features deep; "
+                            "narrow the query with bbox or filter")
+        return min(limit, self.caps.base_items)
+
+    def paging_window(self, layer: Layer) -> int | None:
+        """Rule 7: how deep pages of ``layer`` go, None for no bound."""
+        return self.caps.base_offset if layer.role == "base" else None
+
+    def quota_left(self, layer: Layer, used: int) -> None:
+        """Rule 7: QuotaExceeded once a caller was served its day's base features."""
+        if layer.role == "base" and used >= self.caps.base_daily:
+            raise QuotaExceeded(f"{layer.id!r} is a base layer: it is served, not copied; "
+                                f"your daily quota of {self.caps.base_daily} of its features "
+                                "is used up")
+
+    def acting_department(self, p: Principal) -> str:
+        """Rule 8: the department a registry change is made as."""
+        if p.anonymous or p.department is None:
+            raise Unauthenticated("reservations are made and decided by a department: sign "
+                                  "in with a department's key")
+        if p.embedded:
+            raise Forbidden("embedding keys are read-only")
+        return p.department
+
+    def may_decide(self, p: Principal, owner: str | None) -> bool:
+        """Rule 8: only the carrier's owning department decides its reservations (an
+        administrator too)."""
+        if self.administers(p):
+            return True
+        return owner is not None and owner == self.acting_department(p)
 
     def evaluate(self, p: Principal, layer: Layer) -> LayerAccess | None:
         """What ``p`` may do with ``layer``; None when the layer does not exist for it."""
@@ -192,6 +267,13 @@ class Access:
     @property
     def may_write(self) -> bool:
         return self.policy.may_write(self.principal)
+
+    def edit_refusal(self, layer: Layer) -> str | None:
+        return self.policy.edit_refusal(self.principal, layer, self.layer(layer))
+
+    @property
+    def department(self) -> str:
+        return self.policy.acting_department(self.principal)
 
     def readable(self, layers: list[Layer]) -> list[tuple[Layer, LayerAccess]]:
         out = []

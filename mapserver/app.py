@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from access.audit import AuditLog
 from access.credentials import OidcVerifier
 from access.directory import Directory
+from access.policy import Caps
 from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
 from layers.db import prepare
@@ -99,7 +100,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         audit = AuditLog()
         app.state.onemap = AppState(settings, pool, SourceRegistry(settings.detail_zoom),
                                     TileCache(settings.tile_cache_mb * 1024 * 1024),
-                                    Directory(settings.levels), audit, RateLimiter(), oidc,
+                                    Directory(settings.levels, Caps(
+                                        settings.base_max_items, settings.base_max_offset,
+                                        settings.base_daily_items)), audit, RateLimiter(), oidc,
                                     BaseQuota(),
                                     RasterRegistry(RasterStore(settings.raster_root)))
         writer = asyncio.create_task(audit.run(pool))

@@ -19,8 +19,8 @@ from starlette.routing import Route
 from access.policy import LayerAccess
 from layers.catalog import Layer
 from layers.edit import save
-from layers.restrict import NONE
-from mapserver.deps import WRITES, app_state, note, parse_json
+from layers.errors import Forbidden
+from mapserver.deps import WRITES, access, app_state, note, parse_json
 from mapserver.features import collection_layer, etag_of
 from mapserver.guard import gone
 from mapserver.ogc import base
@@ -30,13 +30,9 @@ _ETAG = re.compile(r'^(?:W/)?"r(\d+)"$')
 
 async def _editable(request: Request) -> tuple[Layer, LayerAccess]:
     layer, a = await collection_layer(request)
-    if not a.publish:
-        raise HTTPException(403, f"you may read {layer.id!r} but not publish to it")
-    if layer.role == "base":
-        raise HTTPException(403, f"{layer.id!r} is a base layer: it changes by ingest only")
-    if a.restriction != NONE:
-        raise HTTPException(403, f"you see {layer.id!r} with limits (area, filter or fields) "
-                                 "and so cannot replace whole features")
+    refusal = access(request).edit_refusal(layer)
+    if refusal is not None:
+        raise Forbidden(refusal)
     return layer, a
 
 

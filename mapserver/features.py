@@ -250,14 +250,8 @@ async def items(request: Request) -> Response:
     layer, a = await collection_layer(request)
     limit = min(int_param(request, "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
-    settings = app_state(request).settings
-    if layer.role == "base":
-        # Served, not copied: small pages, and no paging the whole layer out.
-        limit = min(limit, settings.base_max_items)
-        if offset >= settings.base_max_offset:
-            raise HTTPException(403, f"{layer.id!r} is a base layer: it is served, not copied; "
-                                     f"queries page at most {settings.base_max_offset} "
-                                     "features deep; narrow the query with bbox or filter")
+    policy = access(request).policy
+    limit = policy.base_page(layer, limit, offset)  # base data: small pages, not too deep
     instant, start, end = parse_datetime(request.query_params.get("datetime"))
     as_of_raw = request.query_params.get("as-of")
     crs, bbox_crs = parse_crs(request, "crs"), parse_crs(request, "bbox-crs")
@@ -277,11 +271,7 @@ async def items(request: Request) -> Response:
             p = access(request).principal
             used = await state.quota.used(conn, who, p.key_id,
                                           None if p.anonymous else p.name, [layer.id])
-            if used >= settings.base_daily_items:
-                raise HTTPException(429, f"{layer.id!r} is a base layer: it is served, not "
-                                         f"copied; your daily quota of "
-                                         f"{settings.base_daily_items} of its features is "
-                                         "used up")
+            policy.quota_left(layer, used)
         rows, matched = await features.items(conn, layer, q)
     if who is not None:
         state.quota.add(who, len(rows))
@@ -289,7 +279,7 @@ async def items(request: Request) -> Response:
     links = [page_link(request, "self", offset, limit),
              {"rel": "collection", "type": "application/json",
               "href": f"{base(request)}/collections/{layer.id}"}]
-    window = settings.base_max_offset if layer.role == "base" else None
+    window = policy.paging_window(layer)
     if offset + len(rows) < matched and (window is None or offset + limit < window):
         links.append(page_link(request, "next", offset + limit, limit))
     if offset > 0:

@@ -4,6 +4,8 @@ and a slot has at most one (the database's unique index decides races)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg
 
 from layers.errors import Conflict, Forbidden, NotFound
@@ -32,16 +34,19 @@ def reserve(conn: psycopg.Connection, carrier: str, slot: int, department: str,
     return int(row[0])
 
 
-def decide(conn: psycopg.Connection, reservation: int, approve: bool, by: str) -> str:
-    """The carrier's owner approves or refuses a requested reservation."""
+def decide(conn: psycopg.Connection, reservation: int, approve: bool, by: str,
+           may_decide: Callable[[str | None], bool] | None = None) -> str:
+    """The carrier's owner approves or refuses a requested reservation; ``may_decide``
+    (the policy's rule, given the carrier's owner) says whether ``by`` may."""
     row = conn.execute(
         "SELECT r.status, c.owner FROM registry.reservations r JOIN registry.carriers c"
         " ON c.code = r.carrier WHERE r.id = %s", (reservation,)).fetchone()
     if row is None:
         raise NotFound(f"no reservation {reservation}")
     status, owner = row
-    if owner is not None and owner != by:
-        raise Forbidden(f"only the carrier's owner ({owner}) decides")
+    allowed = may_decide(owner) if may_decide is not None else owner == by
+    if not allowed:
+        raise Forbidden(f"only the carrier's owner ({owner or 'none recorded'}) decides")
     if status != "requested":
         raise Conflict(f"reservation {reservation} is already {status}")
     new = "approved" if approve else "refused"
