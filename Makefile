@@ -21,9 +21,17 @@ $(STAMP): pyproject.toml scripts/system-packages.sh
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The departments that own the sample layers and the registry's poles and cameras: owners
+# are departments of the directory, never free names.
+DEMO_DEPARTMENTS := planning:Planning and Natural Resources|transport:Transport|housing:Housing|lighting:Urban Lighting|urban-management:Urban Management|police:Police|environment:Environment|power-grid:Power Grid|telecom:Telecom
+
 # Loads the samples once; a second run finds them in the catalog and skips to serving.
 demo-data: setup
 	@$(BIN)/onemap db start >/dev/null
+	@list='$(DEMO_DEPARTMENTS)'; IFS='|'; for d in $$list; do \
+	  $(BIN)/onemap auth list departments | grep -q "\"id\": \"$${d%%:*}\"" || \
+	    $(BIN)/onemap auth department "$${d%%:*}" --name "$${d#*:}" >/dev/null || exit 1; \
+	done
 	@if $(BIN)/onemap layers | grep -q '^street_lamps '; then \
 	  echo "sample layers already loaded"; \
 	else \

@@ -7,6 +7,7 @@ transaction. A failure anywhere leaves the layer and the store as they were.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -33,6 +34,7 @@ from ingest.report import log_ingest
 from layers import writer
 from layers.catalog import get_layer, write_layer
 from layers.db import database_url
+from layers.errors import StoreFull
 from layers.rasters import RasterStore
 from onemap.settings import Settings
 
@@ -228,6 +230,8 @@ def ingest_raster(
                                 show)
                 default = _default_bands(src.count, bands) if bands else None
             except (RasterioError, ValueError) as exc:
+                if _no_space(exc):
+                    raise _full(store, exc) from exc
                 raise IngestError(label, f"cannot be read whole, layer unchanged: {exc}") \
                     from exc
             log.info("%s: COG of %d x %d px, %d band(s) made", layer_id, cog.width,
@@ -237,12 +241,33 @@ def ingest_raster(
     except IngestError as exc:
         log_ingest(url, report, started, exc.reason)
         raise
+    except StoreFull as exc:
+        log_ingest(url, report, started, str(exc))
+        raise
+    except psycopg.OperationalError:
+        raise  # the database is away: nothing to log it in
     except (psycopg.Error, OSError) as exc:
+        if _no_space(exc):
+            log_ingest(url, report, started, str(exc))
+            raise _full(store, exc) from exc
         log_ingest(url, report, started, str(exc))
         raise IngestError(label, f"ingest failed, layer unchanged: {exc}") from exc
     log_ingest(url, report, started, None)
     log.info("%s", report.summary())
     return report
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether the error is a full disk, however GDAL or the OS words it."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "no space left" in text or "disk quota" in text
+
+
+def _full(store: RasterStore, exc: BaseException) -> StoreFull:
+    return StoreFull(f"the raster store {store.root} has no room left ({exc}); nothing was "
+                     "kept and the layer is unchanged: free space and ingest again")
 
 
 def _record(url: str, store: RasterStore, layer_id: str, cog: _Cog, report: RasterReport,

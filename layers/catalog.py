@@ -11,6 +11,8 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
+from layers.errors import Invalid
+
 LAYER_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # Collection ids the OGC API uses for itself (the records catalog).
 RESERVED_IDS = frozenset({"catalog"})
@@ -83,6 +85,7 @@ class Layer:
     updated_at: datetime
     # Raster layers: bands, elevation, statistics, default rendering (layers.rasters).
     raster: dict[str, Any] | None = None
+    department_name: str | None = None  # the owning department's name in the directory
 
     @property
     def table(self) -> sql.Identifier:
@@ -92,6 +95,7 @@ class Layer:
         return {
             "id": self.id, "kind": self.kind, "role": self.role, "title": self.title,
             "description": self.description, "department": self.department,
+            "department_name": self.department_name,
             "attribution": self.attribution,
             "keywords": list(self.keywords), "update_cycle": self.update_cycle,
             "sharing_type": self.sharing_type, "level": self.level, "crs": self.crs,
@@ -137,12 +141,35 @@ def layer_from_row(row: dict[str, Any]) -> Layer:
         version=row["version"], schema_version=row["schema_version"],
         produced_at=row["produced_at"], created_at=row["created_at"],
         updated_at=row["updated_at"], raster=row.get("raster"),
+        department_name=row.get("department_name"),
     )
+
+
+def department_id(conn: psycopg.Connection, raw: str | None) -> str | None:
+    """The directory's department that ``raw`` names (its id, or its name in any case);
+    Invalid when none does: an owner is a department, never a free name."""
+    if raw is None or not str(raw).strip():
+        return None
+    text = str(raw).strip()
+    row = conn.execute(
+        "SELECT id FROM onemap.departments WHERE id = %s OR id = lower(%s)"
+        " OR lower(name) = lower(%s) ORDER BY id = %s DESC, id LIMIT 1",
+        (text, text, text, text)).fetchone()
+    if row is None:
+        known = [r[0] for r in conn.execute(
+            "SELECT id FROM onemap.departments ORDER BY id LIMIT 30")]
+        raise Invalid(f"no department {text!r} in the directory (known: "
+                      f"{', '.join(known) or 'none yet'}); add it with "
+                      "`onemap auth department ID --name NAME`")
+    return str(row[0])
 
 
 def write_layer(conn: psycopg.Connection, layer_id: str, values: dict[str, Any],
                 new: bool) -> None:
-    """Insert or update a catalog entry; the column names are ours, the values bound."""
+    """Insert or update a catalog entry; the column names are ours, the values bound. The
+    owning department is resolved to the directory's id (Invalid if unknown)."""
+    if values.get("department") is not None:
+        values = {**values, "department": department_id(conn, values["department"])}
     cols = [sql.Identifier(c) for c in values]
     if new:
         conn.execute(sql.SQL("INSERT INTO onemap.layers (id, {}) VALUES (%s, {})").format(
@@ -154,7 +181,9 @@ def write_layer(conn: psycopg.Connection, layer_id: str, values: dict[str, Any],
                      [*values.values(), layer_id])
 
 
-SELECT_LAYERS = sql.SQL("SELECT * FROM onemap.layers")
+# With the owning department's name beside its id (the id is what rules compare).
+SELECT_LAYERS = sql.SQL("SELECT l.*, (SELECT d.name FROM onemap.departments d"
+                        " WHERE d.id = l.department) AS department_name FROM onemap.layers l")
 SELECT_VERSIONS = sql.SQL(
     "SELECT id, version, schema_version FROM onemap.layers WHERE id = ANY(%s)")
 

@@ -60,3 +60,7 @@ class QuotaExceeded(DomainError):
 class Unavailable(DomainError):
     """Not now: a time budget ran out, a lock was held too long, the database is away.
     Nothing was changed; try again after ``retry_after`` seconds."""
+
+
+class StoreFull(Unavailable):
+    """The raster store (or the disk under it) has no room: not the input's fault."""

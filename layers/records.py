@@ -47,7 +47,9 @@ def _where(q: RecordsQuery) -> tuple[sql.Composable, dict[str, object]]:
     w.when(q.start, "updated_at >= %(start)s", "start")
     w.when(q.end, "updated_at <= %(end)s", "end")
     w.when(list(q.keywords) or None, "keywords && %(keywords)s::text[]", "keywords")
-    w.when(q.department, "department = %(department)s", "department")
+    w.when(q.department, "(department = %(department)s OR department IN (SELECT id FROM"
+                         " onemap.departments WHERE lower(name) = lower(%(department)s)))",
+           "department")
     w.when(q.kind, "kind = %(kind)s", "kind")
     return w.build()
 

@@ -66,7 +66,8 @@ def record(request: Request, layer: Layer, a: LayerAccess) -> dict:
         "onemap:dataDictionary": [f.as_dict() for f in layer.fields],
     }
     if layer.department:
-        props["contacts"] = [{"organization": layer.department, "roles": ["owner"]}]
+        props["contacts"] = [{"organization": layer.department_name or layer.department,
+                              "roles": ["owner"]}]
     if layer.attribution:
         props["rights"] = layer.attribution
     here = f"{base(request)}/collections/{CATALOG_ID}/items/{layer.id}"

@@ -207,6 +207,8 @@ async def _lookup(request: Request, site: dict[str, Any], radius: float | None,
             if m is None:
                 raise HTTPException(400, f"no device model {given['model']!r}")
         needs = _needs(given, height, m)
+        # Claims that lapsed free their slots before anyone looks.
+        await conn.execute(reservations.EXPIRE, (app_state(request).settings.claim_hours,))
         cur = await conn.execute(*reuse.nearby(site, radius, scope))
         rows = await cur.fetchall()
         found = reuse.answer(rows, site, radius, needs)
@@ -340,8 +342,10 @@ async def reserve(request: Request) -> Response:
         carrier, entity, _ = await _resolve(request, conn, str(body.get("carrier", "")))
     if entity != "carrier":
         raise HTTPException(400, f"{carrier} is a front, not a carrier")
+    settings = app_state(request).settings
     rid = await _sync(request, lambda c: reservations.reserve(
-        c, carrier, slot, department, body.get("model"), body.get("note")))
+        c, carrier, slot, department, body.get("model"), body.get("note"),
+        max_claims=settings.max_claims, claim_hours=settings.claim_hours))
     return JSONResponse({"id": rid, "carrier": carrier, "slot": slot,
                          "department": department, "status": "requested"}, 201)
 
@@ -367,8 +371,21 @@ async def decide(request: Request) -> Response:
     a = access(request)
     status = await _sync(request, lambda c: reservations.decide(
         c, rid, body["decision"] == "approve", department,
-        lambda owner: a.policy.may_decide(a.principal, owner)))
+        lambda owner: a.policy.may_decide(a.principal, owner),
+        claim_hours=app_state(request).settings.claim_hours))
     return JSONResponse({"id": rid, "status": status, "decided_by": department})
+
+
+async def withdraw(request: Request) -> Response:
+    """``DELETE /registry/reservations/{id}``: the requesting department withdraws its
+    claim; the slot is free again."""
+    department = _department(request)
+    try:
+        rid = int_value(request.path_params["id"], "reservation id", 1)
+    except Invalid as exc:
+        raise HTTPException(404, "no such reservation") from exc
+    status = await _sync(request, lambda c: reservations.cancel(c, rid, department))
+    return JSONResponse({"id": rid, "status": status, "by": department})
 
 
 async def history(request: Request) -> Response:
@@ -434,4 +451,5 @@ routes = [
     Route("/registry/coverage", coverage_stats),
     Route("/registry/reservations", reserve, methods=["POST"]),
     Route("/registry/reservations/{id}", decide, methods=["POST"]),
+    Route("/registry/reservations/{id}", withdraw, methods=["DELETE"]),
 ]

@@ -185,7 +185,7 @@ def _ingest_ledger(args: argparse.Namespace, settings: Settings) -> int:
     first = 1 if from_osm else 2
     with psycopg.connect(url) as conn:
         report = ledger.load(conn, args.entity, os.path.basename(args.path), rows,
-                             first_row=first)
+                             first_row=first, owner=args.department)
         conn.commit()
     print(report.summary())
     for o in report.outcomes:
@@ -324,13 +324,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    import errno
+
+    import psycopg
+
     from layers.cluster import ClusterError
+    from layers.errors import DomainError, Unavailable
 
     try:
         return int(args.func(args, settings))
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except DomainError as exc:  # bad input the domain named: a file, a row, a department
+        print(f"error: {exc}", file=sys.stderr)
+        return 3 if isinstance(exc, Unavailable) else 2
+    except psycopg.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"error: the database is not reachable ({first}); nothing was changed. "
+              "Start it (onemap db start) or check ONEMAP_DATABASE_URL", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"error: no space left where OneMap writes ({exc.filename or 'disk'}); "
+                  "nothing was kept. Free space and run again", file=sys.stderr)
+            return 3
+        raise
 
 
 if __name__ == "__main__":

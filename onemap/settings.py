@@ -68,6 +68,10 @@ class Settings:
     max_tile_layers: int = 16
     as_of_low_zoom: int = 10
     as_of_low_zoom_layers: int = 4
+    # Registry claims: a department holds at most this many awaiting a decision, and a claim
+    # not approved within this many hours lapses.
+    max_claims: int = 20
+    claim_hours: int = 72
     # Server processes; raster tiles are CPU work, so one per core pays.
     workers: int = 1
     # CesiumJS's built folder (Build/Cesium), served at /vendor/cesium/ for the 3D page;
@@ -108,7 +112,7 @@ def _coerce(name: str, raw: str) -> object:
                 "budget_tiles_ms", "budget_items_ms", "budget_filters_ms",
                 "budget_registry_ms", "budget_admin_ms", "budget_writes_ms",
                 "lock_timeout_ms", "max_tile_layers", "as_of_low_zoom",
-                "as_of_low_zoom_layers"}:
+                "as_of_low_zoom_layers", "max_claims", "claim_hours"}:
         try:
             return int(raw)
         except ValueError as exc:

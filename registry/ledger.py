@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from layers.catalog import department_id
+from layers.errors import Invalid
 from registry import codes
 
 DUPLICATE_M = 3.0
@@ -311,8 +313,11 @@ def _load_models(conn: psycopg.Connection, report: LedgerReport, rows: list[dict
 
 
 def load(conn: psycopg.Connection, entity: str, source: str, rows: list[dict[str, Any]],
-         first_row: int = 2, produced: datetime | None = None) -> LedgerReport:
-    """Load ledger rows (field names already mapped) in the caller's transaction."""
+         first_row: int = 2, produced: datetime | None = None,
+         owner: str | None = None) -> LedgerReport:
+    """Load ledger rows (field names already mapped) in the caller's transaction. An
+    owner is a department of the directory (its id or name; ``owner`` for rows naming
+    none); a row naming an unknown one is rejected."""
     if entity not in ("carrier", "front", "model"):
         raise ValueError(f"entity {entity!r} is not carrier, front or model")
     produced = produced or datetime.now(UTC)
@@ -325,6 +330,12 @@ def load(conn: psycopg.Connection, entity: str, source: str, rows: list[dict[str
         n = first_row + i
         try:
             row = check_row(n, raw, entity, kinds)
+            try:
+                found = department_id(conn, row.values.get("owner") or owner)
+            except Invalid as exc:
+                raise RowError(f"owner: {exc}") from exc
+            if found is not None:
+                row.values["owner"] = found
             with conn.transaction():
                 code = _known(conn, row.aliases, entity)
                 if code is None:

@@ -71,8 +71,10 @@ def as_ledger_row(row: dict[str, Any], entity: str) -> dict[str, Any] | None:
         return None
     point = row["geometry"]
     out: dict[str, Any] = {"kind": kind, "lon": point.x, "lat": point.y,
-                           "osm_id": str(row["osm_id"]), "operator": t.get("operator"),
-                           "owner": t.get("owner") or t.get("operator")}
+                           "osm_id": str(row["osm_id"]),
+                           # OSM's owner is a name, not a department of the directory: it
+                           # is kept as the operator; the owner is the importing department.
+                           "operator": t.get("operator") or t.get("owner")}
     if (start := t.get("start_date")) and re.match(r"^\d{4}-\d{2}-\d{2}$", start):
         out["built_at"] = start
     if entity == "carrier":

@@ -10,9 +10,30 @@ import psycopg
 
 from layers.errors import Conflict, Forbidden, NotFound
 
+# A requested claim lapses when it is not approved within this many hours; a department
+# holds at most this many requested claims at once (ONEMAP_CLAIM_HOURS, ONEMAP_MAX_CLAIMS).
+CLAIM_HOURS = 72
+MAX_CLAIMS = 20
+EXPIRE = ("UPDATE registry.reservations SET status = 'expired', decided_at = now()"
+          " WHERE status = 'requested' AND requested_at < now() - make_interval(hours => %s)")
+
+
+def expire(conn: psycopg.Connection, hours: float = CLAIM_HOURS) -> int:
+    """Claims not approved in time lapse: their slots are free again."""
+    return conn.execute(EXPIRE, (hours,)).rowcount
+
 
 def reserve(conn: psycopg.Connection, carrier: str, slot: int, department: str,
-            model: str | None = None, note: str | None = None) -> int:
+            model: str | None = None, note: str | None = None, *,
+            max_claims: int = MAX_CLAIMS, claim_hours: float = CLAIM_HOURS) -> int:
+    """The department claims the slot; Conflict when it is taken or the department already
+    holds ``max_claims`` requested claims."""
+    expire(conn, claim_hours)
+    held = conn.execute("SELECT count(*) FROM registry.reservations WHERE department = %s"
+                        " AND status = 'requested'", (department,)).fetchone()
+    if held is not None and held[0] >= max_claims:
+        raise Conflict(f"department {department!r} holds {held[0]} claims awaiting a "
+                       f"decision, the most it may; withdraw one or wait for decisions")
     if conn.execute("SELECT 1 FROM registry.slots WHERE carrier = %s AND slot = %s",
                     (carrier, slot)).fetchone() is None:
         raise NotFound(f"carrier {carrier} has no slot {slot}")
@@ -35,9 +56,12 @@ def reserve(conn: psycopg.Connection, carrier: str, slot: int, department: str,
 
 
 def decide(conn: psycopg.Connection, reservation: int, approve: bool, by: str,
-           may_decide: Callable[[str | None], bool] | None = None) -> str:
+           may_decide: Callable[[str | None], bool] | None = None, *,
+           claim_hours: float = CLAIM_HOURS) -> str:
     """The carrier's owner approves or refuses a requested reservation; ``may_decide``
-    (the policy's rule, given the carrier's owner) says whether ``by`` may."""
+    (the policy's rule, given the carrier's owner) says whether ``by`` may. A claim that
+    lapsed is no longer for deciding."""
+    expire(conn, claim_hours)
     row = conn.execute(
         "SELECT r.status, c.owner FROM registry.reservations r JOIN registry.carriers c"
         " ON c.code = r.carrier WHERE r.id = %s", (reservation,)).fetchone()
@@ -53,3 +77,19 @@ def decide(conn: psycopg.Connection, reservation: int, approve: bool, by: str,
     conn.execute("UPDATE registry.reservations SET status = %s, decided_at = now(),"
                  " decided_by = %s WHERE id = %s", (new, by, reservation))
     return new
+
+
+def cancel(conn: psycopg.Connection, reservation: int, by: str) -> str:
+    """The requesting department withdraws its own claim (requested or approved)."""
+    row = conn.execute("SELECT status, department FROM registry.reservations WHERE id = %s",
+                       (reservation,)).fetchone()
+    if row is None:
+        raise NotFound(f"no reservation {reservation}")
+    status, department = row
+    if department != by:
+        raise Forbidden(f"only the requesting department ({department}) withdraws a claim")
+    if status not in ("requested", "approved"):
+        raise Conflict(f"reservation {reservation} is already {status}")
+    conn.execute("UPDATE registry.reservations SET status = 'cancelled', decided_at = now(),"
+                 " decided_by = %s WHERE id = %s", (by, reservation))
+    return "cancelled"

@@ -52,7 +52,7 @@ def carriers(rng: random.Random, rows: list[dict]) -> list[dict]:
         slots = heights[:rng.randint(1, len(heights))]
         out.append({
             "osm_id": r["osm_id"], "kind": r["kind"], "lon": r["lon"], "lat": r["lat"],
-            "owner": r["owner"] or owner, "operator": r["operator"] or owner,
+            "owner": owner, "operator": r["operator"] or owner,
             "status": _pick(rng, {"in_service": 94, "faulty": 4, "planned": 2}),
             "power_supply": _pick(rng, supply), "power_w": rng.randrange(*watts, 10),
             "network": net or "", "ports": rng.randint(*ports) if net else 0,

@@ -219,6 +219,16 @@ def read_source(path: Path | str, **kw) -> gpd.GeoDataFrame:
     return gpd.read_file(path, **kw)
 
 
+def ensure_departments(settings: Settings, departments: dict[str, str]) -> None:
+    """Departments (id -> name) in the directory, made if missing: layers and registry
+    entities are owned by departments, so tests make them before they ingest."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        for dept_id, name in departments.items():
+            conn.execute("INSERT INTO onemap.departments (id, name) VALUES (%s, %s)"
+                         " ON CONFLICT (id) DO NOTHING", (dept_id, name))
+        conn.execute("UPDATE onemap.access_state SET version = version + 1")
+
+
 def department_keys(settings: Settings, users: dict[str, str]) -> dict[str, str]:
     """API keys for users (name -> department), creating the departments they need."""
     import asyncio
@@ -231,7 +241,11 @@ def department_keys(settings: Settings, users: dict[str, str]) -> dict[str, str]
                                                          autocommit=True) as conn:
             actor, out = Actor("test"), {}
             for dept in dict.fromkeys(users.values()):
-                await admin.create_department(conn, actor, settings.levels, id=dept, name=dept)
+                known = await conn.execute("SELECT 1 FROM onemap.departments WHERE id = %s",
+                                           (dept,))
+                if await known.fetchone() is None:
+                    await admin.create_department(conn, actor, settings.levels, id=dept,
+                                                  name=dept)
             for name, dept in users.items():
                 await admin.create_principal(conn, actor, name=name, kind="user",
                                              department=dept)

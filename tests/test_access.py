@@ -64,12 +64,6 @@ def world(settings, sample_layers, tmp_path_factory, http_base) -> World:
     points = {CHAOYANG: _points(CHAOYANG, 6), HAIDIAN: _points(HAIDIAN, 4)}
     src = tmp_path_factory.mktemp("access") / "residents.geojson"
     _residents(src, points)
-    ingest_vector(src, "residents", key="rid", settings=settings, meta=LayerMeta(
-        department="civil", sharing_type="conditional", level="internal"))
-    ingest_vector(src, "clinics", key="rid", settings=settings, meta=LayerMeta(
-        department="health", sharing_type="unconditional", level="internal"))
-    ingest_vector(src, "vault", key="rid", settings=settings, meta=LayerMeta(
-        department="civil", sharing_type="conditional", level="secret"))
 
     async def bootstrap() -> str:
         async with await psycopg.AsyncConnection.connect(settings.database_url,
@@ -97,6 +91,13 @@ def world(settings, sample_layers, tmp_path_factory, http_base) -> World:
         post("/admin/departments", {"id": "chaoyang", "name": "Chaoyang district",
                                     "parent": "city", "area_id": area})
         post("/admin/departments", {"id": "health", "name": "Health", "parent": "city"})
+        # Layers are owned by departments of the directory, so these come after them.
+        ingest_vector(src, "residents", key="rid", settings=settings, meta=LayerMeta(
+            department="civil", sharing_type="conditional", level="internal"))
+        ingest_vector(src, "clinics", key="rid", settings=settings, meta=LayerMeta(
+            department="health", sharing_type="unconditional", level="internal"))
+        ingest_vector(src, "vault", key="rid", settings=settings, meta=LayerMeta(
+            department="civil", sharing_type="conditional", level="secret"))
         for name, dept in (("civil_user", "civil"), ("cy_user", "chaoyang"),
                            ("health_user", "health"), ("embedder", "chaoyang")):
             post("/admin/principals", {"name": name, "kind": "user", "department": dept})

@@ -28,12 +28,12 @@ def keys(settings, server, tmp_path_factory) -> dict[str, str]:
     src = tmp_path_factory.mktemp("edits") / "works.geojson"
     feats = [_feature(f"W{i}", BASE[0] + 0.002 * i, BASE[1] + 0.001 * i) for i in range(20)]
     src.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    keys = department_keys(settings, {"publisher": "transport", "reader": "water"})
     ingest_vector(src, "works", key="code", settings=settings,
                   meta=LayerMeta(department="transport"))
     ingest_vector(src, "basemap_pois", key="code", settings=settings,
                   meta=LayerMeta(department="transport", role="base"))
-
-    return department_keys(settings, {"publisher": "transport", "reader": "water"})
+    return keys
 
 
 def auth(keys: dict[str, str], who: str, **extra: str) -> dict[str, str]:

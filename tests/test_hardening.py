@@ -51,8 +51,6 @@ def _points(n: int) -> dict:
 def keys(settings, sample_layers, tmp_path_factory) -> Keys:
     src = tmp_path_factory.mktemp("hard") / "hpoints.geojson"
     src.write_text(json.dumps(_points(20)))
-    ingest_vector(src, "hpoints", key="pid", settings=settings,
-                  meta=LayerMeta(department="hard-ops"))
 
     async def make() -> Keys:
         async with await psycopg.AsyncConnection.connect(settings.database_url,
@@ -60,6 +58,8 @@ def keys(settings, sample_layers, tmp_path_factory) -> Keys:
             a = Actor("test")
             for dept in ("hard-ops", "hard-read"):
                 await admin.create_department(conn, a, settings.levels, id=dept, name=dept)
+            await asyncio.to_thread(ingest_vector, src, "hpoints", key="pid",
+                                    settings=settings, meta=LayerMeta(department="hard-ops"))
             await admin.create_principal(conn, a, name="hard-root", kind="user",
                                          department="hard-ops", admin=True)
             for name, dept in (("hard-owner", "hard-ops"), ("hard-later-admin", "hard-ops"),

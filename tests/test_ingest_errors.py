@@ -171,3 +171,27 @@ def test_cli_exit_codes(tmp_path, settings):
                              capture_output=True, text=True, env=env)
     assert listing.returncode == 0 and "cli_layer" in listing.stdout
     assert "CLI layer" in listing.stdout
+    # An owner is a department of the directory: a free name is refused, and the layer
+    # stays as it was.
+    nobody = subprocess.run([sys.executable, "-m", "onemap.cli", "ingest", "vector", str(good),
+                             "--layer", "cli_layer", "--key", "code",
+                             "--department", "Ministry of Nowhere"],
+                            capture_output=True, text=True, env=env)
+    assert nobody.returncode == 2, nobody.stderr
+    assert "no department 'Ministry of Nowhere'" in nobody.stderr
+    assert "Traceback" not in nobody.stderr
+
+
+def test_a_lost_database_is_a_message_not_a_traceback(tmp_path, settings):
+    from tests.conftest import free_port
+
+    env = {"ONEMAP_DATABASE_URL": f"postgresql://127.0.0.1:{free_port()}/none",
+           "PATH": "/usr/bin:/bin"}
+    good = geojson(tmp_path / "lost.geojson", [feat("a", Point(116, 39).__geo_interface__)])
+    for args in (["ingest", "vector", str(good), "--layer", "lost", "--key", "code"],
+                 ["layers"], ["auth", "list", "departments"]):
+        run = subprocess.run([sys.executable, "-m", "onemap.cli", *args],
+                             capture_output=True, text=True, env=env)
+        assert run.returncode == 2, (args, run.stderr)
+        assert "the database is not reachable" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr

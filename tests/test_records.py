@@ -9,10 +9,13 @@ from shapely.geometry import Point
 from ingest.errors import IngestError
 from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
+from tests.conftest import ensure_departments
 
 
 @pytest.fixture(scope="module")
 def catalog(settings, sample_layers, tmp_path_factory):
+    ensure_departments(settings, {"housing": "Housing", "traffic-police": "Traffic Police",
+                                  "environment": "Environment"})
     folder = tmp_path_factory.mktemp("records")
     for layer_id, title, dept, keywords, where in [
         ("rec_housing", "Public housing estates", "Housing", ["housing", "estates"],

@@ -16,10 +16,17 @@ from layers.errors import Conflict, Forbidden
 from layers.restrict import Restriction
 from registry import codes, ledger, lifecycle, reservations, reuse
 from registry.scope import Scope
-from tests.conftest import department_keys
+from tests.conftest import department_keys, ensure_departments
 
 ALNUM = string.digits + string.ascii_uppercase
 GEOD = Geod(ellps="GRS80")  # CGCS2000's ellipsoid; PostGIS measures on the same
+
+
+@pytest.fixture(scope="module", autouse=True)
+def owners(settings) -> None:
+    """The departments that own this module's poles: owners are departments."""
+    ensure_departments(settings, {"lighting": "Urban Lighting", "transport": "Transport",
+                                  "police": "Police", "environment": "Environment"})
 
 
 @pytest.fixture()
@@ -224,6 +231,36 @@ def test_reservation_conflicts_and_decisions(conn):
     site = {"type": "Point", "coordinates": [24.93, 60.16]}
     got = reuse.lookup(conn, site, 50, reuse.Needs())
     assert got["candidates"] == [] and got["excluded"][0]["reasons"] == ["no free slot"]
+
+
+def test_claims_are_withdrawn_limited_and_lapse(conn):
+    report = ledger.load(conn, "carrier", "poles", [
+        {"kind": "smart_pole", "lon": 24.95, "lat": 60.17, "owner": "Transport",
+         "slots": "3-4:10;5-6:10;7-8:10"},
+        {"kind": "smart_pole", "lon": 24.96, "lat": 60.17, "owner": "Ministry of Nowhere"}])
+    pole = report.outcomes[0].code
+    # Owners are departments: a name resolves to its id, a free name is a rejected row.
+    assert conn.execute("SELECT owner FROM registry.carriers WHERE code = %s",
+                        (pole,)).fetchone()[0] == "transport"
+    assert report.outcomes[1].action == "rejected"
+    assert "no department 'Ministry of Nowhere'" in report.outcomes[1].reason
+    r1 = reservations.reserve(conn, pole, 1, "police", max_claims=2)
+    r2 = reservations.reserve(conn, pole, 2, "police", max_claims=2)
+    with pytest.raises(Conflict, match="holds 2 claims"):
+        reservations.reserve(conn, pole, 3, "police", max_claims=2)
+    with pytest.raises(Forbidden, match="requesting department"):
+        reservations.cancel(conn, r1, "environment")
+    assert reservations.cancel(conn, r1, "police") == "cancelled"
+    reservations.reserve(conn, pole, 3, "police", max_claims=2)  # room for one again
+    # A claim left undecided past its time lapses, and its slot is free again.
+    conn.execute("UPDATE registry.reservations SET requested_at = now() - interval '73 hours'"
+                 " WHERE id = %s", (r2,))
+    again = reservations.reserve(conn, pole, 2, "environment")
+    assert conn.execute("SELECT status FROM registry.reservations WHERE id = %s",
+                        (r2,)).fetchone()[0] == "expired"
+    with pytest.raises(Conflict, match="already expired"):
+        reservations.decide(conn, r2, True, by="transport")
+    assert reservations.decide(conn, again, True, by="transport") == "approved"
 
 
 def test_state_of_a_pole_as_of_a_past_date(conn):
@@ -666,6 +703,19 @@ def test_registry_writes_and_checks_over_http(http, settings, sample_layers):
     got = r.json()
     assert got["candidates"] == [] and got["excluded"][0]["code"] == pole
     assert got["excluded"][0]["reasons"] == ["no free slot"]  # the approved claim holds it
+    # The requester withdraws its claim (no one else may), and the slot is free again.
+    r = http.delete(f"/registry/reservations/{rid}", headers=roads)
+    assert r.status_code == 403 and "requesting department" in r.json()["detail"]
+    r = http.delete(f"/registry/reservations/{rid}", headers=police)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    freed = http.post("/registry/reuse", json={"site": line, "radius": 300},
+                      headers=police).json()
+    assert all("no free slot" not in e["reasons"] for e in freed["excluded"])
+    r = http.post("/registry/reservations", json=claim, headers=police)
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    r = http.post(f"/registry/reservations/{rid}", json={"decision": "approve"}, headers=roads)
+    assert r.status_code == 200
     assert abs(got["excluded"][0]["distance_m"] - 111.3) < 1  # to the line, not its ends
     bad = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
     r = http.post("/registry/reuse", json={"site": bad}, headers=police)

@@ -27,7 +27,7 @@ from access.admin import Actor
 from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
 from onemap.cli import main as cli
-from tests.conftest import SAMPLES, department_keys, read_source, serving
+from tests.conftest import SAMPLES, department_keys, ensure_departments, read_source, serving
 
 LAYER = "b3d"
 GEOD = Geod(ellps="WGS84")
@@ -57,6 +57,7 @@ def expected_height(tags: object) -> float:
 @pytest.fixture(scope="module")
 def scene(settings, sample_layers, monkeypatch_module, server):
     pbf = SAMPLES / "helsinki-centre.osm.pbf"
+    ensure_departments(settings, {"s3_housing": "s3 housing"})
     ingest_vector(pbf, LAYER, source_layer="multipolygons", where="building IS NOT NULL",
                   key="osm_id,osm_way_id", settings=settings, meta=LayerMeta(
                       department="s3_housing", sharing_type="conditional", level="internal",
