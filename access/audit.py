@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 log = logging.getLogger("onemap.audit")
 
 COLUMNS = ("at", "principal_id", "principal", "department", "key_id", "action", "method",
-           "path", "layers", "detail", "features", "status")
+           "path", "layers", "detail", "features", "status", "client")
 
 
 @dataclass
@@ -46,12 +46,13 @@ class Entry:
     detail: dict[str, Any] = field(default_factory=dict)
     features: int | None = None
     status: int = 200
+    client: str | None = None  # the caller's address
 
     def row(self) -> tuple:
         return (self.at, self.principal_id, clean(self.principal), clean(self.department),
                 clean(self.key_id), clean(self.action), clean(self.method), clean(self.path),
                 [clean(x) for x in self.layers], Jsonb(clean(self.detail)), self.features,
-                self.status)
+                self.status, clean(self.client))
 
 
 def clean(value: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Counted per caller (a key, else a principal, else the client address for anonymous
 callers) per UTC day. A caller's count starts from what the audit log says it was served
-today, so a restart does not reset it.
+today (anonymous callers by the address each audit row keeps), so a restart resets no one.
+The limit itself is the policy's (``access/policy.py``, rule 7).
 """
 
 from __future__ import annotations
@@ -23,17 +24,23 @@ class BaseQuota:
             self._day, self._used = today, {}
 
     async def used(self, conn: AsyncConnection, who: str, key_id: str | None,
-                   principal: str | None, base_layers: list[str]) -> int:
+                   principal: str | None, base_layers: list[str],
+                   client: str | None = None) -> int:
+        """What ``who`` was served today: a key's, a principal's or (anonymous) an
+        address's count, read back from the audit log the first time it is asked."""
         self._today()
         if who not in self._used:
             count = 0
-            if key_id is not None or principal is not None:
+            if key_id is not None or principal is not None or client is not None:
                 cur = await conn.execute(
                     "SELECT coalesce(sum(features), 0) FROM onemap.audit"
                     " WHERE at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
-                    " AND action = 'features' AND layers && %s::text[]"
-                    " AND (key_id = %s OR (%s::text IS NULL AND principal = %s))",
-                    (base_layers, key_id, key_id, principal))
+                    " AND action = 'features' AND layers && %(layers)s::text[]"
+                    " AND CASE WHEN %(key)s::text IS NOT NULL THEN key_id = %(key)s"
+                    "  WHEN %(principal)s::text IS NOT NULL THEN principal = %(principal)s"
+                    "  ELSE principal_id IS NULL AND client = %(client)s END",
+                    {"layers": base_layers, "key": key_id, "principal": principal,
+                     "client": client})
                 row = await cur.fetchone()
                 count = int(row[0]) if row else 0
             self._used[who] = count

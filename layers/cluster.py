@@ -6,12 +6,15 @@ run as root, so as root the cluster belongs to the ``postgres`` system user.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 log = logging.getLogger("onemap.cluster")
@@ -22,6 +25,16 @@ DB_USER = "onemap"
 
 class ClusterError(RuntimeError):
     """The embedded cluster could not be set up or started."""
+
+
+# A backend whose client died (a killed ingest) notices within seconds, even mid-statement,
+# and lets go of the layer's lock; a silent network peer is dropped after about 25 s.
+RECOVERY = [
+    "client_connection_check_interval = '2s'",
+    "tcp_keepalives_idle = 10",
+    "tcp_keepalives_interval = 5",
+    "tcp_keepalives_count = 3",
+]
 
 
 def find_bindir() -> Path:
@@ -104,6 +117,7 @@ class Cluster:
             "maintenance_work_mem = '256MB'",
             "max_connections = 100",
             "jit = off",
+            *RECOVERY,
         ]
         if not self.durable:
             conf += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
@@ -113,12 +127,69 @@ class Cluster:
     def running(self) -> bool:
         if not self.initialized():
             return False
-        return self._run("pg_ctl", "-D", str(self.pgdata), "status", check=False).returncode == 0
+        if self._run("pg_ctl", "-D", str(self.pgdata), "status", check=False).returncode != 0:
+            return False
+        # A killed postmaster nobody reaped yet (a zombie) still answers to its pid.
+        try:
+            pid = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+    def _settings_current(self) -> None:
+        """Clusters made before a setting of RECOVERY was added get it too."""
+        auto = self.pgdata / "postgresql.auto.conf"
+        text = auto.read_text() if auto.exists() else ""
+        missing = [line for line in RECOVERY if line.split(" =")[0] not in text]
+        if missing:
+            with open(auto, "a") as fh:
+                fh.write("\n".join(missing) + "\n")
+
+    def orphans(self) -> list[int]:
+        """Server processes of this data directory left running by a killed postmaster
+        (their working directory is the data directory); they hold its shared memory."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if Path(os.readlink(entry / "cwd")) == self.pgdata.resolve():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
+    def _clear_orphans(self, wait: float = 10.0) -> None:
+        pids = self.orphans()
+        if not pids:
+            return
+        log.warning("ending %d PostgreSQL processes left by a stopped server: %s",
+                    len(pids), pids)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + wait / 2
+            while time.monotonic() < deadline and self.orphans():
+                time.sleep(0.1)
+            pids = self.orphans()
+            if not pids:
+                return
+        raise ClusterError(f"PostgreSQL processes {pids} of {self.pgdata} would not end")
 
     def start(self) -> None:
         self.init()
         if self.running():
             return
+        self._settings_current()
+        # A killed postmaster leaves its backends until they notice; they would keep the
+        # new one from starting ("pre-existing shared memory block is still in use").
+        self._clear_orphans()
+        # No process works in the data directory now: a lock file left by a killed
+        # postmaster (whose pid may linger as an unreaped zombie) is stale.
+        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+        (self.root / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
         log.info("starting PostgreSQL on 127.0.0.1:%s", self.port)
         self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.logfile), "-w",
                   "-t", "60", "-o", f"-p {self.port}", "start")

@@ -161,4 +161,5 @@ class AccessMiddleware:
             department=principal.department, key_id=key.id if key else None,
             action=_action(scope["path"]), method=scope["method"], path=scope["path"],
             layers=list(note.get("layers", [])), detail=detail,
-            features=note.get("features"), status=status))
+            features=note.get("features"), status=status,
+            client=scope["client"][0] if scope.get("client") else None))

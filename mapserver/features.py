@@ -269,8 +269,9 @@ async def items(request: Request) -> Response:
         if layer.role == "base":
             who = f"{_caller(request)}|{layer.id}"
             p = access(request).principal
-            used = await state.quota.used(conn, who, p.key_id,
-                                          None if p.anonymous else p.name, [layer.id])
+            used = await state.quota.used(
+                conn, who, p.key_id, None if p.anonymous else p.name, [layer.id],
+                request.client.host if request.client else None)
             policy.quota_left(layer, used)
         rows, matched = await features.items(conn, layer, q)
     if who is not None:
