@@ -11,7 +11,8 @@ from layers.restrict import visible
 from layers.summary import seen
 from mapserver.deps import access, db, note, readable_layer
 from mapserver.ogc import base, layer_links
-from mapserver.tiles import cache_scope, parse_ids, resolve
+from mapserver.tileresponse import cache_scope
+from mapserver.tiles import parse_ids, resolve
 from styles.build import build_style
 
 

@@ -30,7 +30,8 @@ from layers.render import FORMATS, RenderError, Style, apply_area, render, style
 from layers.summary import seen
 from mapserver.deps import app_state, db, note, readable_layer
 from mapserver.ogc import base, int_value, number, numbers, parse_datetime
-from mapserver.tiles import cache_headers, cache_scope, etag_matches, vector_tile
+from mapserver.tileresponse import cache_headers, cache_scope, not_modified, tile_response
+from mapserver.tiles import vector_tile
 
 # Changes whenever the way raster tiles are made changes.
 RASTER_FORMAT = "1"
@@ -126,8 +127,8 @@ async def raster_tile(request: Request, layer_id: str, tms_name: str, z: str, x:
                      when.isoformat(), fmt, cell, RASTER_FORMAT])
     etag = f'"{hashlib.sha1(text.encode()).hexdigest()[:20]}"'
     note(request, [layer.id], tile=cell)
-    if etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=cache_headers(request, etag))
+    if (unchanged := not_modified(request, etag)) is not None:
+        return unchanged
     key = ("raster", etag)
     hit = state.cache.get(key)
     if hit is not None:
@@ -149,9 +150,7 @@ def _make(source: RasterSource, tms, x: int, y: int, z: int, when: datetime, sty
 
 
 def _image(request: Request, etag: str, body: bytes, fmt: str, cache: str) -> Response:
-    headers = cache_headers(request, etag)
-    headers["OneMap-Cache"] = cache
-    return Response(body, media_type=FORMATS[fmt], headers=headers)
+    return tile_response(request, etag, body, FORMATS[fmt], cache=cache)
 
 
 async def tile(request: Request) -> Response:

@@ -22,7 +22,7 @@ from layers.catalog import Layer, fetch_layers
 from layers.summary import seen
 from mapserver.deps import app_state, db, layer_access, note, page, readable_layer
 from mapserver.ogc import base, parse_instant
-from mapserver.tiles import cache_headers, etag_matches, parse_tile, version_token
+from mapserver.tileresponse import not_modified, parse_tile, tile_response, version_token
 from scenes3d import catalog, glb, source
 from scenes3d.catalog import Scene
 from scenes3d.mesh import extrude
@@ -58,16 +58,14 @@ async def _scene(request: Request, conn) -> Asked:
 
 def _cached(request: Request, key: tuple, etag: str, media: str) -> Response | None:
     """A 304, or the cached body with its feature report, or None."""
-    if etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=cache_headers(request, etag))
+    if (unchanged := not_modified(request, etag)) is not None:
+        return unchanged
     hit = app_state(request).cache.get(key)
     return None if hit is None else _response(request, etag, media, *hit)
 
 
 def _response(request: Request, etag: str, media: str, body: bytes, report: str) -> Response:
-    headers = cache_headers(request, etag)
-    headers["OneMap-Tile-Features"] = report
-    return Response(body, media_type=media, headers=headers)
+    return tile_response(request, etag, body, media, report=report)
 
 
 async def scenes(request: Request) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 from starlette.exceptions import HTTPException
@@ -12,19 +11,23 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import LAYER_ID, Layer
-from layers.errors import OutOfRange, TooCostly
+from layers.errors import TooCostly
 from layers.registry import Resolved
 from layers.restrict import Restriction
 from layers.summary import seen
 from layers.tiles import TileSource, params
-from mapserver.deps import access, app_state, db, layer_access, note
+from mapserver.deps import app_state, db, layer_access, note
 from mapserver.ogc import base, parse_instant
+from mapserver.tileresponse import (
+    cache_scope,
+    not_modified,
+    parse_tile,
+    tile_response,
+    version_token,
+)
 from onemap.settings import Settings
 
 MVT = "application/vnd.mapbox-vector-tile"
-MAX_ZOOM = 24
-# Changes whenever the way tiles are made changes, so cached tiles are never reused wrongly.
-TILE_FORMAT = "1"
 
 
 def parse_ids(raw: str, most: int = 16) -> list[str]:
@@ -44,34 +47,6 @@ def check_as_of_cost(settings: Settings, z: int, layers: int) -> None:
         raise TooCostly(f"an as-of tile below zoom {settings.as_of_low_zoom} takes at most "
                         f"{settings.as_of_low_zoom_layers} layers, not {layers}; zoom in or "
                         "ask for fewer layers")
-
-
-def parse_tile(z: str, x: str, y: str) -> tuple[int, int, int]:
-    try:
-        zi, xi, yi = int(z), int(x), int(y)
-    except ValueError as exc:
-        raise HTTPException(400, f"tile address {z}/{x}/{y} is not three integers") from exc
-    if not 0 <= zi <= MAX_ZOOM:
-        raise OutOfRange(f"zoom {zi} is outside 0..{MAX_ZOOM}")
-    n = 1 << zi
-    if not (0 <= xi < n and 0 <= yi < n):
-        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist: x and y run 0..{n - 1}")
-    return zi, xi, yi
-
-
-def version_token(versions: list[tuple[str, int, Restriction]], as_of: datetime | None) -> str:
-    """Names the bytes of a tile: the data versions read and the limits they were read
-    under, so two principals with different limits never share a cached tile or ETag."""
-    text = "|".join(f"{layer_id}:{version}:{r.token}" for layer_id, version, r in versions)
-    text += f"|{as_of.isoformat() if as_of else ''}|{TILE_FORMAT}"
-    return hashlib.sha1(text.encode()).hexdigest()[:20]
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return "*" in tags or etag in tags
 
 
 def no_layers(ids: list[str]) -> HTTPException:
@@ -129,12 +104,12 @@ async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str) 
             token = version_token([(r.layer.id, r.version, a.restriction)
                                    for r, a in resolved], as_of)
             etag = f'"{token}"'
-            if etag_matches(inm, etag):
-                return Response(status_code=304, headers=cache_headers(request, etag))
+            if (unchanged := not_modified(request, etag)) is not None:
+                return unchanged
             hit = state.cache.get((token, z, x, y)) if cached else None
             if hit is not None:
                 note(request, ids, _kept(hit[1]), tile=f"{z}/{x}/{y}")
-                return _tile_response(request, etag, *hit, cache="hit")
+                return tile_response(request, etag, hit[0], MVT, report=hit[1], cache="hit")
         rows, limits = await _render(request, conn, ids, z, x, y, as_of)
     versions = [(layer_id, row[3], r) for layer_id, row, r in zip(ids, rows, limits,
                                                                   strict=True)]
@@ -145,35 +120,13 @@ async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str) 
     note(request, ids, sum(int(row[2]) for row in rows), tile=f"{z}/{x}/{y}")
     if cached:
         state.cache.put((token, z, x, y), body, report)
-    return _tile_response(request, f'"{token}"', body, report,
-                          cache="miss" if cached else None)
-
-
-def _tile_response(request: Request, etag: str, body: bytes, report: str,
-                   cache: str | None) -> Response:
-    headers = cache_headers(request, etag)
-    headers["OneMap-Tile-Features"] = report
-    if cache:
-        headers["OneMap-Cache"] = cache
-    return Response(body, media_type=MVT, headers=headers)
+    return tile_response(request, f'"{token}"', body, MVT, report=report,
+                         cache="miss" if cached else None)
 
 
 def _kept(report: str) -> int:
     return sum(int(part.split("=")[1]) for part in report.split(";")
                if part.startswith("kept="))
-
-
-def cache_scope(request: Request) -> str:
-    """Responses for a signed-in caller are theirs alone: no shared cache may keep them."""
-    return "public" if access(request).principal.anonymous else "private"
-
-
-def cache_headers(request: Request, etag: str) -> dict[str, str]:
-    pinned = request.query_params.get("v") == etag.strip('"')
-    max_age = app_state(request).settings.tile_max_age
-    scope = cache_scope(request)
-    return {"ETag": etag, "Cache-Control": (f"{scope}, max-age={max_age}, immutable"
-                                            if pinned else f"{scope}, no-cache")}
 
 
 async def _render(request: Request, conn, ids: list[str], z: int, x: int, y: int,

@@ -94,7 +94,7 @@ def fronts(rng: random.Random, cameras: list[dict], poles: list[dict]) -> list[d
         model = rng.choice(CAMERAS)
         dome = model == "cam-dome-poe"
         row = {"osm_id": c["osm_id"], "kind": "camera", "lon": c["lon"], "lat": c["lat"],
-               "model": model, "owner": c["owner"] or "Police", "protocol": "onvif",
+               "model": model, "owner": "Police", "protocol": "onvif",
                "direction": c["direction"] if c["direction"] is not None
                else rng.randrange(0, 360, 5),
                "fov": c["fov"] or (360 if dome else rng.choice((50, 60, 90))),
