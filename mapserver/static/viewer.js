@@ -72,7 +72,7 @@
     li.querySelector('a').textContent = layer.title;
     li.querySelector('.meta').textContent =
       `${layer.id} · ${layer.geometry_type || ''} · ${layer.feature_count} features` +
-      (layer.department ? ` · ${layer.department}` : '');
+      (layer.department ? ` · ${layer.department_name || layer.department}` : '');
     li.querySelector('input').addEventListener('change', e => {
       for (const s of styleIds(layer.id))
         map.setLayoutProperty(s, 'visibility', e.target.checked ? 'visible' : 'none');
