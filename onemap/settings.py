@@ -94,7 +94,7 @@ class Settings:
             raw = _env(f.name.upper())
             if raw is None:
                 continue
-            values[f.name] = _coerce(f.name, raw)
+            values[f.name] = _coerce(f.name, str(f.type), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.default_level not in settings.levels:
@@ -103,22 +103,17 @@ class Settings:
         return settings
 
 
-def _coerce(name: str, raw: str) -> object:
-    if name in ("data_dir", "cesium_dir"):
+def _coerce(name: str, kind: str, raw: str) -> object:
+    """An environment value as the field's declared type (``kind``, as annotated)."""
+    if kind.startswith("Path"):
         return Path(raw)
-    if name in {"db_port", "port", "pool_min", "pool_max", "tile_max_age",
-                "ingest_batch_size", "detail_zoom", "tile_cache_mb", "base_max_items",
-                "base_max_offset", "key_rate_limit", "base_daily_items", "workers",
-                "budget_tiles_ms", "budget_items_ms", "budget_filters_ms",
-                "budget_registry_ms", "budget_admin_ms", "budget_writes_ms",
-                "lock_timeout_ms", "max_tile_layers", "as_of_low_zoom",
-                "as_of_low_zoom_layers", "max_claims", "claim_hours"}:
+    if kind == "int":
         try:
             return int(raw)
         except ValueError as exc:
             raise ValueError(f"ONEMAP_{name.upper()} must be an integer, got {raw!r}") from exc
-    if name == "db_durable":
+    if kind == "bool":
         return raw.strip().lower() not in {"0", "false", "no", "off"}
-    if name in ("cors_origins", "levels"):
+    if kind.startswith("tuple"):
         return tuple(o.strip() for o in raw.split(",") if o.strip())
     return raw

@@ -42,17 +42,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    root = Path(tempfile.mkdtemp(prefix="onemap-test-"))
+@contextlib.contextmanager
+def own_cluster(prefix: str) -> Iterator[Cluster]:
+    """A migrated PostgreSQL + PostGIS cluster in a folder of its own, removed after."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(root, 0o755)
     c = Cluster(root / "pg", free_port(), durable=False)
     c.start()
     with psycopg.connect(c.url, autocommit=True) as conn:
         migrate(conn)
-    yield c
-    c.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    with own_cluster("onemap-test-") as c:
+        yield c
 
 
 @dataclass

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,21 +22,13 @@ import pytest
 from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
 from layers.cluster import Cluster
-from layers.migrate import migrate
-from tests.conftest import ROOT, free_port, server_process
+from tests.conftest import ROOT, own_cluster, server_process
 
 
 @pytest.fixture(scope="module")
 def own(settings) -> Iterator[tuple[Cluster, object]]:
-    root = Path(tempfile.mkdtemp(prefix="onemap-recovery-"))
-    os.chmod(root, 0o755)
-    c = Cluster(root / "pg", free_port(), durable=False)
-    c.start()
-    with psycopg.connect(c.url, autocommit=True) as conn:
-        migrate(conn)
-    yield c, replace(settings, database_url=c.url, data_dir=root / "var")
-    c.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with own_cluster("onemap-recovery-") as c:
+        yield c, replace(settings, database_url=c.url, data_dir=c.root.parent / "var")
 
 
 def _points(path: Path, n: int) -> Path:
