@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -230,7 +231,7 @@ def ingest_raster(
                                 show)
                 default = _default_bands(src.count, bands) if bands else None
             except (RasterioError, ValueError) as exc:
-                if _no_space(exc):
+                if _no_space(exc, store):
                     raise _full(store, exc) from exc
                 raise IngestError(label, f"cannot be read whole, layer unchanged: {exc}") \
                     from exc
@@ -247,7 +248,7 @@ def ingest_raster(
     except psycopg.OperationalError:
         raise  # the database is away: nothing to log it in
     except (psycopg.Error, OSError) as exc:
-        if _no_space(exc):
+        if _no_space(exc, store):
             log_ingest(url, report, started, str(exc))
             raise _full(store, exc) from exc
         log_ingest(url, report, started, str(exc))
@@ -257,12 +258,28 @@ def ingest_raster(
     return report
 
 
-def _no_space(exc: BaseException) -> bool:
-    """Whether the error is a full disk, however GDAL or the OS words it."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(exc).lower()
-    return "no space left" in text or "disk quota" in text
+def _no_space(exc: BaseException, store: RasterStore | None = None) -> bool:
+    """Whether the error is a full disk, however GDAL or the OS words it (GDAL's own
+    "Write failed" says no more, so a local store's free space is asked too)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(seen).lower()
+        if "no space left" in text or "disk quota" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if store is not None and "write failed" in str(exc).lower() \
+            and not store.root.startswith("/vsi"):
+        try:
+            return shutil.disk_usage(store.root).free < FULL_BELOW
+        except OSError:
+            return False
+    return False
+
+
+# A store with less free room than this, after a failed write, is full.
+FULL_BELOW = 16 * 1024 * 1024
 
 
 def _full(store: RasterStore, exc: BaseException) -> StoreFull:

@@ -121,3 +121,36 @@ def test_an_anonymous_base_quota_survives_a_restart(own, tmp_path):
         assert [fetch(live), fetch(live), fetch(live)] == [200, 200, 429]
     with server_process(s, tmp_path / "b.log", ONEMAP_BASE_DAILY_ITEMS="5") as live:
         assert fetch(live) == 429
+
+
+@pytest.fixture
+def tiny_store(tmp_path) -> Iterator[Path]:
+    """A raster store on a 256 KB file system, to fill up."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small file system needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_full_raster_store_is_not_called_bad_input(own, tiny_store):
+    c, s = own
+    env = {**os.environ, "ONEMAP_DATABASE_URL": c.url, "ONEMAP_DATA_DIR": str(s.data_dir),
+           "ONEMAP_RASTER_STORE": str(tiny_store)}
+    run = subprocess.run([sys.executable, "-m", "onemap.cli", "ingest", "raster",
+                          str(ROOT / "data" / "samples" / "olinda-landsat7.tif"),
+                          "--layer", "full_store", "--compress", "deflate"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 3, (run.returncode, run.stderr)
+    assert "has no room left" in run.stderr and "cannot be read" not in run.stderr
+    assert "Traceback" not in run.stderr
+    assert list(tiny_store.iterdir()) in ([], [tiny_store / ".staging"]) or not any(
+        p.is_file() for p in tiny_store.rglob("*"))
+    with psycopg.connect(c.url) as conn:
+        assert conn.execute("SELECT 1 FROM onemap.layers WHERE id = 'full_store'"
+                            ).fetchone() is None
