@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import psycopg
+from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -108,9 +110,14 @@ class AccessMiddleware:
         started = time.monotonic()
         principal, key = ANONYMOUS, None
         try:
-            async with state.pool.connection() as conn:
-                if await state.directory.refresh(conn):
-                    state.registry.clear()  # layers may have been reclassified
+            try:
+                async with state.pool.connection() as conn:
+                    if await state.directory.refresh(conn):
+                        state.registry.clear()  # layers may have been reclassified
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                # Outside the app's error handlers: say it here, as they would.
+                raise Refused(503, "the database is not reachable just now; try again "
+                                   "shortly", {"Retry-After": "5"}) from exc
             principal, key = await authenticate(request, state)
             if principal.embedded and is_write(scope["method"], scope["path"]) \
                     and not state.directory.policy.may_write(principal):
