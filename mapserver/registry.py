@@ -70,8 +70,10 @@ UNION ALL
 SELECT 'front', ST_X(geom), ST_Y(geom) FROM registry.fronts WHERE code = %(c)s"""
 
 
-async def _resolve(request: Request, conn: Any, raw: str) -> tuple[str, str, LayerAccess]:
-    """A code or ``scheme:value`` the caller may see: (code, entity, access); else 400/404.
+async def _resolve(request: Request, conn: Any,
+                   raw: str) -> tuple[str, str, LayerAccess, Layer]:
+    """A code or ``scheme:value`` the caller may see: (code, entity, access, its layer);
+    else 400/404.
     A mistyped code is refused before any lookup."""
     if ":" in raw:
         scheme, value = raw.split(":", 1)
@@ -107,14 +109,14 @@ async def _resolve(request: Request, conn: Any, raw: str) -> tuple[str, str, Lay
     query, params = statement(VISIBLE[entity], Scope(layer, access.restriction), "x")
     if await (await conn.execute(query, {**params, "code": c})).fetchone() is None:
         raise missing
-    return c, entity, access
+    return c, entity, access, layer
 
 
 async def code(request: Request) -> Response:
     """``/codes/{code}``: a code, or ``scheme:value`` of a legacy identifier."""
     raw = request.path_params["code"]
     async with db(request, "registry") as conn:
-        c, entity, access = await _resolve(request, conn, raw)
+        c, entity, access, _ = await _resolve(request, conn, raw)
         cur = await conn.execute(CARRIER if entity == "carrier" else FRONT, (c,))
         r = await cur.fetchone()
         cur = await conn.execute("SELECT scheme, value FROM registry.aliases WHERE code = %s"
@@ -339,7 +341,7 @@ async def reserve(request: Request) -> Response:
     if not isinstance(slot, int) or isinstance(slot, bool) or not 1 <= slot <= 1000:
         raise HTTPException(400, "slot must be a whole number from 1 to 1000")
     async with db(request, "registry") as conn:
-        carrier, entity, _ = await _resolve(request, conn, str(body.get("carrier", "")))
+        carrier, entity, _, _ = await _resolve(request, conn, str(body.get("carrier", "")))
     if entity != "carrier":
         raise HTTPException(400, f"{carrier} is a front, not a carrier")
     settings = app_state(request).settings
@@ -394,11 +396,9 @@ async def history(request: Request) -> Response:
     at = request.query_params.get("at")
     when = parse_instant(at, at) if at else datetime.now(UTC)
     async with db(request, "registry") as conn:
-        c, entity, access = await _resolve(request, conn, raw)
+        c, entity, access, layer = await _resolve(request, conn, raw)
         state = await _sync(request, lambda conn: lifecycle.state_at(conn, c, when)
                             | {"events": lifecycle.events(conn, c)})
-        layer, _ = await readable_layer(request, conn, ENTITY_LAYER[entity], ("vector",),
-                                        "entity with code")
         await conceal_history(conn, layer, state, access.restriction)
     note(request, [ENTITY_LAYER[entity]], 1)
     return JSONResponse(state)
@@ -414,7 +414,7 @@ async def add_event(request: Request) -> Response:
     if not times:
         raise HTTPException(400, "give actual_at or planned_at (RFC 3339)")
     async with db(request, "registry") as conn:
-        c, entity, a = await _resolve(request, conn, raw)
+        c, entity, a, _ = await _resolve(request, conn, raw)
     if not a.publish:
         raise HTTPException(403, f"you may read {ENTITY_LAYER[entity]!r} but not publish "
                                  "to it")
