@@ -264,10 +264,6 @@ class Access:
     def administers(self) -> bool:
         return self.policy.administers(self.principal)
 
-    @property
-    def may_write(self) -> bool:
-        return self.policy.may_write(self.principal)
-
     def edit_refusal(self, layer: Layer) -> str | None:
         return self.policy.edit_refusal(self.principal, layer, self.layer(layer))
 

@@ -119,7 +119,8 @@ class AccessMiddleware:
                 raise Refused(503, "the database is not reachable just now; try again "
                                    "shortly", {"Retry-After": "5"}) from exc
             principal, key = await authenticate(request, state)
-            if principal.embedded and is_write(scope["method"], scope["path"]) \
+            # Rule 0, before any endpoint: an anonymous writer is told by the endpoint.
+            if is_write(scope["method"], scope["path"]) and not principal.anonymous \
                     and not state.directory.policy.may_write(principal):
                 raise Refused(403, "embedding keys are read-only: they never change "
                                    "anything, whoever they belong to")
