@@ -27,9 +27,9 @@ import mercantile
 import psycopg
 from harness import ROOT, Server, bench_args, free_port, wrk
 
-from ingest.meta import LayerMeta
 from ingest.raster import ingest_raster
 from layers.cluster import Cluster
+from layers.meta import LayerMeta
 from layers.migrate import migrate
 from onemap.settings import Settings
 

@@ -3,44 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from ingest.errors import IngestError
-from layers.catalog import LAYER_ID, RESERVED_IDS, ROLES, SHARING_TYPES, Layer
-
-
-@dataclass
-class LayerMeta:
-    """What the caller says about the layer; None keeps what the catalog has."""
-
-    title: str | None = None
-    role: str | None = None  # "base" or "thematic"
-    description: str | None = None
-    department: str | None = None
-    attribution: str | None = None
-    keywords: Sequence[str] | None = None
-    update_cycle: str | None = None
-    sharing_type: str | None = None
-    level: str | None = None  # classification; a new layer gets the configured default
-
-    def catalog_values(self, old: Layer | None, layer_id: str, default_level: str, *,
-                       role: str, update_cycle: str) -> dict[str, Any]:
-        """The catalog's descriptive columns: what was said, else what the layer had, else
-        the defaults for a new layer of this kind."""
-        return {
-            "title": self.title or (old.title if old else layer_id),
-            "role": self.role or (old.role if old else role),
-            "description": self.description if self.description is not None else (
-                old.description if old else None),
-            "department": self.department or (old.department if old else None),
-            "attribution": self.attribution or (old.attribution if old else None),
-            "keywords": list(self.keywords) if self.keywords is not None else (
-                list(old.keywords) if old else []),
-            "update_cycle": self.update_cycle or (old.update_cycle if old else update_cycle),
-            "sharing_type": self.sharing_type or (old.sharing_type if old else "unconditional"),
-            "level": self.level or (old.level if old else default_level),
-        }
+from layers.catalog import LAYER_ID, RESERVED_IDS, ROLES, SHARING_TYPES
+from layers.meta import LayerMeta
 
 
 def check_target(label: str, layer_id: str, meta: LayerMeta, levels: Sequence[str]) -> None:

@@ -30,13 +30,14 @@ from rio_cogeo.profiles import cog_profiles
 
 from ingest import crs as crsmod
 from ingest.errors import IngestError
-from ingest.meta import LayerMeta, check_target
-from ingest.report import log_ingest
+from ingest.meta import check_target
 from layers import writer
 from layers.catalog import get_layer, write_layer
 from layers.db import database_url
 from layers.errors import StoreFull
+from layers.meta import LayerMeta
 from layers.rasters import RasterStore
+from layers.report import log_ingest
 from onemap.settings import Settings
 
 log = logging.getLogger("onemap.ingest")

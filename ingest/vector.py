@@ -1,7 +1,8 @@
 """Vector ingest: stream a file in batches into a layer, in one transaction, with history.
 
 Read (pyogrio, Arrow batches) -> to lon/lat (pyproj) -> check geometry (shapely) ->
-COPY into a staging table -> merge into the layer's history (layers.store) -> catalog.
+COPY into a staging table -> the layer's writer merges it (layers.bulk: history, overview,
+dictionary, catalog version).
 Any failure rolls the whole ingest back, so the layer keeps its previous version.
 """
 
@@ -13,7 +14,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,26 +27,19 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyogrio
 import shapely
-from psycopg.types.json import Jsonb
 from pyogrio.errors import DataLayerError, DataSourceError
 from pyogrio.raw import open_arrow
 from tqdm import tqdm
 
 from ingest import crs as crsmod
 from ingest.errors import IngestError
-from ingest.meta import LayerMeta, check_target
-from ingest.report import IngestReport, Issue, log_ingest
-from layers import overviews, store, writer
-from layers.catalog import (
-    SYSTEM_COLUMNS,
-    Field,
-    Layer,
-    get_layer,
-    table_of,
-    write_layer,
-)
+from ingest.meta import check_target
+from layers import bulk, store, writer
+from layers.catalog import SYSTEM_COLUMNS, Field, get_layer
 from layers.db import database_url
 from layers.geometry import check
+from layers.meta import LayerMeta
+from layers.report import IngestReport, Issue, log_ingest
 from onemap.settings import Settings
 
 log = logging.getLogger("onemap.ingest")
@@ -250,58 +244,6 @@ def _open(path: str, label: str, source_layer: str | None, where: str | None,
     return info, ctx
 
 
-def _geometry_type(types: list[str]) -> str | None:
-    names = {t.removeprefix("ST_") for t in types}
-    if not names:
-        return None
-    if len(names) == 1:
-        return names.pop()
-    families = {n.removeprefix("Multi") for n in names}
-    return f"Multi{families.pop()}" if len(families) == 1 else "Geometry"
-
-
-def _dictionary(old: Layer | None, plan: _Plan) -> list[Field]:
-    fields = [Field(name=f.name, type=f.type, length=plan.lengths.get(f.name) if
-                    f.type == "string" else None,
-                    nullable=f.name in plan.nulls and not f.key, key=f.key,
-                    source_name=f.source_name) for f in plan.fields]
-    if old:
-        levels = {f.name: f.level for f in old.fields}
-        fields = [replace(f, level=levels.get(f.name)) for f in fields]
-        incoming = {f.name for f in fields}
-        # Columns the source no longer has stay in the dictionary: history holds them.
-        fields += [Field(f.name, f.type, f.length, True, False, f.source_name, f.level)
-                   for f in old.fields if f.name not in incoming]
-    return fields
-
-
-def _write_catalog(conn: psycopg.Connection, layer_id: str, old: Layer | None, plan: _Plan,
-                   meta: LayerMeta, source: str, fields: list[Field], schema_changed: bool,
-                   data_changed: bool, detail_zoom: int, default_level: str) -> int:
-    stats = store.layer_stats(conn, layer_id)
-    dictionary = [f.as_dict() for f in fields]
-    values = {
-        **meta.catalog_values(old, layer_id, default_level, role="thematic",
-                              update_cycle="irregular"),
-        "crs": plan.crs.catalog_crs, "source_crs": plan.crs.label, "source": source,
-        "geometry_type": _geometry_type(stats["geometry_types"]),
-        "key_field": ",".join(plan.column_of[k] for k in plan.key) or None,
-        "fields": Jsonb(dictionary), "feature_count": stats["feature_count"],
-        "extent": stats["extent"],
-        "produced_at": plan.produced_default,
-        "detail_zoom": detail_zoom,
-    }
-    meta_changed = old is None or any(
-        values[k] != getattr(old, k) for k in ("title", "role", "department", "update_cycle",
-                                               "sharing_type", "level", "crs", "key_field"))
-    bump = data_changed or schema_changed or meta_changed or old is None
-    values["version"] = (old.version if old else 0) + (1 if bump else 0)
-    values["schema_version"] = (old.schema_version if old else 0) + (
-        1 if schema_changed or old is None else 0)
-    write_layer(conn, layer_id, values, new=old is None)
-    return int(values["version"])
-
-
 def ingest_vector(
     path: str | os.PathLike[str],
     layer_id: str,
@@ -388,28 +330,16 @@ def _run(url: str, layer_id: str, plan: _Plan, reader: Any, report: IngestReport
         if report.rejected == read:
             raise IngestError(plan.label, f"every feature was rejected; first: "
                                           f"{report.issues[0].reason}")
-        fields = _dictionary(old, plan)
-        new_table = not store.table_exists(conn, layer_id)
-        if new_table:
-            store.create_table(conn, layer_id, fields)
-            schema_changed = True
-        else:
-            types, schema_changed = store.add_or_widen_columns(conn, layer_id, fields)
-            fields = [replace(f, type=types[f.name]) for f in fields]
-        counts = store.merge(conn, layer_id, plan.fields)
-        if new_table:
-            store.create_indexes(conn, layer_id)
-        conn.execute(psycopg.sql.SQL("ANALYZE {}").format(table_of(layer_id)))
+        staged = bulk.Staged(
+            source=plan.label, fields=plan.fields,
+            key_field=",".join(plan.column_of[k] for k in plan.key) or None,
+            crs=plan.crs.catalog_crs, source_crs=plan.crs.label,
+            produced_at=plan.produced_default, lengths=plan.lengths, nulls=plan.nulls)
+        counts, report.version = bulk.write(conn, layer_id, old, staged, meta,
+                                            detail_zoom=settings.detail_zoom,
+                                            default_level=settings.default_level)
         report.inserted, report.changed = counts["inserted"], counts["changed"]
         report.unchanged, report.closed = counts["unchanged"], counts["closed"]
-        data_changed = bool(report.inserted or report.changed or report.closed)
-        zoom = old.detail_zoom if old and old.detail_zoom is not None else settings.detail_zoom
-        if data_changed or new_table:
-            cells = overviews.build(conn, layer_id, zoom)
-            log.info("%s: overview of %d cells below zoom %d", layer_id, cells, zoom)
-        report.version = _write_catalog(conn, layer_id, old, plan, meta, plan.label, fields,
-                                        schema_changed, data_changed, zoom,
-                                        settings.default_level)
         conn.commit()
     log.info("%s", report.summary())
     return report

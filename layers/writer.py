@@ -41,9 +41,11 @@ def lock(conn: psycopg.Connection, layer_id: str, timeout_ms: int | None = None)
 
 
 def content_hash(row: sql.Composable, geom: sql.Composable) -> sql.Composable:
-    """The content hash of a version: its fields (a ROW) and its shape."""
-    return sql.SQL("decode(md5(concat_ws('|', {}::text, encode(ST_AsEWKB({}), 'hex'))), 'hex')"
-                   ).format(row, geom)
+    """The content hash of a version: its fields (a ROW) and its shape, without the shape's
+    SRID label (rows from a file are staged without one, an edit's and the registry's carry
+    theirs), so equal content hashes equal whichever writer wrote it."""
+    return sql.SQL("decode(md5(concat_ws('|', {}::text,"
+                   " encode(ST_AsEWKB(ST_SetSRID({}, 0)), 'hex'))), 'hex')").format(row, geom)
 
 
 def commit(conn: psycopg.Connection, abandoned: Callable[[], bool] | None = None) -> None:

@@ -123,7 +123,7 @@ def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _meta(args: argparse.Namespace):
-    from ingest.meta import LayerMeta
+    from layers.meta import LayerMeta
 
     return LayerMeta(title=args.title, role=args.role, description=args.description,
                      department=args.department, attribution=args.attribution,

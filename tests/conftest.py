@@ -208,7 +208,7 @@ def http(server: str) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def sample_layers(settings: Settings) -> dict[str, str]:
     """The demo's layers, loaded once from the real sample files."""
-    from ingest.meta import LayerMeta
+    from layers.meta import LayerMeta
 
     pbf = SAMPLES / "helsinki-centre.osm.pbf"
     osm = LayerMeta(attribution="© OpenStreetMap contributors, ODbL")

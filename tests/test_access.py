@@ -23,8 +23,8 @@ import shapely
 
 from access import admin
 from access.admin import Actor
-from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
+from layers.meta import LayerMeta
 from tests.conftest import SAMPLES
 
 CHAOYANG, HAIDIAN = "156110105", "156110108"

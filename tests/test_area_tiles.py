@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
 from layers.catalog import get_layer
+from layers.meta import LayerMeta
 from layers.restrict import Restriction
 from layers.tiles import PostgisSource, _statement, params
 

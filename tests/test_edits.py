@@ -10,9 +10,9 @@ import mercantile
 import psycopg
 import pytest
 
-from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
 from layers import overviews
+from layers.meta import LayerMeta
 from tests.conftest import department_keys
 
 BASE = [116.40, 39.90]
@@ -167,3 +167,20 @@ def test_if_match_that_names_no_version_is_412(http, keys, if_match, db):
                    headers=auth(keys, "publisher", **{"If-Match": if_match}))
     assert r.status_code == 412
     assert db.execute("SELECT count(*) FROM onemap_data.works").fetchone()[0] > 0
+
+
+def test_an_edit_and_an_ingest_of_the_same_content_agree(http, keys, settings, tmp_path):
+    """One content hash for every writer: a file that says what an edit already wrote is
+    no change for that feature, and the file's first load is no change when read again."""
+    feats = [_feature(f"S{i}", BASE[0] + 0.001 * i, BASE[1]) for i in range(3)]
+    src = tmp_path / "same.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    ingest_vector(src, "works_same", key="code", settings=settings,
+                  meta=LayerMeta(department="transport"))
+    r = http.patch("/collections/works_same/items/S1", headers=auth(keys, "publisher"),
+                   json={"type": "Feature", "properties": {"lanes": 5}})
+    assert r.status_code == 200, r.text
+    feats[1]["properties"]["lanes"] = 5
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    report = ingest_vector(src, "works_same", key="code", settings=settings)
+    assert (report.unchanged, report.changed, report.inserted) == (3, 0, 0), report.summary()

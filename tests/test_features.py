@@ -346,7 +346,7 @@ def test_bbox_edges_are_exact(http, tmp_path, settings, kind):
 
 
 def test_base_layers_are_served_not_copied(http, tmp_path, settings):
-    from ingest.meta import LayerMeta
+    from layers.meta import LayerMeta
 
     n = settings.base_max_items + 5
     gpd.GeoDataFrame({"code": [f"e{i:05d}" for i in range(n)]},

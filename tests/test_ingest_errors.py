@@ -12,9 +12,9 @@ import pytest
 from shapely.geometry import Point, Polygon
 
 from ingest.errors import IngestError
-from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
 from layers.catalog import get_layer
+from layers.meta import LayerMeta
 from layers.store import features
 
 BOWTIE = Polygon([(116.0, 39.0), (116.1, 39.1), (116.1, 39.0), (116.0, 39.1)])

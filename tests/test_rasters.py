@@ -24,9 +24,9 @@ from rasterio.vrt import WarpedVRT
 from rio_cogeo.cogeo import cog_validate
 
 from ingest.errors import IngestError
-from ingest.meta import LayerMeta
 from ingest.raster import ingest_raster
 from layers.grids import CGCS2000, WEB_MERCATOR, grid
+from layers.meta import LayerMeta
 from tests.conftest import SAMPLES
 
 LANDSAT = SAMPLES / "olinda-landsat7.tif"

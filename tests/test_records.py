@@ -7,8 +7,8 @@ import pytest
 from shapely.geometry import Point
 
 from ingest.errors import IngestError
-from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
+from layers.meta import LayerMeta
 from tests.conftest import ensure_departments
 
 

@@ -19,9 +19,9 @@ import httpx
 import psycopg
 import pytest
 
-from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
 from layers.cluster import Cluster
+from layers.meta import LayerMeta
 from tests.conftest import ROOT, own_cluster, server_process
 
 

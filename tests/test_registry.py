@@ -314,7 +314,7 @@ def test_codes_and_reuse_over_http_obey_the_layers_access(http, settings):
     """Published as layers, the registry answers over HTTP; withdrawn from the public, its
     codes and lookups are missing, like any layer the caller may not read."""
 
-    from ingest.meta import LayerMeta
+    from layers.meta import LayerMeta
     from registry.publish import publish
 
     with psycopg.connect(settings.database_url) as c:
@@ -572,9 +572,9 @@ def test_coverage_per_area_and_road_share(conn, settings, tmp_path):
     from pyproj import Transformer
     from shapely import geometry, ops
 
-    from ingest.meta import LayerMeta
     from ingest.vector import ingest_vector
     from layers.catalog import get_layer
+    from layers.meta import LayerMeta
     from layers.restrict import NONE
     from registry import coverage
 
@@ -771,3 +771,23 @@ def test_registry_writes_and_checks_over_http(http, settings, sample_layers):
     assert [e["event"] for e in past.json()["events"]] == ["installation", "fault", "fault"]
     assert http.get(f"/codes/{pole}/history", headers=police).json()["state"] == "faulty"
     assert http.get(f"/codes/{pole}/history").status_code == 404
+    # The whole register merged again after the event: the edited feature is what the full
+    # publication gives too (one field list, one hash), so nothing changes and the catalog
+    # version stays; the run is in the ingest log with its source table.
+    with psycopg.connect(settings.database_url) as c:
+        version = c.execute("SELECT version FROM onemap.layers WHERE id = 'carriers'"
+                            ).fetchone()[0]
+    summary = publish(settings)["carriers"]
+    assert " changed 0," in summary and " new 0," in summary and " closed 0," in summary
+    with psycopg.connect(settings.database_url) as c:
+        assert dict(c.execute(versions).fetchall()) == after
+        assert c.execute("SELECT version FROM onemap.layers WHERE id = 'carriers'"
+                         ).fetchone()[0] == version
+        source, status, counts = c.execute(
+            "SELECT source, status, counts FROM onemap.ingests WHERE layer_id = 'carriers'"
+            " ORDER BY id DESC LIMIT 1").fetchone()
+        fields = {f["name"]: f["type"] for f in c.execute(
+            "SELECT fields FROM onemap.layers WHERE id = 'carriers'").fetchone()[0]}
+    assert (source, status) == ("registry.carriers", "ok") and counts["unchanged"] >= 1
+    assert fields["built_at"] == "date" and fields["slots_taken"] == "integer"
+    assert fields["height_m"] == "number" and "produced_at" not in fields

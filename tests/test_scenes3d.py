@@ -24,8 +24,8 @@ from pyproj import Geod, Transformer
 
 from access import admin
 from access.admin import Actor
-from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
+from layers.meta import LayerMeta
 from onemap.cli import main as cli
 from tests.conftest import SAMPLES, department_keys, ensure_departments, read_source, serving
 

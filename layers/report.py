@@ -1,4 +1,5 @@
-"""What an ingest did: counts, and every feature it repaired or rejected with the reason."""
+"""What a write of a whole source did (a file ingest, the registry publishing): counts, and
+every feature it repaired or rejected with the reason; and the log of every run."""
 
 from __future__ import annotations
 
