@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from psycopg import AsyncConnection, sql
@@ -24,6 +25,16 @@ class RecordsQuery:
     department: str | None = None
     kind: str | None = None
     ids: tuple[str, ...] | None = None  # only these layers: those the caller may read
+    # Layers the caller sees only part of, with the extent of that part (``summary.seen``):
+    # ``bbox`` is matched against it, never against the whole layer's.
+    seen_extents: Mapping[str, tuple[float, float, float, float] | None] = field(
+        default_factory=dict)
+
+
+def _overlaps(extent: tuple[float, float, float, float] | None,
+              box: tuple[float, float, float, float]) -> bool:
+    return (extent is not None and extent[0] <= box[2] and extent[2] >= box[0]
+            and extent[1] <= box[3] and extent[3] >= box[1])
 
 
 def _where(q: RecordsQuery) -> tuple[sql.Composable, dict[str, object]]:
@@ -41,8 +52,12 @@ def _where(q: RecordsQuery) -> tuple[sql.Composable, dict[str, object]]:
                 " OR array_to_string(keywords, ' ') ILIKE {p})").format(p=sql.Placeholder(name)))
         w.add(sql.SQL("(") + sql.SQL(" OR ").join(likes) + sql.SQL(")"), **terms)
     if q.bbox is not None:
-        w.add("extent IS NOT NULL AND extent[1] <= %(x1)s AND extent[3] >= %(x0)s"
-              " AND extent[2] <= %(y1)s AND extent[4] >= %(y0)s",
+        partial = sorted(q.seen_extents)
+        inside = [i for i in partial if _overlaps(q.seen_extents[i], q.bbox)]
+        w.add("CASE WHEN id = ANY(%(partial)s) THEN id = ANY(%(inside)s)"
+              " ELSE extent IS NOT NULL AND extent[1] <= %(x1)s AND extent[3] >= %(x0)s"
+              " AND extent[2] <= %(y1)s AND extent[4] >= %(y0)s END",
+              partial=partial, inside=inside,
               **dict(zip(("x0", "y0", "x1", "y1"), q.bbox, strict=True)))
     w.when(q.start, "updated_at >= %(start)s", "start")
     w.when(q.end, "updated_at <= %(end)s", "end")

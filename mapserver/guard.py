@@ -9,13 +9,14 @@ Before any endpoint runs:
 While it runs, the connection is watched: when the client disconnects, the request's work
 is cancelled (its running statement with it, which psycopg cancels on the server) and
 ``gone(scope)`` turns true, so a write in a worker thread rolls back instead of committing
-for nobody.
+for nobody. A request without a body is watched only once it has run ``WATCH_AFTER``
+seconds: most answers (a cached tile) are sent sooner, and a watcher for each would cost
+more than the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from urllib.parse import parse_qsl
 
 import anyio
@@ -35,6 +36,7 @@ LIMITS: tuple[tuple[tuple[str, ...], str, str, int], ...] = (
 )
 DEFAULT_LIMIT = 16 * KB
 GONE = "onemap.gone"
+WATCH_AFTER = 0.05  # seconds a request without a body runs before its connection is watched
 
 
 def body_limit(method: str, path: str) -> int:
@@ -44,10 +46,22 @@ def body_limit(method: str, path: str) -> int:
     return DEFAULT_LIMIT
 
 
+class Gone:
+    """Set once the request's client has disconnected; read from worker threads too."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = False
+
+    def set(self) -> None:
+        self.left = True
+
+
 def gone(scope: Scope) -> bool:
     """Whether the request's client has disconnected."""
-    event = scope.get(GONE)
-    return event is not None and event.is_set()
+    flag = scope.get(GONE)
+    return flag is not None and flag.left
 
 
 def bad_input(scope: Scope) -> str | None:
@@ -57,6 +71,8 @@ def bad_input(scope: Scope) -> str | None:
     raw = scope.get("query_string", b"")
     if len(raw) > MAX_QUERY:
         return f"the query string is over {MAX_QUERY // KB} KB"
+    if b"%00" not in raw and b"\x00" not in raw:
+        return None  # a NUL can reach a parameter no other way
     for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True,
                                  encoding="utf-8", errors="replace"):
         if "\x00" in name or "\x00" in value:
@@ -66,11 +82,15 @@ def bad_input(scope: Scope) -> str | None:
 
 
 def _declared_length(scope: Scope) -> int | None | str:
+    """The declared body length; None when there is none, "chunked" for a streamed body."""
+    found: int | None | str = None
     for k, v in scope.get("headers", ()):
         if k == b"content-length":
             text = v.decode("latin-1").strip()
-            return int(text) if text.isdigit() else "bad"
-    return None
+            found = int(text) if text.isdigit() else "bad"
+        elif k == b"transfer-encoding":
+            return "chunked"
+    return found
 
 
 class Guard:
@@ -93,8 +113,11 @@ class Guard:
         if isinstance(declared, int) and declared > limit:
             await problem(413, None, _too_large(limit))(scope, receive, send)
             return
-        event = threading.Event()
+        event = Gone()
         scope[GONE] = event
+        if declared in (None, 0):
+            await _bodyless(self.app, scope, receive, send, event)
+            return
         # Two messages at most wait for the app: a large body is read as the app reads it.
         inbox: asyncio.Queue[Message | None] = asyncio.Queue(maxsize=2)
 
@@ -136,6 +159,63 @@ class Guard:
                 await self.app(scope, app_receive, app_send)
             finally:
                 tg.cancel_scope.cancel()
+
+
+async def _bodyless(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                    event: Gone) -> None:
+    """Run a request that has no body; watch its connection only once it is slow (or the
+    app itself waits for the end, as a streamed answer does)."""
+    loop = asyncio.get_running_loop()
+    host = asyncio.current_task()
+    assert host is not None
+    ended = asyncio.Event()
+    cancelled = False
+    answered = False
+    asked = False
+    watcher: asyncio.Task[None] | None = None
+
+    async def watch() -> None:
+        nonlocal cancelled
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not answered:  # after the answer, the end is the server's own
+                    event.set()
+                    cancelled = True
+                    host.cancel()
+                ended.set()
+                return
+
+    def start() -> None:
+        nonlocal watcher
+        if watcher is None:
+            watcher = loop.create_task(watch())
+
+    async def app_receive() -> Message:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        start()
+        await ended.wait()
+        return {"type": "http.disconnect"}
+
+    async def app_send(message: Message) -> None:
+        nonlocal answered
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            answered = True
+        await send(message)
+
+    timer = loop.call_later(WATCH_AFTER, start)
+    try:
+        await app(scope, app_receive, app_send)
+    except asyncio.CancelledError:
+        if not cancelled or host.uncancel():  # not ours alone: the server's shutdown
+            raise
+    finally:
+        timer.cancel()
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
 
 
 def _too_large(limit: int) -> str:

@@ -98,10 +98,15 @@ async def records(request: Request) -> Response:
     kind = request.query_params.get("type") or request.query_params.get("kind")
     if kind is not None and kind not in KINDS:
         raise HTTPException(400, f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    bbox = parse_bbox(request.query_params.get("bbox"))
     async with db(request, "items") as conn:
-        readable = {ly.id: a for ly, a in access(request).readable(await fetch_layers(conn))}
-    q = RecordsQuery(limit=limit, offset=offset, terms=_list(request, "q"),
-                     bbox=parse_bbox(request.query_params.get("bbox")),
+        pairs = access(request).readable(await fetch_layers(conn))
+        readable = {ly.id: a for ly, a in pairs}
+        # A caller who sees part of a layer finds it by the part it sees.
+        partial = {ly.id: (await seen(conn, ly, a.restriction)).extent for ly, a in pairs
+                   if bbox is not None and a.restriction.rows_limited}
+    q = RecordsQuery(limit=limit, offset=offset, terms=_list(request, "q"), bbox=bbox,
+                     seen_extents=partial,
                      start=start or instant, end=end or instant,
                      keywords=_list(request, "keywords"),
                      department=request.query_params.get("department"), kind=kind,

@@ -22,8 +22,8 @@ import pytest
 
 from access import admin
 from access.admin import Actor, AdminError
-from ingest.meta import LayerMeta
 from ingest.vector import ingest_vector
+from layers.meta import LayerMeta
 from tests.conftest import Live, server_process
 
 ORIGIN = "https://maps.example"
@@ -535,3 +535,53 @@ def test_limited_callers_see_their_own_totals_and_bounds(live, client, keys):
     ts = client.get("/collections/hpoints/tiles/WebMercatorQuad",
                     headers=bearer(keys.reader)).json()
     assert ts["boundingBox"]["lowerLeft"][0] == pytest.approx(west)
+    # A catalog search by place finds a layer by the part the caller sees: around the
+    # westernmost point, which the reader's filter leaves out, the owner finds the layer
+    # and the reader does not; around a point it sees, the reader finds it too.
+    def found(who: str, x: float) -> set[str]:
+        box = f"{x - 2e-5},60.16,{x + 2e-5},60.18"
+        page = client.get("/collections/catalog/items", params={"bbox": box, "limit": 100},
+                          headers=bearer(who)).json()
+        assert page["numberMatched"] == len(page["features"])
+        return {f["id"] for f in page["features"]}
+
+    assert "hpoints" in found(keys.owner, 24.94)
+    assert "hpoints" not in found(keys.reader, 24.94)
+    assert "hpoints" in found(keys.reader, 24.9403)
+
+
+# 6. A read whose client leaves is cancelled, its statement with it.
+def _waiting(settings) -> int:
+    """Statements of the server's that wait for a lock on the layer's table."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                            " AND wait_event_type = 'Lock' AND query LIKE '%%hpoints%%'"
+                            " AND pid <> pg_backend_pid()").fetchone()[0]
+
+
+def test_a_read_whose_client_leaves_is_cancelled(live, client, keys, settings):
+    # The layer's table is held by another session, so a read of it waits for as long as
+    # that lasts: a read that would never end on its own.
+    with psycopg.connect(settings.database_url) as holder:
+        holder.execute("LOCK TABLE onemap_data.hpoints IN ACCESS EXCLUSIVE MODE")
+        host, port = live.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"GET /collections/hpoints/items HTTP/1.1\r\nHost: x\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while _waiting(settings) == 0:
+                assert time.monotonic() < deadline, "the read never reached the table"
+                time.sleep(0.05)
+            time.sleep(0.3)
+            assert _waiting(settings) == 1  # still waiting while the client is there
+        left = time.monotonic()
+        while _waiting(settings):
+            assert time.monotonic() - left < 3, "the statement waited on after the client left"
+            time.sleep(0.05)
+        holder.rollback()
+    healthy(live, client)
+    deadline = time.monotonic() + 5
+    while not [r for r in audit_rows(client, keys, layer="hpoints")
+               if r["method"] == "GET" and r["status"] == 499]:
+        assert time.monotonic() < deadline, "the cancelled read is not in the audit log"
+        time.sleep(0.2)
+    assert "Traceback" not in live.log_text()
