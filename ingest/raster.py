@@ -115,6 +115,8 @@ def _stats(path: str) -> list[dict[str, float | None]]:
     out = []
     for band in data:
         valid = band.compressed()
+        if valid.dtype.kind == "f":  # NaN or infinite cells are no values, declared or not
+            valid = valid[np.isfinite(valid)]
         if valid.size == 0:
             out.append({"min": None, "max": None, "p2": None, "p98": None})
             continue
@@ -170,10 +172,18 @@ def _make_cog(src: rasterio.DatasetReader, label: str, folder: str, source_crs: 
         b = cog.bounds
         bands = [{"name": f"b{i}", "type": cog.dtypes[i - 1],
                   "description": src.descriptions[i - 1] or _colour(src, i),
-                  "nodata": cog.nodata} for i in range(1, cog.count + 1)]
+                  "nodata": json_number(cog.nodata)} for i in range(1, cog.count + 1)]
         meta = (cog.width, cog.height, (abs(cog.res[0]), abs(cog.res[1])))
     return _Cog(out, frame, crs.label, (b.left, b.bottom, b.right, b.top), *meta,
                 bands, _stats(out))
+
+
+def json_number(value: float | None) -> float | str | None:
+    """A number as JSON can hold it: NaN and the infinities (common no-data values of float
+    rasters) as the strings GDAL writes them as, "nan", "inf" and "-inf"."""
+    if value is None or np.isfinite(value):
+        return value
+    return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
 def _colour(src: rasterio.DatasetReader, i: int) -> str | None:

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from layers.catalog import PG_TYPES, Layer
 from layers.errors import Invalid, TooCostly
+from layers.where import lonlat_boxes
 
 GEOMETRY = "geometry"
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
@@ -126,9 +127,11 @@ def parse(text: str, lang: str) -> dict[str, Any]:
 
 
 class _Translator:
-    def __init__(self, types: dict[str, str], prefix: str) -> None:
+    def __init__(self, types: dict[str, str], prefix: str,
+                 columns: dict[str, sql.Composable] | None = None) -> None:
         self.types = types
         self.prefix = prefix
+        self.columns = columns or {}
         self.params: dict[str, object] = {}
 
     def bind(self, value: object, pg_type: str | None = None) -> sql.Composable:
@@ -144,6 +147,8 @@ class _Translator:
         kind = self.types.get(name)
         if kind is None:
             raise FilterError(f"unknown property {name!r}; see the collection's queryables")
+        if name in self.columns:
+            return self.columns[name], kind
         if kind == "geometry":
             return sql.SQL("t.geom"), kind
         return sql.SQL("t.") + sql.Identifier(name), kind
@@ -257,8 +262,13 @@ class _Translator:
             if len(box) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool)
                                         and math.isfinite(v) for v in box):
                 raise FilterError("BBOX needs 4 (or 6) finite numbers")
-            shape = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4326)").format(
-                *(self.bind(float(v)) for v in box))
+            if box[1] > box[3]:
+                raise FilterError("BBOX has its south above its north")
+            parts = [sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4326)").format(
+                *(self.bind(float(v)) for v in part)) for part in lonlat_boxes(tuple(box))]
+            # West above east: the box across the antimeridian, as its two parts.
+            shape = parts[0] if len(parts) == 1 else sql.SQL("ST_Collect({}, {})").format(
+                *parts)
         elif isinstance(b, dict) and "type" in b:
             try:
                 shapely.geometry.shape(b)
@@ -317,11 +327,18 @@ def _when(text: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def to_sql(tree: dict[str, Any], layer: Layer,
-           prefix: str = "f") -> tuple[sql.Composable, dict[str, object]]:
+def to_sql(tree: dict[str, Any], layer: Layer | None, prefix: str = "f", *,
+           types: dict[str, str] | None = None,
+           columns: dict[str, sql.Composable] | None = None
+           ) -> tuple[sql.Composable, dict[str, object]]:
     """A WHERE clause for the layer's table (alias ``t``) and its parameters, named
-    ``prefix`` + a number so that two filters can share one statement."""
-    translator = _Translator(queryables(layer), prefix)
+    ``prefix`` + a number so that two filters can share one statement. Another table's
+    queryables are given as ``types`` (name -> dictionary type) and ``columns`` (name ->
+    its SQL)."""
+    if types is None:
+        assert layer is not None
+        types = queryables(layer)
+    translator = _Translator(types, prefix, columns)
     try:
         clause = translator.expr(tree)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:

@@ -15,7 +15,7 @@ from psycopg import AsyncConnection, sql
 from layers import restrict, store
 from layers.catalog import Layer, table_of
 from layers.restrict import NONE, Restriction
-from layers.where import Where
+from layers.where import Where, contains, lonlat_boxes
 
 # System times every feature carries, shown with its properties.
 TIME_PROPERTIES = ("_produced_at", "_ingested_at", "_updated_at")
@@ -57,6 +57,31 @@ class ItemsQuery:
     where: tuple[sql.Composable, dict[str, object]] | None = None
     properties: tuple[str, ...] | None = None  # None: all the principal may see
     restriction: Restriction = NONE  # the principal's limits on this layer
+    ids: tuple[str, ...] | None = None  # only these features
+    text: tuple[str, ...] = ()  # free text: any term in any text field the caller may filter
+    sortby: tuple[tuple[str, bool], ...] = ()  # (sortable name, descending), then the id
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether anything but the layer's own current rows limits the answer."""
+        return not (self.bbox is None and self.where is None and self.as_of is None
+                    and not self.restriction.rows_limited and self.ids is None
+                    and not self.text and self.instant is None and self.start is None
+                    and self.end is None)
+
+
+def sortables(layer: Layer, r: Restriction = NONE) -> list[str]:
+    """What items may be sorted by: the fields the caller may filter on (a masked value's
+    order would tell it), the system times and the version."""
+    return ([f.name for f in restrict.filterable(layer, r).fields]
+            + [*TIME_PROPERTIES, "_version"])
+
+
+def _order(q: ItemsQuery) -> sql.Composable:
+    keys = [sql.SQL("{} {}").format(sql.Identifier("t", name),
+                                    sql.SQL("DESC NULLS LAST" if desc else "ASC NULLS LAST"))
+            for name, desc in q.sortby]
+    return sql.SQL(", ").join([*keys, sql.SQL("t._fid")])
 
 
 def _geometry(crs: Crs, r: Restriction = NONE) -> sql.Composable:
@@ -100,20 +125,39 @@ def _where(q: ItemsQuery, layer: Layer) -> tuple[sql.Composable, dict[str, objec
         x0, y0, x1, y1 = q.bbox
         if q.bbox_crs.lat_first:
             x0, y0, x1, y1 = y0, x0, y1, x1
-        box: sql.Composable = sql.SQL(
-            "ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {})").format(
-            sql.Literal(q.bbox_crs.srid))
-        if q.bbox_crs.srid != 4326:
-            box = sql.SQL("ST_Transform({}, 4326)").format(box)
-        # && compares float4-rounded boxes: it finds candidates, not answers. Points are
-        # then settled by plain comparisons (in lon/lat, so only for a lon/lat bbox).
-        if points and q.bbox_crs.srid in (4326, 4490):
-            exact = ("ST_X(t.geom) BETWEEN %(x0)s AND %(x1)s"
-                     " AND ST_Y(t.geom) BETWEEN %(y0)s AND %(y1)s")
-        else:
-            exact = "ST_Intersects(t.geom, {box})"
-        w.add(sql.SQL("t.geom && {box} AND " + exact).format(box=box),
-              x0=x0, y0=y0, x1=x1, y1=y1)
+        lonlat = q.bbox_crs.srid in (4326, 4490)
+        parts = lonlat_boxes((x0, y0, x1, y1)) if lonlat else [(x0, y0, x1, y1)]
+        clauses, box_params = [], {}
+        for i, part in enumerate(parts):
+            names = [f"{c}{i}" for c in ("x0", "y0", "x1", "y1")]
+            box: sql.Composable = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
+                *map(sql.Placeholder, names), sql.Literal(q.bbox_crs.srid))
+            if q.bbox_crs.srid != 4326:
+                box = sql.SQL("ST_Transform({}, 4326)").format(box)
+            # && compares float4-rounded boxes: it finds candidates, not answers. Points are
+            # then settled by plain comparisons (in lon/lat, so only for a lon/lat bbox).
+            if points and lonlat:
+                exact = sql.SQL("ST_X(t.geom) BETWEEN {} AND {} AND ST_Y(t.geom) BETWEEN {}"
+                                " AND {}").format(*(sql.Placeholder(names[k])
+                                                    for k in (0, 2, 1, 3)))
+            else:
+                exact = sql.SQL("ST_Intersects(t.geom, {})").format(box)
+            clauses.append(sql.SQL("(t.geom && {} AND {})").format(box, exact))
+            box_params.update(zip(names, part, strict=True))
+        w.add(sql.SQL("(") + sql.SQL(" OR ").join(clauses) + sql.SQL(")"), **box_params)
+    if q.ids is not None:
+        w.add("t._fid = ANY(%(ids)s)", ids=list(q.ids))
+    if q.text:
+        texts = [f.name for f in restrict.filterable(layer, q.restriction).fields
+                 if f.type == "string"]
+        terms = []
+        for i, term in enumerate(q.text):
+            name = f"q{i}"
+            w.params[name] = contains(term)
+            terms.append(sql.SQL("({})").format(sql.SQL(" OR ").join(
+                [sql.SQL("{} ILIKE {}").format(sql.Identifier("t", c), sql.Placeholder(name))
+                 for c in texts] or [sql.SQL("false")])))
+        w.add(sql.SQL("(") + sql.SQL(" OR ").join(terms) + sql.SQL(")"))
     w.when(q.instant, "t._produced_at = %(instant)s", "instant")
     w.when(q.start, "t._produced_at >= %(start)s", "start")
     w.when(q.end, "t._produced_at <= %(end)s", "end")
@@ -128,18 +172,15 @@ async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> tuple[lis
     where, params = _where(q, layer)
     t = table_of(layer.id)
     page = sql.SQL(
-        "SELECT {feature} FROM {t} t WHERE {where} ORDER BY t._fid"
+        "SELECT {feature} FROM {t} t WHERE {where} ORDER BY {order}"
         " LIMIT %(limit)s OFFSET %(offset)s"
     ).format(feature=_feature_json(layer, q.crs, q.properties, q.restriction), t=t,
-             where=where)
+             where=where, order=_order(q))
     cur = await conn.execute(page, {**params, "limit": q.limit, "offset": q.offset})
     rows = [r[0] for r in await cur.fetchall()]
     if q.offset == 0 and len(rows) < q.limit:
         return rows, len(rows)  # the whole answer is on this page: no need to count
-    unfiltered = (q.bbox is None and q.where is None and q.as_of is None
-                  and not q.restriction.rows_limited
-                  and q.instant is None and q.start is None and q.end is None)
-    if unfiltered:
+    if not q.narrowed:
         return rows, layer.feature_count  # counted by the ingest that wrote the data
     cur = await conn.execute(
         sql.SQL("SELECT count(*) FROM {t} t WHERE {where}").format(t=t, where=where), params)

@@ -9,8 +9,9 @@ from datetime import datetime
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
+from layers import cql2sql
 from layers.catalog import SELECT_LAYERS, Layer, layer_from_row
-from layers.where import Where
+from layers.where import Box, Where, contains, lonlat_boxes
 
 
 @dataclass(frozen=True)
@@ -25,16 +26,38 @@ class RecordsQuery:
     department: str | None = None
     kind: str | None = None
     ids: tuple[str, ...] | None = None  # only these layers: those the caller may read
+    wanted: tuple[str, ...] | None = None  # only these records (``ids``)
+    where: tuple[sql.Composable, dict[str, object]] | None = None  # a CQL2 filter's SQL
+    sortby: tuple[tuple[str, bool], ...] = ()  # (sortable, descending), then the id
     # Layers the caller sees only part of, with the extent of that part (``summary.seen``):
     # ``bbox`` is matched against it, never against the whole layer's.
-    seen_extents: Mapping[str, tuple[float, float, float, float] | None] = field(
+    seen_extents: Mapping[str, Box | None] = field(
         default_factory=dict)
 
 
-def _overlaps(extent: tuple[float, float, float, float] | None,
-              box: tuple[float, float, float, float]) -> bool:
-    return (extent is not None and extent[0] <= box[2] and extent[2] >= box[0]
-            and extent[1] <= box[3] and extent[3] >= box[1])
+# The catalog's queryables (OGC API - Records): name -> (type, column of onemap.layers).
+QUERYABLES: dict[str, tuple[str, str]] = {
+    "id": ("string", "id"), "title": ("string", "title"),
+    "description": ("string", "description"), "type": ("string", "kind"),
+    "role": ("string", "role"), "department": ("string", "department"),
+    "updateCycle": ("string", "update_cycle"), "sharingType": ("string", "sharing_type"),
+    "created": ("datetime", "created_at"), "updated": ("datetime", "updated_at"),
+    "featureCount": ("integer", "feature_count"),
+}
+SORTABLES = ("id", "title", "type", "department", "created", "updated", "featureCount")
+
+
+def filter_sql(tree: dict, prefix: str = "c") -> tuple[sql.Composable, dict[str, object]]:
+    """A CQL2 filter over the catalog's queryables, as SQL on ``onemap.layers l``."""
+    return cql2sql.to_sql(tree, None, prefix,
+                          types={k: t for k, (t, _) in QUERYABLES.items()},
+                          columns={k: sql.Identifier("l", c) for k, (_, c) in QUERYABLES.items()})
+
+
+def _overlaps(extent: Box | None, box: Box) -> bool:
+    return extent is not None and any(
+        extent[0] <= b[2] and extent[2] >= b[0] and extent[1] <= b[3] and extent[3] >= b[1]
+        for b in lonlat_boxes(box))
 
 
 def _where(q: RecordsQuery) -> tuple[sql.Composable, dict[str, object]]:
@@ -44,9 +67,7 @@ def _where(q: RecordsQuery) -> tuple[sql.Composable, dict[str, object]]:
         likes, terms = [], {}
         for i, term in enumerate(q.terms):
             name = f"q{i}"
-            # The term is a value; its LIKE wildcards are escaped so they match themselves.
-            terms[name] = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace(
-                "_", "\\_") + "%"
+            terms[name] = contains(term)
             likes.append(sql.SQL(
                 "(id ILIKE {p} OR title ILIKE {p} OR coalesce(description, '') ILIKE {p}"
                 " OR array_to_string(keywords, ' ') ILIKE {p})").format(p=sql.Placeholder(name)))
@@ -54,11 +75,17 @@ def _where(q: RecordsQuery) -> tuple[sql.Composable, dict[str, object]]:
     if q.bbox is not None:
         partial = sorted(q.seen_extents)
         inside = [i for i in partial if _overlaps(q.seen_extents[i], q.bbox)]
-        w.add("CASE WHEN id = ANY(%(partial)s) THEN id = ANY(%(inside)s)"
-              " ELSE extent IS NOT NULL AND extent[1] <= %(x1)s AND extent[3] >= %(x0)s"
-              " AND extent[2] <= %(y1)s AND extent[4] >= %(y0)s END",
-              partial=partial, inside=inside,
-              **dict(zip(("x0", "y0", "x1", "y1"), q.bbox, strict=True)))
+        tests, params = [], {}
+        for i, part in enumerate(lonlat_boxes(q.bbox)):
+            tests.append(sql.SQL("(extent[1] <= {x1} AND extent[3] >= {x0}"
+                                 " AND extent[2] <= {y1} AND extent[4] >= {y0})").format(
+                **{c: sql.Placeholder(f"{c}{i}") for c in ("x0", "y0", "x1", "y1")}))
+            params.update({f"{c}{i}": v for c, v in zip(("x0", "y0", "x1", "y1"), part,
+                                                         strict=True)})
+        w.add(sql.SQL("CASE WHEN id = ANY(%(partial)s) THEN id = ANY(%(inside)s)"
+                      " ELSE extent IS NOT NULL AND ({}) END").format(
+                          sql.SQL(" OR ").join(tests)),
+              partial=partial, inside=inside, **params)
     w.when(q.start, "updated_at >= %(start)s", "start")
     w.when(q.end, "updated_at <= %(end)s", "end")
     w.when(list(q.keywords) or None, "keywords && %(keywords)s::text[]", "keywords")
@@ -66,18 +93,29 @@ def _where(q: RecordsQuery) -> tuple[sql.Composable, dict[str, object]]:
                          " onemap.departments WHERE lower(name) = lower(%(department)s)))",
            "department")
     w.when(q.kind, "kind = %(kind)s", "kind")
+    w.when(list(q.wanted) if q.wanted is not None else None, "id = ANY(%(wanted)s)", "wanted")
+    if q.where is not None:
+        clause, params = q.where
+        w.add(sql.SQL("({})").format(clause), **params)
     return w.build()
+
+
+def _order(q: RecordsQuery) -> sql.Composable:
+    keys = [sql.SQL("{} {}").format(sql.Identifier("l", QUERYABLES[name][1]),
+                                    sql.SQL("DESC NULLS LAST" if desc else "ASC NULLS LAST"))
+            for name, desc in q.sortby]
+    return sql.SQL(", ").join([*keys, sql.SQL("l.id")])
 
 
 async def search(conn: AsyncConnection, q: RecordsQuery) -> tuple[list[Layer], int]:
     """One page of matching layers, by id, and how many match in all."""
     where, params = _where(q)
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(SELECT_LAYERS + sql.SQL(" WHERE {} ORDER BY id LIMIT %(limit)s"
-                                                  " OFFSET %(offset)s").format(where),
+        await cur.execute(SELECT_LAYERS + sql.SQL(" WHERE {} ORDER BY {} LIMIT %(limit)s"
+                                                  " OFFSET %(offset)s").format(where, _order(q)),
                           {**params, "limit": q.limit, "offset": q.offset})
         layers = [layer_from_row(r) for r in await cur.fetchall()]
-        await cur.execute(sql.SQL("SELECT count(*) AS n FROM onemap.layers WHERE {}").format(
+        await cur.execute(sql.SQL("SELECT count(*) AS n FROM onemap.layers l WHERE {}").format(
             where), params)
         row = await cur.fetchone()
     return layers, int(row["n"]) if row else 0

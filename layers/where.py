@@ -21,3 +21,21 @@ class Where:
 
     def build(self) -> tuple[sql.Composable, dict[str, object]]:
         return sql.SQL(" AND ").join(self.parts or [sql.SQL("true")]), self.params
+
+
+Box = tuple[float, float, float, float]
+
+
+def lonlat_boxes(box: Box) -> list[Box]:
+    """A lon/lat box as boxes that do not cross the antimeridian: one, or (west > east, as
+    OGC API - Features allows for a box across it) the parts east and west of it."""
+    west, south, east, north = box
+    if west <= east:
+        return [box]
+    return [(west, south, 180.0, north), (-180.0, south, east, north)]
+
+
+def contains(term: str) -> str:
+    """An ILIKE pattern for text holding ``term``; its wildcards are escaped so that they
+    match themselves."""
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

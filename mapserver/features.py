@@ -32,6 +32,7 @@ from mapserver.ogc import (
     parse_bbox,
     parse_datetime,
     parse_instant,
+    parse_sortby,
     query_without_key,
 )
 
@@ -214,22 +215,61 @@ def parse_properties(request: Request, layer: Layer,
     return names
 
 
+# What the items of a collection take besides property names (which filter by value).
+ITEMS_PARAMS = ("limit", "offset", "bbox", "bbox-crs", "crs", "datetime", "as-of", "filter",
+                "filter-lang", "filter-crs", "properties", "sortby", "ids", "q", "f", "key")
+
+
 def parse_filter(request: Request, layer: Layer, a: LayerAccess) -> tuple | None:
-    lang = request.query_params.get("filter-lang", "cql2-text")
+    """The caller's CQL2 filter and its property filters (``?name=value``, OGC API -
+    Features Part 1, 7.15.5) as one WHERE clause over what the caller may filter on; any
+    other parameter the items do not take is a 400 naming it."""
+    allowed = restrict.filterable(layer, a.restriction)
+    types = cql2sql.queryables(allowed)
+    params = request.query_params
+    unknown = sorted({k for k in params if k not in ITEMS_PARAMS and k not in types})
+    if unknown:
+        raise HTTPException(400, f"unknown parameter {unknown[0]!r}: the items take "
+                                 + ", ".join(ITEMS_PARAMS) + ", and queryables by name "
+                                 "(see the collection's queryables)")
+    lang = params.get("filter-lang", "cql2-text")
     if lang not in ("cql2-text", "cql2-json"):
         raise HTTPException(400, f"filter-lang {lang!r} is not supported; use cql2-text or "
                                  "cql2-json")
-    text = request.query_params.get("filter")
-    if text is None:
-        return None
-    crs = request.query_params.get("filter-crs")
+    crs = params.get("filter-crs")
     if crs is not None and crs.strip("<>") != CRS84:
         raise HTTPException(400, f"filter-crs {crs!r} is not supported; filters are in {CRS84}")
+    parts = []
+    for name in dict.fromkeys(k for k in params if k in types and k not in ITEMS_PARAMS):
+        kind = types[name]
+        if kind == "geometry":
+            raise HTTPException(400, f"{name!r} cannot be matched by value: use bbox or a "
+                                     "filter")
+        value: object = params[name]
+        if kind == "boolean":
+            if value not in ("true", "false"):
+                raise HTTPException(400, f"{name} {value!r} is not true or false")
+            value = value == "true"
+        parts.append({"op": "=", "args": [{"property": name}, value]})
     try:
-        return cql2sql.to_sql(cql2sql.parse(text, lang),
-                              restrict.filterable(layer, a.restriction))
+        text = params.get("filter")
+        if text is not None:
+            parts.insert(0, cql2sql.parse(text, lang))
+        if not parts:
+            return None
+        tree = parts[0] if len(parts) == 1 else {"op": "and", "args": parts}
+        return cql2sql.to_sql(tree, allowed)
     except cql2sql.FilterError as exc:
         raise HTTPException(400, str(exc)) from exc
+
+
+def _terms(raw: str | None, name: str) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    terms = tuple(v.strip() for v in raw.split(",") if v.strip())
+    if len(terms) > 100:
+        raise HTTPException(400, f"{name} takes at most 100 values")
+    return terms
 
 
 def parse_crs(request: Request, name: str) -> features.Crs:
@@ -262,7 +302,11 @@ async def items(request: Request) -> Response:
                             as_of=parse_instant(as_of_raw, as_of_raw) if as_of_raw else None,
                             where=parse_filter(request, layer, a),
                             properties=parse_properties(request, layer, a),
-                            restriction=a.restriction)
+                            restriction=a.restriction, sortby=parse_sortby(
+                                request.query_params.get("sortby"),
+                                features.sortables(layer, a.restriction), "the items"),
+                            ids=_ids(request, layer, a),
+                            text=_terms(request.query_params.get("q"), "q") or ())
     state = app_state(request)
     async with db(request, "filters" if q.where is not None else "items") as conn:
         who = None
@@ -300,6 +344,15 @@ async def items(request: Request) -> Response:
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds"), "links": links}
     body = json.dumps(head)[:-1] + ', "features": [' + ",".join(rows) + "]}"
     return Response(body, media_type=GEOJSON, headers={"Content-Crs": f"<{crs.uri}>"})
+
+
+def _ids(request: Request, layer: Layer, a: LayerAccess) -> tuple[str, ...] | None:
+    ids = _terms(request.query_params.get("ids"), "ids")
+    # Ids made of a concealed key are not looked up: the answer would reveal the values.
+    if ids is not None and restrict.fid_concealed(layer, a.restriction):
+        raise HTTPException(400, f"collection {layer.id!r} cannot be searched by id: its ids "
+                                 "are made of a field hidden from you")
+    return ids
 
 
 def _caller(request: Request) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -109,14 +110,36 @@ def parse_bbox(raw: str | None,
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
         raise HTTPException(400, f"bbox {raw!r} needs 4 (or 6) finite numbers")
     x0, y0, x1, y1 = values
-    if x0 > x1 or y0 > y1:
-        raise HTTPException(400, f"bbox {raw!r} is not lower-left, upper-right")
     lon, lat = ((y0, y1), (x0, x1)) if crs.lat_first else ((x0, x1), (y0, y1))
-    if crs.srid != 3857 and not (-180 <= lon[0] and lon[1] <= 180 and -90 <= lat[0]
+    # West above east is a box across the antimeridian (OGC API - Features, 7.15.3), in
+    # longitude and latitude; south above north is never a box.
+    if lat[0] > lat[1] or (lon[0] > lon[1] and crs.srid == 3857):
+        raise HTTPException(400, f"bbox {raw!r} is not lower-left, upper-right")
+    if crs.srid != 3857 and not (-180 <= min(lon) and max(lon) <= 180 and -90 <= lat[0]
                                  and lat[1] <= 90):
         raise HTTPException(400, f"bbox {raw!r} is outside -180..180 longitude, -90..90 "
                                  f"latitude (in {crs.uri} axis order)")
     return x0, y0, x1, y1
+
+
+def parse_sortby(raw: str | None, known: Sequence[str],
+                 what: str) -> tuple[tuple[str, bool], ...]:
+    """``sortby=name,-rank`` (OGC API - Records and Features sorting): each name, ascending
+    (``+`` or nothing) or descending (``-``); at most 8 keys."""
+    if raw is None:
+        return ()
+    out = []
+    for part in raw.split(","):
+        name = part.strip().lstrip("+")  # "+name" arrives as " name": a plus is a space
+        desc = name.startswith("-")
+        name = name.lstrip("-").strip()
+        if name not in known:
+            raise HTTPException(400, f"sortby {name!r} is not sortable; {what} sort by "
+                                     + ", ".join(known))
+        out.append((name, desc))
+    if len(out) > 8:
+        raise HTTPException(400, "sortby takes at most 8 keys")
+    return tuple(out)
 
 
 def parse_instant(raw: str, whole: str) -> datetime:

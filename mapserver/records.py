@@ -10,8 +10,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
+from layers import cql2sql
 from layers.catalog import LAYER_ID, Layer, fetch_layers
-from layers.records import RecordsQuery, search
+from layers.records import SORTABLES, RecordsQuery, filter_sql, search
 from layers.restrict import visible
 from layers.summary import seen
 from mapserver.deps import access, db, note
@@ -23,6 +24,7 @@ from mapserver.ogc import (
     page_link,
     parse_bbox,
     parse_datetime,
+    parse_sortby,
 )
 
 CATALOG_ID = "catalog"  # reserved in layers.catalog.RESERVED_IDS
@@ -91,13 +93,41 @@ def _list(request: Request, name: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in raw.split(",") if v.strip()) if raw else ()
 
 
+# What a search of the catalog takes (OGC API - Records, Part 1: core, sorting, filtering).
+RECORDS_PARAMS = ("limit", "offset", "q", "bbox", "datetime", "type", "kind", "keywords",
+                  "department", "ids", "sortby", "filter", "filter-lang", "f", "key")
+
+
+def _records_filter(request: Request) -> tuple | None:
+    text = request.query_params.get("filter")
+    if text is None:
+        return None
+    try:
+        return filter_sql(cql2sql.parse(text, request.query_params.get("filter-lang",
+                                                                       "cql2-text")))
+    except cql2sql.FilterError as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
 async def records(request: Request) -> Response:
+    unknown = sorted(k for k in request.query_params if k not in RECORDS_PARAMS)
+    if unknown:
+        raise HTTPException(400, f"unknown parameter {unknown[0]!r}: the catalog takes "
+                                 + ", ".join(RECORDS_PARAMS))
     limit = min(int_param(request, "limit", 10, 1), 1000)
     offset = int_param(request, "offset", 0, 0)
     instant, start, end = parse_datetime(request.query_params.get("datetime"))
-    kind = request.query_params.get("type") or request.query_params.get("kind")
+    # type is the record's type (every layer is a "dataset"); kind, the layer's.
+    record_type = request.query_params.get("type")
+    if record_type is not None and record_type != "dataset" and record_type not in KINDS:
+        raise HTTPException(400, f"type {record_type!r} is not dataset (every record is one); "
+                                 f"a layer's kind is one of {', '.join(KINDS)}")
+    kind = request.query_params.get("kind") or (
+        record_type if record_type in KINDS else None)
     if kind is not None and kind not in KINDS:
         raise HTTPException(400, f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    where = _records_filter(request)
+    sortby = parse_sortby(request.query_params.get("sortby"), SORTABLES, "records")
     bbox = parse_bbox(request.query_params.get("bbox"))
     async with db(request, "items") as conn:
         pairs = access(request).readable(await fetch_layers(conn))
@@ -110,7 +140,8 @@ async def records(request: Request) -> Response:
                      start=start or instant, end=end or instant,
                      keywords=_list(request, "keywords"),
                      department=request.query_params.get("department"), kind=kind,
-                     ids=tuple(readable))
+                     ids=tuple(readable), where=where, sortby=sortby,
+                     wanted=_list(request, "ids") or None)
     async with db(request, "items") as conn:
         layers, matched = await search(conn, q)
         layers = [await seen(conn, ly, readable[ly.id].restriction) for ly in layers]

@@ -405,3 +405,34 @@ def test_store_is_configured(settings, tmp_path):
     assert len(list(store.rglob("*.tif"))) == 1
     assert not any(p.name.startswith(".staging") for p in store.iterdir())
     shutil.rmtree(store)
+
+
+@pytest.mark.parametrize("nodata,shown", [(float("nan"), "nan"), (float("-inf"), "-inf")])
+def test_float_nodata_that_json_cannot_hold(http, db, settings, rasters, nodata, shown):
+    """A float DEM whose no-data value is NaN or an infinity: ingested, listed, and its
+    no-data cells transparent in tiles, like any other no-data value."""
+    path = Path(rasters["tmp"]) / f"dem-{shown}.tif"
+    with rasterio.open(DEM) as src:
+        profile, data = src.profile, src.read().astype("float32")
+    data[:, 40:80, 40:80] = nodata
+    profile.update(dtype="float32", nodata=nodata)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    layer = f"dem_{shown.replace('-', 'minus_')}"
+    ingest_raster(path, layer, settings=settings, time=Y2001, elevation=True)
+    doc = http.get(f"/layers/{layer}").json()
+    assert doc["raster"]["bands"][0]["nodata"] == shown
+    stats = doc["raster"]["stats"][0]
+    assert all(np.isfinite(stats[k]) for k in ("min", "max", "p2", "p98")), stats
+    assert http.get(f"/collections/{layer}").status_code == 200
+    with rasterio.open(path) as src:
+        lon, lat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform(
+            *src.xy(40, 60))
+    tms = grid(WEB_MERCATOR)
+    edge = tms.tile(lon, lat, 15)
+    r = http.get(f"/tiles/{layer}/{WEB_MERCATOR}/15/{edge.x}/{edge.y}.png")
+    assert r.status_code == 200, r.text
+    want = reference(cog_path(db, settings, layer), WEB_MERCATOR, edge, 1)
+    masked = np.ma.getmaskarray(want)
+    assert masked.any() and not masked.all()
+    assert ((decode(r.content)[-1] == 0) == masked).mean() > 0.99

@@ -83,7 +83,7 @@ def test_a_record_carries_the_dictionary_and_every_way_to_the_data(http, db, cat
 
 
 def test_bad_catalog_queries(http, catalog):
-    for params, detail in [({"type": "video"}, "is not one of"), ({"limit": "0"}, "at least 1"),
+    for params, detail in [({"type": "video"}, "is not dataset"), ({"limit": "0"}, "at least 1"),
                            ({"bbox": "1,2"}, "needs 4"), ({"datetime": "never"}, "RFC 3339")]:
         resp = http.get(catalog, params=params)
         assert resp.status_code == 400 and detail in resp.json()["detail"]

@@ -1,0 +1,109 @@
+"""The standards as clients read them: each case is something a user of GDAL, QGIS, OWSLib
+or a validator hit, checked over HTTP or through that client."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ingest.vector import ingest_vector
+
+
+def _features(points: list[tuple[str, float, float]]) -> dict:
+    return {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [x, y]},
+         "properties": {"name": name, "rank": i}} for i, (name, x, y) in enumerate(points)]}
+
+
+@pytest.fixture(scope="module")
+def dateline(settings, tmp_path_factory) -> str:
+    """Islands on both sides of the antimeridian, and one far from it."""
+    src = tmp_path_factory.mktemp("conf") / "dateline.geojson"
+    src.write_text(json.dumps(_features([("Taveuni", 179.9, -16.8), ("Rabi", -179.97, -16.5),
+                                         ("Suva", 178.44, -18.14), ("Apia", -171.76, -13.83),
+                                         ("Greenwich", 0.0, 51.48)])))
+    ingest_vector(src, "dateline", key="name", settings=settings)
+    return "dateline"
+
+
+def _names(r) -> set[str]:
+    assert r.status_code == 200, r.text
+    return {f["properties"]["name"] for f in r.json()["features"]}
+
+
+# 2. A bbox across the antimeridian (west > east), in items, the catalog and CQL2.
+def test_a_bbox_across_the_antimeridian(http, dateline):
+    across = "179.5,-17,-179.5,-16"
+    assert _names(http.get("/collections/dateline/items", params={"bbox": across})) == {
+        "Taveuni", "Rabi"}
+    wide = "178,-19,-171,-13"
+    assert _names(http.get("/collections/dateline/items", params={"bbox": wide})) == {
+        "Taveuni", "Rabi", "Suva", "Apia"}
+    # In EPSG:4326's own axis order (latitude first), the longitudes are the second pair.
+    lat_first = http.get("/collections/dateline/items", params={
+        "bbox": "-17,179.5,-16,-179.5",
+        "bbox-crs": "http://www.opengis.net/def/crs/EPSG/0/4326"})
+    assert _names(lat_first) == {"Taveuni", "Rabi"}
+    found = http.get("/collections/catalog/items", params={"bbox": across, "limit": 100})
+    assert "dateline" in {f["id"] for f in found.json()["features"]}
+    elsewhere = http.get("/collections/catalog/items", params={"bbox": "10,-80,11,-70"})
+    assert "dateline" not in {f["id"] for f in elsewhere.json()["features"]}
+    for lang, text in (("cql2-text", "S_INTERSECTS(geometry, BBOX(179.5,-17,-179.5,-16))"),
+                       ("cql2-json", json.dumps({"op": "s_intersects", "args": [
+                           {"property": "geometry"}, {"bbox": [179.5, -17, -179.5, -16]}]}))):
+        r = http.get("/collections/dateline/items", params={"filter": text,
+                                                             "filter-lang": lang})
+        assert _names(r) == {"Taveuni", "Rabi"}, lang
+    # South above north is no box at all.
+    r = http.get("/collections/dateline/items", params={"bbox": "179.5,-16,-179.5,-17"})
+    assert r.status_code == 400 and "bbox" in r.json()["detail"]
+
+
+# 3. What the items and the catalog take, they do; anything else is a 400 naming it.
+def test_items_sort_search_and_match_by_property(http, dateline):
+    items = "/collections/dateline/items"
+    assert _names(http.get(items, params={"name": "Suva"})) == {"Suva"}
+    assert _names(http.get(items, params={"rank": "3"})) == {"Apia"}
+    r = http.get(items, params={"rank": "three"})
+    assert r.status_code == 400 and "rank" in r.json()["detail"]
+    ranks = [f["properties"]["rank"] for f in http.get(items, params={"sortby": "-rank"}
+                                                       ).json()["features"]]
+    assert ranks == [4, 3, 2, 1, 0]
+    by_name = http.get(items, params={"sortby": "+name"}).json()["features"]
+    assert [f["properties"]["name"] for f in by_name] == sorted(
+        f["properties"]["name"] for f in by_name)
+    r = http.get(items, params={"sortby": "colour"})
+    assert r.status_code == 400 and "sortable" in r.json()["detail"]
+    assert _names(http.get(items, params={"ids": "Suva,Apia,Nowhere"})) == {"Suva", "Apia"}
+    assert _names(http.get(items, params={"q": "ABI"})) == {"Rabi"}  # any case
+    assert _names(http.get(items, params={"q": "abi,suv"})) == {"Rabi", "Suva"}
+    assert _names(http.get(items, params={"q": "100%"})) == set()  # % is no wildcard
+    for unknown in ("NAME", "sort", "colour"):
+        r = http.get(items, params={unknown: "x"})
+        assert r.status_code == 400 and repr(unknown) in r.json()["detail"], unknown
+    # Together: a property, a filter and a sort.
+    r = http.get(items, params={"filter": "rank < 4", "sortby": "-name", "rank": "1"})
+    assert [f["properties"]["name"] for f in r.json()["features"]] == ["Rabi"]
+
+
+def test_catalog_sorts_filters_and_refuses_what_it_does_not_take(http, dateline):
+    search = "/collections/catalog/items"
+    page = http.get(search, params={"sortby": "-id", "limit": 1000}).json()
+    ids = [f["id"] for f in page["features"]]
+    assert ids == sorted(ids, reverse=True) and "dateline" in ids
+    got = http.get(search, params={"ids": "dateline,nowhere"}).json()
+    assert [f["id"] for f in got["features"]] == ["dateline"] and got["numberMatched"] == 1
+    got = http.get(search, params={"filter": "id = 'dateline' AND featureCount > 4"}).json()
+    assert [f["id"] for f in got["features"]] == ["dateline"]
+    assert http.get(search, params={"filter": "featureCount > 1000000000"}
+                    ).json()["features"] == []
+    r = http.get(search, params={"filter": "colour = 'red'"})
+    assert r.status_code == 400 and "colour" in r.json()["detail"]
+    assert "dateline" in {f["id"] for f in http.get(search, params={
+        "type": "dataset", "limit": 1000}).json()["features"]}
+    for unknown in ("sort", "NAME"):
+        r = http.get(search, params={unknown: "x"})
+        assert r.status_code == 400 and repr(unknown) in r.json()["detail"], unknown
+    r = http.get(search, params={"sortby": "colour"})
+    assert r.status_code == 400 and "sortable" in r.json()["detail"]
