@@ -51,6 +51,7 @@ from mapserver.cache import TileCache
 from mapserver.deps import STATIC, AppState, app_state
 from mapserver.errors import http_error, known_error, problem, server_error
 from mapserver.guard import Guard
+from mapserver.html import wants_html
 from onemap.settings import Settings
 
 log = logging.getLogger("onemap.http")
@@ -86,7 +87,7 @@ async def healthz(request: Request) -> Response:
 
 async def root(request: Request) -> Response:
     """The OGC API landing page for clients that ask for JSON, the viewer for browsers."""
-    if not features.wants_html(request):
+    if not wants_html(request):
         return features.landing(request)
     return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from importlib import resources
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.templating import Jinja2Templates
 
 from access.policy import LayerAccess
-from layers import cql2sql, features, restrict
+from layers import cql2sql, features, rasters, restrict
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.summary import seen
 from mapserver import ogctiles, records
 from mapserver.deps import access, app_state, db, note
+from mapserver.html import alternate, listing, wants_html
+from mapserver.html import page as _page
 from mapserver.ogc import (
     GEOJSON,
     base,
@@ -33,7 +33,6 @@ from mapserver.ogc import (
     parse_datetime,
     parse_instant,
     parse_sortby,
-    query_without_key,
 )
 
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
@@ -66,30 +65,8 @@ _SCHEMA_TYPES = {
     "date": {"type": "string", "format": "date"}, "time": {"type": "string", "format": "time"},
     "geometry": {"format": "geometry-any"},
 }
-TEMPLATES = Jinja2Templates(directory=str(resources.files("mapserver") / "templates"))
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
-
-
-def wants_html(request: Request) -> bool:
-    """HTML for ``f=html`` or a client that names it (browsers always do); JSON otherwise,
-    which is what API clients sending ``*/*`` expect."""
-    f = request.query_params.get("f")
-    if f is not None:
-        if f not in ("json", "html"):
-            raise HTTPException(400, f"f={f!r} is not a format here; use json or html")
-        return f == "html"
-    return "text/html" in request.headers.get("accept", "")
-
-
-def _page(request: Request, template: str, title: str, crumbs: list[tuple[str, str]],
-          **context: object) -> Response:
-    params = query_without_key(request)
-    params["f"] = "json"
-    json_url = f"{base(request)}{request.url.path}?{urlencode(params)}"
-    return TEMPLATES.TemplateResponse(request, template, {
-        "title": title, "crumbs": crumbs, "base": base(request), "json_url": json_url,
-        **context})
 
 
 def landing(request: Request) -> Response:
@@ -100,6 +77,8 @@ def landing(request: Request) -> Response:
                        "styles.",
         "links": [
             {"rel": "self", "type": "application/json", "href": f"{b}/?f=json"},
+            {"rel": "alternate", "type": "text/html", "title": "the map viewer",
+             "href": f"{b}/?f=html"},
             {"rel": "service-desc", "type": OPENAPI, "href": f"{b}/api"},
             {"rel": "conformance", "type": "application/json", "href": f"{b}/conformance"},
             {"rel": "data", "type": "application/json", "href": f"{b}/collections"},
@@ -108,8 +87,15 @@ def landing(request: Request) -> Response:
 
 
 async def conformance(request: Request) -> Response:
-    return JSONResponse({"conformsTo": CONFORMANCE + records.CONFORMANCE
-                                       + ogctiles.CONFORMANCE})
+    classes = CONFORMANCE + records.CONFORMANCE + ogctiles.CONFORMANCE
+    if wants_html(request):
+        return listing(request, "Conformance", [], columns=["Conformance class"],
+                       description="The OGC standards, and the parts of them, that OneMap "
+                                   "implements.",
+                       rows=[[(c, c)] for c in classes])
+    return JSONResponse({"conformsTo": classes, "links": [
+        {"rel": "self", "type": "application/json", "href": f"{base(request)}/conformance"},
+        alternate(request)]})
 
 
 def collection_doc(request: Request, layer: Layer) -> dict:
@@ -121,11 +107,14 @@ def collection_doc(request: Request, layer: Layer) -> dict:
         "title": layer.title,
         "description": layer.description or layer.title,
         "keywords": list(layer.keywords),
-        **({"itemType": "feature", "crs": list(features.SUPPORTED_CRS)} if vector else
-           {"dataType": "map"}),
+        # A raster's items are its scenes' footprints; its pixels are its tiles.
+        "itemType": "feature",
+        **({"crs": list(features.SUPPORTED_CRS)} if vector else
+           {"dataType": "map", "crs": [CRS84]}),
         "storageCrs": CRS84 if vector else f"http://www.opengis.net/def/crs/EPSG/0/"
                                            f"{layer.crs.split(':')[-1]}",
         "links": [{"rel": "self", "type": "application/json", "href": here},
+                  {"rel": "alternate", "type": "text/html", "href": f"{here}?f=html"},
                   *layer_links(request, layer)],
     }
     if layer.extent:
@@ -148,13 +137,14 @@ async def _vector_layers(request: Request, layer_id: str | None = None,
                 for ly, a in access(request).readable(found) if ly.kind in kinds]
 
 
-async def collection_layer(request: Request) -> tuple[Layer, LayerAccess]:
+async def collection_layer(request: Request, kinds: tuple[str, ...] = ("vector",)
+                           ) -> tuple[Layer, LayerAccess]:
     """The collection in the path, whole, with the caller's access; 404 alike if it is
     missing or the caller may not read it. Whole, because a grant's own filter may name a
     field the grant hides from the caller: the server applies it all the same."""
     layer_id = request.path_params["collectionId"]
     note(request, [layer_id])
-    found = (await _vector_layers(request, layer_id, as_seen=False)
+    found = (await _vector_layers(request, layer_id, kinds, as_seen=False)
              if LAYER_ID.match(layer_id) else [])
     if not found:
         raise HTTPException(404, f"no collection {layer_id!r}")
@@ -168,7 +158,8 @@ async def collections(request: Request) -> Response:
     if wants_html(request):
         return _page(request, "collections.html", "Collections", [], layers=layers)
     return JSONResponse({
-        "links": [{"rel": "self", "type": "application/json", "href": f"{b}/collections"}],
+        "links": [{"rel": "self", "type": "application/json", "href": f"{b}/collections"},
+                  alternate(request)],
         "collections": [*(collection_doc(request, ly) for ly in layers),
                         records.catalog_doc(request)],
     })
@@ -191,10 +182,20 @@ async def collection(request: Request) -> Response:
 async def queryables(request: Request) -> Response:
     layer, a = await collection_layer(request)
     url = f"{base(request)}/collections/{layer.id}/queryables"
+    kinds = cql2sql.queryables(restrict.filterable(layer, a.restriction))
     props = {name: {"title": name, **_SCHEMA_TYPES.get(kind, {"type": "string"})}
-             for name, kind in cql2sql.queryables(
-                 restrict.filterable(layer, a.restriction)).items()}
+             for name, kind in kinds.items()}
+    if wants_html(request):
+        here = f"{base(request)}/collections/{layer.id}"
+        return listing(request, f"{layer.title}: queryables",
+                       [("Collections", f"{base(request)}/collections?f=html"),
+                        (layer.id, f"{here}?f=html")],
+                       description="What the items can be filtered by (CQL2 filter= or "
+                                   "name=value), and how.",
+                       columns=["Queryable", "Type"],
+                       rows=[[name, kind] for name, kind in kinds.items()])
     return JSONResponse({
+        "links": [alternate(request)],
         "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": url,
         "type": "object", "title": layer.title, "properties": props,
         "additionalProperties": False,
@@ -286,8 +287,31 @@ def parse_crs(request: Request, name: str) -> features.Crs:
     return crs
 
 
+SCENE_PARAMS = ("limit", "offset", "bbox", "datetime", "f", "key")
+
+
+async def _scene_items(request: Request, layer: Layer, a: LayerAccess) -> Response:
+    """A raster layer's items: its scenes' footprints (the pixels are its tiles)."""
+    unknown = sorted(k for k in request.query_params if k not in SCENE_PARAMS)
+    if unknown:
+        raise HTTPException(400, f"unknown parameter {unknown[0]!r}: a raster layer's items "
+                                 "(its scenes) take " + ", ".join(SCENE_PARAMS))
+    limit = min(int_param(request, "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
+    offset = int_param(request, "offset", 0, 0)
+    instant, start, end = parse_datetime(request.query_params.get("datetime"))
+    async with db(request, "items") as conn:
+        rows, matched = await rasters.footprints(
+            conn, layer, a.restriction, limit=limit, offset=offset,
+            bbox=parse_bbox(request.query_params.get("bbox")),
+            start=start or instant, end=end or instant)
+    note(request, [layer.id], len(rows))
+    return _feature_page(request, layer, rows, matched, offset, limit, None, features.CRS84)
+
+
 async def items(request: Request) -> Response:
-    layer, a = await collection_layer(request)
+    layer, a = await collection_layer(request, COLLECTION_KINDS)
+    if layer.kind == "raster":
+        return await _scene_items(request, layer, a)
     limit = min(int_param(request, "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
     policy = access(request).policy
@@ -321,10 +345,16 @@ async def items(request: Request) -> Response:
     if who is not None:
         state.quota.add(who, len(rows))
     note(request, [layer.id], len(rows))
-    links = [page_link(request, "self", offset, limit),
+    return _feature_page(request, layer, rows, matched, offset, limit,
+                         policy.paging_window(layer), crs)
+
+
+def _feature_page(request: Request, layer: Layer, rows: list[str], matched: int, offset: int,
+                  limit: int, window: int | None, crs: features.Crs) -> Response:
+    """A page of features as GeoJSON (or HTML), with its paging links."""
+    links = [page_link(request, "self", offset, limit), alternate(request),
              {"rel": "collection", "type": "application/json",
               "href": f"{base(request)}/collections/{layer.id}"}]
-    window = policy.paging_window(layer)
     if offset + len(rows) < matched and (window is None or offset + limit < window):
         links.append(page_link(request, "next", offset + limit, limit))
     if offset > 0:
@@ -366,8 +396,18 @@ def _caller(request: Request) -> str:
 
 
 async def item(request: Request) -> Response:
-    layer, a = await collection_layer(request)
+    layer, a = await collection_layer(request, COLLECTION_KINDS)
     fid = request.path_params["featureId"]
+    if layer.kind == "raster":
+        rows: list[str] = []
+        if fid.isdigit() and len(fid) < 18:
+            async with db(request, "items") as conn:
+                rows, _ = await rasters.footprints(conn, layer, a.restriction, limit=1,
+                                                   scene=int(fid))
+        if not rows:
+            raise HTTPException(404, f"no scene {fid!r} in collection {layer.id!r}")
+        note(request, [layer.id], 1, feature=fid)
+        return Response(rows[0], media_type=GEOJSON)
     as_of_raw = request.query_params.get("as-of")
     as_of = parse_instant(as_of_raw, as_of_raw) if as_of_raw else None
     crs = parse_crs(request, "crs")
@@ -389,6 +429,7 @@ async def item(request: Request) -> Response:
     doc["links"] = [
         {"rel": "self", "type": GEOJSON, "href": f"{here}/items/{quote(fid, safe='')}"},
         {"rel": "collection", "type": "application/json", "href": here},
+        alternate(request),
     ]
     return Response(json.dumps(doc), media_type=GEOJSON,
                     headers={"Content-Crs": f"<{crs.uri}>", "ETag": etag_of(found[1])})

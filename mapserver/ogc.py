@@ -37,6 +37,8 @@ def layer_links(request: Request, layer: Layer) -> list[dict[str, str]]:
                  "href": f"{b}/layers/{layer.id}"}
     if layer.kind == "raster":
         return [described, tilesets,
+                {"rel": "items", "type": GEOJSON, "title": "its scenes' footprints",
+                 "href": f"{here}/items"},
                 {"rel": "tilejson", "type": "application/json",
                  "href": f"{b}/tiles/{layer.id}/WebMercatorQuad/tilejson.json"},
                 *({"rel": "item", "type": f"image/{ext}", "templated": True,

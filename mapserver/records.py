@@ -12,10 +12,11 @@ from starlette.routing import Route
 from access.policy import LayerAccess
 from layers import cql2sql
 from layers.catalog import LAYER_ID, Layer, fetch_layers
-from layers.records import SORTABLES, RecordsQuery, filter_sql, search
+from layers.records import QUERYABLES, SORTABLES, RecordsQuery, filter_sql, search
 from layers.restrict import visible
 from layers.summary import seen
 from mapserver.deps import access, db, note
+from mapserver.html import alternate, listing, page, wants_html
 from mapserver.ogc import (
     GEOJSON,
     base,
@@ -28,10 +29,16 @@ from mapserver.ogc import (
 )
 
 CATALOG_ID = "catalog"  # reserved in layers.catalog.RESERVED_IDS
-CONFORMANCE = [
-    "http://www.opengis.net/spec/ogcapi-records-1/1.0/conf/core",
-    "http://www.opengis.net/spec/ogcapi-records-1/1.0/conf/json",
-]
+_RECORDS = "http://www.opengis.net/spec/ogcapi-records-1/1.0/conf/"
+# OGC API - Records - Part 1: Core, 1.0 (20-004r1): the record, the catalog collection, its
+# query parameters, sorting and filtering, in JSON and HTML.
+CONFORMANCE = [_RECORDS + c for c in (
+    "record-core", "record-collection", "record-core-query-parameters", "record-api",
+    "sorting", "json", "html", "searchable-catalog", "searchable-catalog-filtering",
+    "searchable-catalog-sorting")]
+RECORD_CORE = "http://www.opengis.net/spec/ogcapi-records-1/1.0/req/record-core"
+_SCHEMA = {"string": {"type": "string"}, "integer": {"type": "integer"},
+           "datetime": {"type": "string", "format": "date-time"}}
 KINDS = ("vector", "raster", "3d")
 
 
@@ -43,7 +50,12 @@ def catalog_doc(request: Request) -> dict:
         "description": "Every layer on OneMap, with its data dictionary, owner, update cycle, "
                        "sharing type, extent and the ways it is served.",
         "links": [{"rel": "self", "type": "application/json", "href": here},
-                  {"rel": "items", "type": GEOJSON, "href": f"{here}/items"}],
+                  {"rel": "alternate", "type": "text/html", "href": f"{here}?f=html"},
+                  {"rel": "items", "type": GEOJSON, "href": f"{here}/items"},
+                  {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
+                   "type": "application/schema+json", "href": f"{here}/queryables"},
+                  {"rel": "http://www.opengis.net/def/rel/ogc/1.0/sortables",
+                   "type": "application/schema+json", "href": f"{here}/sortables"}],
     }
 
 
@@ -57,7 +69,11 @@ def record(request: Request, layer: Layer, a: LayerAccess) -> dict:
     props = {
         "type": "dataset", "title": layer.title,
         "description": layer.description or layer.title,
-        "keywords": list(layer.keywords),
+        # Its own keywords, then what every layer can be found by: its kind, role, shape
+        # and owner.
+        "keywords": list(dict.fromkeys(k for k in (
+            *layer.keywords, layer.kind, layer.role, layer.geometry_type,
+            layer.department_name or layer.department) if k)),
         "created": layer.created_at.isoformat(), "updated": layer.updated_at.isoformat(),
         "onemap:kind": layer.kind, "onemap:role": layer.role,
         "onemap:department": layer.department,
@@ -74,7 +90,7 @@ def record(request: Request, layer: Layer, a: LayerAccess) -> dict:
         props["rights"] = layer.attribution
     here = f"{base(request)}/collections/{CATALOG_ID}/items/{layer.id}"
     return {
-        "id": layer.id, "type": "Feature", "conformsTo": [CONFORMANCE[0]],
+        "id": layer.id, "type": "Feature", "conformsTo": [RECORD_CORE],
         "geometry": geometry, "time": {"interval": [layer.created_at.isoformat(), ".."]},
         "properties": props,
         "links": [{"rel": "self", "type": GEOJSON, "href": here},
@@ -85,7 +101,40 @@ def record(request: Request, layer: Layer, a: LayerAccess) -> dict:
 
 
 async def catalog(request: Request) -> Response:
-    return JSONResponse(catalog_doc(request))
+    doc = catalog_doc(request)
+    if wants_html(request):
+        here = f"{base(request)}/collections/{CATALOG_ID}"
+        return listing(request, doc["title"], [("Collections", f"{base(request)}/collections"
+                                                               "?f=html")],
+                       description=doc["description"], columns=[], rows=[],
+                       links=(("Search the records", f"{here}/items?f=html"),
+                              ("Queryables", f"{here}/queryables?f=html"),
+                              ("Sortables", f"{here}/sortables?f=html")))
+    return JSONResponse(doc)
+
+
+def _schema(request: Request, what: str, names: list[str]) -> Response:
+    here = f"{base(request)}/collections/{CATALOG_ID}"
+    if wants_html(request):
+        return listing(request, f"OneMap catalog: {what}",
+                       [("Collections", f"{base(request)}/collections?f=html"),
+                        (CATALOG_ID, f"{here}?f=html")],
+                       columns=[what.capitalize()[:-1], "Type"],
+                       rows=[[n, QUERYABLES[n][0]] for n in names])
+    return JSONResponse({
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"{here}/{what}",
+        "type": "object", "title": f"OneMap catalog: {what}",
+        "properties": {n: {"title": n, **_SCHEMA[QUERYABLES[n][0]]} for n in names},
+        "additionalProperties": False, "links": [alternate(request)],
+    }, media_type="application/schema+json")
+
+
+async def catalog_queryables(request: Request) -> Response:
+    return _schema(request, "queryables", list(QUERYABLES))
+
+
+async def catalog_sortables(request: Request) -> Response:
+    return _schema(request, "sortables", list(SORTABLES))
 
 
 def _list(request: Request, name: str) -> tuple[str, ...]:
@@ -146,9 +195,23 @@ async def records(request: Request) -> Response:
         layers, matched = await search(conn, q)
         layers = [await seen(conn, ly, readable[ly.id].restriction) for ly in layers]
     note(request, [ly.id for ly in layers], len(layers))
-    links = [page_link(request, "self", offset, limit)]
+    links = [page_link(request, "self", offset, limit), alternate(request)]
     if offset + len(layers) < matched:
         links.append(page_link(request, "next", offset + limit, limit))
+    if wants_html(request):
+        here = f"{base(request)}/collections/{CATALOG_ID}"
+        nexts = [(f"next {limit}", ln["href"].replace("f=json", "f=html"))
+                 for ln in links if ln["rel"] == "next"]
+        return listing(request, "OneMap catalog: records",
+                       [("Collections", f"{base(request)}/collections?f=html"),
+                        (CATALOG_ID, f"{here}?f=html")],
+                       description=f"{len(layers)} of {matched} records",
+                       columns=["Record", "Title", "Kind", "Department", "Features",
+                                "Updated"],
+                       rows=[[(ly.id, f"{here}/items/{ly.id}?f=html"), ly.title, ly.kind,
+                              ly.department_name or ly.department, ly.feature_count,
+                              ly.updated_at.date().isoformat()] for ly in layers],
+                       links=tuple(nexts), geojson=True)
     head = {"type": "FeatureCollection", "numberMatched": matched,
             "numberReturned": len(layers), "links": links,
             "features": [record(request, ly, readable[ly.id]) for ly in layers]}
@@ -165,11 +228,21 @@ async def one_record(request: Request) -> Response:
                      access(request).readable(await fetch_layers(conn, ids=[record_id]))]
     if not found:
         raise HTTPException(404, f"no record {record_id!r}")
-    return Response(json.dumps(record(request, *found[0])), media_type=GEOJSON)
+    if wants_html(request):
+        layer = visible(found[0][0], found[0][1].restriction)
+        return page(request, "collection.html", layer.title,
+                    [("Collections", f"{base(request)}/collections?f=html"),
+                     (CATALOG_ID, f"{base(request)}/collections/{CATALOG_ID}?f=html")],
+                    layer=layer)
+    doc = record(request, *found[0])
+    doc["links"].insert(1, alternate(request))
+    return Response(json.dumps(doc), media_type=GEOJSON)
 
 
 routes = [
     Route(f"/collections/{CATALOG_ID}", catalog),
+    Route(f"/collections/{CATALOG_ID}/queryables", catalog_queryables),
+    Route(f"/collections/{CATALOG_ID}/sortables", catalog_sortables),
     Route(f"/collections/{CATALOG_ID}/items", records),
     Route(f"/collections/{CATALOG_ID}/items/{{recordId}}", one_record),
 ]

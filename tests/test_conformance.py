@@ -4,6 +4,7 @@ or a validator hit, checked over HTTP or through that client."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -107,3 +108,84 @@ def test_catalog_sorts_filters_and_refuses_what_it_does_not_take(http, dateline)
         assert r.status_code == 400 and repr(unknown) in r.json()["detail"], unknown
     r = http.get(search, params={"sortby": "colour"})
     assert r.status_code == 400 and "sortable" in r.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def raster_layer(settings) -> str:
+    from datetime import UTC, datetime
+
+    from ingest.raster import ingest_raster
+    from tests.conftest import SAMPLES
+
+    ingest_raster(SAMPLES / "olinda-dem.tif", "conf_dem", settings=settings, elevation=True,
+                  time=datetime(2000, 2, 11, tzinfo=UTC))
+    return "conf_dem"
+
+
+# 4. A raster layer is a collection whose items are its scenes (their footprints), so
+# GDAL's OAPIF driver, which takes every collection for a feature collection, opens the
+# service without an error; the pixels stay tiles.
+def test_gdal_opens_the_features_service_cleanly(server, http, dateline, raster_layer):
+    run = subprocess.run(["ogrinfo", "-ro", "-al", "-so", f"OAPIF:{server}/"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "ERROR" not in run.stderr, run.stderr
+    assert f"Layer name: {raster_layer}" in run.stdout
+    listed = run.stdout.split(f"Layer name: {raster_layer}", 1)[1].split("Layer name:", 1)[0]
+    assert "Polygon" in listed and "Feature Count: 1" in listed, listed
+    doc = http.get(f"/collections/{raster_layer}").json()
+    assert doc["itemType"] == "feature" and doc["dataType"] == "map"
+    page = http.get(f"/collections/{raster_layer}/items").json()
+    (scene,) = page["features"]
+    assert scene["properties"]["acquired_at"].startswith("2000-02-11")
+    assert scene["geometry"]["type"] == "Polygon"
+    one = http.get(f"/collections/{raster_layer}/items/{scene['id']}")
+    assert one.status_code == 200 and one.json()["id"] == scene["id"]
+    assert http.get(f"/collections/{raster_layer}/items/99999").status_code == 404
+    assert http.get(f"/collections/{raster_layer}/items", params={
+        "bbox": "10,10,11,11"}).json()["features"] == []
+    r = http.get(f"/collections/{raster_layer}/items", params={"filter": "x = 1"})
+    assert r.status_code == 400 and "'filter'" in r.json()["detail"]
+
+
+# 5. Every JSON answer links its HTML, and every resource claimed in HTML is HTML.
+HTML_PAGES = ["/conformance", "/collections", "/collections/dateline",
+              "/collections/dateline/queryables", "/collections/dateline/items",
+              "/collections/dateline/items/Suva", "/collections/catalog",
+              "/collections/catalog/items", "/collections/catalog/items/dateline",
+              "/collections/catalog/queryables", "/collections/catalog/sortables"]
+
+
+@pytest.mark.parametrize("path", HTML_PAGES)
+def test_json_links_its_html_and_html_is_served(http, dateline, path):
+    doc = http.get(path, params={"f": "json"})
+    assert doc.status_code == 200, doc.text
+    assert not doc.headers["content-type"].startswith("text/html")
+    alternates = [ln for ln in doc.json()["links"] if ln["rel"] == "alternate"]
+    assert [ln["type"] for ln in alternates] == ["text/html"], doc.json()["links"]
+    page = http.get(alternates[0]["href"])
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<h1>" in page.text and 'rel="alternate" type="application/json"' in page.text
+    # A browser asking for the page by its Accept header gets it too.
+    assert http.get(path, headers={"Accept": "text/html"}).headers[
+        "content-type"].startswith("text/html")
+
+
+def test_records_follow_the_records_standard(http, dateline):
+    classes = http.get("/conformance").json()["conformsTo"]
+    base = "http://www.opengis.net/spec/ogcapi-records-1/1.0/conf/"
+    for c in ("record-core", "record-collection", "record-api", "sorting",
+              "searchable-catalog", "json", "html"):
+        assert base + c in classes, c
+    assert base + "core" not in classes  # the draft's name
+    record = http.get("/collections/catalog/items/dateline").json()
+    assert record["conformsTo"] == [
+        "http://www.opengis.net/spec/ogcapi-records-1/1.0/req/record-core"]
+    assert record["properties"]["type"] == "dataset"
+    assert {"vector", "Point"} <= set(record["properties"]["keywords"])
+    queryables = http.get("/collections/catalog/queryables").json()
+    assert {"id", "title", "type", "updated"} <= set(queryables["properties"])
+    sortables = http.get("/collections/catalog/sortables").json()
+    assert {"id", "title", "updated"} <= set(sortables["properties"])
+    rels = {ln["rel"] for ln in http.get("/collections/catalog").json()["links"]}
+    assert "http://www.opengis.net/def/rel/ogc/1.0/sortables" in rels

@@ -138,7 +138,7 @@ def test_as_of_and_single_items(http, tmp_path, settings):
     assert then["properties"]["state"] == "planned"
     past = http.get("/collections/poles/items", params={"as-of": between}).json()
     assert [f["properties"]["state"] for f in past["features"]] == ["planned"]
-    assert {ln["rel"] for ln in now["links"]} == {"self", "collection"}
+    assert {ln["rel"] for ln in now["links"]} == {"self", "alternate", "collection"}
     assert http.get(now["links"][0]["href"]).json()["id"] == "k/1"
 
 

@@ -387,7 +387,9 @@ def test_ogc_api_tiles(http, sample_layers, rasters):
     assert collections["imagery"]["dataType"] == "map"
     assert collections["imagery"]["extent"]["temporal"]["values"] == [
         Y2001.isoformat(), Y2011.isoformat()]
-    assert http.get("/collections/imagery/items").status_code == 404  # tiles, not features
+    # Its items are its scenes' footprints, one per time slice; its pixels are tiles.
+    scenes = http.get("/collections/imagery/items").json()["features"]
+    assert len(scenes) == 2 and all(f["geometry"]["type"] == "Polygon" for f in scenes)
 
 
 def test_tilejson_for_rasters(http, rasters):

@@ -70,7 +70,9 @@ def test_search(http, catalog, params, expected):
 def test_a_record_carries_the_dictionary_and_every_way_to_the_data(http, db, catalog):
     rec = http.get("/collections/catalog/items/rec_cameras").json()
     props = rec["properties"]
-    assert props["title"] == "Traffic cameras" and props["keywords"] == ["traffic", "camera"]
+    # Its own keywords first, then what any layer is found by.
+    assert props["title"] == "Traffic cameras" and props["keywords"][:2] == ["traffic", "camera"]
+    assert "vector" in props["keywords"]
     assert props["contacts"] == [{"organization": "Traffic Police", "roles": ["owner"]}]
     assert props["onemap:featureCount"] == 1 and props["onemap:sharingType"] == "unconditional"
     assert props["onemap:updateCycle"] == "irregular"

@@ -1,7 +1,10 @@
 // Small maps on the catalog pages: the layer's own tiles for context, this page's
 // features (data-geojson) highlighted on top.
+// A page with no layer of its own (the catalog's records) draws on a plain ground.
+const PLAIN = { version: 8, sources: {}, layers: [
+  { id: 'ground', type: 'background', paint: { 'background-color': '#eef2f0' } }] };
 for (const el of document.querySelectorAll('.map')) {
-  const map = new maplibregl.Map({ container: el, style: el.dataset.tiles });
+  const map = new maplibregl.Map({ container: el, style: el.dataset.tiles || PLAIN });
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }));
   if (el.dataset.bounds) map.fitBounds(JSON.parse(el.dataset.bounds), { padding: 20, animate: false });
   if (el.dataset.geojson) {
