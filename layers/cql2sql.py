@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -32,6 +33,24 @@ _COMPARE = {"=": "=", "<>": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _SPATIAL = {"s_intersects": "ST_Intersects", "s_equals": "ST_Equals",
             "s_disjoint": "ST_Disjoint", "s_touches": "ST_Touches", "s_within": "ST_Within",
             "s_overlaps": "ST_Overlaps", "s_crosses": "ST_Crosses", "s_contains": "ST_Contains"}
+
+
+# S_DWITHIN's units, in metres, and the farthest it looks.
+_UNITS = {"meters": 1.0, "metres": 1.0, "m": 1.0, "kilometers": 1000.0, "kilometres": 1000.0,
+          "km": 1000.0, "feet": 0.3048, "ft": 0.3048, "miles": 1609.344,
+          "nautical miles": 1852.0}
+MAX_DISTANCE_M = 100_000.0
+
+
+@dataclass(frozen=True)
+class FilterCrs:
+    """The CRS of a filter's geometry literals (``filter-crs``)."""
+
+    srid: int = 4326
+    lat_first: bool = False
+
+
+LONLAT = FilterCrs()
 
 
 class FilterError(Invalid):
@@ -106,6 +125,30 @@ def queryables(layer: Layer) -> dict[str, str]:
     return out
 
 
+def _quote_underscored(text: str) -> str:
+    """Quote the names that start with ``_`` (``_produced_at``, as the queryables list them):
+    CQL2 text allows them unquoted, the parser only quoted. Text in quotes is left alone."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "'\"":  # a string or a quoted name, with doubled quotes inside
+            j = i + 1
+            while j < n and not (text[j] == c and (j + 1 >= n or text[j + 1] != c)):
+                j += 2 if text[j] == c else 1
+            out.append(text[i:j + 1])
+            i = j + 1
+        elif c == "_" and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            j = i
+            while j < n and (text[j].isalnum() or text[j] == "_"):
+                j += 1
+            out.append(f'"{text[i:j]}"')
+            i = j
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def parse(text: str, lang: str) -> dict[str, Any]:
     """CQL2 text or JSON to the CQL2-JSON tree, within the bounds of ``check_cost``."""
     if lang not in ("cql2-text", "cql2-json"):
@@ -114,7 +157,7 @@ def parse(text: str, lang: str) -> dict[str, Any]:
     check_cost(text)
     try:
         if lang == "cql2-text":
-            tree = cql2.parse_text(text).to_json()
+            tree = cql2.parse_text(_quote_underscored(text)).to_json()
         else:
             tree = cql2.parse_json(text).to_json()
     except Exception as exc:  # the parser's own errors carry the position
@@ -128,10 +171,12 @@ def parse(text: str, lang: str) -> dict[str, Any]:
 
 class _Translator:
     def __init__(self, types: dict[str, str], prefix: str,
-                 columns: dict[str, sql.Composable] | None = None) -> None:
+                 columns: dict[str, sql.Composable] | None = None,
+                 crs: FilterCrs = LONLAT) -> None:
         self.types = types
         self.prefix = prefix
         self.columns = columns or {}
+        self.crs = crs
         self.params: dict[str, object] = {}
 
     def bind(self, value: object, pg_type: str | None = None) -> sql.Composable:
@@ -240,13 +285,54 @@ class _Translator:
             name = args[0]["property"]
             return sql.SQL("{} IN ({})").format(column, sql.SQL(", ").join(
                 self.literal(v, kind, name) for v in args[1]))
-        if op in _SPATIAL:
-            return self.spatial(op, args)
+        if op in _SPATIAL or str(op).lower() in ("s_dwithin", "dwithin"):
+            return self.spatial(str(op).lower(), args)
         if op.startswith("t_"):
             return self.temporal(op, args)
         raise FilterError(f"operator {op!r} is not supported")
 
+    def shape(self, op: str, b: Any) -> sql.Composable:
+        """A geometry or BBOX literal, in the filter's CRS, as lon/lat SQL."""
+        if isinstance(b, dict) and "bbox" in b:
+            box = b["bbox"]
+            if len(box) == 6:
+                box = [box[0], box[1], box[3], box[4]]
+            if len(box) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                        and math.isfinite(v) for v in box):
+                raise FilterError("BBOX needs 4 (or 6) finite numbers")
+            if self.crs.lat_first:
+                box = [box[1], box[0], box[3], box[2]]
+            if box[1] > box[3]:
+                raise FilterError("BBOX has its south above its north")
+            lonlat = self.crs.srid != 3857
+            parts = [self.to_lonlat(sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
+                *(self.bind(float(v)) for v in part), sql.Literal(self.crs.srid)))
+                for part in (lonlat_boxes(tuple(box)) if lonlat else [tuple(box)])]
+            # West above east: the box across the antimeridian, as its two parts.
+            return parts[0] if len(parts) == 1 else sql.SQL("ST_Collect({}, {})").format(*parts)
+        if isinstance(b, dict) and "type" in b:
+            try:
+                shapely.geometry.shape(b)
+            except (AttributeError, KeyError, TypeError, ValueError, IndexError,
+                    shapely.errors.GEOSException) as exc:
+                raise FilterError(f"{op}: the geometry is not GeoJSON ({exc})") from exc
+            geom: sql.Composable = sql.SQL("ST_SetSRID(ST_GeomFromGeoJSON({}), {})").format(
+                self.bind(json.dumps(b)), sql.Literal(self.crs.srid))
+            if self.crs.lat_first:
+                geom = sql.SQL("ST_FlipCoordinates({})").format(geom)
+            return self.to_lonlat(geom)
+        raise FilterError(f"{op} needs a geometry or BBOX literal")
+
+    def to_lonlat(self, geom: sql.Composable) -> sql.Composable:
+        if self.crs.srid == 4326:
+            return geom
+        if self.crs.srid == 4490:  # the same lon/lat, to the millimetre
+            return sql.SQL("ST_SetSRID({}, 4326)").format(geom)
+        return sql.SQL("ST_Transform({}, 4326)").format(geom)
+
     def spatial(self, op: str, args: list) -> sql.Composable:
+        if op in ("s_dwithin", "dwithin"):
+            return self.dwithin(args)
         a, b = args
         if isinstance(b, dict) and "property" in b:
             a, b = b, a
@@ -255,32 +341,43 @@ class _Translator:
         column, kind = self.prop(a)
         if kind != "geometry":
             raise FilterError(f"{op} needs the geometry property, got {a['property']!r}")
-        if isinstance(b, dict) and "bbox" in b:
-            box = b["bbox"]
-            if len(box) == 6:
-                box = [box[0], box[1], box[3], box[4]]
-            if len(box) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                                        and math.isfinite(v) for v in box):
-                raise FilterError("BBOX needs 4 (or 6) finite numbers")
-            if box[1] > box[3]:
-                raise FilterError("BBOX has its south above its north")
-            parts = [sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4326)").format(
-                *(self.bind(float(v)) for v in part)) for part in lonlat_boxes(tuple(box))]
-            # West above east: the box across the antimeridian, as its two parts.
-            shape = parts[0] if len(parts) == 1 else sql.SQL("ST_Collect({}, {})").format(
-                *parts)
-        elif isinstance(b, dict) and "type" in b:
-            try:
-                shapely.geometry.shape(b)
-            except (AttributeError, KeyError, TypeError, ValueError, IndexError,
-                    shapely.errors.GEOSException) as exc:
-                raise FilterError(f"{op}: the geometry is not GeoJSON ({exc})") from exc
-            shape = sql.SQL("ST_SetSRID(ST_GeomFromGeoJSON({}), 4326)").format(
-                self.bind(json.dumps(b)))
-        else:
-            raise FilterError(f"{op} needs a geometry or BBOX literal")
-        return sql.SQL("{}({}, {})").format(sql.SQL(_SPATIAL[op]), column, shape)
+        return sql.SQL("{}({}, {})").format(sql.SQL(_SPATIAL[op]), column, self.shape(op, b))
 
+    def dwithin(self, args: list) -> sql.Composable:
+        """S_DWITHIN(geometry, shape, distance, units): within a distance on the ellipsoid."""
+        if len(args) not in (3, 4):
+            raise FilterError("S_DWITHIN takes a geometry property, a geometry, a distance "
+                              "and its units")
+        a, b, distance = args[:3]
+        if isinstance(b, dict) and "property" in b:
+            a, b = b, a
+        column, kind = self.prop(a)
+        if kind != "geometry":
+            raise FilterError("S_DWITHIN needs the geometry property")
+        unit = args[3] if len(args) == 4 else "meters"
+        unit = unit.get("property", unit) if isinstance(unit, dict) else unit
+        factor = _UNITS.get(str(unit).lower())
+        if factor is None:
+            raise FilterError(f"S_DWITHIN: unknown units {unit!r}; use one of "
+                              + ", ".join(_UNITS))
+        if isinstance(distance, bool) or not isinstance(distance, int | float) \
+                or not math.isfinite(distance) or distance < 0:
+            raise FilterError("S_DWITHIN: the distance is a number, 0 or more")
+        metres = float(distance) * factor
+        if metres > MAX_DISTANCE_M:
+            raise TooCostly(f"S_DWITHIN: at most {MAX_DISTANCE_M // 1000:.0f} km")
+        shape = self.shape("S_DWITHIN", b)
+        # The index finds candidates in a box grown by the distance (in degrees, at the
+        # worst latitude the shape reaches), and in that box moved a turn east and west, for
+        # a box across the antimeridian; the ellipsoid settles them.
+        grow = sql.SQL("{m} / 111320.0 / greatest(cos(radians(least(89.0, greatest("
+                       "abs(ST_YMin({s})), abs(ST_YMax({s}))) + {m} / 111320.0))), 0.01)"
+                       ).format(m=self.bind(metres), s=shape)
+        box = sql.SQL("ST_Expand({}, {})").format(shape, grow)
+        return sql.SQL("(({c} && {b} OR {c} && ST_Translate({b}, 360, 0)"
+                       " OR {c} && ST_Translate({b}, -360, 0))"
+                       " AND ST_DWithin({c}::geography, {s}::geography, {m}))").format(
+                           c=column, b=box, s=shape, m=self.bind(metres))
     def temporal(self, op: str, args: list) -> sql.Composable:
         column, kind = self.prop(args[0])
         if kind not in ("datetime", "date"):
@@ -329,7 +426,7 @@ def _when(text: str) -> datetime:
 
 def to_sql(tree: dict[str, Any], layer: Layer | None, prefix: str = "f", *,
            types: dict[str, str] | None = None,
-           columns: dict[str, sql.Composable] | None = None
+           columns: dict[str, sql.Composable] | None = None, crs: FilterCrs = LONLAT
            ) -> tuple[sql.Composable, dict[str, object]]:
     """A WHERE clause for the layer's table (alias ``t``) and its parameters, named
     ``prefix`` + a number so that two filters can share one statement. Another table's
@@ -338,7 +435,7 @@ def to_sql(tree: dict[str, Any], layer: Layer | None, prefix: str = "f", *,
     if types is None:
         assert layer is not None
         types = queryables(layer)
-    translator = _Translator(types, prefix, columns)
+    translator = _Translator(types, prefix, columns, crs)
     try:
         clause = translator.expr(tree)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:

@@ -237,9 +237,8 @@ def parse_filter(request: Request, layer: Layer, a: LayerAccess) -> tuple | None
     if lang not in ("cql2-text", "cql2-json"):
         raise HTTPException(400, f"filter-lang {lang!r} is not supported; use cql2-text or "
                                  "cql2-json")
-    crs = params.get("filter-crs")
-    if crs is not None and crs.strip("<>") != CRS84:
-        raise HTTPException(400, f"filter-crs {crs!r} is not supported; filters are in {CRS84}")
+    crs = parse_crs(request, "filter-crs")
+    literal_crs = cql2sql.FilterCrs(crs.srid, crs.lat_first)
     parts = []
     for name in dict.fromkeys(k for k in params if k in types and k not in ITEMS_PARAMS):
         kind = types[name]
@@ -259,7 +258,7 @@ def parse_filter(request: Request, layer: Layer, a: LayerAccess) -> tuple | None
         if not parts:
             return None
         tree = parts[0] if len(parts) == 1 else {"op": "and", "args": parts}
-        return cql2sql.to_sql(tree, allowed)
+        return cql2sql.to_sql(tree, allowed, crs=literal_crs)
     except cql2sql.FilterError as exc:
         raise HTTPException(400, str(exc)) from exc
 

@@ -189,3 +189,33 @@ def test_records_follow_the_records_standard(http, dateline):
     assert {"id", "title", "updated"} <= set(sortables["properties"])
     rels = {ln["rel"] for ln in http.get("/collections/catalog").json()["links"]}
     assert "http://www.opengis.net/def/rel/ogc/1.0/sortables" in rels
+
+
+# 6. Names that start with "_", S_DWITHIN, and literals in another CRS.
+def test_cql2_underscored_names_distance_and_filter_crs(http, dateline):
+    items = "/collections/dateline/items"
+    r = http.get(items, params={"filter": "_ingested_at > TIMESTAMP('2000-01-01T00:00:00Z')"
+                                          " AND _produced_at < TIMESTAMP("
+                                          "'2999-01-01T00:00:00Z')"})
+    assert len(_names(r)) == 5
+    assert _names(http.get(items, params={"filter": "name = '_version'"})) == set()
+    # Suva is about 250 km from Taveuni; Rabi about 36 km, across the antimeridian.
+    near = "S_DWITHIN(geometry, POINT(179.9 -16.8), 60, kilometers)"
+    assert _names(http.get(items, params={"filter": near})) == {"Taveuni", "Rabi"}
+    assert _names(http.get(items, params={"filter": "S_DWITHIN(geometry, POINT(179.9 -16.8),"
+                                                    " 1000, meters)"})) == {"Taveuni"}
+    too_far = http.get(items, params={"filter": "S_DWITHIN(geometry, POINT(0 0), 5000, km)"})
+    assert too_far.status_code == 400 and "km" in too_far.json()["detail"]
+    assert http.get(items, params={"filter": "S_DWITHIN(geometry, POINT(0 0), 5, parsecs)"}
+                    ).status_code == 400
+    # The same box around Greenwich in EPSG:4326's order (lat, lon) and in Web Mercator.
+    for crs, box in (("http://www.opengis.net/def/crs/EPSG/0/4326", "BBOX(51,-1,52,1)"),
+                     ("http://www.opengis.net/def/crs/EPSG/0/3857",
+                      "BBOX(-111320,6621293,111320,6800125)"),
+                     ("http://www.opengis.net/def/crs/OGC/1.3/CRS84", "BBOX(-1,51,1,52)")):
+        r = http.get(items, params={"filter": f"S_INTERSECTS(geometry, {box})",
+                                    "filter-crs": crs})
+        assert _names(r) == {"Greenwich"}, crs
+    lat_lon = http.get(items, params={"filter": "S_INTERSECTS(geometry, POINT(51.48 0))",
+                                      "filter-crs": "EPSG:4326"})
+    assert _names(lat_lon) == {"Greenwich"}
