@@ -85,7 +85,9 @@ def _order(q: ItemsQuery) -> sql.Composable:
 
 
 def _geometry(crs: Crs, r: Restriction = NONE) -> sql.Composable:
-    g: sql.Composable = restrict.clipped(sql.SQL("t.geom"), r)
+    # RFC 7946, 3.1.6: exterior rings counter-clockwise, holes clockwise.
+    g: sql.Composable = sql.SQL("ST_ForcePolygonCCW({})").format(
+        restrict.clipped(sql.SQL("t.geom"), r))
     if crs.srid != 4326:
         g = sql.SQL("ST_Transform({}, {})").format(g, sql.Literal(crs.srid))
     if crs.lat_first:

@@ -107,7 +107,8 @@ async def fetch_scenes(conn: AsyncConnection, layer_id: str) -> list[Scene]:
 # size, so a features client reads the mosaic's index (its pixels are served as tiles).
 _FOOTPRINTS = sql.SQL(
     "SELECT json_build_object('type', 'Feature', 'id', t.id,"
-    " 'geometry', ST_AsGeoJSON({geom}, 9)::json, 'properties', json_build_object("
+    " 'geometry', ST_AsGeoJSON(ST_ForcePolygonCCW({geom}), 9)::json,"
+    " 'properties', json_build_object("
     " 'name', t.name, 'acquired_at', t.acquired_at, 'width', t.width, 'height', t.height,"
     " 'resolution', t.resolution, 'source_crs', t.source_crs))::text"
     " FROM (SELECT id, name, acquired_at, width, height, resolution, source_crs,"

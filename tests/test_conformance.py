@@ -219,3 +219,23 @@ def test_cql2_underscored_names_distance_and_filter_crs(http, dateline):
     lat_lon = http.get(items, params={"filter": "S_INTERSECTS(geometry, POINT(51.48 0))",
                                       "filter-crs": "EPSG:4326"})
     assert _names(lat_lon) == {"Greenwich"}
+
+
+# 10. GeoJSON rings wind as RFC 7946 says: exterior counter-clockwise, holes clockwise.
+def test_geojson_rings_are_counter_clockwise(http, sample_layers, raster_layer):
+    import shapely.geometry
+
+    checked = holes = 0
+    for layer in ("buildings", "districts", raster_layer):
+        page = http.get(f"/collections/{layer}/items", params={"limit": 500}).json()
+        for f in page["features"]:
+            shape = shapely.geometry.shape(f["geometry"])
+            for poly in getattr(shape, "geoms", [shape]):
+                if poly.geom_type != "Polygon":
+                    continue
+                assert poly.exterior.is_ccw, (layer, f["id"])
+                for ring in poly.interiors:
+                    assert not ring.is_ccw, (layer, f["id"])
+                    holes += 1
+                checked += 1
+    assert checked > 400 and holes > 0
