@@ -96,13 +96,20 @@ def _action(path: str) -> str:
             "conformance": "meta", "": "meta"}.get(head, head)
 
 
+def _preflight(scope: Scope) -> bool:
+    """A browser's CORS preflight, which carries no credential; a plain OPTIONS is asked as
+    the caller (what it may do there)."""
+    return scope["method"] == "OPTIONS" and any(
+        k == b"access-control-request-method" for k, _ in scope.get("headers", ()))
+
+
 class AccessMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(OPEN_PREFIXES) \
-                or scope["method"] == "OPTIONS":
+                or _preflight(scope):
             await self.app(scope, receive, send)
             return
         state = scope["app"].state.onemap

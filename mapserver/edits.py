@@ -21,19 +21,36 @@ from layers.catalog import Layer
 from layers.edit import save
 from layers.errors import Forbidden
 from mapserver.deps import WRITES, access, app_state, note, parse_json
-from mapserver.features import collection_layer, etag_of
+from mapserver.features import COLLECTION_KINDS, collection_layer, etag_of
 from mapserver.guard import gone
 from mapserver.ogc import base
 
 _ETAG = re.compile(r'^(?:W/)?"r(\d+)"$')
 
 
+# The media types a feature body may come in (Part 4; PATCH also as a JSON merge patch).
+BODY_TYPES = ("application/geo+json", "application/json", "application/merge-patch+json")
+READS = "GET, HEAD, OPTIONS"
+
+
 async def _editable(request: Request) -> tuple[Layer, LayerAccess]:
-    layer, a = await collection_layer(request)
+    layer, a = await collection_layer(request, COLLECTION_KINDS)
+    if layer.kind != "vector":
+        raise HTTPException(405, f"collection {layer.id!r} is a {layer.kind} layer: it changes "
+                                 "by ingest, not by editing features", headers={"Allow": READS})
     refusal = access(request).edit_refusal(layer)
     if refusal is not None:
         raise Forbidden(refusal)
     return layer, a
+
+
+async def options(request: Request) -> Response:
+    """What the caller may do here (Part 4): reads always, edits where it may publish."""
+    layer, _ = await collection_layer(request, COLLECTION_KINDS)
+    may_edit = layer.kind == "vector" and access(request).edit_refusal(layer) is None
+    edits = ("PUT, PATCH, DELETE" if "featureId" in request.path_params else "POST")
+    return Response(status_code=204,
+                    headers={"Allow": f"{READS}, {edits}" if may_edit else READS})
 
 
 def _expected(request: Request) -> int | None:
@@ -47,6 +64,10 @@ def _expected(request: Request) -> int | None:
 
 
 async def _feature(request: Request) -> dict[str, Any]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in BODY_TYPES:
+        raise HTTPException(415, f"a feature comes as {' or '.join(BODY_TYPES[:2])}, not "
+                                 f"{kind or 'a body without a Content-Type'}")
     # The body's size is bounded by mapserver/guard.py before it is read.
     doc = parse_json(await request.body())
     if not isinstance(doc, dict):
@@ -94,6 +115,8 @@ async def change(request: Request) -> Response:
 
 routes = [
     Route("/collections/{collectionId}/items", create, methods=["POST"]),
+    Route("/collections/{collectionId}/items", options, methods=["OPTIONS"]),
     Route("/collections/{collectionId}/items/{featureId:path}", change,
           methods=["PUT", "PATCH", "DELETE"]),
+    Route("/collections/{collectionId}/items/{featureId:path}", options, methods=["OPTIONS"]),
 ]

@@ -239,3 +239,15 @@ def test_geojson_rings_are_counter_clockwise(http, sample_layers, raster_layer):
                     holes += 1
                 checked += 1
     assert checked > 400 and holes > 0
+
+
+# 12. A raster collection says why it takes no feature: it changes by ingest.
+def test_a_post_to_a_raster_collection_is_405(http, settings, raster_layer):
+    from tests.conftest import department_keys
+
+    key = department_keys(settings, {"conf_writer": "conf_dept"})["conf_writer"]
+    r = http.post(f"/collections/{raster_layer}/items", headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/geo+json"},
+        content=json.dumps({"type": "Feature", "geometry": None, "properties": {}}))
+    assert r.status_code == 405 and "ingest" in r.json()["detail"]
+    assert r.headers["Allow"] == "GET, HEAD, OPTIONS"

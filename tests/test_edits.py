@@ -184,3 +184,25 @@ def test_an_edit_and_an_ingest_of_the_same_content_agree(http, keys, settings, t
     src.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     report = ingest_vector(src, "works_same", key="code", settings=settings)
     assert (report.unchanged, report.changed, report.inserted) == (3, 0, 0), report.summary()
+
+
+def test_part4_media_types_and_options(http, keys):
+    """A body that is not JSON is a 415; OPTIONS tells what the caller may do there."""
+    feature = json.dumps(_feature("T1", 116.4, 39.9))
+    r = http.post("/collections/works/items", content=feature,
+                  headers=auth(keys, "publisher", **{"Content-Type": "text/plain"}))
+    assert r.status_code == 415 and "application/geo+json" in r.json()["detail"]
+    r = http.post("/collections/works/items", content=feature,
+                  headers=auth(keys, "publisher", **{"Content-Type": "application/geo+json"}))
+    assert r.status_code == 201, r.text
+    r = http.patch("/collections/works/items/T1", content='{"properties": {"lanes": 3}}',
+                   headers=auth(keys, "publisher",
+                                **{"Content-Type": "application/merge-patch+json"}))
+    assert r.status_code == 200, r.text
+    allowed = http.options("/collections/works/items", headers=auth(keys, "publisher"))
+    assert allowed.status_code == 204 and "POST" in allowed.headers["Allow"]
+    one = http.options("/collections/works/items/T1", headers=auth(keys, "publisher"))
+    assert {"PUT", "PATCH", "DELETE"} <= set(one.headers["Allow"].replace(" ", "").split(","))
+    reader = http.options("/collections/works/items", headers=auth(keys, "reader"))
+    assert reader.status_code == 204 and reader.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert http.options("/collections/nowhere/items").status_code == 404
