@@ -25,7 +25,22 @@ class NotFound(DomainError, LookupError):
 
 
 class OutOfRange(Invalid):
-    """A tile address outside its matrix (a zoom, row or column the grid does not have)."""
+    """A tile address outside its matrix: ``axis`` says which part, "zoom" (the grid has
+    no such matrix), "column" or "row"."""
+
+    def __init__(self, message: str, axis: str = "zoom") -> None:
+        super().__init__(message)
+        self.axis = axis
+
+
+def check_tile(zi: int, xi: int, yi: int, width: int, height: int, where: str = "") -> None:
+    """Refuse a tile address outside its zoom's ``width`` x ``height`` matrix."""
+    if not 0 <= xi < width:
+        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist{where}: x runs 0..{width - 1}",
+                         "column")
+    if not 0 <= yi < height:
+        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist{where}: y runs 0..{height - 1}",
+                         "row")
 
 
 class Conflict(DomainError):

@@ -6,6 +6,7 @@ on EPSG:4490, the frame of Tianditu's ``_c`` services; its matrix n is their lev
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 import morecantile
@@ -50,3 +51,28 @@ def limits(tms: TileMatrixSet, extent: tuple[float, float, float, float] | None,
         ul, lr = tms.tile(w, n, z), tms.tile(e, s, z)
         out.append((z, ul.y, lr.y, ul.x, lr.x))
     return out
+
+
+def fit_zoom(bounds: tuple[float, float, float, float] | list[float] | None, minzoom: int = 0,
+             maxzoom: int = 22, width: int = 1024, height: int = 768) -> int:
+    """The deepest Web Mercator zoom at which ``bounds`` (lon/lat) fits a view of
+    ``width`` x ``height`` pixels, within ``minzoom``..``maxzoom``: where a map of the layer
+    opens. A single point opens at ``maxzoom``, capped at 17."""
+    top = min(maxzoom, 17)
+    if not bounds:
+        return max(minzoom, min(top, 2))
+    west, south, east, north = bounds
+    span_x = (east - west) % 360 or (360.0 if east != west else 0.0)
+
+    def y(lat: float) -> float:  # 0 at the top of the world, 1 at its bottom
+        lat = max(-85.0511, min(85.0511, lat))
+        return (1 - math.log(math.tan(math.radians(lat)) + 1 / math.cos(math.radians(lat)))
+                / math.pi) / 2
+
+    span_y = abs(y(south) - y(north))
+    zooms = [top]
+    if span_x > 0:
+        zooms.append(math.log2(width * 360 / (256 * span_x)))
+    if span_y > 0:
+        zooms.append(math.log2(height / (256 * span_y)))
+    return int(max(minzoom, min(top, math.floor(min(zooms)))))

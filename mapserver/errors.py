@@ -9,6 +9,7 @@ code by class too (``OutOfRange`` is ``TileOutOfRange``).
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 import psycopg
 from starlette.exceptions import HTTPException
@@ -20,10 +21,7 @@ from layers import errors
 log = logging.getLogger("onemap.http")
 
 
-TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-          405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
-          413: "Content Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
-          503: "Service Unavailable", 504: "Gateway Timeout"}
+TITLES = {s.value: s.phrase for s in HTTPStatus} | {413: "Content Too Large"}
 
 # Most specific first: a subclass is found before its base.
 STATUS: tuple[tuple[type[errors.DomainError], int], ...] = (

@@ -202,6 +202,35 @@ async def queryables(request: Request) -> Response:
     }, media_type="application/schema+json")
 
 
+async def schema(request: Request) -> Response:
+    """The features' schema (OGC API - Features Part 5): every property the caller reads,
+    typed, the key marked, and the geometry."""
+    layer, a = await collection_layer(request)
+    here = f"{base(request)}/collections/{layer.id}"
+    visible = restrict.visible_fields(layer, a.restriction)
+    props: dict[str, dict] = {cql2sql.GEOMETRY: {"x-ogc-role": "primary-geometry",
+                                              "format": "geometry-any"}}
+    for f in visible:
+        props[f.name] = {"title": f.source_name or f.name,
+                         **_SCHEMA_TYPES.get(f.type, {"type": "string"}),
+                         **({"maxLength": f.length} if f.length else {}),
+                         **({"x-ogc-role": "id"} if f.key else {})}
+    for name in features.TIME_PROPERTIES:
+        props[name] = {"type": "string", "format": "date-time", "readOnly": True}
+    props["_version"] = {"type": "integer", "readOnly": True}
+    if wants_html(request):
+        return listing(request, f"{layer.title}: schema",
+                       [("Collections", f"{base(request)}/collections?f=html"),
+                        (layer.id, f"{here}?f=html")],
+                       columns=["Property", "Type", "Key"],
+                       rows=[[f.name, f.type, "yes" if f.key else ""] for f in visible])
+    return JSONResponse({
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"{here}/schema",
+        "type": "object", "title": layer.title, "properties": props,
+        "links": [alternate(request)],
+    }, media_type="application/schema+json")
+
+
 def parse_properties(request: Request, layer: Layer,
                      a: LayerAccess) -> tuple[str, ...] | None:
     raw = request.query_params.get("properties")
@@ -444,6 +473,7 @@ routes = [
     Route("/collections", collections),
     Route("/collections/{collectionId}", collection),
     Route("/collections/{collectionId}/queryables", queryables),
+    Route("/collections/{collectionId}/schema", schema),
     Route("/collections/{collectionId}/items", items),
     Route("/collections/{collectionId}/items/{featureId:path}", item),
 ]

@@ -22,36 +22,30 @@ def base(request: Request) -> str:
 
 
 def layer_links(request: Request, layer: Layer) -> list[dict[str, str]]:
-    """Every way a layer is served; shared by its collection and its catalog record."""
+    """Every way a layer is served; shared by its collection and its catalog record. Tile
+    templates are in its tilesets and its TileJSON, not here."""
     b = base(request)
     here = f"{b}/collections/{layer.id}"
-    features = [
-        {"rel": "items", "type": GEOJSON, "href": f"{here}/items"},
+    links = [
+        {"rel": "items", "type": GEOJSON, "href": f"{here}/items",
+         **({"title": "its scenes' footprints"} if layer.kind == "raster" else {})},
+        {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-" + (
+            "map" if layer.kind == "raster" else "vector"), "type": "application/json",
+         "href": f"{here}/tiles"},
+        {"rel": "related", "type": "application/json", "title": "the layer in OneMap's catalog",
+         "href": f"{b}/layers/{layer.id}"},
+    ]
+    if layer.kind == "raster":
+        return [*links, {"rel": "tilejson", "type": "application/json",
+                         "href": f"{b}/tiles/{layer.id}/WebMercatorQuad/tilejson.json"}]
+    return [
+        *links,
+        {"rel": "describedby", "type": "application/schema+json", "title": "its features",
+         "href": f"{here}/schema"},
         {"rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables",
          "type": "application/schema+json", "href": f"{here}/queryables"},
-    ] if layer.kind == "vector" else []
-    tilesets = {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-" + (
-        "map" if layer.kind == "raster" else "vector"), "type": "application/json",
-        "href": f"{here}/tiles"}
-    described = {"rel": "describedby", "type": "application/json",
-                 "href": f"{b}/layers/{layer.id}"}
-    if layer.kind == "raster":
-        return [described, tilesets,
-                {"rel": "items", "type": GEOJSON, "title": "its scenes' footprints",
-                 "href": f"{here}/items"},
-                {"rel": "tilejson", "type": "application/json",
-                 "href": f"{b}/tiles/{layer.id}/WebMercatorQuad/tilejson.json"},
-                *({"rel": "item", "type": f"image/{ext}", "templated": True,
-                   "href": f"{b}/tiles/{layer.id}/{grid}/{{z}}/{{x}}/{{y}}.{ext}"}
-                  for grid in ("WebMercatorQuad", "CGCS2000Quad") for ext in ("png", "webp"))]
-    return [
-        *features,
-        described,
-        tilesets,
         {"rel": "tilejson", "type": "application/json",
          "href": f"{b}/tiles/{layer.id}/tilejson.json"},
-        {"rel": "item", "type": "application/vnd.mapbox-vector-tile",
-         "href": f"{b}/tiles/{layer.id}/{{z}}/{{x}}/{{y}}.mvt", "templated": True},
         {"rel": "stylesheet", "type": "application/vnd.mapbox.style+json",
          "href": f"{b}/styles/{layer.id}/style.json"},
     ]

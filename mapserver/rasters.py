@@ -23,8 +23,8 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer
-from layers.errors import OutOfRange
-from layers.grids import GRIDS, WEB_MERCATOR, grid, matrix_size
+from layers.errors import OutOfRange, check_tile
+from layers.grids import CGCS2000, GRIDS, WEB_MERCATOR, fit_zoom, grid, matrix_size
 from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
 from layers.summary import seen
@@ -101,10 +101,7 @@ def parse_cell(tms_name: str, z: str, x: str, y: str):
         raise HTTPException(400, f"tile address {z}/{x}/{y} is not three integers") from exc
     if not tms.minzoom <= zi <= tms.maxzoom:
         raise OutOfRange(f"zoom {zi} is outside {tms.minzoom}..{tms.maxzoom}")
-    w, h = matrix_size(tms, zi)
-    if not (0 <= xi < w and 0 <= yi < h):
-        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist in {tms_name}: x runs "
-                                 f"0..{w - 1}, y 0..{h - 1}")
+    check_tile(zi, xi, yi, *matrix_size(tms, zi), f" in {tms_name}")
     return tms, zi, xi, yi
 
 
@@ -193,7 +190,12 @@ async def tilejson(request: Request) -> Response:
         "tiles": [url], "minzoom": layer.minzoom, "maxzoom": layer.maxzoom,
         "bounds": bounds, "tileMatrixSet": tms_name,
         "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2,
-                   max(layer.minzoom, min(layer.maxzoom - 2, 12))],
+                   fit_zoom(layer.extent, layer.minzoom, layer.maxzoom)],
+        # TileJSON means Web Mercator; a CGCS2000Quad tileset says that it is not.
+        **({"crs": "http://www.opengis.net/def/crs/EPSG/0/4490",
+            "description": (layer.description or layer.title) + " (CGCS2000 lon/lat tiles of"
+                           " the CGCS2000Quad grid, not Web Mercator)"}
+           if tms_name == CGCS2000 else {}),
         "times": [t.isoformat() for t in source.times],
         **({"encoding": "mapbox"} if request.query_params.get("algorithm") == "terrainrgb"
            else {}),

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from layers.errors import OutOfRange
+from layers.errors import OutOfRange, check_tile
 from layers.restrict import Restriction
 from mapserver.deps import access, app_state
 
@@ -29,9 +29,7 @@ def parse_tile(z: str, x: str, y: str) -> tuple[int, int, int]:
         raise HTTPException(400, f"tile address {z}/{x}/{y} is not three integers") from exc
     if not 0 <= zi <= MAX_ZOOM:
         raise OutOfRange(f"zoom {zi} is outside 0..{MAX_ZOOM}")
-    n = 1 << zi
-    if not (0 <= xi < n and 0 <= yi < n):
-        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist: x and y run 0..{n - 1}")
+    check_tile(zi, xi, yi, 1 << zi, 1 << zi)
     return zi, xi, yi
 
 

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from access.policy import LayerAccess
 from layers.catalog import LAYER_ID, Layer
 from layers.errors import TooCostly
+from layers.grids import fit_zoom
 from layers.registry import Resolved
 from layers.restrict import Restriction
 from layers.summary import seen
@@ -177,7 +178,7 @@ def tilejson_doc(request: Request, layers: list[Layer], token: str) -> dict:
               if extents else [-180, -85.0511, 180, 85.0511])
     minzoom = min(ly.minzoom for ly in layers)
     maxzoom = max(ly.maxzoom for ly in layers)
-    center_zoom = max(minzoom, min(maxzoom, 12))
+    center_zoom = fit_zoom(bounds if extents else None, minzoom, maxzoom)
     return {
         "tilejson": "3.0.0",
         "name": ", ".join(ly.title for ly in layers),

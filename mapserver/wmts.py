@@ -8,9 +8,12 @@ WMTS clients read. Only layers the caller may read are listed.
 
 from __future__ import annotations
 
+import functools
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
+import numpy as np
+from rio_tiler.utils import render
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -69,6 +72,11 @@ def exception_report(status: int, code: str, text: str, locator: str | None = No
 def _limits(link: ET.Element, layer: Layer, tms_name: str) -> None:
     found = limits(grid(tms_name), layer.extent, layer.minzoom,  # type: ignore[arg-type]
                    min(layer.maxzoom, MAX_LISTED_ZOOM))
+    if not found:
+        return
+    # The schema wants MaxTileRow and MaxTileCol above 0: a matrix whose limits would end at
+    # row or column 0 (zoom 0's one tile) is left unlimited instead.
+    found = [f for f in found if f[2] > 0 and f[4] > 0]
     if not found:
         return
     el = _sub(link, _w("TileMatrixSetLimits"))
@@ -185,6 +193,21 @@ async def capabilities(request: Request) -> Response:
     return Response(body, media_type=XML, headers={"Cache-Control": "private, no-cache"})
 
 
+@functools.cache
+def blank(fmt: str) -> bytes:
+    """An empty tile as an image: transparent (white for JPEG, which has no alpha)."""
+    size = 256
+    if fmt == "jpg":
+        return render(np.full((3, size, size), 255, np.uint8), img_format="JPEG")
+    return render(np.zeros((1, size, size), np.uint8), mask=np.zeros((size, size), np.uint8),
+                  img_format=fmt.upper())
+
+
+# An address part out of range, as the parameter that named it.
+_AXIS = {"zoom": "tilematrix", "column": "tilecol", "row": "tilerow"}
+STYLES = ("default",)
+
+
 async def kvp(request: Request) -> Response:
     q = {k.lower(): v for k, v in request.query_params.items()}
     if q.get("service", "").upper() != "WMTS":
@@ -194,17 +217,27 @@ async def kvp(request: Request) -> Response:
     if op.lower() == "getcapabilities":
         return await capabilities(request)
     if op.lower() != "gettile":
-        return exception_report(400, "OperationNotSupported",
+        return exception_report(501, "OperationNotSupported",
                                 f"REQUEST {op!r} is not GetCapabilities or GetTile", "request")
+    if q.get("version", "1.0.0") != "1.0.0":
+        return exception_report(400, "InvalidParameterValue",
+                                f"VERSION {q['version']!r}: this service is WMTS 1.0.0",
+                                "version")
     for name in ("layer", "tilematrixset", "tilematrix", "tilerow", "tilecol", "format"):
         if not q.get(name):
             return exception_report(400, "MissingParameterValue", f"{name.upper()} is missing",
                                     name)
+    # Every layer has the one style its capabilities list; a client may leave it out.
+    if q.get("style", "default") not in STYLES and q.get("style") != "":
+        return exception_report(400, "InvalidParameterValue",
+                                f"STYLE {q['style']!r} is not one of {', '.join(STYLES)}",
+                                "style")
     fmt = q["format"]
     try:
         if fmt == MVT:
             if q["tilematrixset"] != WEB_MERCATOR:
-                raise HTTPException(400, f"vector tiles are made in {WEB_MERCATOR} only")
+                return exception_report(400, "InvalidParameterValue", "vector tiles are "
+                                        f"made in {WEB_MERCATOR} only", "tilematrixset")
             return await vector_tile(request, q["layer"], q["tilematrix"], q["tilecol"],
                                      q["tilerow"])
         if fmt not in RASTER_FORMATS:
@@ -212,17 +245,24 @@ async def kvp(request: Request) -> Response:
                                     f"FORMAT {fmt!r} is not one of "
                                     + ", ".join([*RASTER_FORMATS, MVT]), "format")
         params = QueryParams({"datetime": q["time"]} if q.get("time") else {})
-        return await raster_tile(request, q["layer"], q["tilematrixset"], q["tilematrix"],
-                                 q["tilecol"], q["tilerow"], RASTER_FORMATS[fmt], params)
+        answer = await raster_tile(request, q["layer"], q["tilematrixset"], q["tilematrix"],
+                                   q["tilecol"], q["tilerow"], RASTER_FORMATS[fmt], params)
+        if answer.status_code == 204:  # nothing there: an empty image, as clients expect
+            return Response(blank(RASTER_FORMATS[fmt]), media_type=fmt,
+                            headers={k: v for k, v in answer.headers.items()
+                                     if k.lower() in ("etag", "cache-control", "vary")})
+        return answer
     except OutOfRange as exc:
-        return exception_report(400, "TileOutOfRange", str(exc))
+        return exception_report(400, "TileOutOfRange", str(exc), _AXIS.get(exc.axis))
     except (HTTPException, DomainError) as exc:
         # WMTS reports a missing (or unreadable) layer and a bad parameter as 400.
         status = status_of(exc)
         if status not in (400, 404):
             raise
         return exception_report(400, "InvalidParameterValue",
-                                str(exc.detail if isinstance(exc, HTTPException) else exc))
+                                str(exc.detail if isinstance(exc, HTTPException) else exc),
+                                "layer" if status == 404 else None)
+
 
 routes = [
     Route("/wmts", kvp),

@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 from layers.catalog import Layer
+from layers.grids import fit_zoom
 
 PALETTE = ["#e6550d", "#3182bd", "#31a354", "#756bb1", "#de2d26", "#636363", "#d6616b",
            "#8c6d31"]
@@ -82,9 +83,11 @@ def build_style(layers: list[Layer], tilejson_url: str) -> dict[str, Any]:
         "metadata": {"onemap:layers": [ly.id for ly in layers]},
     }
     if extents:
-        e = extents[0]
+        e = (min(x[0] for x in extents), min(x[1] for x in extents),
+             max(x[2] for x in extents), max(x[3] for x in extents))
         style["center"] = [(e[0] + e[2]) / 2, (e[1] + e[3]) / 2]
-        style["zoom"] = 12
+        style["zoom"] = fit_zoom(e, min(ly.minzoom for ly in layers),
+                                 max(ly.maxzoom for ly in layers))
     for i, layer in enumerate(layers):
         style["layers"] += style_layers(layer, i)
     return style

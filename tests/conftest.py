@@ -34,6 +34,9 @@ from onemap.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "data" / "samples"
+# The OGC XML schemas, resolved offline through their catalog; set before lxml loads.
+SCHEMAS = (ROOT.parent / "shared" / "schemas").resolve()
+os.environ.setdefault("XML_CATALOG_FILES", str(SCHEMAS / "catalog.xml"))
 
 
 def free_port() -> int:

@@ -251,3 +251,79 @@ def test_a_post_to_a_raster_collection_is_405(http, settings, raster_layer):
         content=json.dumps({"type": "Feature", "geometry": None, "properties": {}}))
     assert r.status_code == 405 and "ingest" in r.json()["detail"]
     assert r.headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+# 13. Maps open where the data is; links name what they point at.
+def test_maps_open_on_the_data_and_links_say_what_they_are(http, sample_layers, raster_layer):
+    helsinki = http.get("/tiles/lamps/tilejson.json").json()
+    beijing = http.get("/tiles/districts/tilejson.json").json()
+    assert helsinki["center"][2] >= 13 and beijing["center"][2] <= 9, (helsinki, beijing)
+    style = http.get("/styles/districts/style.json").json()
+    assert style["zoom"] == beijing["center"][2]
+    lon, lat = style["center"]
+    assert 115.4 < lon < 117.6 and 39.4 < lat < 41.1
+    links = http.get("/collections/lamps").json()["links"]
+    assert not [ln for ln in links if ln["rel"] == "item"]  # tile templates live in tilesets
+    described = next(ln for ln in links if ln["rel"] == "describedby")
+    assert described["type"] == "application/schema+json"
+    schema = http.get(described["href"]).json()
+    assert schema["properties"]["osm_id"]["type"] == "string"
+    assert schema["properties"]["geometry"]["x-ogc-role"] == "primary-geometry"
+    cgcs = http.get(f"/tiles/{raster_layer}/CGCS2000Quad/tilejson.json").json()
+    assert cgcs["crs"].endswith("4490") and "not Web Mercator" in cgcs["description"]
+    assert "crs" not in http.get(f"/tiles/{raster_layer}/WebMercatorQuad/tilejson.json").json()
+
+
+# 9. WMTS as the OGC schema and OWSLib read it.
+def _wmts_schema():
+    from lxml import etree
+
+    from tests.conftest import SCHEMAS
+
+    return etree.XMLSchema(etree.parse(str(
+        SCHEMAS / "ogc" / "wmts" / "1.0" / "wmtsGetCapabilities_response.xsd")))
+
+
+def _ows_exception(r, status: int, code: str, locator: str) -> None:
+    from lxml import etree
+
+    from tests.conftest import SCHEMAS
+
+    assert r.status_code == status, (r.status_code, r.text)
+    doc = etree.fromstring(r.content)
+    etree.XMLSchema(etree.parse(str(SCHEMAS / "ogc" / "ows" / "1.1.0" /
+                                    "owsExceptionReport.xsd"))).assertValid(doc)
+    exc = doc[0]
+    assert exc.get("exceptionCode") == code and exc.get("locator") == locator, r.text
+
+
+def test_wmts_capabilities_validate_and_kvp_is_strict(http, server, sample_layers,
+                                                      raster_layer):
+    from lxml import etree
+    from owslib.wmts import WebMapTileService
+
+    caps = http.get("/wmts", params={"SERVICE": "WMTS", "REQUEST": "GetCapabilities"})
+    _wmts_schema().assertValid(etree.fromstring(caps.content))
+    kvp = {"SERVICE": "WMTS", "REQUEST": "GetTile", "VERSION": "1.0.0", "LAYER": raster_layer,
+           "STYLE": "default", "TILEMATRIXSET": "WebMercatorQuad", "FORMAT": "image/png",
+           "TILEMATRIX": "3", "TILEROW": "1", "TILECOL": "1"}
+    _ows_exception(http.get("/wmts", params={**kvp, "STYLE": "fancy"}), 400,
+                   "InvalidParameterValue", "style")
+    _ows_exception(http.get("/wmts", params={**kvp, "VERSION": "9.9.9"}), 400,
+                   "InvalidParameterValue", "version")
+    _ows_exception(http.get("/wmts", params={**kvp, "REQUEST": "GetFeatureInfo"}), 501,
+                   "OperationNotSupported", "request")
+    _ows_exception(http.get("/wmts", params={**kvp, "LAYER": "nowhere"}), 400,
+                   "InvalidParameterValue", "layer")
+    _ows_exception(http.get("/wmts", params={**kvp, "TILEMATRIX": "99"}), 400,
+                   "TileOutOfRange", "tilematrix")
+    # A tile with nothing in it is a transparent image of the asked format, not a 204.
+    empty = http.get("/wmts", params=kvp)
+    assert empty.status_code == 200 and empty.headers["content-type"] == "image/png"
+    assert empty.content.startswith(b"\x89PNG")
+    # OWSLib reads the service and fetches that tile.
+    wmts = WebMapTileService(f"{server}/wmts")
+    assert raster_layer in wmts.contents
+    tile = wmts.gettile(layer=raster_layer, tilematrixset="WebMercatorQuad", tilematrix="3",
+                        row=1, column=1, format="image/png")
+    assert tile.read().startswith(b"\x89PNG")

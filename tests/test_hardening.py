@@ -330,7 +330,7 @@ def test_bodies_over_their_limit_are_refused(live, client, keys):
     assert answer.startswith("HTTP/1.1 413") and "10 MB" in answer, answer
     # Deep nesting within the size: a 400, not a crash of the JSON parser.
     r = client.post("/collections/hpoints/items", content=b"[" * 200_000 + b"]" * 200_000,
-                    headers=bearer(keys.owner))
+                    headers={**bearer(keys.owner), "Content-Type": "application/json"})
     problem_of(r, 400, "nested deeper")
     healthy(live, client)
 

@@ -269,8 +269,8 @@ def test_gzip_and_cors(http, sample_layers):
     ("/tiles/nosuchlayer/1/0/0.mvt", 404, "no layer set 'nosuchlayer'"),
     ("/tiles/lamps,nosuch/1/0/0.mvt", 404, "no layer set 'lamps,nosuch'"),
     ("/tiles/lamps/x/0/0.mvt", 400, "not three integers"),
-    ("/tiles/lamps/3/8/0.mvt", 400, "x and y run 0..7"),
-    ("/tiles/lamps/3/0/-1.mvt", 400, "x and y run 0..7"),
+    ("/tiles/lamps/3/8/0.mvt", 400, "x runs 0..7"),
+    ("/tiles/lamps/3/0/-1.mvt", 400, "y runs 0..7"),
     ("/tiles/lamps/25/0/0.mvt", 400, "zoom 25 is outside"),
     ("/tiles/lamps/1/0/0.png", 404, "no tile format"),
     ("/tiles/Lamps';--/1/0/0.mvt", 404, "no layer set"),
@@ -312,7 +312,7 @@ def test_catalog_health_and_viewer(http, sample_layers):
     # The same links as the collection and the catalog record give, from one builder.
     assert {ln["rel"] for ln in districts["links"]} == {
         "items", "http://www.opengis.net/def/rel/ogc/1.0/queryables", "describedby",
-        "tilejson", "item", "stylesheet",
+        "tilejson", "stylesheet", "related",
         "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"}
     page = http.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "/static/vendor/maplibre-gl.js" in page.text
