@@ -1,4 +1,5 @@
-"""The tile matrix sets OneMap serves: Web Mercator, and the CGCS2000 geographic quad.
+"""The tile matrix sets OneMap serves: Web Mercator, the CGCS2000 geographic quad, and (for
+rasters) OGC's WorldCRS84Quad, the lon/lat grid generic OGC API clients look for first.
 
 CGCS2000Quad is WorldCRS84Quad's layout (2 × 1 tiles at matrix 0, 0.703125° per pixel)
 on EPSG:4490, the frame of Tianditu's ``_c`` services; its matrix n is their level n + 1.
@@ -15,7 +16,8 @@ from pyproj import CRS
 
 WEB_MERCATOR = "WebMercatorQuad"
 CGCS2000 = "CGCS2000Quad"
-GRIDS = (WEB_MERCATOR, CGCS2000)
+WORLD_CRS84 = "WorldCRS84Quad"
+GRIDS = (WEB_MERCATOR, CGCS2000, WORLD_CRS84)
 MAX_ZOOM = 24
 # Capabilities and tileset documents list matrices up to this zoom (deeper ones are served).
 MAX_LISTED_ZOOM = 22
@@ -23,8 +25,8 @@ MAX_LISTED_ZOOM = 22
 
 @cache
 def grid(name: str) -> TileMatrixSet | None:
-    if name == WEB_MERCATOR:
-        return morecantile.tms.get(WEB_MERCATOR)
+    if name in (WEB_MERCATOR, WORLD_CRS84):
+        return morecantile.tms.get(name)
     if name == CGCS2000:
         crs = CRS.from_epsg(4490)
         return TileMatrixSet.custom(

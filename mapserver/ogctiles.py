@@ -49,9 +49,48 @@ async def tile_matrix_sets(request: Request) -> Response:
                     "href": f"{b}/tileMatrixSets/{name}"}]} for name in GRIDS]})
 
 
+def tms_v1(tms) -> dict:
+    """A tile matrix set in the 1.0 encoding (OGC 17-083r2), which clients such as GDAL 3.6
+    read: ``identifier``, ``supportedCRS`` and ``tileMatrix`` where 2.0 says ``id``, ``crs``
+    and ``tileMatrices``."""
+    crs = tms.model_dump(mode="json")["crs"]
+    return {
+        "type": "TileMatrixSetType", "title": tms.title, "identifier": tms.id,
+        "supportedCRS": crs if isinstance(crs, str) else crs.get("uri", str(crs)),
+        **({"wellKnownScaleSet": tms.uri} if tms.uri else {}),
+        "tileMatrix": [{
+            "type": "TileMatrixType", "identifier": m.id,
+            "scaleDenominator": m.scaleDenominator,
+            "topLeftCorner": list(m.pointOfOrigin), "tileWidth": m.tileWidth,
+            "tileHeight": m.tileHeight, "matrixWidth": m.matrixWidth,
+            "matrixHeight": m.matrixHeight} for m in tms.tileMatrices],
+    }
+
+
 async def tile_matrix_set(request: Request) -> Response:
+    """The 2.0 encoding (OGC 17-083r4), or with ``encoding=1.0`` the 1.0 one, which a
+    tileset names as its ``tileMatrixSetDefinition`` for the readers of that time."""
     tms = _grid_or_404(request.path_params["tms"])
+    encoding = request.query_params.get("encoding", "2.0")
+    if encoding not in ("1.0", "2.0"):
+        raise HTTPException(400, f"encoding {encoding!r} is not 1.0 or 2.0")
+    if encoding == "1.0":
+        return JSONResponse(tms_v1(tms))
     return JSONResponse(tms.model_dump(mode="json", exclude_none=True))
+
+
+def _first_visible(tms, layer: Layer) -> int:
+    """The first zoom from the layer's minzoom at which it spans a pixel each way: coarser
+    matrices would draw it as nothing (and readers such as GDAL refuse an empty window)."""
+    if not layer.extent:
+        return layer.minzoom
+    w, s, e, n = layer.extent
+    (x0, y0), (x1, y1) = tms.xy(w, s), tms.xy(e, n)
+    for z in range(layer.minzoom, min(layer.maxzoom, MAX_LISTED_ZOOM) + 1):
+        size = tms.matrix(z).cellSize
+        if abs(x1 - x0) >= size and abs(y1 - y0) >= size:
+            return z
+    return layer.minzoom
 
 
 async def _layer(request: Request) -> Layer:
@@ -75,6 +114,8 @@ def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool) -> di
         "dataType": "map" if raster else "vector",
         "crs": tms.crs.srs,
         "tileMatrixSetURI": tms.uri or f"{b}/tileMatrixSets/{tms_name}",
+        # The 1.0-era member, which GDAL 3.6 reads the definition from, in that encoding.
+        "tileMatrixSetDefinition": f"{b}/tileMatrixSets/{tms_name}?encoding=1.0",
         "links": [
             {"rel": "self", "type": "application/json", "href": here},
             {"rel": TMS_REL, "type": "application/json", "href": f"{b}/tileMatrixSets/{tms_name}"},
@@ -95,7 +136,7 @@ def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool) -> di
     doc["tileMatrixSetLimits"] = [
         {"tileMatrix": str(z), "minTileRow": r0, "maxTileRow": r1, "minTileCol": c0,
          "maxTileCol": c1}
-        for z, r0, r1, c0, c1 in limits(tms, layer.extent, layer.minzoom,
+        for z, r0, r1, c0, c1 in limits(tms, layer.extent, _first_visible(tms, layer),
                                         min(layer.maxzoom, MAX_LISTED_ZOOM))]
     return doc
 

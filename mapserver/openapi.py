@@ -1,139 +1,246 @@
-"""The OpenAPI 3.0 document at /api, made from the routes OneMap really serves."""
+"""The OpenAPI 3.0 document at /api, made from the routes the app really serves.
+
+Every route of the app is in it (``document`` walks the routing table); what a route takes
+and answers is said in ``_OPS`` beside it, so a route added without a word here still
+appears, with its docstring for a summary. Responses carry schemas: GeoJSON, problem
+JSON, JSON Schema, images and tiles as binary.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from mapserver.features import DEFAULT_LIMIT, MAX_LIMIT, OPENAPI
 from mapserver.ogc import base
 
-_P = {
-    "collectionId": {"name": "collectionId", "in": "path", "required": True,
-                     "schema": {"type": "string"}, "description": "a layer id"},
-    "featureId": {"name": "featureId", "in": "path", "required": True,
-                  "schema": {"type": "string"}},
-    "limit": {"name": "limit", "in": "query", "style": "form", "explode": False,
-              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+GEOJSON = "application/geo+json"
+JSON = "application/json"
+SCHEMA = "application/schema+json"
+XML = "application/xml"
+MVT = "application/vnd.mapbox-vector-tile"
+IMAGES = ("image/png", "image/webp", "image/jpeg")
+
+_Q = {
+    "limit": {"schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
                          "default": DEFAULT_LIMIT},
               "description": f"page size; larger values are served as {MAX_LIMIT}"},
-    "offset": {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0,
-                                                            "default": 0}},
-    "bbox": {"name": "bbox", "in": "query", "style": "form", "explode": False,
+    "offset": {"schema": {"type": "integer", "minimum": 0, "default": 0}},
+    "bbox": {"style": "form", "explode": False,
              "schema": {"type": "array", "minItems": 4, "maxItems": 6,
                         "items": {"type": "number"}},
-             "description": "lower-left and upper-right longitude/latitude (CRS84)"},
-    "datetime": {"name": "datetime", "in": "query", "schema": {"type": "string"},
-                 "description": "an instant or interval (a/b, ../b, a/..) on the features' "
-                                "produced time"},
-    "as-of": {"name": "as-of", "in": "query", "schema": {"type": "string",
-                                                          "format": "date-time"},
+             "description": "lower-left and upper-right (west above east crosses the "
+                            "antimeridian), in bbox-crs"},
+    "datetime": {"schema": {"type": "string"},
+                 "description": "an instant or interval (a/b, ../b, a/..)"},
+    "as-of": {"schema": {"type": "string", "format": "date-time"},
               "description": "the layer as it stood at this moment"},
-    "crs": {"name": "crs", "in": "query", "schema": {"type": "string", "format": "uri"},
+    "crs": {"schema": {"type": "string", "format": "uri"},
             "description": "CRS of the geometries returned (see the collection's crs list)"},
-    "bbox-crs": {"name": "bbox-crs", "in": "query", "schema": {"type": "string",
-                                                                "format": "uri"},
+    "bbox-crs": {"schema": {"type": "string", "format": "uri"},
                  "description": "CRS of bbox, in its own axis order"},
-    "filter": {"name": "filter", "in": "query", "schema": {"type": "string"},
-               "description": "a CQL2 filter over the collection's queryables"},
-    "filter-lang": {"name": "filter-lang", "in": "query",
-                    "schema": {"type": "string", "enum": ["cql2-text", "cql2-json"],
+    "filter": {"schema": {"type": "string"},
+               "description": "a CQL2 filter over the queryables"},
+    "filter-lang": {"schema": {"type": "string", "enum": ["cql2-text", "cql2-json"],
                                "default": "cql2-text"}},
-    "filter-crs": {"name": "filter-crs", "in": "query",
-                   "schema": {"type": "string", "format": "uri"}},
-    "properties": {"name": "properties", "in": "query", "style": "form", "explode": False,
+    "filter-crs": {"schema": {"type": "string", "format": "uri"},
+                   "description": "CRS of the filter's geometry literals"},
+    "properties": {"style": "form", "explode": False,
                    "schema": {"type": "array", "items": {"type": "string"}},
                    "description": "only these properties in each feature"},
-    "f": {"name": "f", "in": "query", "schema": {"type": "string", "enum": ["json", "html"]}},
-    "z": {"name": "z", "in": "path", "required": True, "schema": {"type": "integer"}},
-    "x": {"name": "x", "in": "path", "required": True, "schema": {"type": "integer"}},
-    "y": {"name": "y", "in": "path", "required": True, "schema": {"type": "integer"}},
-    "layers": {"name": "layers", "in": "path", "required": True,
-               "schema": {"type": "string"}, "description": "layer ids, comma-separated"},
-    "layer": {"name": "layer", "in": "path", "required": True,
-              "schema": {"type": "string"}, "description": "a layer published as a 3D scene"},
+    "sortby": {"style": "form", "explode": False,
+               "schema": {"type": "array", "items": {"type": "string"}},
+               "description": "sortables, each with + (ascending) or - (descending)"},
+    "ids": {"style": "form", "explode": False,
+            "schema": {"type": "array", "items": {"type": "string"}}},
+    "q": {"style": "form", "explode": False,
+          "schema": {"type": "array", "items": {"type": "string"}},
+          "description": "free text: any of the terms"},
+    "type": {"schema": {"type": "string"}, "description": "dataset, or a layer kind"},
+    "kind": {"schema": {"type": "string", "enum": ["vector", "raster", "3d"]}},
+    "keywords": {"style": "form", "explode": False,
+                 "schema": {"type": "array", "items": {"type": "string"}}},
+    "department": {"schema": {"type": "string"}},
+    "f": {"schema": {"type": "string", "enum": ["json", "html"]}},
+    "key": {"schema": {"type": "string"},
+            "description": "an embedding key (read-only, limited to its layers and origins)"},
+    "bidx": {"schema": {"type": "string"}, "description": "bands, e.g. 3,2,1"},
+    "rescale": {"schema": {"type": "string"}, "description": "min,max per band"},
+    "colormap_name": {"schema": {"type": "string"}},
+    "algorithm": {"schema": {"type": "string", "enum": ["hillshade", "terrainrgb"]}},
+    "format": {"schema": {"type": "string", "enum": ["png", "jpg", "webp"]}},
+    "lon": {"schema": {"type": "number"}}, "lat": {"schema": {"type": "number"}},
+    "radius": {"schema": {"type": "number"}, "description": "metres"},
+    "at": {"schema": {"type": "string", "format": "date-time"}},
+    "SERVICE": {"schema": {"type": "string", "enum": ["WMTS"]}},
+    "REQUEST": {"schema": {"type": "string", "enum": ["GetCapabilities", "GetTile"]}},
+}
+_FEATURES = ["limit", "offset", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang",
+             "filter-crs", "properties", "sortby", "ids", "q", "as-of", "f"]
+_RASTER = ["datetime", "bidx", "rescale", "colormap_name", "algorithm"]
+_INTEGER_PATH = {"z", "x", "y", "row", "col", "key_id", "grant_id", "id"}
+
+# (path, method) -> (summary, query parameters, media type of a success, its status)
+_OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
+    ("/", "get"): ("Landing page (JSON with f=json; the viewer otherwise)", ["f"], JSON, 200),
+    ("/conformance", "get"): ("Conformance classes", ["f"], JSON, 200),
+    ("/api", "get"): ("This document", [], OPENAPI, 200),
+    ("/healthz", "get"): ("Database reachable, audit log writing", [], JSON, 200),
+    ("/collections", "get"): ("The collections: vector and raster layers, and the catalog",
+                              ["f"], JSON, 200),
+    ("/collections/{collectionId}", "get"): ("One collection", ["f"], JSON, 200),
+    ("/collections/{collectionId}/queryables", "get"): (
+        "What a filter may name, as JSON Schema", ["f"], SCHEMA, 200),
+    ("/collections/{collectionId}/schema", "get"): (
+        "The features' schema", ["f"], SCHEMA, 200),
+    ("/collections/{collectionId}/items", "get"): (
+        "Features, paged (a raster's: its scenes)", _FEATURES, GEOJSON, 200),
+    ("/collections/{collectionId}/items", "post"): ("Add a feature", [], "", 201),
+    ("/collections/{collectionId}/items/{featureId}", "get"): (
+        "One feature", ["crs", "as-of", "f"], GEOJSON, 200),
+    ("/collections/{collectionId}/items/{featureId}", "put"): (
+        "Replace a feature (If-Match: its ETag)", [], "", 200),
+    ("/collections/{collectionId}/items/{featureId}", "patch"): (
+        "Change some properties or the geometry", [], "", 200),
+    ("/collections/{collectionId}/items/{featureId}", "delete"): (
+        "Close a feature; its history stays", [], "", 204),
+    ("/collections/catalog", "get"): ("The catalog (OGC API - Records)", ["f"], JSON, 200),
+    ("/collections/catalog/items", "get"): (
+        "Search the catalog", ["limit", "offset", "q", "bbox", "datetime", "type", "kind",
+                               "keywords", "department", "ids", "sortby", "filter",
+                               "filter-lang", "f"], GEOJSON, 200),
+    ("/collections/catalog/items/{recordId}", "get"): ("One record", ["f"], GEOJSON, 200),
+    ("/collections/catalog/queryables", "get"): ("The catalog's queryables", ["f"], SCHEMA,
+                                                 200),
+    ("/collections/catalog/sortables", "get"): ("The catalog's sortables", ["f"], SCHEMA,
+                                                200),
+    ("/tiles/{layers}/{z}/{x}/{y}.{fmt}", "get"): (
+        "A vector tile of one or more layers (fmt: mvt)", ["as-of"], MVT, 200),
+    ("/tiles/{layers}/tilejson.json", "get"): ("TileJSON 3.0 of vector layers", [], JSON, 200),
+    ("/tiles/{layer}/{tms}/{z}/{x}/{y}.{fmt}", "get"): (
+        "A raster tile (fmt: png, webp, jpg)", _RASTER, "image", 200),
+    ("/tiles/{layer}/{tms}/tilejson.json", "get"): (
+        "TileJSON of a raster layer in a grid", [*_RASTER, "format"], JSON, 200),
+    ("/rasters/{layer}/point", "get"): ("Values at a point", ["lon", "lat", "datetime"], JSON,
+                                        200),
+    ("/styles/{layers}/style.json", "get"): ("A MapLibre style", [], JSON, 200),
+    ("/layers", "get"): ("The catalog with data dictionaries", [], JSON, 200),
+    ("/layers/{layer}", "get"): ("One layer's catalog entry", [], JSON, 200),
+    ("/tileMatrixSets", "get"): ("The tile matrix sets", ["f"], JSON, 200),
+    ("/tileMatrixSets/{tms}", "get"): ("One tile matrix set", ["f"], JSON, 200),
+    ("/collections/{collectionId}/tiles", "get"): ("A collection's tilesets", ["f"], JSON,
+                                                   200),
+    ("/collections/{collectionId}/tiles/{tms}", "get"): ("One tileset", ["f"], JSON, 200),
+    ("/collections/{collectionId}/tiles/{tms}/{z}/{row}/{col}", "get"): (
+        "A tile (OGC API - Tiles)", ["datetime"], "tile", 200),
+    ("/wmts", "get"): ("WMTS 1.0.0, key-value pairs (GetCapabilities, GetTile)",
+                       ["SERVICE", "REQUEST"], XML, 200),
+    ("/wmts/1.0.0/WMTSCapabilities.xml", "get"): ("WMTS capabilities (REST)", [], XML, 200),
+    ("/3dtiles", "get"): ("The 3D scenes the caller may read", [], JSON, 200),
+    ("/3dtiles/{layer}/tileset.json", "get"): (
+        "A 3D Tiles 1.1 tileset of extruded footprints", ["as-of"], JSON, 200),
+    ("/3dtiles/{layer}/{z}/{x}/{y}.json", "get"): (
+        "The external tileset of one tile", ["as-of"], JSON, 200),
+    ("/3dtiles/{layer}/{z}/{x}/{y}.glb", "get"): ("One 3D tile (binary glTF)", ["as-of"],
+                                                  "model/gltf-binary", 200),
+    ("/codes/{code}", "get"): ("An entity by its city code or an alias", [], JSON, 200),
+    ("/codes/{code}/history", "get"): ("An entity's state and events", ["at"], JSON, 200),
+    ("/codes/{code}/events", "post"): ("Record a lifecycle event", [], JSON, 201),
+    ("/registry/reuse", "get"): ("Carriers to reuse near a point", ["lon", "lat", "radius"],
+                                 JSON, 200),
+    ("/registry/reuse", "post"): ("Carriers to reuse along a site (GeoJSON)", [], JSON, 200),
 }
 
-_EDITS = {
-    "/collections/{collectionId}/items": {"post": ("createFeature", "Add a feature", 201)},
-    "/collections/{collectionId}/items/{featureId}": {
-        "put": ("replaceFeature", "Replace a feature (If-Match: its ETag)", 200),
-        "patch": ("updateFeature", "Change some properties or the geometry", 200),
-        "delete": ("deleteFeature", "Close a feature; its history stays", 204)},
-}
 
-# path -> (operationId, summary, parameters, response media type)
-_OPERATIONS = [
-    ("/", "getLandingPage", "Landing page (JSON with f=json; the viewer otherwise)",
-     ["f"], "application/json"),
-    ("/conformance", "getConformanceDeclaration", "Conformance classes", [],
-     "application/json"),
-    ("/api", "getAPI", "This document", [], OPENAPI),
-    ("/collections", "getCollections", "Feature collections: the vector layers", ["f"],
-     "application/json"),
-    ("/collections/{collectionId}", "describeCollection", "One collection",
-     ["collectionId", "f"], "application/json"),
-    ("/collections/{collectionId}/items", "getFeatures", "Features, paged",
-     ["collectionId", "limit", "offset", "bbox", "bbox-crs", "datetime", "crs", "filter",
-      "filter-lang", "filter-crs", "properties", "as-of", "f"], "application/geo+json"),
-    ("/collections/{collectionId}/queryables", "getQueryables",
-     "What a filter may name, as JSON Schema", ["collectionId"], "application/schema+json"),
-    ("/collections/{collectionId}/items/{featureId}", "getFeature", "One feature",
-     ["collectionId", "featureId", "crs", "as-of", "f"], "application/geo+json"),
-    ("/layers", "getLayers", "The catalog with data dictionaries", [], "application/json"),
-    ("/tiles/{layers}/{z}/{x}/{y}.mvt", "getTile", "A vector tile of one or more layers",
-     ["layers", "z", "x", "y", "as-of"], "application/vnd.mapbox-vector-tile"),
-    ("/tiles/{layers}/tilejson.json", "getTileJSON", "TileJSON 3.0", ["layers"],
-     "application/json"),
-    ("/styles/{layers}/style.json", "getStyle", "A MapLibre style", ["layers"],
-     "application/json"),
-    ("/3dtiles", "get3DScenes", "The 3D scenes the caller may read", [], "application/json"),
-    ("/3dtiles/{layer}/tileset.json", "get3DTileset",
-     "A 3D Tiles 1.1 tileset of extruded footprints", ["layer", "as-of"], "application/json"),
-    ("/3dtiles/{layer}/{z}/{x}/{y}.json", "get3DExternalTileset",
-     "The external tileset of one tile", ["layer", "z", "x", "y", "as-of"], "application/json"),
-    ("/3dtiles/{layer}/{z}/{x}/{y}.glb", "get3DTile", "One 3D tile (binary glTF)",
-     ["layer", "z", "x", "y", "as-of"], "model/gltf-binary"),
-    ("/healthz", "getHealth", "Database reachable", [], "application/json"),
-]
+def _path(template: str) -> str:
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", template)
 
 
-def document(server: str) -> dict:
-    paths: dict = {}
-    for path, op_id, summary, params, media in _OPERATIONS:
-        responses = {"200": {"description": "OK", "content": {media: {}}}}
-        if params:
-            responses["400"] = {"description": "a parameter is malformed (problem JSON)"}
-        if "{" in path:
-            responses["404"] = {"description": "no such collection, layer or feature"}
-        paths[path] = {"get": {"operationId": op_id, "summary": summary,
-                               "parameters": [_P[p] for p in params],
-                               "responses": responses}}
-    for path, methods in _EDITS.items():
-        for method, (op_id, summary, status) in methods.items():
-            params = ["collectionId"] + (["featureId"] if "featureId" in path else [])
-            paths[path][method] = {
-                "operationId": op_id, "summary": summary,
-                "security": [{"bearer": []}],
-                "parameters": [_P[p] for p in params],
-                "requestBody": {"content": {"application/geo+json": {}}}
-                if method != "delete" else None,
-                "responses": {str(status): {"description": "done; ETag names the version"},
-                              "400": {"description": "the feature breaks the dictionary"},
-                              "403": {"description": "no right to publish this layer"},
-                              "404": {"description": "no such collection or feature"},
-                              "412": {"description": "If-Match names an older version"}}}
-            if method == "delete":
-                del paths[path][method]["requestBody"]
-    return {"openapi": "3.0.3",
-            "info": {"title": "OneMap", "version": "0.1.0",
-                     "description": "The city's one map. Send a key or an OpenID Connect "
-                                    "token as Authorization: Bearer; embedding keys go in "
-                                    "?key=. Without one, only public layers exist."},
-            "components": {"securitySchemes": {"bearer": {"type": "http",
-                                                          "scheme": "bearer"}}},
-            "servers": [{"url": server}], "paths": paths}
+def _routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterable[tuple[str, str, Route]]:
+    for r in routes:
+        if isinstance(r, Route):
+            for method in sorted((r.methods or {"GET"}) - {"HEAD"}):
+                yield prefix + _path(r.path), method.lower(), r
+        elif isinstance(r, Mount) and r.routes and not r.path.startswith("/static"):
+            yield from _routes(r.routes, prefix + r.path)
+
+
+def _content(media: str) -> dict:
+    if media == "image":
+        return {m: {"schema": {"type": "string", "format": "binary"}} for m in IMAGES}
+    if media == "tile":
+        return {m: {"schema": {"type": "string", "format": "binary"}} for m in (MVT, *IMAGES)}
+    if media in (MVT, "model/gltf-binary"):
+        return {media: {"schema": {"type": "string", "format": "binary"}}}
+    if media == XML:
+        return {XML: {"schema": {"type": "string"}}}
+    if media == GEOJSON:
+        return {GEOJSON: {"schema": {"$ref": "#/components/schemas/GeoJSON"}}}
+    return {media or JSON: {"schema": {"type": "object"}}}
+
+
+def _operation(path: str, method: str, route: Route) -> dict:
+    summary, query, media, status = _OPS.get((path, method)) or (
+        ((route.endpoint.__doc__ or route.name).strip().splitlines()[0]), [], JSON,
+        201 if method == "post" else 200)
+    params = [{"name": name, "in": "path", "required": True,
+               "schema": {"type": "integer" if name in _INTEGER_PATH else "string"}}
+              for name in re.findall(r"\{(\w+)\}", path)]
+    params += [{"name": name, "in": "query", **_Q[name]} for name in query]
+    problem = {"description": "problem JSON",
+               "content": {"application/problem+json": {
+                   "schema": {"$ref": "#/components/schemas/Problem"}}}}
+    success: dict = {"description": "OK"}
+    if status != 204 and media:
+        success["content"] = _content(media)
+    op_id = method + "".join(p.capitalize() for p in re.findall(r"[A-Za-z0-9]+", path)
+                             if p not in ("json",)) or method + "Root"
+    op = {"operationId": op_id, "summary": summary, "parameters": params,
+          "responses": {str(status): success, "400": problem, "404": problem,
+                        "503": problem}}
+    if method in ("post", "put", "patch", "delete", "options") or path.startswith("/admin"):
+        op["security"] = [{"bearer": []}, {}]
+    if method in ("post", "put", "patch"):
+        body = GEOJSON if path.startswith("/collections") else JSON
+        op["requestBody"] = {"required": True, "content": {body: {"schema": {"type": "object"}}}}
+    if method == "options":
+        op["responses"] = {"204": {"description": "the methods the caller may use, in Allow"},
+                           "404": problem}
+    return op
+
+
+def document(routes: Iterable[BaseRoute], server: str) -> dict:
+    paths: dict[str, dict] = {}
+    for path, method, route in _routes(routes):
+        paths.setdefault(path, {})[method] = _operation(path, method, route)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "OneMap", "version": "0.1.0",
+                 "description": "The city's one map. Send a key or an OpenID Connect token as "
+                                "Authorization: Bearer; embedding keys go in ?key=. Without "
+                                "one, only public layers exist."},
+        "servers": [{"url": server}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Problem": {"type": "object", "required": ["status"], "properties": {
+                    "type": {"type": "string"}, "title": {"type": "string"},
+                    "status": {"type": "integer"}, "detail": {"type": "string"}}},
+                "GeoJSON": {"type": "object", "required": ["type"], "properties": {
+                    "type": {"type": "string", "enum": ["Feature", "FeatureCollection"]},
+                    "features": {"type": "array", "items": {"type": "object"}},
+                    "numberMatched": {"type": "integer"},
+                    "numberReturned": {"type": "integer"},
+                    "links": {"type": "array", "items": {"type": "object"}}}},
+            },
+        },
+    }
 
 
 async def api(request: Request) -> Response:
-    return JSONResponse(document(base(request)), media_type=OPENAPI)
+    return JSONResponse(document(request.app.routes, base(request)), media_type=OPENAPI)

@@ -22,7 +22,16 @@ from starlette.routing import Route
 
 from layers.catalog import Layer, fetch_layers
 from layers.errors import DomainError, OutOfRange
-from layers.grids import CGCS2000, GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits, matrix_size
+from layers.grids import (
+    CGCS2000,
+    GRIDS,
+    MAX_LISTED_ZOOM,
+    WEB_MERCATOR,
+    WORLD_CRS84,
+    grid,
+    limits,
+    matrix_size,
+)
 from layers.summary import seen
 from mapserver.deps import access, db, note
 from mapserver.errors import status_of
@@ -39,7 +48,8 @@ ET.register_namespace("ows", OWS_NS)
 ET.register_namespace("xlink", XLINK_NS)
 ET.register_namespace("xsi", XSI_NS)
 
-CRS_URN = {WEB_MERCATOR: "urn:ogc:def:crs:EPSG::3857", CGCS2000: "urn:ogc:def:crs:EPSG::4490"}
+CRS_URN = {WEB_MERCATOR: "urn:ogc:def:crs:EPSG::3857", CGCS2000: "urn:ogc:def:crs:EPSG::4490",
+           WORLD_CRS84: "urn:ogc:def:crs:OGC:1.3:CRS84"}
 WELL_KNOWN = {WEB_MERCATOR: "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible"}
 RASTER_FORMATS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 XML = "application/xml"

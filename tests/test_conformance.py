@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from ingest.vector import ingest_vector
+from tests.conftest import SAMPLES
 
 
 def _features(points: list[tuple[str, float, float]]) -> dict:
@@ -327,3 +328,50 @@ def test_wmts_capabilities_validate_and_kvp_is_strict(http, server, sample_layer
     tile = wmts.gettile(layer=raster_layer, tilematrixset="WebMercatorQuad", tilematrix="3",
                         row=1, column=1, format="image/png")
     assert tile.read().startswith(b"\x89PNG")
+
+
+# 11. Tile matrix sets in the 2.0 encoding, and in 1.0 on request, which GDAL reads.
+def test_tile_matrix_sets_in_both_encodings(http, raster_layer, tmp_path):
+    import morecantile
+
+    v2 = morecantile.TileMatrixSet.model_validate(http.get("/tileMatrixSets/CGCS2000Quad").json())
+    assert v2.matrix(0).matrixWidth == 2
+    tileset = http.get(f"/collections/{raster_layer}/tiles/WebMercatorQuad").json()
+    v1_url = tileset["tileMatrixSetDefinition"]
+    assert v1_url.endswith("/tileMatrixSets/WebMercatorQuad?encoding=1.0")
+    v1 = http.get(v1_url).json()
+    assert v1["type"] == "TileMatrixSetType" and "tileMatrices" not in v1
+    assert v1["supportedCRS"].endswith("3857") and len(v1["tileMatrix"]) > 20
+    assert http.get("/tileMatrixSets/WebMercatorQuad", params={"encoding": "3"}
+                    ).status_code == 400
+    # GDAL's own reader of tile matrix sets (the one its OGCAPI driver uses) takes the 1.0
+    # document as served, and tiles a COG on it: the same tiles as the service's.
+    path = tmp_path / "tms.json"
+    path.write_text(json.dumps(v1))
+    out = tmp_path / "dem.tif"
+    run = subprocess.run(["gdal_translate", "-q", "-of", "COG", "-co", f"TILING_SCHEME={path}",
+                          "-co", "ZOOM_LEVEL=13", str(SAMPLES / "olinda-dem.tif"), str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    import rasterio
+
+    with rasterio.open(out) as ds:
+        origin = morecantile.tms.get("WebMercatorQuad").matrix(13)
+        res = origin.cellSize
+        assert abs(ds.transform.a - res) < 1e-6
+        # Its corner falls on the grid's tile edges.
+        assert abs(((ds.transform.c - origin.pointOfOrigin[0]) / (256 * res)) % 1) < 1e-6
+
+
+def test_rasters_are_served_in_world_crs84_quad_too(http, raster_layer):
+    import morecantile
+    import numpy as np
+    from rasterio.io import MemoryFile
+
+    t = morecantile.tms.get("WorldCRS84Quad").tile(-34.87, -7.99, 12)
+    r = http.get(f"/tiles/{raster_layer}/WorldCRS84Quad/{t.z}/{t.x}/{t.y}.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    with MemoryFile(r.content) as f, f.open() as img:
+        assert img.read(img.count).any() and np.asarray(img.read(img.count)).max() == 255
+    caps = http.get("/wmts", params={"SERVICE": "WMTS", "REQUEST": "GetCapabilities"}).text
+    assert "urn:ogc:def:crs:OGC:1.3:CRS84" in caps

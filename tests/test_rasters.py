@@ -367,12 +367,12 @@ def test_wmts_capabilities_and_tiles_through_owslib(http, server, sample_layers,
 
 def test_ogc_api_tiles(http, sample_layers, rasters):
     sets = http.get("/tileMatrixSets").json()["tileMatrixSets"]
-    assert {s["id"] for s in sets} == {WEB_MERCATOR, CGCS2000}
+    assert {s["id"] for s in sets} == {WEB_MERCATOR, CGCS2000, "WorldCRS84Quad"}
     doc = http.get(f"/tileMatrixSets/{CGCS2000}").json()
     parsed = morecantile.TileMatrixSet.model_validate(doc)
     assert parsed.matrix(0).matrixWidth == 2 and parsed.crs.srs.endswith("4490")
     listed = http.get("/collections/imagery/tiles").json()["tilesets"]
-    assert len(listed) == 2 and {ts["dataType"] for ts in listed} == {"map"}
+    assert len(listed) == 3 and {ts["dataType"] for ts in listed} == {"map"}
     ts = http.get(f"/collections/imagery/tiles/{CGCS2000}").json()
     item = next(ln for ln in ts["links"] if ln["rel"] == "item" and ln["type"] == "image/png")
     t = grid(CGCS2000).tile(*OLINDA, 13)
