@@ -26,13 +26,14 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import free_port  # noqa: E402
+from bench.harness import free_port, scaled  # noqa: E402
 from layers.cluster import Cluster  # noqa: E402
 from layers.migrate import migrate  # noqa: E402
 from registry import codes, coverage, reuse  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CARRIERS, FRONTS, MOUNTED, CLAIMS = 1_000_000, 2_000_000, 1_500_000, 20_000
+CARRIERS, FRONTS, MOUNTED, CLAIMS = (scaled(n) for n in (1_000_000, 2_000_000, 1_500_000,
+                                                          20_000))
 BBOX = (116.1, 39.7, 116.7, 40.1)
 SEED = 20261122
 KINDS = ("street_lamp", "traffic_pole", "smart_pole")
@@ -113,6 +114,9 @@ def generate(conn: psycopg.Connection) -> None:
     _copy(conn, "deployments", "front, carrier, slot, valid_from",
           ((fcodes[j], ccodes[slots[m]], int(slot_no[m]), "2024-01-01")
            for j, m in enumerate(mounted)))
+    # Claims are made by a department of the directory, as every owner and holder is.
+    conn.execute("INSERT INTO onemap.departments (id, name) VALUES ('transport', 'Transport')"
+                 " ON CONFLICT DO NOTHING")
     _copy(conn, "reservations", "carrier, slot, department, model",
           ((ccodes[slots[m]], int(slot_no[m]), "transport", "aq-sensor-lte")
            for m in order[MOUNTED:MOUNTED + CLAIMS]))

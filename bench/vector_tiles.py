@@ -57,7 +57,7 @@ def size_sweep(url: str, layer_id: str, zooms: range) -> dict[int, dict]:
     with psycopg.connect(url, autocommit=True, options=SESSION) as conn:
         source = PostgisSource(get_layer(conn, layer_id), 14)
         for z in zooms:
-            q, _ = source.query_bytes(z, False, conn)
+            q, _, _ = source.query_bytes(z, False, conn)
             sizes = [len(conn.execute(q, params(layer_id, t.z, t.x, t.y, None), prepare=True)
                          .fetchone()[0] or b"") for t in TMS.tiles(*BBOX, zooms=[z])]
             out[z] = {"tiles": len(sizes), "max_kb": round(max(sizes) / 1024, 1)}
@@ -115,7 +115,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
                         def make(t):
                             async def call() -> int:
                                 async with pool.connection() as conn:
-                                    q, _ = source.query_bytes(t.z, False, conn)
+                                    q, _, _ = source.query_bytes(t.z, False, conn)
                                     cur = await conn.execute(q, params(layer_id, t.z, t.x,
                                                                        t.y, None),
                                                              prepare=True, binary=True)

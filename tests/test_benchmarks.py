@@ -1,0 +1,43 @@
+"""Every benchmark runs, at a thousandth of its size: figures nobody can reproduce are
+worth nothing, so a benchmark that breaks is found here, not on the day it is needed.
+What they measure is in docs/benchmarks.md; nothing here is timed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+RUNS = {
+    "vector_tiles": ["--rounds", "1", "--seconds", "1"],
+    "features": ["--rounds", "1", "--seconds", "1"],
+    "authorization": ["--rounds", "1", "--seconds", "1", "--lists", "z14"],
+    "raster_tiles": ["--rounds", "1", "--seconds", "1"],
+    "scenes3d": ["--rounds", "1", "--seconds", "1"],
+    "registry": ["--lookups", "5", "--warm", "2"],
+}
+
+
+def _numbers(doc: object) -> list[float]:
+    if isinstance(doc, dict):
+        return [n for v in doc.values() for n in _numbers(v)]
+    if isinstance(doc, list):
+        return [n for v in doc for n in _numbers(v)]
+    return [float(doc)] if isinstance(doc, int | float) and not isinstance(doc, bool) else []
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_the_benchmark_runs(name, tmp_path):
+    out = tmp_path / f"{name}.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *RUNS[name],
+                          "--out", str(out)], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env={**os.environ, "ONEMAP_BENCH_SCALE": "0.001"})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures and any(n > 0 for n in _numbers(figures)), figures
+    assert '"errors": 0' in json.dumps(figures) or name in ("registry", "scenes3d"), figures
