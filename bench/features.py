@@ -34,7 +34,7 @@ CASES = {
     "limit100+filter": {"limit": 100, "filter": FILTER},
     "limit100+bbox+filter": {"limit": 100, "bbox": BOX, "filter": FILTER},
 }
-PAGES = 40  # offsets 0, limit, 2 x limit, ... : a client paging through
+PAGES = 40  # the first 40 pages, each from the one before's next link
 
 
 def pygeoapi_config(url: str, port: int, folder: Path) -> dict[str, str]:
@@ -80,18 +80,26 @@ def pygeoapi_config(url: str, port: int, folder: Path) -> dict[str, str]:
     return env
 
 
-def paths(peer: str, case: dict) -> list[str]:
-    limit = case["limit"]
+def paths(peer: str, case: dict, server_url: str) -> list[str]:
+    """The pages a client reads paging through: the first, then each page's ``next`` link,
+    as each server writes it (an offset for some, the last id for others)."""
     collection = {"onemap": "bench_points", "tipg": "onemap_data.bench_points",
                   "pygeoapi": "bench_points"}[peer]
     # pygeoapi 0.21 calls its (pygeofilter) CQL2 text "cql-text"; the filter reads the same.
     extra = {"f": "json"} if peer == "pygeoapi" else {}
     if peer == "pygeoapi" and "filter" in case:
         extra["filter-lang"] = "cql-text"
+    url: str | None = (f"{server_url}/collections/{collection}/items?"
+                       f"{urlencode({**case, 'properties': PROPS, **extra})}")
     out = []
-    for page in range(PAGES):
-        q = {**case, "offset": page * limit, "properties": PROPS, **extra}
-        out.append(f"/collections/{collection}/items?{urlencode(q)}")
+    while url and len(out) < PAGES:
+        out.append(url.removeprefix(server_url))
+        doc = httpx.get(url, timeout=120).raise_for_status().json()
+        url = next((ln["href"] for ln in doc["links"] if ln["rel"] == "next"
+                    and ln.get("type", "application/geo+json") in (
+                        "application/geo+json", "application/json")), None)
+        if url and not url.startswith(server_url):  # a server that links by its own name
+            url = server_url + url[url.index("/collections/"):]
     random.Random(1).shuffle(out)
     return out
 
@@ -115,7 +123,8 @@ def main() -> None:
             server.start("/collections" if name == "pygeoapi" else "/")
         try:
             for case_name, case in CASES.items():
-                lists = {peer: paths(peer, case) for peer in servers}
+                lists = {peer: paths(peer, case, server.url)
+                         for peer, server in servers.items()}
                 sizes, matched = {}, {}
                 for peer, server in servers.items():
                     bodies = [httpx.get(server.url + p, timeout=120) for p in lists[peer][:8]]

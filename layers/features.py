@@ -60,10 +60,12 @@ class ItemsQuery:
     ids: tuple[str, ...] | None = None  # only these features
     text: tuple[str, ...] = ()  # free text: any term in any text field the caller may filter
     sortby: tuple[tuple[str, bool], ...] = ()  # (sortable name, descending), then the id
+    after: str | None = None  # continue after this feature id (the default order only)
 
     @property
     def narrowed(self) -> bool:
-        """Whether anything but the layer's own current rows limits the answer."""
+        """Whether anything but the layer's own current rows limits the answer (paging by
+        ``offset`` or ``after`` does not: it only picks the page)."""
         return not (self.bbox is None and self.where is None and self.as_of is None
                     and not self.restriction.rows_limited and self.ids is None
                     and not self.text and self.instant is None and self.start is None
@@ -116,7 +118,6 @@ def _feature_json(layer: Layer, crs: Crs, properties: tuple[str, ...] | None = N
 
 def _where(q: ItemsQuery, layer: Layer) -> tuple[sql.Composable, dict[str, object]]:
     """The WHERE clause, the principal's limits first."""
-    points = layer.geometry_type == "Point"
     w = Where()
     limit, limit_params = restrict.rows(layer, q.restriction)
     if limit is not None:
@@ -136,15 +137,10 @@ def _where(q: ItemsQuery, layer: Layer) -> tuple[sql.Composable, dict[str, objec
                 *map(sql.Placeholder, names), sql.Literal(q.bbox_crs.srid))
             if q.bbox_crs.srid != 4326:
                 box = sql.SQL("ST_Transform({}, 4326)").format(box)
-            # && compares float4-rounded boxes: it finds candidates, not answers. Points are
-            # then settled by plain comparisons (in lon/lat, so only for a lon/lat bbox).
-            if points and lonlat:
-                exact = sql.SQL("ST_X(t.geom) BETWEEN {} AND {} AND ST_Y(t.geom) BETWEEN {}"
-                                " AND {}").format(*(sql.Placeholder(names[k])
-                                                    for k in (0, 2, 1, 3)))
-            else:
-                exact = sql.SQL("ST_Intersects(t.geom, {})").format(box)
-            clauses.append(sql.SQL("(t.geom && {} AND {})").format(box, exact))
+            # ST_Intersects: the index finds candidates (its && compares float4-rounded
+            # boxes), the exact test settles them, and the planner estimates the match
+            # from the column's statistics.
+            clauses.append(sql.SQL("ST_Intersects(t.geom, {})").format(box))
             box_params.update(zip(names, part, strict=True))
         w.add(sql.SQL("(") + sql.SQL(" OR ").join(clauses) + sql.SQL(")"), **box_params)
     if q.ids is not None:
@@ -169,25 +165,60 @@ def _where(q: ItemsQuery, layer: Layer) -> tuple[sql.Composable, dict[str, objec
     return w.build()
 
 
-async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> tuple[list[str], int]:
+# A count that would read more rows than this stops there, and the page says how many
+# match as the planner's estimate instead: an exact count of a large match costs as much as
+# reading it all.
+COUNT_CAP = 10_000
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[str]  # GeoJSON texts
+    matched: int | None  # exact, where it was cheap to know
+    estimate: int | None  # the planner's, where counting would have cost too much
+    last: str | None  # the last feature's id, where a page may continue after it
+
+
+def keyset(q: ItemsQuery, layer: Layer) -> bool:
+    """Whether the next page continues after the last id (as fast as the first page)
+    rather than at an offset: in the default order, with ids the caller may see."""
+    return not q.sortby and not restrict.fid_concealed(layer, q.restriction)
+
+
+async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> Page:
     """One page of features as GeoJSON texts, in a stable order, and how many match."""
     where, params = _where(q, layer)
     t = table_of(layer.id)
+    page_where = where if q.after is None else sql.SQL("{} AND t._fid > %(after)s").format(
+        where)
     page = sql.SQL(
-        "SELECT {feature} FROM {t} t WHERE {where} ORDER BY {order}"
+        "SELECT {feature}, t._fid FROM {t} t WHERE {where} ORDER BY {order}"
         " LIMIT %(limit)s OFFSET %(offset)s"
     ).format(feature=_feature_json(layer, q.crs, q.properties, q.restriction), t=t,
-             where=where, order=_order(q))
-    cur = await conn.execute(page, {**params, "limit": q.limit, "offset": q.offset})
-    rows = [r[0] for r in await cur.fetchall()]
-    if q.offset == 0 and len(rows) < q.limit:
-        return rows, len(rows)  # the whole answer is on this page: no need to count
+             where=page_where, order=_order(q))
+    cur = await conn.execute(page, {**params, "limit": q.limit, "offset": q.offset,
+                                    "after": q.after})
+    found = await cur.fetchall()
+    rows = [r[0] for r in found]
+    last = found[-1][1] if found and keyset(q, layer) else None
+    if q.offset == 0 and q.after is None and len(rows) < q.limit:
+        return Page(rows, len(rows), None, last)  # the whole answer is on this page
     if not q.narrowed:
-        return rows, layer.feature_count  # counted by the ingest that wrote the data
-    cur = await conn.execute(
-        sql.SQL("SELECT count(*) FROM {t} t WHERE {where}").format(t=t, where=where), params)
+        return Page(rows, layer.feature_count, None, last)  # counted by the ingest
+    if q.after is not None:
+        return Page(rows, None, None, last)  # counted, if at all, on the first page
+    cur = await conn.execute(sql.SQL(
+        "SELECT count(*) FROM (SELECT 1 FROM {t} t WHERE {where} LIMIT %(cap)s) s").format(
+            t=t, where=where), {**params, "cap": COUNT_CAP + 1})
     row = await cur.fetchone()
-    return rows, int(row[0]) if row else 0
+    counted = int(row[0]) if row else 0
+    if counted <= COUNT_CAP:
+        return Page(rows, counted, None, last)
+    cur = await conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {t} t WHERE {where}"
+                                     ).format(t=t, where=where), params)
+    plan = (await cur.fetchone())[0]  # type: ignore[index]
+    estimate = int(plan[0]["Plan"]["Plan Rows"])
+    return Page(rows, None, max(estimate, COUNT_CAP + 1), last)
 
 
 async def item(conn: AsyncConnection, layer: Layer, fid: str,

@@ -246,8 +246,9 @@ def parse_properties(request: Request, layer: Layer,
 
 
 # What the items of a collection take besides property names (which filter by value).
-ITEMS_PARAMS = ("limit", "offset", "bbox", "bbox-crs", "crs", "datetime", "as-of", "filter",
-                "filter-lang", "filter-crs", "properties", "sortby", "ids", "q", "f", "key")
+ITEMS_PARAMS = ("limit", "offset", "after", "bbox", "bbox-crs", "crs", "datetime", "as-of",
+                "filter", "filter-lang", "filter-crs", "properties", "sortby", "ids", "q", "f",
+                "key")
 
 
 def parse_filter(request: Request, layer: Layer, a: LayerAccess) -> tuple | None:
@@ -333,7 +334,8 @@ async def _scene_items(request: Request, layer: Layer, a: LayerAccess) -> Respon
             bbox=parse_bbox(request.query_params.get("bbox")),
             start=start or instant, end=end or instant)
     note(request, [layer.id], len(rows))
-    return _feature_page(request, layer, rows, matched, offset, limit, None, features.CRS84)
+    return _feature_page(request, layer, features.Page(rows, matched, None, None), offset,
+                         limit, None, features.CRS84)
 
 
 async def items(request: Request) -> Response:
@@ -358,7 +360,16 @@ async def items(request: Request) -> Response:
                                 request.query_params.get("sortby"),
                                 features.sortables(layer, a.restriction), "the items"),
                             ids=_ids(request, layer, a),
-                            text=_terms(request.query_params.get("q"), "q") or ())
+                            text=_terms(request.query_params.get("q"), "q") or (),
+                            after=request.query_params.get("after"))
+    window = policy.paging_window(layer)
+    # Pages continue after the last id, not at an offset: a deep page then costs what the
+    # first does. Base data keeps offsets, whose depth its paging window bounds.
+    by_key = features.keyset(q, layer) and window is None
+    if q.after is not None and (not by_key or q.offset):
+        raise HTTPException(400, "after continues the default order of ids the caller can "
+                                 "see, without an offset" + (
+                                     "; base data pages by offset" if window else ""))
     state = app_state(request)
     async with db(request, "filters" if q.where is not None else "items") as conn:
         who = None
@@ -369,22 +380,28 @@ async def items(request: Request) -> Response:
                 conn, who, p.key_id, None if p.anonymous else p.name, [layer.id],
                 request.client.host if request.client else None)
             policy.quota_left(layer, used)
-        rows, matched = await features.items(conn, layer, q)
+        page = await features.items(conn, layer, q)
     if who is not None:
-        state.quota.add(who, len(rows))
-    note(request, [layer.id], len(rows))
-    return _feature_page(request, layer, rows, matched, offset, limit,
-                         policy.paging_window(layer), crs)
+        state.quota.add(who, len(page.rows))
+    note(request, [layer.id], len(page.rows))
+    return _feature_page(request, layer, page, offset, limit, window, crs,
+                         page.last if by_key else None)
 
 
-def _feature_page(request: Request, layer: Layer, rows: list[str], matched: int, offset: int,
-                  limit: int, window: int | None, crs: features.Crs) -> Response:
-    """A page of features as GeoJSON (or HTML), with its paging links."""
-    links = [page_link(request, "self", offset, limit), alternate(request),
+def _feature_page(request: Request, layer: Layer, page: features.Page, offset: int,
+                  limit: int, window: int | None, crs: features.Crs,
+                  after: str | None = None) -> Response:
+    """A page of features as GeoJSON (or HTML), with its paging links: the next continues
+    ``after`` a feature id where one is given, else at the next offset."""
+    rows, matched = page.rows, page.matched
+    links = [page_link(request, "self", offset, limit, request.query_params.get("after")),
+             alternate(request),
              {"rel": "collection", "type": "application/json",
               "href": f"{base(request)}/collections/{layer.id}"}]
-    if offset + len(rows) < matched and (window is None or offset + limit < window):
-        links.append(page_link(request, "next", offset + limit, limit))
+    more = (offset + len(rows) < matched if matched is not None and
+            request.query_params.get("after") is None else len(rows) == limit)
+    if more and (window is None or offset + limit < window):
+        links.append(page_link(request, "next", offset + limit, limit, after))
     if offset > 0:
         links.append(page_link(request, "prev", max(0, offset - limit), limit))
     if wants_html(request):
@@ -395,9 +412,12 @@ def _feature_page(request: Request, layer: Layer, rows: list[str], matched: int,
                      [("Collections", f"{base(request)}/collections?f=html"),
                       (layer.id, f"{base(request)}/collections/{layer.id}?f=html")],
                      layer=layer, features=feats, columns=columns, matched=matched,
+                     estimate=page.estimate,
                      returned=len(rows), next_url=link.get("next"),
                      prev_url=link.get("prev"))
-    head = {"type": "FeatureCollection", "numberMatched": matched,
+    counted = ({"numberMatched": matched} if matched is not None else
+               {"onemap:numberMatchedEstimate": page.estimate} if page.estimate else {})
+    head = {"type": "FeatureCollection", **counted,
             "numberReturned": len(rows),
             "timeStamp": datetime.now(UTC).isoformat(timespec="seconds"), "links": links}
     body = json.dumps(head)[:-1] + ', "features": [' + ",".join(rows) + "]}"

@@ -166,9 +166,18 @@ def query_without_key(request: Request) -> dict[str, str]:
     return {k: v for k, v in request.query_params.items() if k != "key"}
 
 
-def page_link(request: Request, rel: str, offset: int, limit: int) -> dict:
+def page_link(request: Request, rel: str, offset: int, limit: int,
+              after: str | None = None) -> dict:
+    """A link to another page of this query: at ``offset``, or continuing ``after`` a
+    feature id."""
     params = query_without_key(request)
-    params.update({"offset": str(offset), "limit": str(limit)})
+    params.pop("after", None)
+    params.pop("offset", None)
+    if after is not None:
+        params["after"] = after
+    elif offset:
+        params["offset"] = str(offset)
+    params["limit"] = str(limit)
     url = f"{base(request)}{request.url.path}?{urlencode(params)}"
     return {"rel": rel, "type": GEOJSON, "href": url}
 

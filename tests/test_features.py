@@ -323,7 +323,7 @@ def test_html_pages_for_people(http, db, sample_layers):
     assert "Data dictionary" in text and "osm_way_id" in text and 'class="map"' in text
     text, links = page("/collections/lamps/items?f=html&limit=5")
     assert links.rows == 6 and "5 of 586 features" in text  # header row + 5
-    nxt = next(h for h in links.hrefs if "offset=5" in h)
+    nxt = next(h for h in links.hrefs if "after=" in h)  # continues after the last id
     assert "f=html" in nxt and page(nxt)[1].rows == 6
     first = next(h for h in links.hrefs if "/items/" in h)
     text, _ = page(first)
@@ -379,3 +379,39 @@ def test_base_layers_are_served_not_copied(http, tmp_path, settings):
     assert beyond.status_code == 403 and "served, not copied" in beyond.json()["detail"]
     record = http.get("/collections/catalog/items/emap_poi").json()
     assert record["properties"]["onemap:role"] == "base"
+
+
+def test_pages_continue_after_the_last_id_and_large_counts_are_estimated(
+        http, db, sample_layers, monkeypatch):
+    """A page's next link continues after its last id (a deep page costs what the first
+    does); a match too large to count cheaply says the planner's estimate instead."""
+    from layers import features as layer_features
+
+    monkeypatch.setattr(layer_features, "COUNT_CAP", 100)
+    flt = "highway <> 'motorway'"
+    url, seen, pages = f"/collections/roads/items?limit=300&filter={flt}", [], 0
+    first = http.get(url).json()
+    assert "numberMatched" not in first and first["onemap:numberMatchedEstimate"] > 100
+    while url:
+        doc = http.get(url).json()
+        seen += [f["id"] for f in doc["features"]]
+        url = next((ln["href"] for ln in doc["links"] if ln["rel"] == "next"), None)
+        assert url is None or ("after=" in url and "offset=" not in url), url
+        pages += 1
+    want = {r[0] for r in db.execute("SELECT _fid FROM onemap_data.roads WHERE _valid_to IS"
+                                     " NULL"
+                                     " AND highway <> 'motorway'")}
+    assert len(seen) == len(set(seen)) and set(seen) == want and pages >= 3
+    # Sorted pages go by offset; "after" is for the default order only.
+    sorted_page = http.get("/collections/roads/items", params={"sortby": "-osm_id",
+                                                                "limit": 10}).json()
+    assert any("offset=10" in ln["href"] for ln in sorted_page["links"] if ln["rel"] == "next")
+    r = http.get("/collections/roads/items", params={"sortby": "osm_id", "after": "x"})
+    assert r.status_code == 400 and "after" in r.json()["detail"]
+    # A smaller match is counted exactly.
+    kind, n = db.execute("SELECT highway, count(*) FROM onemap_data.roads WHERE _valid_to IS"
+                         " NULL GROUP BY highway HAVING count(*) BETWEEN 6 AND 100"
+                         " ORDER BY 2 DESC LIMIT 1").fetchone()
+    small = http.get("/collections/roads/items", params={"filter": f"highway = '{kind}'",
+                                                          "limit": 5}).json()
+    assert small["numberMatched"] == n and len(small["features"]) == 5
