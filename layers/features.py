@@ -196,8 +196,11 @@ async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> Page:
         " LIMIT %(limit)s OFFSET %(offset)s"
     ).format(feature=_feature_json(layer, q.crs, q.properties, q.restriction), t=t,
              where=page_where, order=_order(q))
+    # Planned for these values every time (never a prepared, generic plan): whether to
+    # walk the id index or search the shapes first depends on how much a box or a filter
+    # keeps, which only the values tell.
     cur = await conn.execute(page, {**params, "limit": q.limit, "offset": q.offset,
-                                    "after": q.after})
+                                    "after": q.after}, prepare=False)
     found = await cur.fetchall()
     rows = [r[0] for r in found]
     last = found[-1][1] if found and keyset(q, layer) else None
@@ -209,7 +212,7 @@ async def items(conn: AsyncConnection, layer: Layer, q: ItemsQuery) -> Page:
         return Page(rows, None, None, last)  # counted, if at all, on the first page
     cur = await conn.execute(sql.SQL(
         "SELECT count(*) FROM (SELECT 1 FROM {t} t WHERE {where} LIMIT %(cap)s) s").format(
-            t=t, where=where), {**params, "cap": COUNT_CAP + 1})
+            t=t, where=where), {**params, "cap": COUNT_CAP + 1}, prepare=False)
     row = await cur.fetchone()
     counted = int(row[0]) if row else 0
     if counted <= COUNT_CAP:
