@@ -108,10 +108,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
-# The tests also draw a scene in CesiumJS in a headless Chromium, and run every benchmark
-# once at a thousandth of its size (wrk and the peers).
+# The tests also draw a scene in CesiumJS in a headless Chromium, open the service in QGIS,
+# and run every benchmark once at a thousandth of its size (wrk and the peers).
 test: setup $(BENCH_STAMP) $(GLTF_VALIDATOR) $(CESIUM)
-	bash scripts/system-packages.sh chromium wrk
+	bash scripts/system-packages.sh chromium wrk python3-qgis
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

@@ -5,7 +5,13 @@
 # Does nothing when all of it is there already.
 set -euo pipefail
 extra=()
-for cmd in "$@"; do command -v "$cmd" >/dev/null || extra+=("$cmd"); done
+for cmd in "$@"; do
+  case "$cmd" in
+    # QGIS's Python bindings, for the tests that drive QGIS: a module, not a command.
+    python3-qgis) /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || extra+=("$cmd") ;;
+    *) command -v "$cmd" >/dev/null || extra+=("$cmd") ;;
+  esac
+done
 
 have_postgis() { ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1; }
 have_server() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }

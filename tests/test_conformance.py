@@ -4,12 +4,13 @@ or a validator hit, checked over HTTP or through that client."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
 
 from ingest.vector import ingest_vector
-from tests.conftest import SAMPLES
+from tests.conftest import ROOT, SAMPLES
 
 
 def _features(points: list[tuple[str, float, float]]) -> dict:
@@ -375,3 +376,27 @@ def test_rasters_are_served_in_world_crs84_quad_too(http, raster_layer):
         assert img.read(img.count).any() and np.asarray(img.read(img.count)).max() == 255
     caps = http.get("/wmts", params={"SERVICE": "WMTS", "REQUEST": "GetCapabilities"}).text
     assert "urn:ogc:def:crs:OGC:1.3:CRS84" in caps
+
+
+# 4, 9 through QGIS: every collection opens valid, and the WMTS draws.
+def test_qgis_opens_the_features_and_draws_the_wmts(server, sample_layers, raster_layer,
+                                                   tmp_path):
+    import shutil
+
+    if shutil.which("qgis_process") is None and not os.path.exists(
+            "/usr/lib/python3/dist-packages/qgis"):
+        pytest.fail("make test installs QGIS (python3-qgis) from the system's packages")
+    png = tmp_path / "wmts.png"
+    run = subprocess.run(["/usr/bin/python3", str(ROOT / "tests" / "qgis_client.py"), server,
+                          "lamps", raster_layer, str(png)], capture_output=True, text=True,
+                         timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["oapif:lamps"]["valid"] and got["oapif:lamps"]["count"] == 586, got
+    assert got[f"oapif:{raster_layer}"]["valid"], got  # its scenes, not an invalid layer
+    assert got["wmts"]["valid"], got
+    import rasterio
+
+    with rasterio.open(png) as img:
+        pixels = img.read()
+    assert pixels.std() > 5, "QGIS drew nothing"  # the DEM in shades, not a blank

@@ -1,0 +1,62 @@
+"""QGIS (PyQGIS, headless) as a client of a running OneMap: run by the system's Python,
+where Debian's python3-qgis lives. Prints what QGIS made of the service as JSON, and draws
+the WMTS layer into a PNG.
+
+    python3 tests/qgis_client.py URL VECTOR_LAYER RASTER_LAYER OUT.png
+"""
+
+import faulthandler
+import json
+import os
+import sys
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.core import (  # noqa: E402
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsMapRendererParallelJob,
+    QgsMapSettings,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QSize  # noqa: E402
+from qgis.PyQt.QtGui import QColor  # noqa: E402
+
+
+def main() -> None:
+    faulthandler.enable()
+    url, vector, raster, png = sys.argv[1:5]
+    app = QgsApplication([], False)
+    app.initQgis()
+    out = {}
+    for name in (vector, raster):
+        layer = QgsVectorLayer(f"url='{url}' typename='{name}'", name, "OAPIF")
+        out[f"oapif:{name}"] = {"valid": layer.isValid(), "count": layer.featureCount(),
+                                "geometry": layer.geometryType()}
+    caps = f"{url}/wmts?SERVICE%3DWMTS%26REQUEST%3DGetCapabilities"
+    wmts = QgsRasterLayer(f"contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/png"
+                          f"&layers={raster}&styles=default&tileMatrixSet=WebMercatorQuad"
+                          f"&url={caps}", raster, "wms")
+    out["wmts"] = {"valid": wmts.isValid()}
+    if wmts.isValid():
+        settings = QgsMapSettings()
+        settings.setLayers([wmts])
+        settings.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
+        extent = wmts.extent()
+        settings.setExtent(QgsRectangle(extent))
+        settings.setOutputSize(QSize(512, 512))
+        settings.setBackgroundColor(QColor(255, 255, 255))
+        job = QgsMapRendererParallelJob(settings)
+        job.start()
+        job.waitForFinished()
+        job.renderedImage().save(png, "PNG")
+        out["wmts"]["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
+                                 extent.yMaximum()]
+    print(json.dumps(out))
+    app.exitQgis()
+
+
+if __name__ == "__main__":
+    main()
