@@ -30,6 +30,8 @@ _Q = {
                          "default": DEFAULT_LIMIT},
               "description": f"page size; larger values are served as {MAX_LIMIT}"},
     "offset": {"schema": {"type": "integer", "minimum": 0, "default": 0}},
+    "after": {"schema": {"type": "string"},
+              "description": "continue after this feature id (what next links carry)"},
     "bbox": {"style": "form", "explode": False,
              "schema": {"type": "array", "minItems": 4, "maxItems": 6,
                         "items": {"type": "number"}},
@@ -79,7 +81,7 @@ _Q = {
     "SERVICE": {"schema": {"type": "string", "enum": ["WMTS"]}},
     "REQUEST": {"schema": {"type": "string", "enum": ["GetCapabilities", "GetTile"]}},
 }
-_FEATURES = ["limit", "offset", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang",
+_FEATURES = ["limit", "offset", "after", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang",
              "filter-crs", "properties", "sortby", "ids", "q", "as-of", "f"]
 _RASTER = ["datetime", "bidx", "rescale", "colormap_name", "algorithm"]
 _INTEGER_PATH = {"z", "x", "y", "row", "col", "key_id", "grant_id", "id"}
