@@ -81,8 +81,8 @@ _Q = {
     "SERVICE": {"schema": {"type": "string", "enum": ["WMTS"]}},
     "REQUEST": {"schema": {"type": "string", "enum": ["GetCapabilities", "GetTile"]}},
 }
-_FEATURES = ["limit", "offset", "after", "bbox", "bbox-crs", "datetime", "crs", "filter", "filter-lang",
-             "filter-crs", "properties", "sortby", "ids", "q", "as-of", "f"]
+_FEATURES = ["limit", "offset", "after", "bbox", "bbox-crs", "datetime", "crs", "filter",
+             "filter-lang", "filter-crs", "properties", "sortby", "ids", "q", "as-of", "f"]
 _RASTER = ["datetime", "bidx", "rescale", "colormap_name", "algorithm"]
 _INTEGER_PATH = {"z", "x", "y", "row", "col", "key_id", "grant_id", "id"}
 
