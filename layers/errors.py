@@ -33,16 +33,6 @@ class OutOfRange(Invalid):
         self.axis = axis
 
 
-def check_tile(zi: int, xi: int, yi: int, width: int, height: int, where: str = "") -> None:
-    """Refuse a tile address outside its zoom's ``width`` x ``height`` matrix."""
-    if not 0 <= xi < width:
-        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist{where}: x runs 0..{width - 1}",
-                         "column")
-    if not 0 <= yi < height:
-        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist{where}: y runs 0..{height - 1}",
-                         "row")
-
-
 class Conflict(DomainError):
     """The input is good but collides with the state (exists already, taken, too many)."""
 

@@ -14,6 +14,8 @@ import morecantile
 from morecantile import TileMatrixSet
 from pyproj import CRS
 
+from layers.errors import OutOfRange
+
 WEB_MERCATOR = "WebMercatorQuad"
 CGCS2000 = "CGCS2000Quad"
 WORLD_CRS84 = "WorldCRS84Quad"
@@ -78,3 +80,13 @@ def fit_zoom(bounds: tuple[float, float, float, float] | list[float] | None, min
     if span_y > 0:
         zooms.append(math.log2(height / (256 * span_y)))
     return int(max(minzoom, min(top, math.floor(min(zooms)))))
+
+
+def check_tile(zi: int, xi: int, yi: int, width: int, height: int, where: str = "") -> None:
+    """Refuse a tile address outside its zoom's ``width`` x ``height`` matrix."""
+    if not 0 <= xi < width:
+        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist{where}: x runs 0..{width - 1}",
+                         "column")
+    if not 0 <= yi < height:
+        raise OutOfRange(f"tile {zi}/{xi}/{yi} does not exist{where}: y runs 0..{height - 1}",
+                         "row")

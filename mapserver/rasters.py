@@ -23,8 +23,8 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer
-from layers.errors import OutOfRange, check_tile
-from layers.grids import CGCS2000, GRIDS, WEB_MERCATOR, fit_zoom, grid, matrix_size
+from layers.errors import OutOfRange
+from layers.grids import CGCS2000, GRIDS, WEB_MERCATOR, check_tile, fit_zoom, grid, matrix_size
 from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
 from layers.summary import seen

@@ -13,7 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from layers.errors import OutOfRange, check_tile
+from layers.errors import OutOfRange
+from layers.grids import check_tile
 from layers.restrict import Restriction
 from mapserver.deps import access, app_state
 
