@@ -114,7 +114,8 @@ def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool) -> di
         "dataType": "map" if raster else "vector",
         "crs": tms.crs.srs,
         "tileMatrixSetURI": tms.uri or f"{b}/tileMatrixSets/{tms_name}",
-        # The 1.0-era member, which GDAL 3.6 reads the definition from, in that encoding.
+        # The member of the drafts before 1.0, where readers of that time (GDAL among them)
+        # look for the definition: in the 1.0 encoding, which they read.
         "tileMatrixSetDefinition": f"{b}/tileMatrixSets/{tms_name}?encoding=1.0",
         "links": [
             {"rel": "self", "type": "application/json", "href": here},
