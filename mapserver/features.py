@@ -33,6 +33,8 @@ from mapserver.ogc import (
     parse_datetime,
     parse_instant,
     parse_sortby,
+    parse_terms,
+    refuse_unknown,
 )
 
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
@@ -258,11 +260,8 @@ def parse_filter(request: Request, layer: Layer, a: LayerAccess) -> tuple | None
     allowed = restrict.filterable(layer, a.restriction)
     types = cql2sql.queryables(allowed)
     params = request.query_params
-    unknown = sorted({k for k in params if k not in ITEMS_PARAMS and k not in types})
-    if unknown:
-        raise HTTPException(400, f"unknown parameter {unknown[0]!r}: the items take "
-                                 + ", ".join(ITEMS_PARAMS) + ", and queryables by name "
-                                 "(see the collection's queryables)")
+    refuse_unknown(request, ITEMS_PARAMS, "the items", also=list(types),
+                   more=", and queryables by name (see the collection's queryables)")
     lang = params.get("filter-lang", "cql2-text")
     if lang not in ("cql2-text", "cql2-json"):
         raise HTTPException(400, f"filter-lang {lang!r} is not supported; use cql2-text or "
@@ -293,15 +292,6 @@ def parse_filter(request: Request, layer: Layer, a: LayerAccess) -> tuple | None
         raise HTTPException(400, str(exc)) from exc
 
 
-def _terms(raw: str | None, name: str) -> tuple[str, ...] | None:
-    if raw is None:
-        return None
-    terms = tuple(v.strip() for v in raw.split(",") if v.strip())
-    if len(terms) > 100:
-        raise HTTPException(400, f"{name} takes at most 100 values")
-    return terms
-
-
 def parse_crs(request: Request, name: str) -> features.Crs:
     raw = request.query_params.get(name)
     if raw is None:
@@ -321,10 +311,7 @@ SCENE_PARAMS = ("limit", "offset", "bbox", "datetime", "f", "key")
 
 async def _scene_items(request: Request, layer: Layer, a: LayerAccess) -> Response:
     """A raster layer's items: its scenes' footprints (the pixels are its tiles)."""
-    unknown = sorted(k for k in request.query_params if k not in SCENE_PARAMS)
-    if unknown:
-        raise HTTPException(400, f"unknown parameter {unknown[0]!r}: a raster layer's items "
-                                 "(its scenes) take " + ", ".join(SCENE_PARAMS))
+    refuse_unknown(request, SCENE_PARAMS, "a raster layer's items (its scenes)")
     limit = min(int_param(request, "limit", DEFAULT_LIMIT, 1), MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
     instant, start, end = parse_datetime(request.query_params.get("datetime"))
@@ -360,7 +347,7 @@ async def items(request: Request) -> Response:
                                 request.query_params.get("sortby"),
                                 features.sortables(layer, a.restriction), "the items"),
                             ids=_ids(request, layer, a),
-                            text=_terms(request.query_params.get("q"), "q") or (),
+                            text=parse_terms(request, "q") or (),
                             after=request.query_params.get("after"))
     window = policy.paging_window(layer)
     # Pages continue after the last id, not at an offset: a deep page then costs what the
@@ -425,7 +412,7 @@ def _feature_page(request: Request, layer: Layer, page: features.Page, offset: i
 
 
 def _ids(request: Request, layer: Layer, a: LayerAccess) -> tuple[str, ...] | None:
-    ids = _terms(request.query_params.get("ids"), "ids")
+    ids = parse_terms(request, "ids")
     # Ids made of a concealed key are not looked up: the answer would reveal the values.
     if ids is not None and restrict.fid_concealed(layer, a.restriction):
         raise HTTPException(400, f"collection {layer.id!r} cannot be searched by id: its ids "

@@ -118,6 +118,26 @@ def parse_bbox(raw: str | None,
     return x0, y0, x1, y1
 
 
+def refuse_unknown(request: Request, taken: Sequence[str], what: str,
+                   also: Sequence[str] = (), more: str = "") -> None:
+    """A 400 naming the first query parameter the endpoint does not take."""
+    unknown = sorted(k for k in request.query_params if k not in taken and k not in also)
+    if unknown:
+        raise HTTPException(400, f"unknown parameter {unknown[0]!r}: {what} take "
+                                 + ", ".join(taken) + more)
+
+
+def parse_terms(request: Request, name: str, most: int = 100) -> tuple[str, ...] | None:
+    """A comma-separated list (``q``, ``ids``, ``keywords``), at most ``most`` values."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    terms = tuple(v.strip() for v in raw.split(",") if v.strip())
+    if len(terms) > most:
+        raise HTTPException(400, f"{name} takes at most {most} values")
+    return terms
+
+
 def parse_sortby(raw: str | None, known: Sequence[str],
                  what: str) -> tuple[tuple[str, bool], ...]:
     """``sortby=name,-rank`` (OGC API - Records and Features sorting): each name, ascending

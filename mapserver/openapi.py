@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from mapserver.features import DEFAULT_LIMIT, MAX_LIMIT, OPENAPI
+from mapserver.features import DEFAULT_LIMIT, ITEMS_PARAMS, MAX_LIMIT, OPENAPI
 from mapserver.ogc import base
+from mapserver.records import RECORDS_PARAMS
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
@@ -81,8 +82,10 @@ _Q = {
     "SERVICE": {"schema": {"type": "string", "enum": ["WMTS"]}},
     "REQUEST": {"schema": {"type": "string", "enum": ["GetCapabilities", "GetTile"]}},
 }
-_FEATURES = ["limit", "offset", "after", "bbox", "bbox-crs", "datetime", "crs", "filter",
-             "filter-lang", "filter-crs", "properties", "sortby", "ids", "q", "as-of", "f"]
+# What the endpoints take, from the endpoints themselves: a parameter added there without a
+# word in _Q fails the document's test.
+_FEATURES = list(ITEMS_PARAMS)
+_RECORDS = list(RECORDS_PARAMS)
 _RASTER = ["datetime", "bidx", "rescale", "colormap_name", "algorithm"]
 _INTEGER_PATH = {"z", "x", "y", "row", "col", "key_id", "grant_id", "id"}
 
@@ -112,9 +115,7 @@ _OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
         "Close a feature; its history stays", [], "", 204),
     ("/collections/catalog", "get"): ("The catalog (OGC API - Records)", ["f"], JSON, 200),
     ("/collections/catalog/items", "get"): (
-        "Search the catalog", ["limit", "offset", "q", "bbox", "datetime", "type", "kind",
-                               "keywords", "department", "ids", "sortby", "filter",
-                               "filter-lang", "f"], GEOJSON, 200),
+        "Search the catalog", _RECORDS, GEOJSON, 200),
     ("/collections/catalog/items/{recordId}", "get"): ("One record", ["f"], GEOJSON, 200),
     ("/collections/catalog/queryables", "get"): ("The catalog's queryables", ["f"], SCHEMA,
                                                  200),

@@ -26,6 +26,8 @@ from mapserver.ogc import (
     parse_bbox,
     parse_datetime,
     parse_sortby,
+    parse_terms,
+    refuse_unknown,
 )
 
 CATALOG_ID = "catalog"  # reserved in layers.catalog.RESERVED_IDS
@@ -137,11 +139,6 @@ async def catalog_sortables(request: Request) -> Response:
     return _schema(request, "sortables", list(SORTABLES))
 
 
-def _list(request: Request, name: str) -> tuple[str, ...]:
-    raw = request.query_params.get(name)
-    return tuple(v.strip() for v in raw.split(",") if v.strip()) if raw else ()
-
-
 # What a search of the catalog takes (OGC API - Records, Part 1: core, sorting, filtering).
 RECORDS_PARAMS = ("limit", "offset", "q", "bbox", "datetime", "type", "kind", "keywords",
                   "department", "ids", "sortby", "filter", "filter-lang", "f", "key")
@@ -159,10 +156,7 @@ def _records_filter(request: Request) -> tuple | None:
 
 
 async def records(request: Request) -> Response:
-    unknown = sorted(k for k in request.query_params if k not in RECORDS_PARAMS)
-    if unknown:
-        raise HTTPException(400, f"unknown parameter {unknown[0]!r}: the catalog takes "
-                                 + ", ".join(RECORDS_PARAMS))
+    refuse_unknown(request, RECORDS_PARAMS, "the catalog's items")
     limit = min(int_param(request, "limit", 10, 1), 1000)
     offset = int_param(request, "offset", 0, 0)
     instant, start, end = parse_datetime(request.query_params.get("datetime"))
@@ -184,13 +178,13 @@ async def records(request: Request) -> Response:
         # A caller who sees part of a layer finds it by the part it sees.
         partial = {ly.id: (await seen(conn, ly, a.restriction)).extent for ly, a in pairs
                    if bbox is not None and a.restriction.rows_limited}
-    q = RecordsQuery(limit=limit, offset=offset, terms=_list(request, "q"), bbox=bbox,
+    q = RecordsQuery(limit=limit, offset=offset, terms=parse_terms(request, "q") or (), bbox=bbox,
                      seen_extents=partial,
                      start=start or instant, end=end or instant,
-                     keywords=_list(request, "keywords"),
+                     keywords=parse_terms(request, "keywords") or (),
                      department=request.query_params.get("department"), kind=kind,
                      ids=tuple(readable), where=where, sortby=sortby,
-                     wanted=_list(request, "ids") or None)
+                     wanted=parse_terms(request, "ids") or None)
     async with db(request, "items") as conn:
         layers, matched = await search(conn, q)
         layers = [await seen(conn, ly, readable[ly.id].restriction) for ly in layers]
