@@ -15,7 +15,7 @@ from psycopg import AsyncConnection, sql
 from layers import restrict, store
 from layers.catalog import Layer, table_of
 from layers.restrict import NONE, Restriction
-from layers.where import Where, contains, lonlat_boxes
+from layers.where import Where, contains, in_box
 
 # System times every feature carries, shown with its properties.
 TIME_PROPERTIES = ("_produced_at", "_ingested_at", "_updated_at")
@@ -128,21 +128,8 @@ def _where(q: ItemsQuery, layer: Layer) -> tuple[sql.Composable, dict[str, objec
         x0, y0, x1, y1 = q.bbox
         if q.bbox_crs.lat_first:
             x0, y0, x1, y1 = y0, x0, y1, x1
-        lonlat = q.bbox_crs.srid in (4326, 4490)
-        parts = lonlat_boxes((x0, y0, x1, y1)) if lonlat else [(x0, y0, x1, y1)]
-        clauses, box_params = [], {}
-        for i, part in enumerate(parts):
-            names = [f"{c}{i}" for c in ("x0", "y0", "x1", "y1")]
-            box: sql.Composable = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
-                *map(sql.Placeholder, names), sql.Literal(q.bbox_crs.srid))
-            if q.bbox_crs.srid != 4326:
-                box = sql.SQL("ST_Transform({}, 4326)").format(box)
-            # ST_Intersects: the index finds candidates (its && compares float4-rounded
-            # boxes), the exact test settles them, and the planner estimates the match
-            # from the column's statistics.
-            clauses.append(sql.SQL("ST_Intersects(t.geom, {})").format(box))
-            box_params.update(zip(names, part, strict=True))
-        w.add(sql.SQL("(") + sql.SQL(" OR ").join(clauses) + sql.SQL(")"), **box_params)
+        clause, box_params = in_box((x0, y0, x1, y1), q.bbox_crs.srid)
+        w.add(clause, **box_params)
     if q.ids is not None:
         w.add("t._fid = ANY(%(ids)s)", ids=list(q.ids))
     if q.text:

@@ -34,7 +34,7 @@ from rio_tiler.mosaic import mosaic_reader
 from layers import gather, restrict
 from layers.catalog import Layer
 from layers.restrict import Restriction
-from layers.where import Where, lonlat_boxes
+from layers.where import Where, in_box
 
 # Enough for every scene a worker thread touches in a burst; each handle is small.
 OPEN_PER_THREAD = 64
@@ -105,15 +105,15 @@ async def fetch_scenes(conn: AsyncConnection, layer_id: str) -> list[Scene]:
 
 # A raster layer's features are its scenes: each footprint with when it was taken and its
 # size, so a features client reads the mosaic's index (its pixels are served as tiles).
-_FOOTPRINTS = sql.SQL(
-    "SELECT json_build_object('type', 'Feature', 'id', t.id,"
+_SCENES = sql.SQL(
+    "(SELECT id, name, acquired_at, width, height, resolution, source_crs, footprint AS geom"
+    " FROM onemap.scenes WHERE layer_id = %(layer)s AND valid_to IS NULL) t")
+_FOOTPRINT = sql.SQL(
+    "json_build_object('type', 'Feature', 'id', t.id,"
     " 'geometry', ST_AsGeoJSON(ST_ForcePolygonCCW({geom}), 9)::json,"
     " 'properties', json_build_object("
     " 'name', t.name, 'acquired_at', t.acquired_at, 'width', t.width, 'height', t.height,"
-    " 'resolution', t.resolution, 'source_crs', t.source_crs))::text"
-    " FROM (SELECT id, name, acquired_at, width, height, resolution, source_crs,"
-    "  footprint AS geom FROM onemap.scenes WHERE layer_id = %(layer)s AND valid_to IS NULL) t"
-    " WHERE {where}")
+    " 'resolution', t.resolution, 'source_crs', t.source_crs))::text")
 
 
 async def footprints(conn: AsyncConnection, layer: Layer, r: Restriction, *, limit: int,
@@ -123,35 +123,30 @@ async def footprints(conn: AsyncConnection, layer: Layer, r: Restriction, *, lim
     """A page of the layer's scenes as GeoJSON features (footprints cut to the caller's area
     where its limit clips), newest first, and how many match."""
     w = Where()
-    w.add("true", layer=layer.id)
     area = replace(r, filter=None)  # a raster has no fields for a row filter to test
     limit_sql, params = restrict.rows(layer, area)
     if limit_sql is not None:
         w.add(limit_sql, **params)
     if bbox is not None:
-        boxes = []
-        for i, part in enumerate(lonlat_boxes(bbox)):
-            names = [f"b{i}_{k}" for k in range(4)]
-            boxes.append(sql.SQL("ST_Intersects(t.geom, ST_MakeEnvelope({}, {}, {}, {}, 4326))"
-                                 ).format(*map(sql.Placeholder, names)))
-            w.params.update(zip(names, part, strict=True))
-        w.add(sql.SQL("(") + sql.SQL(" OR ").join(boxes) + sql.SQL(")"))
+        clause, box_params = in_box(bbox)
+        w.add(clause, **box_params)
     w.when(start, "t.acquired_at >= %(start)s", "start")
     w.when(end, "t.acquired_at <= %(end)s", "end")
     w.when(scene, "t.id = %(scene)s", "scene")
     where, params = w.build()
+    params["layer"] = layer.id
     if area.clip and area.area_id is not None:
         params["_area"] = area.area_id
-    page = _FOOTPRINTS.format(geom=restrict.clipped(sql.SQL("t.geom"), area), where=where)
-    cur = await conn.execute(page + sql.SQL(
-        " ORDER BY t.acquired_at DESC, t.name LIMIT %(limit)s OFFSET %(offset)s"),
-        {**params, "limit": limit, "offset": offset})
+    cur = await conn.execute(sql.SQL(
+        "SELECT {feature} FROM {scenes} WHERE {where} ORDER BY t.acquired_at DESC, t.name"
+        " LIMIT %(limit)s OFFSET %(offset)s").format(
+            feature=_FOOTPRINT.format(geom=restrict.clipped(sql.SQL("t.geom"), area)),
+            scenes=_SCENES, where=where), {**params, "limit": limit, "offset": offset})
     rows = [row[0] for row in await cur.fetchall()]
     if offset == 0 and len(rows) < limit:
         return rows, len(rows)
-    cur = await conn.execute(sql.SQL(
-        "SELECT count(*) FROM (SELECT footprint AS geom, acquired_at, id FROM onemap.scenes"
-        " WHERE layer_id = %(layer)s AND valid_to IS NULL) t WHERE {}").format(where), params)
+    cur = await conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+        _SCENES, where), params)
     row = await cur.fetchone()
     return rows, int(row[0]) if row else 0
 

@@ -39,3 +39,21 @@ def contains(term: str) -> str:
     """An ILIKE pattern for text holding ``term``; its wildcards are escaped so that they
     match themselves."""
     return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def in_box(box: Box, srid: int = 4326) -> tuple[sql.Composable, dict[str, object]]:
+    """``t.geom`` intersecting a box given in ``srid`` (lon/lat ones may cross the
+    antimeridian), and its parameters. One ``ST_Intersects`` per part: the index finds the
+    candidates (its && compares float4-rounded boxes), the exact test settles them, and the
+    planner estimates the match from the column's statistics."""
+    parts = lonlat_boxes(box) if srid in (4326, 4490) else [box]
+    clauses, params = [], {}
+    for i, part in enumerate(parts):
+        names = [f"box{i}_{k}" for k in range(4)]
+        shape: sql.Composable = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
+            *map(sql.Placeholder, names), sql.Literal(srid))
+        if srid != 4326:
+            shape = sql.SQL("ST_Transform({}, 4326)").format(shape)
+        clauses.append(sql.SQL("ST_Intersects(t.geom, {})").format(shape))
+        params.update(zip(names, part, strict=True))
+    return sql.SQL("(") + sql.SQL(" OR ").join(clauses) + sql.SQL(")"), params
