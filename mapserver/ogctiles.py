@@ -53,10 +53,9 @@ def tms_v1(tms) -> dict:
     """A tile matrix set in the 1.0 encoding (OGC 17-083r2), which clients such as GDAL 3.6
     read: ``identifier``, ``supportedCRS`` and ``tileMatrix`` where 2.0 says ``id``, ``crs``
     and ``tileMatrices``."""
-    crs = tms.model_dump(mode="json")["crs"]
     return {
         "type": "TileMatrixSetType", "title": tms.title, "identifier": tms.id,
-        "supportedCRS": crs if isinstance(crs, str) else crs.get("uri", str(crs)),
+        "supportedCRS": tms.crs.srs,
         **({"wellKnownScaleSet": tms.uri} if tms.uri else {}),
         "tileMatrix": [{
             "type": "TileMatrixType", "identifier": m.id,
@@ -77,20 +76,6 @@ async def tile_matrix_set(request: Request) -> Response:
     if encoding == "1.0":
         return JSONResponse(tms_v1(tms))
     return JSONResponse(tms.model_dump(mode="json", exclude_none=True))
-
-
-def _first_visible(tms, layer: Layer) -> int:
-    """The first zoom from the layer's minzoom at which it spans a pixel each way: coarser
-    matrices would draw it as nothing (and readers such as GDAL refuse an empty window)."""
-    if not layer.extent:
-        return layer.minzoom
-    w, s, e, n = layer.extent
-    (x0, y0), (x1, y1) = tms.xy(w, s), tms.xy(e, n)
-    for z in range(layer.minzoom, min(layer.maxzoom, MAX_LISTED_ZOOM) + 1):
-        size = tms.matrix(z).cellSize
-        if abs(x1 - x0) >= size and abs(y1 - y0) >= size:
-            return z
-    return layer.minzoom
 
 
 async def _layer(request: Request) -> Layer:
@@ -137,7 +122,7 @@ def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool) -> di
     doc["tileMatrixSetLimits"] = [
         {"tileMatrix": str(z), "minTileRow": r0, "maxTileRow": r1, "minTileCol": c0,
          "maxTileCol": c1}
-        for z, r0, r1, c0, c1 in limits(tms, layer.extent, _first_visible(tms, layer),
+        for z, r0, r1, c0, c1 in limits(tms, layer.extent, layer.minzoom,
                                         min(layer.maxzoom, MAX_LISTED_ZOOM))]
     return doc
 
