@@ -1,13 +1,21 @@
 """Who exists and what they were granted, held in memory at one access version.
 
-Every request reads the access version (one tiny row); when it moved, because a grant,
-key, principal, department or a layer's classification changed, everything is read again.
-So a revoked key or a changed grant holds from the next request, in every server process.
+The access version moves whenever a grant, key, principal, department, area or a layer's
+classification changes, and each move is announced to every listening server at commit
+(``CHANNEL``). A ``Watch`` listens on a connection of its own; a request reads nothing when
+the directory is at the newest version announced, and everything again when it is not.
+So a revoked key or a changed grant holds, in every server process, from the request after
+the notice arrives: the database sends it as the change commits, and a notice still on the
+socket when a request starts counts as arrived. Without a listening connection (lost, or
+turned off), every request reads the version row again, as before notices.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import select
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +25,11 @@ from psycopg.rows import dict_row
 
 from access.credentials import CredentialError, secret_matches, split_key
 from access.policy import Caps, Grant, Policy, Principal
+
+log = logging.getLogger("onemap.access")
+
+CHANNEL = "onemap_access"  # migration 0011: the new version, at each move
+APPLICATION = "onemap access notices"  # the listening connection's name in pg_stat_activity
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,8 @@ class Directory:
         self.levels = levels
         self.caps = caps or Caps()
         self.version = -1
+        self.doubted = False
+        self.reads = 0  # times a request read the access version
         self.policy = Policy(levels, caps=self.caps)
         self._principals: dict[int, dict[str, Any]] = {}
         self._subjects: dict[str, int] = {}
@@ -44,11 +59,15 @@ class Directory:
         self._keys: dict[str, Key] = {}
         self._lock = asyncio.Lock()
 
+    def doubt(self) -> None:
+        """Read the version at the next request: this process may have just moved it."""
+        self.doubted = True
+
     async def refresh(self, conn: AsyncConnection) -> bool:
         """Re-reads everything if the access version moved; True if it did."""
-        cur = await conn.execute("SELECT version FROM onemap.access_state")
-        row = await cur.fetchone()
-        version = int(row[0]) if row else 0
+        self.doubted = False
+        self.reads += 1
+        version = await read_version(conn)
         if version == self.version:
             return False
         async with self._lock:
@@ -114,3 +133,79 @@ class Directory:
         if principal_id is None:
             raise CredentialError("no principal has this token's subject")
         return self.principal(principal_id)
+
+
+async def read_version(conn: AsyncConnection) -> int:
+    cur = await conn.execute("SELECT version FROM onemap.access_state")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+class Watch:
+    """The access version's notices, heard on a connection of its own (``run``).
+
+    ``current()`` is the question each request asks: True when the directory is at the
+    newest version heard and nothing waits unread on the socket, so no round trip is
+    needed. The version is also read every ``recheck`` seconds on the same connection, so a
+    notice lost with a connection is made up for; until the connection is back,
+    ``current()`` is False and each request reads the version itself.
+    """
+
+    def __init__(self, directory: Directory, url: str, recheck: float = 2.0) -> None:
+        self.directory, self.url, self.recheck = directory, url, recheck
+        self.heard = -1  # the newest version announced or read here
+        self._conn: AsyncConnection | None = None
+
+    def current(self) -> bool:
+        conn = self._conn
+        d = self.directory
+        if conn is None or conn.closed or d.doubted or d.version < self.heard or d.version < 0:
+            return False
+        try:
+            waiting, _, _ = select.select([conn.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not waiting
+
+    async def run(self) -> None:
+        """Listen until cancelled, connecting again after a failure."""
+        delay = 0.5
+        while True:
+            try:
+                async with await AsyncConnection.connect(
+                        self.url, autocommit=True, application_name=APPLICATION) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._hear(await read_version(conn))
+                    self._conn, delay = conn, 0.5
+                    while True:
+                        async for notice in conn.notifies(timeout=self.recheck):
+                            self._hear(int(notice.payload) if notice.payload.isdigit()
+                                       else self.directory.version + 1)
+                        self._hear(await read_version(conn))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: requests read for themselves
+                log.warning("access notices lost (%s); retrying in %.1f s",
+                            type(exc).__name__, delay)
+            finally:
+                self._conn = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def health(self) -> dict[str, Any]:
+        return {"notices": self._conn is not None and not self._conn.closed,
+                "version": self.directory.version, "heard": self.heard,
+                "reads": self.directory.reads}
+
+    def _hear(self, version: int) -> None:
+        self.heard = max(self.heard, version)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> Any:
+        task = asyncio.create_task(self.run())
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

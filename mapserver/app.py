@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from access.audit import AuditLog
 from access.credentials import OidcVerifier
-from access.directory import Directory
+from access.directory import Directory, Watch
 from access.policy import Caps
 from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
@@ -80,9 +80,12 @@ async def healthz(request: Request) -> Response:
     except Exception as exc:  # any failure to reach the database means unhealthy
         log.warning("health check failed: %s", type(exc).__name__)
         return problem(503, None, "database unreachable")
+    shown = {"audit": audit, "access": state.watch.health() if state.watch else {
+        "notices": False, "version": state.directory.version,
+        "reads": state.directory.reads}}
     if not audit["ok"]:
-        return JSONResponse({"status": "degraded", "audit": audit}, status_code=503)
-    return JSONResponse({"status": "ok", "audit": audit})
+        return JSONResponse({"status": "degraded", **shown}, status_code=503)
+    return JSONResponse({"status": "ok", **shown})
 
 
 async def root(request: Request) -> Response:
@@ -119,9 +122,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                     BaseQuota(),
                                     RasterRegistry(RasterStore(settings.raster_root)))
         writer = asyncio.create_task(audit.run(pool))
+        watching = contextlib.AsyncExitStack()
+        if settings.access_notices:
+            state = app.state.onemap
+            state.watch = await watching.enter_async_context(
+                Watch(state.directory, url).running())
         try:
             yield
         finally:
+            await watching.aclose()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -129,6 +138,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await pool.close()
 
     routes = [
+        # Tiles are most of the requests: matched first (no other route starts /tiles/).
+        *tiles.routes,
+        *rasters.routes,
         Route("/", root),
         Route("/healthz", healthz),
         Route("/api", openapi.api),
@@ -136,8 +148,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *edits.routes,
         *features.routes,
         *admin.routes,
-        *tiles.routes,
-        *rasters.routes,
         *registry.routes,
         *scenes3d.routes,
         *wmts.routes,

@@ -103,6 +103,18 @@ def _preflight(scope: Scope) -> bool:
         k == b"access-control-request-method" for k, _ in scope.get("headers", ()))
 
 
+async def _refresh(state: Any) -> None:
+    """The access version read now, and everything again if it moved."""
+    try:
+        async with state.pool.connection() as conn:
+            if await state.directory.refresh(conn):
+                state.registry.clear()  # layers may have been reclassified
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        # Outside the app's error handlers: say it here, as they would.
+        raise Refused(503, "the database is not reachable just now; try again shortly",
+                      {"Retry-After": "5"}) from exc
+
+
 class AccessMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -117,14 +129,8 @@ class AccessMiddleware:
         started = time.monotonic()
         principal, key = ANONYMOUS, None
         try:
-            try:
-                async with state.pool.connection() as conn:
-                    if await state.directory.refresh(conn):
-                        state.registry.clear()  # layers may have been reclassified
-            except (psycopg.OperationalError, PoolTimeout) as exc:
-                # Outside the app's error handlers: say it here, as they would.
-                raise Refused(503, "the database is not reachable just now; try again "
-                                   "shortly", {"Retry-After": "5"}) from exc
+            if state.watch is None or not state.watch.current():
+                await _refresh(state)
             principal, key = await authenticate(request, state)
             # Rule 0, before any endpoint: an anonymous writer is told by the endpoint.
             if is_write(scope["method"], scope["path"]) and not principal.anonymous \
@@ -158,6 +164,10 @@ class AccessMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
+            if is_write(scope["method"], scope["path"]):
+                # A change here may have moved the access version: the next request
+                # reads it rather than wait for the notice.
+                state.directory.doubt()
             # 499: the client went away before the answer, and its work was stopped.
             self._audit(state, scope, principal, key, 499 if gone(scope) else status,
                         started)

@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, Response
 
 from access.audit import AuditLog
 from access.credentials import OidcVerifier
-from access.directory import Directory
+from access.directory import Directory, Watch
 from access.policy import Access, LayerAccess
 from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
@@ -44,6 +44,8 @@ class AppState:
     oidc: OidcVerifier | None
     quota: BaseQuota
     rasters: RasterRegistry
+    # Access changes heard as notices; None: every request reads the access version.
+    watch: Watch | None = None
     # Areas by id in lon/lat, for masking raster tiles; areas are never edited.
     areas: dict[int, Any] = field(default_factory=dict)
 

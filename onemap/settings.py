@@ -29,6 +29,9 @@ class Settings:
     ingest_batch_size: int = 50_000
     # Tiles below this zoom are generalized unless a layer says otherwise.
     detail_zoom: int = 14
+    # ... or higher, for a layer so dense that a tile at that zoom would hold more features
+    # than this: the detail zoom is chosen at each ingest, so full-detail tiles stay bounded.
+    max_detail_features: int = 10_000
     # Memory for generalized (below detail zoom) tiles; 0 turns the cache off.
     tile_cache_mb: int = 256
     # Base layers are served, not copied: at most this many features per request, and

@@ -321,6 +321,50 @@ def test_revoked_key_stops_at_once(http, world):
     assert made["key"] not in listed and secret not in listed
 
 
+def _access_health(http) -> dict:
+    return http.get("/healthz").json()["access"]
+
+
+def _revoke_elsewhere(http, world, db, rounds: int) -> None:
+    """Keys made over HTTP, revoked straight in the database (as the CLI or another
+    server would): each is refused at the very next request."""
+    with_root = {"Authorization": f"Bearer {world.keys['root']}"}
+    for _ in range(rounds):
+        made = http.post("/admin/keys", headers=with_root,
+                         json={"principal": "cy_user"}).json()
+        auth = {"Authorization": f"Bearer {made['key']}"}
+        assert http.get("/collections/residents", headers=auth).status_code == 200
+        db.execute("UPDATE onemap.keys SET revoked_at = now() WHERE id = %s", (made["id"],))
+        assert http.get("/collections/residents", headers=auth).status_code == 401
+
+
+def test_access_changes_arrive_as_notices(http, world, db):
+    """No request reads the access version while the notices are heard, and a change made
+    by another process holds from the next request all the same."""
+    assert _access_health(http)["notices"] is True
+    before = _access_health(http)["reads"]
+    for _ in range(30):
+        assert get(http, "/collections/residents", "civil_user", world).status_code == 200
+    assert _access_health(http)["reads"] - before <= 1
+    _revoke_elsewhere(http, world, db, 25)
+
+
+def test_access_without_notices_reads_every_request(http, world, db):
+    """The listening connection cut: requests read the version themselves, so revocation
+    still holds at once, and the notices come back."""
+    cut = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE application_name = 'onemap access notices'").fetchall()
+    assert cut and all(ok for (ok,) in cut)
+    before = _access_health(http)["reads"]
+    _revoke_elsewhere(http, world, db, 3)
+    assert _access_health(http)["reads"] > before
+    deadline = time.monotonic() + 15
+    while not _access_health(http)["notices"]:
+        assert time.monotonic() < deadline, "the notices did not come back"
+        time.sleep(0.2)
+    _revoke_elsewhere(http, world, db, 3)
+
+
 def test_rate_limit(http, world):
     codes = [get(http, "/collections", "limited", world).status_code for _ in range(5)]
     assert codes[:3] == [200, 200, 200] and codes[3] == 429
