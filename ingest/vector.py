@@ -337,7 +337,8 @@ def _run(url: str, layer_id: str, plan: _Plan, reader: Any, report: IngestReport
             produced_at=plan.produced_default, lengths=plan.lengths, nulls=plan.nulls)
         counts, report.version = bulk.write(conn, layer_id, old, staged, meta,
                                             detail_zoom=settings.detail_zoom,
-                                            default_level=settings.default_level)
+                                            default_level=settings.default_level,
+                                            max_detail_features=settings.max_detail_features)
         report.inserted, report.changed = counts["inserted"], counts["changed"]
         report.unchanged, report.closed = counts["unchanged"], counts["closed"]
         conn.commit()

@@ -89,9 +89,11 @@ def dictionary(old: Layer | None, staged: Staged) -> list[Field]:
 
 
 def write(conn: psycopg.Connection, layer_id: str, old: Layer | None, staged: Staged,
-          meta: LayerMeta, *, detail_zoom: int, default_level: str) -> tuple[dict[str, int], int]:
+          meta: LayerMeta, *, detail_zoom: int, default_level: str,
+          max_detail_features: int = 10_000) -> tuple[dict[str, int], int]:
     """Merge staging into the layer; returns the counts (inserted, changed, unchanged,
-    closed) and the layer's catalog version after it."""
+    closed) and the layer's catalog version after it. A changed layer's detail zoom is the
+    lowest from ``detail_zoom`` whose densest tile holds at most ``max_detail_features``."""
     fields = dictionary(old, staged)
     new_table = not store.table_exists(conn, layer_id)
     if new_table:
@@ -107,8 +109,11 @@ def write(conn: psycopg.Connection, layer_id: str, old: Layer | None, staged: St
     data_changed = bool(counts["inserted"] or counts["changed"] or counts["closed"])
     zoom = old.detail_zoom if old and old.detail_zoom is not None else detail_zoom
     if data_changed or new_table:
+        zoom = overviews.choose_detail_zoom(conn, layer_id, detail_zoom, max_detail_features)
         cells = overviews.build(conn, layer_id, zoom)
         log.info("%s: overview of %d cells below zoom %d", layer_id, cells, zoom)
+    # Tile sources hold the detail zoom: a new one makes them reload, as a new schema does.
+    schema_changed = schema_changed or (old is not None and old.detail_zoom != zoom)
     version = _catalog(conn, layer_id, old, staged, meta, fields, schema_changed or old is None,
                        data_changed, zoom, default_level)
     return counts, version

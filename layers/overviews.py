@@ -69,6 +69,31 @@ def build(conn: psycopg.Connection, layer_id: str, detail_zoom: int) -> int:
     return int(rows[0]) if rows else 0
 
 
+def densest(conn: psycopg.Connection, layer_id: str, z: int) -> int:
+    """The most current features whose centre falls in one tile of zoom ``z``."""
+    row = conn.execute(sql.SQL(
+        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM ("
+        "  SELECT {centre} FROM {t} t WHERE t._valid_to IS NULL) f"
+        " GROUP BY floor((x + %(half)s) / %(tile)s), floor((%(half)s - y) / %(tile)s)) c"
+    ).format(t=table_of(layer_id), centre=sql.SQL(CENTRE)),
+        {"half": WORLD / 2, "tile": WORLD / (1 << z)}).fetchone()
+    return int(row[0]) if row else 0
+
+
+MOST_DETAIL_ZOOM = 18  # a layer is never generalized above this zoom
+
+
+def choose_detail_zoom(conn: psycopg.Connection, layer_id: str, least: int,
+                       most_features: int) -> int:
+    """The lowest zoom from ``least`` at which no tile holds more than ``most_features``
+    features (by their centres): full-detail tiles stay bounded however dense the layer,
+    and the zooms below are drawn from the overview, as cells with counts."""
+    z = least
+    while z < MOST_DETAIL_ZOOM and densest(conn, layer_id, z) > most_features:
+        z += 1
+    return z
+
+
 def ensure_all(conn: psycopg.Connection, default_detail_zoom: int) -> list[str]:
     """Builds the overviews that are missing (layers loaded before overviews existed, or an
     overview dropped by hand); returns the layers built. Run at start-up."""

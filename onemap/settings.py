@@ -51,6 +51,10 @@ class Settings:
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
+    # Access changes reach each server as the database's notices (LISTEN/NOTIFY), so no
+    # request reads the access version; off, every request reads it (a pooler in
+    # transaction mode cannot LISTEN).
+    access_notices: bool = True
     # Requests per minute a key may make (a key can set its own); 0 means no limit.
     key_rate_limit: int = 6000
     # Where raster layers' COGs live: a folder, or an object store as GDAL names it

@@ -112,7 +112,8 @@ def _publish(url: str, settings: Settings, layer_id: str, published: Published,
             counts, report.version = bulk.write(
                 conn, layer_id, old, staged,
                 replace(meta, title=meta.title or published.title),
-                detail_zoom=settings.detail_zoom, default_level=settings.default_level)
+                detail_zoom=settings.detail_zoom, default_level=settings.default_level,
+                max_detail_features=settings.max_detail_features)
             report.inserted, report.changed = counts["inserted"], counts["changed"]
             report.unchanged, report.closed = counts["unchanged"], counts["closed"]
             conn.commit()

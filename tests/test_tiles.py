@@ -350,3 +350,45 @@ def test_missing_overview_is_built_at_start(tmp_path, settings, db):
     prepare(settings)
     cells = db.execute("SELECT sum(n) FROM onemap_overview.old_layer WHERE z = 5").fetchone()
     assert cells[0] == 2
+
+
+def test_dense_layer_gets_a_higher_detail_zoom(http, tmp_path, settings, db):
+    """A layer denser at the detail zoom than ONEMAP_MAX_DETAIL_FEATURES in one tile is
+    drawn from its overview there, as cells with counts, and in full from the zoom where its
+    densest tile is within the bound; a sparser version of it goes back to the default."""
+    import dataclasses
+    import random
+
+    bound = dataclasses.replace(settings, max_detail_features=100)
+    rng = random.Random(7)
+    # 400 points within ~400 m: one z14 tile (~1.5 km) holds them all; z16 tiles hold <100.
+    dense = [Point(HELSINKI[0] + rng.uniform(-0.003, 0.003),
+                   HELSINKI[1] + rng.uniform(-0.0015, 0.0015)) for _ in range(400)]
+    path = tmp_path / "dense.geojson"
+    gpd.GeoDataFrame({"code": [f"d{i}" for i in range(400)], "n": list(range(400))},
+                     geometry=dense, crs=4326).to_file(path)
+    ingest_vector(path, "dense_pts", key="code", settings=bound)
+    zoom = db.execute("SELECT detail_zoom FROM onemap.layers WHERE id = 'dense_pts'"
+                      ).fetchone()[0]
+    assert zoom > settings.detail_zoom
+    t = tile_at(14)
+    r = http.get(f"/tiles/dense_pts/{t.z}/{t.x}/{t.y}.mvt")
+    head = features_header(r)["dense_pts"]
+    assert head["method"] == "overview" and int(head["covered"]) == 400
+    feats = decode(r.content)["dense_pts"]["features"]
+    assert sum(weights(feats)) == 400 and len(feats) < 400
+    # At the detail zoom every tile is whole, and none holds more than the bound.
+    for tt in TMS.tiles(*gpd.GeoSeries(dense).total_bounds, zooms=[zoom]):
+        r = http.get(f"/tiles/dense_pts/{tt.z}/{tt.x}/{tt.y}.mvt")
+        head = features_header(r)["dense_pts"]
+        assert head["method"] == "none" and int(head["kept"]) <= 100
+    # A sparse version: back to the default detail zoom, and the running server knows.
+    gpd.GeoDataFrame({"code": ["d0", "d1"], "n": [0, 1]}, geometry=dense[:2],
+                     crs=4326).to_file(path)
+    ingest_vector(path, "dense_pts", key="code", settings=bound)
+    assert db.execute("SELECT detail_zoom FROM onemap.layers WHERE id = 'dense_pts'"
+                      ).fetchone()[0] == settings.detail_zoom
+    r = http.get(f"/tiles/dense_pts/{t.z}/{t.x}/{t.y}.mvt")
+    assert features_header(r)["dense_pts"]["method"] == "none"
+    assert {f["properties"]["_id"] for f in decode(r.content)["dense_pts"]["features"]} == {
+        "d0", "d1"}
