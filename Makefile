@@ -111,17 +111,18 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 # The tests also draw a scene in CesiumJS in a headless Chromium, open the service in QGIS,
 # and run every benchmark once at a thousandth of its size (wrk and the peers).
 test: setup $(BENCH_STAMP) $(GLTF_VALIDATOR) $(CESIUM)
-	bash scripts/system-packages.sh chromium wrk python3-qgis
+	bash scripts/system-packages.sh chromium wrk python3-qgis cgi-mapserver lighttpd
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
-# Peers (tipg) from PyPI, wrk from the system's packages; figures go to docs/benchmarks.md.
+# Peers: tipg and pygeoapi from PyPI, MapServer (under lighttpd) and wrk from the system's
+# packages; figures go to docs/benchmarks.md.
 bench: setup $(BENCH_STAMP)
-	bash scripts/system-packages.sh wrk
+	bash scripts/system-packages.sh wrk cgi-mapserver lighttpd
 	$(BIN)/python bench/vector_tiles.py
 
 bench-features: setup $(BENCH_STAMP)
-	bash scripts/system-packages.sh wrk
+	bash scripts/system-packages.sh wrk cgi-mapserver lighttpd
 	$(BIN)/python bench/features.py
 
 bench-auth: setup

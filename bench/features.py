@@ -1,7 +1,9 @@
-"""OGC API – Features items: OneMap against tipg and pygeoapi on the same PostGIS table.
+"""OGC API – Features items: OneMap against tipg, pygeoapi and MapServer on the same
+PostGIS table.
 
 Pages through the 1,000,000-point layer with limit 100 and 1000, with and without a bbox
-and a CQL2 filter, asking every server for the same attributes. Usage:
+and a CQL2 filter, asking every server for the same attributes. MapServer 8.0 (the
+system's) has no filter in its OGC API, so it runs the cases without one. Usage:
 
     make bench-features    # or: .venv/bin/python bench/features.py [--rounds 3]
 """
@@ -19,6 +21,7 @@ from urllib.parse import urlencode
 import httpx
 from dataset import dataset
 from harness import Server, bench_args, free_port, summarize_wrk, wrk
+from umn_mapserver import MapServer
 
 CONCURRENCY = 8
 PROPS = "code,kind,height,year"
@@ -34,6 +37,7 @@ CASES = {
     "limit100+filter": {"limit": 100, "filter": FILTER},
     "limit100+bbox+filter": {"limit": 100, "bbox": BOX, "filter": FILTER},
 }
+PEERS = ["onemap", "tipg", "pygeoapi", "mapserver"]
 PAGES = 40  # the first 40 pages, each from the one before's next link
 
 
@@ -83,14 +87,17 @@ def pygeoapi_config(url: str, port: int, folder: Path) -> dict[str, str]:
 def paths(peer: str, case: dict, server_url: str) -> list[str]:
     """The pages a client reads paging through: the first, then each page's ``next`` link,
     as each server writes it (an offset for some, the last id for others)."""
-    collection = {"onemap": "bench_points", "tipg": "onemap_data.bench_points",
-                  "pygeoapi": "bench_points"}[peer]
+    items = {"onemap": "/collections/bench_points/items",
+             "tipg": "/collections/onemap_data.bench_points/items",
+             "pygeoapi": "/collections/bench_points/items",
+             "mapserver": MapServer.items("bench_points")}[peer]
     # pygeoapi 0.21 calls its (pygeofilter) CQL2 text "cql-text"; the filter reads the same.
-    extra = {"f": "json"} if peer == "pygeoapi" else {}
+    extra = {"f": "json"} if peer in ("pygeoapi", "mapserver") else {}
     if peer == "pygeoapi" and "filter" in case:
         extra["filter-lang"] = "cql-text"
-    url: str | None = (f"{server_url}/collections/{collection}/items?"
-                       f"{urlencode({**case, 'properties': PROPS, **extra})}")
+    # MapServer serves the attributes its mapfile names: the same four.
+    props = {} if peer == "mapserver" else {"properties": PROPS}
+    url: str | None = f"{server_url}{items}?{urlencode({**case, **props, **extra})}"
     out = []
     while url and len(out) < PAGES:
         out.append(url.removeprefix(server_url))
@@ -105,7 +112,8 @@ def paths(peer: str, case: dict, server_url: str) -> list[str]:
 
 
 def main() -> None:
-    args = bench_args(__doc__, "features.json")
+    args = bench_args(__doc__, "features.json", peers=(
+        PEERS, "servers to run (default: all; mapserver needs cgi-mapserver and lighttpd)"))
     results: dict = {}
     with dataset(args.workdir, args.port) as (url, _), \
             tempfile.TemporaryDirectory() as tmp:
@@ -119,35 +127,40 @@ def main() -> None:
             "pygeoapi": Server("pygeoapi", "pygeoapi.starlette_app:APP",
                                pygeoapi_config(url, pg_port, Path(tmp)), port=pg_port),
         }
+        if "mapserver" in args.peers:
+            servers["mapserver"] = MapServer("mapserver", url, {
+                "bench_points": ("points", PROPS, (116.0, 39.6, 116.8, 40.2))},
+                processes=CONCURRENCY)
+        servers = {k: v for k, v in servers.items() if k in args.peers}
         for name, server in servers.items():
-            server.start("/collections" if name == "pygeoapi" else "/")
+            server.start({"pygeoapi": "/collections", "mapserver": None}.get(name, "/"))
         try:
             for case_name, case in CASES.items():
+                peers = {p: s for p, s in servers.items()
+                         if not (p == "mapserver" and "filter" in case)}
                 lists = {peer: paths(peer, case, server.url)
-                         for peer, server in servers.items()}
+                         for peer, server in peers.items()}
                 sizes, matched = {}, {}
-                for peer, server in servers.items():
+                for peer, server in peers.items():
                     bodies = [httpx.get(server.url + p, timeout=120) for p in lists[peer][:8]]
                     for b in bodies:
                         b.raise_for_status()
                     sizes[peer] = [len(b.content) for b in bodies]
                     first = bodies[0].json()
                     matched[peer] = (first.get("numberMatched"), len(first["features"]))
-                runs: dict[str, list] = {peer: [] for peer in servers}
+                runs: dict[str, list] = {peer: [] for peer in peers}
                 for _ in range(args.rounds):
-                    for peer, server in servers.items():
+                    for peer, server in peers.items():
                         runs[peer].append(wrk(server.url, lists[peer], CONCURRENCY,
                                               args.seconds))
                 results[case_name] = {peer: {**summarize_wrk(runs[peer], sizes[peer]),
                                              "matched_returned": matched[peer]}
-                                      for peer in servers}
+                                      for peer in peers}
                 r = results[case_name]
                 print(f"{case_name:22} " + " | ".join(
                     f"{p} {r[p]['rps']:6.1f}/s p50 {r[p]['p50_ms']:6.1f} p99 "
                     f"{r[p]['p99_ms']:6.1f} ms {r[p]['median_bytes'] / 1024:6.1f} KB "
-                    f"{r[p]['matched_returned']}" for p in servers)
-                    + f" | x{r['onemap']['rps'] / r['tipg']['rps']:.2f} tipg, "
-                      f"x{r['onemap']['rps'] / r['pygeoapi']['rps']:.2f} pygeoapi", flush=True)
+                    f"{r[p]['matched_returned']}" for p in peers), flush=True)
         finally:
             for server in servers.values():
                 server.stop()

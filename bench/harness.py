@@ -164,10 +164,12 @@ class Summary:
                    max(sizes), sum(r.errors for r in runs))
 
 
-def bench_args(doc: str, result: str,
-               lists: tuple[list[str], str] | None = None) -> argparse.Namespace:
+def bench_args(doc: str, result: str, lists: tuple[list[str], str] | None = None,
+               peers: tuple[list[str], str] | None = None,
+               default_peers: list[str] | None = None) -> argparse.Namespace:
     """The options every benchmark takes; figures go to bench/results/<result>. ``lists``
-    (choices, help) adds ``--lists`` for benchmarks that run several request lists."""
+    (choices, help) adds ``--lists`` for benchmarks that run several request lists, and
+    ``peers`` adds ``--peers``, the servers to run."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=6, help="length of one wrk run")
@@ -177,4 +179,8 @@ def bench_args(doc: str, result: str,
     if lists is not None:
         choices, text = lists
         ap.add_argument("--lists", nargs="+", choices=choices, default=choices, help=text)
+    if peers is not None:
+        choices, text = peers
+        ap.add_argument("--peers", nargs="+", choices=choices, default=default_peers or choices,
+                        help=text)
     return ap.parse_args()

@@ -1,8 +1,11 @@
-"""Vector tiles: OneMap against tipg on the same PostGIS tables, and the database floor.
+"""Vector tiles: OneMap against tipg and MapServer on the same PostGIS tables, and the
+database floor.
 
 Loads 1,000,000 points and 100,000 polygons in the Beijing area through ``onemap ingest``,
-then serves the same tile lists (zoom 10, 12, 14 and mixed) from OneMap and from tipg, and
-sends OneMap's tile SQL straight through psycopg as the floor. Usage:
+then serves the same tile lists (zoom 10, 12, 14 and mixed) from OneMap, tipg and UMN
+MapServer 8 (the system's, under lighttpd's FastCGI), and sends OneMap's tile SQL straight
+through psycopg as the floor. ``--peers`` picks who runs; ``onemap-reads`` is OneMap reading
+the access version on every request instead of hearing its notices. Usage:
 
     make bench            # or: .venv/bin/python bench/vector_tiles.py [--rounds 3]
 """
@@ -23,6 +26,7 @@ import psycopg
 from dataset import BBOX, SEED, dataset
 from harness import Server, Summary, bench_args, drive, summarize_wrk, wrk
 from psycopg_pool import AsyncConnectionPool
+from umn_mapserver import MapServer
 
 from layers.catalog import get_layer
 from layers.tiles import PostgisSource, params
@@ -74,11 +78,19 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
                     {"ONEMAP_DATABASE_URL": url, "ONEMAP_TILE_CACHE_MB": "256"}, factory=True)
     tipg = Server("tipg", "tipg.main:app", {"DATABASE_URL": url,
                                             "TIPG_DB_SCHEMAS": '["onemap_data"]'})
-    servers = {"onemap": onemap, "tipg": tipg, "onemap+cache": cached}
-    for server in servers.values():
-        server.start("/healthz")
+    reads = Server("onemap-reads", "mapserver.app:create_app",
+                   {"ONEMAP_DATABASE_URL": url, "ONEMAP_TILE_CACHE_MB": "0",
+                    "ONEMAP_ACCESS_NOTICES": "0"}, factory=True)
     layers = {"points": ("bench_points", "code,kind,height,year"),
               "polygons": ("bench_polygons", "code,landuse,floors")}
+    mapserver = MapServer("mapserver", url, {
+        table: (kind, props, BBOX) for kind, (table, props) in layers.items()},
+        processes=CONCURRENCY)
+    every = {"onemap": onemap, "tipg": tipg, "mapserver": mapserver, "onemap+cache": cached,
+             "onemap-reads": reads}
+    servers = {k: every[k] for k in args.peers}
+    for server in servers.values():
+        server.start("/healthz" if isinstance(server, Server) else None)
     lists = tile_lists(random.Random(SEED))
     results: dict = {}
     pool = AsyncConnectionPool(url, min_size=CONCURRENCY, max_size=CONCURRENCY,
@@ -91,13 +103,15 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
         async with httpx.AsyncClient(timeout=120) as client:
             for kind, (layer_id, props) in layers.items():
                 source = sources[kind]
-                for name, tiles in lists.items():
+                for name, tiles in ((n, lists[n]) for n in args.lists):
                     paths = {
                         "onemap": [f"/tiles/{layer_id}/{t.z}/{t.x}/{t.y}.mvt" for t in tiles],
                         "tipg": [f"/collections/onemap_data.{layer_id}/tiles/WebMercatorQuad/"
                                  f"{t.z}/{t.x}/{t.y}?properties={props}" for t in tiles],
                     }
-                    paths["onemap+cache"] = paths["onemap"]
+                    paths["mapserver"] = [MapServer.tile(layer_id, t.z, t.x, t.y)
+                                          for t in tiles]
+                    paths["onemap+cache"] = paths["onemap-reads"] = paths["onemap"]
                     # Every tile once from each server: sizes, features, a warm cache.
                     sizes: dict[str, list[int]] = {}
                     features: dict[str, float] = {}
@@ -136,14 +150,10 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
                                            "median_features": features[peer]}
                                     for peer in servers}
                     results[key]["floor"] = vars(Summary.of(runs["floor"]))
-                    o, t = results[key]["onemap"], results[key]["tipg"]
-                    c, f = results[key]["onemap+cache"], results[key]["floor"]
-                    print(f"{key:16} onemap {o['rps']:6.1f}/s p50 {o['p50_ms']:6.1f} p99 "
-                          f"{o['p99_ms']:6.1f} ms {o['median_bytes'] / 1024:6.1f} KB (max "
-                          f"{o['max_bytes'] / 1024:4.0f}) | tipg {t['rps']:6.1f}/s p50 "
-                          f"{t['p50_ms']:6.1f} p99 {t['p99_ms']:6.1f} ms "
-                          f"{t['median_bytes'] / 1024:6.1f} KB | floor {f['rps']:6.1f}/s | "
-                          f"cached {c['rps']:6.1f}/s | x{o['rps'] / t['rps']:.2f}", flush=True)
+                    print(f"{key:16} " + " | ".join(
+                        f"{peer} {r['rps']:6.1f}/s p50 {r['p50_ms']:5.1f} p99 "
+                        f"{r['p99_ms']:6.1f} ms {r['median_bytes'] / 1024:5.1f} KB"
+                        for peer, r in results[key].items()), flush=True)
     finally:
         await pool.close()
         for server in servers.values():
@@ -151,8 +161,15 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
     return results
 
 
+PEERS = ["onemap", "tipg", "mapserver", "onemap+cache", "onemap-reads"]
+DEFAULT_PEERS = PEERS[:4]  # onemap-reads measures one choice of OneMap's: asked for by name
+
+
 def main() -> None:
-    args = bench_args(__doc__, "vector_tiles.json")
+    args = bench_args(__doc__, "vector_tiles.json", lists=(
+        list(LISTS), "tile lists to run (default: all)"), peers=(
+        PEERS, "servers to run (default: all but onemap-reads; mapserver needs cgi-mapserver "
+               "and lighttpd)"), default_peers=DEFAULT_PEERS)
     with dataset(args.workdir, args.port) as (url, loads):
         sweep = size_sweep(url, "bench_points", range(0, 15))
         results = asyncio.run(measure(args, url)) if args.rounds else {}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what OneMap needs from the system's packages (Debian/Ubuntu): PostgreSQL 15+ with
 # PostGIS 3, Python's venv, GDAL's command-line tools (the tests drive ogr2ogr against
-# OneMap); and any extra commands named as arguments (the benchmarks' wrk).
+# OneMap); and any extra commands or packages named as arguments (the benchmarks' wrk,
+# MapServer and lighttpd; the tests' Chromium and QGIS).
 # Does nothing when all of it is there already.
 set -euo pipefail
 extra=()
@@ -9,6 +10,8 @@ for cmd in "$@"; do
   case "$cmd" in
     # QGIS's Python bindings, for the tests that drive QGIS: a module, not a command.
     python3-qgis) /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || extra+=("$cmd") ;;
+    # UMN MapServer's FastCGI program, a peer of the benchmarks: not on the PATH.
+    cgi-mapserver) [ -x /usr/lib/cgi-bin/mapserv ] || extra+=("$cmd") ;;
     *) command -v "$cmd" >/dev/null || extra+=("$cmd") ;;
   esac
 done

@@ -47,3 +47,7 @@ def test_the_benchmark_runs(name, tmp_path):
     figures = json.loads(out.read_text())
     assert figures and any(n > 0 for n in _numbers(figures)), figures
     assert '"errors": 0' in json.dumps(figures) or name in ("registry", "scenes3d"), figures
+    if name in ("vector_tiles", "features"):  # MapServer runs beside OneMap on every case
+        cases = figures["tiles" if name == "vector_tiles" else "items"]
+        assert all("mapserver" in peers for case, peers in cases.items()
+                   if "filter" not in case), cases

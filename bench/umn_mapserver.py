@@ -1,0 +1,182 @@
+"""UMN MapServer 8 as a peer: the system's ``mapserv`` under lighttpd's FastCGI, over the
+benchmark's own tables.
+
+One mapfile names each table twice: ``<layer>`` in Web Mercator for MVT tiles (the
+``_geom_3857`` column OneMap's tiles read, ``mode=tile``) and ``<layer>_ll`` in lon/lat for
+OGC API – Features (``/mapserv/bench/ogcapi/collections/<layer>_ll/items``). Both read the
+current rows only and the same attributes the other peers are asked for. MapServer answers
+one request per process, so it gets as many FastCGI processes as the load has connections:
+it never waits for a process where an asynchronous server would take the next request.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from harness import free_port
+
+MAPSERV = Path("/usr/lib/cgi-bin/mapserv")  # Debian's cgi-mapserver
+LIGHTTPD = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
+TYPES = {"points": "POINT", "polygons": "POLYGON"}
+
+
+def available() -> bool:
+    return MAPSERV.exists() and Path(LIGHTTPD).exists()
+
+
+def _connection(url: str) -> str:
+    u = urlsplit(url)
+    return (f"host={u.hostname} port={u.port} dbname={u.path.lstrip('/')} "
+            f"user={u.username}")
+
+
+def _layer(name: str, kind: str, column: str, srid: int, attrs: str, conn: str,
+           extent: tuple[float, ...]) -> str:
+    cols = ", ".join(["_rid", "_fid", *attrs.split(","), column])
+    table = name.removesuffix("_ll")
+    # MapServer runs this query; every name in it is this benchmark's own.
+    data = (f"{column} FROM (SELECT {cols} FROM onemap_data.{table}"  # noqa: S608
+            f" WHERE _valid_to IS NULL) AS t USING UNIQUE _rid USING SRID={srid}")
+    return f"""
+  LAYER
+    NAME "{name}"
+    TYPE {TYPES[kind]}
+    STATUS ON
+    TEMPLATE "void"
+    CONNECTIONTYPE POSTGIS
+    CONNECTION "{conn}"
+    PROCESSING "CLOSE_CONNECTION=DEFER"
+    DATA "{data}"
+    EXTENT {' '.join(map(str, extent))}
+    PROJECTION "init=epsg:{srid}" END
+    METADATA
+      "ows_title" "{name}"
+      "gml_include_items" "{attrs}"
+      "gml_featureid" "_fid"
+      "gml_types" "auto"
+      "oga_max_limit" "10000"
+    END
+    CLASS STYLE COLOR 200 60 60 SIZE 4 END END  # drawn (so tiled) and queryable (so served)
+  END"""
+
+
+def mapfile(url: str, layers: dict[str, tuple[str, str, tuple[float, ...]]],
+            online: str) -> str:
+    """``layers``: table -> (kind, attributes, lon/lat extent)."""
+    conn = _connection(url)
+    parts = []
+    for table, (kind, attrs, ll) in layers.items():
+        merc = _mercator(ll)
+        parts.append(_layer(table, kind, "_geom_3857", 3857, attrs, conn, merc))
+        parts.append(_layer(f"{table}_ll", kind, "geom", 4326, attrs, conn, ll))
+    return f"""MAP
+  NAME "bench"
+  EXTENT {' '.join(map(str, next(iter(layers.values()))[2]))}
+  SIZE 256 256
+  PROJECTION "init=epsg:4326" END
+  WEB
+    METADATA
+      "ows_title" "bench"
+      "ows_enable_request" "*"
+      "oga_enable_request" "*"
+      "oga_onlineresource" "{online}"
+      "ows_srs" "EPSG:4326 EPSG:3857"
+    END
+  END
+  OUTPUTFORMAT
+    NAME "mvt"
+    DRIVER MVT
+    FORMATOPTION "EXTENT=4096"
+    FORMATOPTION "EDGE_BUFFER=64"
+  END
+{''.join(parts)}
+END
+"""
+
+
+def _mercator(ll: tuple[float, ...]) -> tuple[float, ...]:
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(4326, 3857, always_xy=True)
+    x0, y0 = t.transform(ll[0], ll[1])
+    x1, y1 = t.transform(ll[2], ll[3])
+    return (round(x0, 1), round(y0, 1), round(x1, 1), round(y1, 1))
+
+
+@dataclass
+class MapServer:
+    """lighttpd with ``processes`` FastCGI ``mapserv``; same interface as harness.Server."""
+
+    name: str
+    database_url: str
+    layers: dict[str, tuple[str, str, tuple[float, ...]]]
+    processes: int = 8
+    port: int = field(default_factory=free_port)
+    folder: Path | None = None
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def tile(table: str, z: int, x: int, y: int) -> str:
+        return (f"/mapserv?map=bench&mode=tile&tilemode=gmap&tile={x}+{y}+{z}"
+                f"&layers={table}&map.imagetype=mvt")
+
+    @staticmethod
+    def items(table: str) -> str:
+        return f"/mapserv/bench/ogcapi/collections/{table}_ll/items"
+
+    def start(self, health: str | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="onemap-bench-mapserver-"))
+        f = self.folder
+        (f / "bench.map").write_text(mapfile(self.database_url, self.layers,
+                                             f"{self.url}/mapserv/bench/ogcapi"))
+        (f / "mapserver.conf").write_text(
+            f'CONFIG\n  ENV\n    MS_MAP_NO_PATH "1"\n  END\n'
+            f'  MAPS\n    bench "{f / "bench.map"}"\n  END\nEND\n')
+        (f / "lighttpd.conf").write_text(f"""
+server.document-root = "{f}"
+server.port = {self.port}
+server.bind = "127.0.0.1"
+server.modules += ("mod_fastcgi")
+server.errorlog = "{f / 'error.log'}"
+server.max-connections = 256
+fastcgi.server = ("/mapserv" => ((
+  "bin-path" => "{MAPSERV}",
+  "socket" => "{f / 'mapserv.sock'}",
+  "check-local" => "disable",
+  "max-procs" => {self.processes},
+  "bin-environment" => ("MAPSERVER_CONFIG_FILE" => "{f / 'mapserver.conf'}")
+)))
+""")
+        self.proc = subprocess.Popen([LIGHTTPD, "-D", "-f", str(f / "lighttpd.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        probe = self.url + (health or self.items(next(iter(self.layers))) + "?f=json&limit=1")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lighttpd exited: {self.proc.stderr.read().decode()}")
+            try:
+                r = httpx.get(probe, timeout=10)
+                if r.status_code == 200:
+                    return
+                raise RuntimeError(f"mapserver answered {r.status_code}: {r.text[:500]}")
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("mapserver did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
