@@ -9,10 +9,17 @@ export ONEMAP_DATA_DIR ?= var
 # Browser-side tools from the npm registry, under .tools/ (demo and tests).
 CESIUM := .tools/node_modules/cesium/package.json
 GLTF_VALIDATOR := .tools/node_modules/gltf-validator/package.json
+# The MapLibre style specification's validator, the version MapLibre GL JS 4.7.1 (the
+# viewer's) is built on: every style OneMap keeps passes it.
+STYLE_SPEC := .tools/node_modules/@maplibre/maplibre-gl-style-spec/package.json
 
 .PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-registry bench-3d clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(STYLE_SPEC)
+
+$(STYLE_SPEC):
+	command -v npm >/dev/null || bash scripts/system-packages.sh npm
+	npm install --prefix .tools --no-audit --no-fund @maplibre/maplibre-gl-style-spec@20.3.1
 
 $(STAMP): pyproject.toml scripts/system-packages.sh
 	bash scripts/system-packages.sh

@@ -29,6 +29,10 @@ What a credential may do beyond reading is decided here too, each by one method:
 8. ``acting_department``, ``may_decide``: registry reservations are made and decided by a
    signed-in department (never anonymously, never through an embedding key), and only the
    carrier's owning department decides.
+9. ``style_refusal``: a layer's look is set by those who may publish it (never
+   anonymously, never through an embedding key); a caller who sees the layer only with
+   limits may restyle it as well, since a style shows nothing its limits hide
+   (``styles.build.drawable``).
 """
 
 from __future__ import annotations
@@ -167,6 +171,18 @@ class Policy:
                     "replace whole features")
         return None
 
+    def style_refusal(self, p: Principal, layer: Layer, a: LayerAccess | None) -> str | None:
+        """Rule 9 (and 0): why ``p`` may not set ``layer``'s style, or None."""
+        if p.anonymous:
+            raise Unauthenticated("sign in to set a layer's style")
+        if p.embedded:
+            return "embedding keys are read-only"
+        if a is None or not a.read:
+            return f"no layer {layer.id!r}"
+        if not a.publish:
+            return f"you may read {layer.id!r} but only its publishers set its style"
+        return None
+
     def base_page(self, layer: Layer, limit: int, offset: int) -> int:
         """Rule 7: the page size a request of ``layer`` gets; Forbidden past the depth."""
         if layer.role != "base":
@@ -266,6 +282,9 @@ class Access:
 
     def edit_refusal(self, layer: Layer) -> str | None:
         return self.policy.edit_refusal(self.principal, layer, self.layer(layer))
+
+    def style_refusal(self, layer: Layer) -> str | None:
+        return self.policy.style_refusal(self.principal, layer, self.layer(layer))
 
     @property
     def department(self) -> str:

@@ -21,6 +21,17 @@ def base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+def carry_key(request: Request, url: str) -> str:
+    """``url`` with the caller's embedding key, when it came in this request's URL: a map
+    library given only a style or TileJSON URL then reaches every document and tile that
+    URL leads to. Only an embedding key ever rides in a URL (an API key there is refused),
+    and answers to a caller with a key are private, so no shared cache keeps one."""
+    key = request.query_params.get("key")
+    if key is None or not request.state.access.principal.embedded:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{urlencode({'key': key})}"
+
+
 def layer_links(request: Request, layer: Layer) -> list[dict[str, str]]:
     """Every way a layer is served; shared by its collection and its catalog record. Tile
     templates are in its tilesets and its TileJSON, not here."""

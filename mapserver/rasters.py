@@ -29,7 +29,7 @@ from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
 from layers.summary import seen
 from mapserver.deps import app_state, db, note, readable_layer
-from mapserver.ogc import base, int_value, number, numbers, parse_datetime
+from mapserver.ogc import base, carry_key, int_value, number, numbers, parse_datetime
 from mapserver.tileresponse import cache_headers, cache_scope, not_modified, tile_response
 from mapserver.tiles import vector_tile
 
@@ -182,8 +182,8 @@ async def tilejson(request: Request) -> Response:
     if fmt not in FORMATS:
         raise HTTPException(400, f"format {fmt!r} is not one of png, jpg, webp")
     bounds = list(layer.extent) if layer.extent else [-180, -85.0511, 180, 85.0511]
-    url = (f"{base(request)}/tiles/{layer.id}/{tms_name}/{{z}}/{{x}}/{{y}}.{fmt}"
-           f"{style_query(request)}")
+    url = carry_key(request, f"{base(request)}/tiles/{layer.id}/{tms_name}/{{z}}/{{x}}/{{y}}"
+                             f".{fmt}{style_query(request)}")
     return JSONResponse({
         "tilejson": "3.0.0", "name": layer.title, "description": layer.description or "",
         "version": "1.0.0", "attribution": layer.attribution or "", "scheme": "xyz",

@@ -18,7 +18,7 @@ from layers.restrict import Restriction
 from layers.summary import seen
 from layers.tiles import TileSource, params
 from mapserver.deps import app_state, db, layer_access, note
-from mapserver.ogc import base, parse_instant
+from mapserver.ogc import base, carry_key, parse_instant
 from mapserver.tileresponse import (
     cache_scope,
     not_modified,
@@ -157,7 +157,8 @@ async def _render(request: Request, conn, ids: list[str], z: int, x: int, y: int
 
 
 def tile_url(request: Request, ids: list[str], token: str) -> str:
-    return f"{base(request)}/tiles/{','.join(ids)}/{{z}}/{{x}}/{{y}}.mvt?v={token}"
+    return carry_key(request, f"{base(request)}/tiles/{','.join(ids)}/{{z}}/{{x}}/{{y}}.mvt"
+                              f"?v={token}")
 
 
 async def tilejson(request: Request) -> Response:

@@ -95,6 +95,50 @@ def _scene3d(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _style(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    from pathlib import Path
+
+    import psycopg
+
+    from layers.catalog import fetch_layers
+    from layers.db import prepare
+    from layers.errors import Invalid
+    from styles import store
+    from styles.build import style_layers
+
+    url = prepare(settings)
+    entries = None
+    if args.file:
+        try:
+            entries = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise Invalid(f"{args.file}: not a readable JSON file ({exc})") from exc
+
+    async def run() -> str:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            found = await fetch_layers(conn, ids=[args.layer])
+            if not found or found[0].kind != "vector":
+                raise Invalid(f"no vector layer {args.layer!r}")
+            layer = found[0]
+            if args.reset:
+                done = await store.reset(conn, layer)
+                return f"{layer.id}: " + ("back to its default look" if done
+                                          else "already in its default look")
+            if entries is not None:
+                try:
+                    kept = await asyncio.to_thread(store.checked, layer, entries)
+                except Invalid as exc:
+                    raise Invalid(f"{args.file}: {exc}") from exc
+                version = await store.put(conn, layer, kept, "onemap style")
+                return f"{layer.id}: style version {version}, {len(kept)} style layers"
+            looks = await store.stored(conn, [layer.id])
+            return json.dumps(style_layers(layer, looks), indent=2, ensure_ascii=False)
+
+    print(asyncio.run(run()))
+    return 0
+
+
 def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.errors import IngestError
     from ingest.vector import ingest_vector
@@ -307,6 +351,19 @@ def parser() -> argparse.ArgumentParser:
                     help="Web Mercator zoom of the content tiles, 12..19 (16)")
     s3.add_argument("--withdraw", action="store_true", help="stop serving the scene")
     s3.set_defaults(func=_scene3d)
+
+    st = sub.add_parser(
+        "style", help="show, set or reset a layer's style",
+        description="A layer's style is kept in the catalog as MapLibre style layers (fill, "
+                    "line, circle, symbol, fill-extrusion, heatmap; the source is OneMap's). "
+                    "With no option, print it; --file sets it from a JSON list of style "
+                    "layers or a style document, checked by the MapLibre style "
+                    "specification's validator; --reset returns it to the default look.")
+    st.add_argument("layer")
+    how = st.add_mutually_exclusive_group()
+    how.add_argument("--file", help="JSON file of style layers, or a MapLibre style")
+    how.add_argument("--reset", action="store_true", help="back to the default look")
+    st.set_defaults(func=_style)
 
     from access.cli import add_parser
 

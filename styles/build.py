@@ -1,34 +1,36 @@
-"""MapLibre style documents for a set of layers.
+"""MapLibre style documents for a set of layers, from each layer's style in the catalog
+(``styles.store``) or its default look.
 
-A layer looks as its geometry type suggests, in a colour of its own, unless a file
-``styles/<layer id>.json`` gives its MapLibre layers (``source`` and ``source-layer``
-are filled in here).
+A layer's default look follows its geometry, in a colour of its own (the same in every
+style it appears in): points as circles sized by how many features a cell stands for,
+lines by zoom, polygons filled and outlined. Whatever the style, a caller is never shown
+what its limits hide: a paint or layout value that reads a field the caller may not see
+(or sees masked) falls back to the value the expression gives without it, so neither the
+map nor the style document nor the legend tells a hidden field's values.
 """
 
 from __future__ import annotations
 
-import json
-from importlib import resources
+import zlib
 from typing import Any
 
 from layers.catalog import Layer
 from layers.grids import fit_zoom
 
 PALETTE = ["#e6550d", "#3182bd", "#31a354", "#756bb1", "#de2d26", "#636363", "#d6616b",
-           "#8c6d31"]
+           "#8c6d31", "#17becf", "#bcbd22", "#e377c2", "#1f77b4"]
 SOURCE = "onemap"
+BACKGROUND = "#f4f1ea"
 
 
-def _custom(layer: Layer) -> list[dict[str, Any]] | None:
-    entry = resources.files("styles").joinpath(f"{layer.id}.json")
-    if not entry.is_file():
-        return None
-    return json.loads(entry.read_text(encoding="utf-8"))
+def colour_of(layer_id: str) -> str:
+    """The layer's own colour, stable across styles and restarts."""
+    return PALETTE[zlib.crc32(layer_id.encode()) % len(PALETTE)]
 
 
-def _circles(base: dict[str, Any], layer_id: str, colour: str) -> dict[str, Any]:
+def _circles(layer_id: str, colour: str) -> dict[str, Any]:
     """Points, and the cells that stand for points too close to tell apart."""
-    return {**base, "id": layer_id, "type": "circle",
+    return {"id": layer_id, "type": "circle",
             "filter": ["==", ["geometry-type"], "Point"], "paint": {
                 "circle-color": colour,
                 "circle-radius": ["interpolate", ["linear"],
@@ -36,50 +38,101 @@ def _circles(base: dict[str, Any], layer_id: str, colour: str) -> dict[str, Any]
                 "circle-stroke-color": "#ffffff", "circle-stroke-width": 1}}
 
 
-def _specks(base: dict[str, Any], layer_id: str, colour: str) -> dict[str, Any]:
+def _specks(layer_id: str, colour: str) -> dict[str, Any]:
     """Lines and shapes too small to draw at this zoom: a faint texture, not markers."""
-    return {**base, "id": layer_id, "type": "circle",
+    return {"id": layer_id, "type": "circle",
             "filter": ["==", ["geometry-type"], "Point"], "paint": {
                 "circle-color": colour, "circle-opacity": 0.6,
                 "circle-radius": ["interpolate", ["linear"],
                                   ["coalesce", ["get", "_count"], 1], 1, 1, 50, 2.5]}}
 
 
-def _default(layer: Layer, colour: str) -> list[dict[str, Any]]:
+def default_layers(layer: Layer) -> list[dict[str, Any]]:
+    """The layer's default look, made from its geometry type."""
+    colour = colour_of(layer.id)
     kind = (layer.geometry_type or "").removeprefix("Multi")
-    base = {"source": SOURCE, "source-layer": layer.id}
     if kind == "Point":
-        return [_circles(base, layer.id, colour)]
+        return [_circles(layer.id, colour)]
     if kind == "LineString":
-        return [{**base, "id": layer.id, "type": "line", "paint": {
+        return [{"id": layer.id, "type": "line", "paint": {
             "line-color": colour,
             "line-width": ["interpolate", ["linear"], ["zoom"], 10, 0.5, 16, 3]}},
-            _specks(base, f"{layer.id}-small", colour)]
+            _specks(f"{layer.id}-small", colour)]
     return [
-        {**base, "id": f"{layer.id}-fill", "type": "fill",
+        {"id": f"{layer.id}-fill", "type": "fill",
          "paint": {"fill-color": colour, "fill-opacity": 0.35}},
-        {**base, "id": f"{layer.id}-outline", "type": "line",
+        {"id": f"{layer.id}-outline", "type": "line",
          "paint": {"line-color": colour, "line-width": 1}},
-        _specks(base, f"{layer.id}-small", colour),
+        _specks(f"{layer.id}-small", colour),
     ]
 
 
-def style_layers(layer: Layer, index: int) -> list[dict[str, Any]]:
-    custom = _custom(layer)
-    if custom is None:
-        return _default(layer, PALETTE[index % len(PALETTE)])
-    return [{**entry, "source": SOURCE, "source-layer": layer.id} for entry in custom]
+def fields_read(expr: Any) -> set[str]:
+    """The feature properties an expression reads (``["get", name]``)."""
+    if not isinstance(expr, list) or not expr:
+        return set()
+    found = {expr[1]} if expr[0] == "get" and len(expr) == 2 and isinstance(expr[1], str) \
+        else set()
+    for part in expr[1:]:
+        found |= fields_read(part)
+    return found
 
 
-def build_style(layers: list[Layer], tilejson_url: str) -> dict[str, Any]:
-    """A MapLibre style (v8) showing ``layers`` from one vector source."""
+def _without(expr: Any) -> Any:
+    """What an expression gives when its input field is unknown: a match's or case's
+    fallback, a step's first output, an interpolation's first output; else None."""
+    if isinstance(expr, list) and expr:
+        op = expr[0]
+        if op in ("match", "case") and len(expr) >= 3:
+            return expr[-1]
+        if op == "step" and len(expr) >= 3:
+            return expr[2]
+        if op == "interpolate" and len(expr) >= 5:
+            return expr[4]
+    return None
+
+
+def drawable(entries: list[dict[str, Any]], usable: set[str]) -> list[dict[str, Any]]:
+    """``entries`` with every paint and layout value that reads a field outside ``usable``
+    (the caller's visible, unmasked fields; ``_``-fields are OneMap's own) replaced."""
+    out = []
+    for entry in entries:
+        entry = dict(entry)
+        for part in ("paint", "layout"):
+            props = dict(entry.get(part) or {})
+            for name, value in list(props.items()):
+                if any(not f.startswith("_") and f not in usable for f in fields_read(value)):
+                    fallback = _without(value)
+                    if fallback is None or fields_read(fallback) - usable:
+                        del props[name]
+                    else:
+                        props[name] = fallback
+            if part in entry:
+                entry[part] = props
+        out.append(entry)
+    return out
+
+
+def style_layers(layer: Layer, looks: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The layer's MapLibre layers with their source, as ``layer`` (as the caller sees it)
+    may be drawn."""
+    entries = looks.get(layer.id) or default_layers(layer)
+    usable = {f.name for f in layer.fields}
+    return [{**e, "source": SOURCE, "source-layer": layer.id}
+            for e in drawable(entries, usable)]
+
+
+def style_doc(layers: list[Layer], tilejson_url: str,
+              looks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """A MapLibre style (v8) showing ``layers`` from one vector source; ``looks`` holds the
+    stored styles by layer id (a layer missing from it gets its default look)."""
     extents = [ly.extent for ly in layers if ly.extent]
     style: dict[str, Any] = {
         "version": 8,
         "name": ", ".join(ly.title for ly in layers),
         "sources": {SOURCE: {"type": "vector", "url": tilejson_url}},
         "layers": [{"id": "background", "type": "background",
-                    "paint": {"background-color": "#f4f1ea"}}],
+                    "paint": {"background-color": BACKGROUND}}],
         "metadata": {"onemap:layers": [ly.id for ly in layers]},
     }
     if extents:
@@ -88,6 +141,6 @@ def build_style(layers: list[Layer], tilejson_url: str) -> dict[str, Any]:
         style["center"] = [(e[0] + e[2]) / 2, (e[1] + e[3]) / 2]
         style["zoom"] = fit_zoom(e, min(ly.minzoom for ly in layers),
                                  max(ly.maxzoom for ly in layers))
-    for i, layer in enumerate(layers):
-        style["layers"] += style_layers(layer, i)
+    for layer in layers:
+        style["layers"] += style_layers(layer, looks)
     return style
