@@ -67,6 +67,9 @@ def legend(layer: Layer, entries: list[dict[str, Any]]) -> dict[str, Any]:
         if kind not in COLOUR or entry.get("id", "").endswith("-small"):
             continue  # the specks of too-small shapes are texture, not a legend entry
         field, items = _swatches((entry.get("paint") or {}).get(COLOUR[kind]))
+        if kind == "line" and out and out[-1]["symbol"] == "polygon" \
+                and out[-1]["items"] == items:
+            continue  # the outline of the fill above it: one entry
         out.append({"id": entry["id"], "symbol": SYMBOL[kind],
                     **({"field": field, "field_title": titles.get(field, field)}
                        if field else {}),

@@ -18,7 +18,7 @@
   map.on('load', () => rasters.forEach(addRaster));
   const first = layers[0] || rasters[0];
 
-  // Imagery under the vector layers; elevation as hillshade. A time slice is a URL
+  // Imagery over the background and under the vector layers; elevation as hillshade. A time slice is a URL
   // parameter, so switching slices swaps the source.
   function rasterUrl(layer, time) {
     const q = new URLSearchParams({ datetime: time });
@@ -33,7 +33,8 @@
     map.addSource(id, { type: 'raster', tiles: [rasterUrl(layer, time)], tileSize: 256,
                         bounds: layer.extent, maxzoom: layer.maxzoom,
                         attribution: layer.attribution || '' });
-    const below = map.getStyle().layers.find(s => !s.id.startsWith('raster-'));
+    // Over the background, under the first vector layer.
+    const below = map.getStyle().layers.find(s => s.source === 'onemap');
     map.addLayer({ id, type: 'raster', source: id,
                    layout: { visibility: visible ? 'visible' : 'none' },
                    paint: { 'raster-opacity': layer.raster.elevation ? 0.5 : 1 } },
@@ -82,6 +83,35 @@
       if (layer.extent) map.fitBounds(layer.extent, { padding: 20 });
     });
     list.appendChild(li);
+    legendOf(layer, li);
+  }
+
+  // Each layer's legend, read from the same style that draws it.
+  async function legendOf(layer, li) {
+    const r = await fetch(`/styles/${layer.id}/legend.json`);
+    if (!r.ok) return;
+    const legend = await r.json();
+    const ul = document.createElement('ul');
+    ul.className = 'legend';
+    for (const entry of legend.entries) {
+      const items = entry.items.filter(i => typeof i.colour === 'string');
+      if (entry.field) {
+        const head = document.createElement('li');
+        head.className = 'field';
+        head.textContent = entry.field_title || entry.field;
+        ul.appendChild(head);
+      }
+      for (const item of items) {
+        const row = document.createElement('li');
+        const chip = document.createElement('span');
+        chip.className = `chip ${entry.symbol}`;
+        chip.style.background = item.colour;
+        row.appendChild(chip);
+        row.append(item.label || '');
+        ul.appendChild(row);
+      }
+    }
+    li.appendChild(ul);
   }
 
   // A few pixels of slack, so a thin road or a small lamp is easy to hit; topmost wins.
