@@ -272,11 +272,15 @@ def test_embedding_key_origin_layers_and_url(http, world):
     assert http.get(f"{url}?key={key}", headers={"Origin": "https://evil.example"}
                     ).status_code == 403
     assert http.get(f"{url}?key={key}").status_code == 403
-    # The key opens only its layers, and never appears in what is served back.
+    # The key opens only its layers. It rides into the tile URLs of the TileJSON it came
+    # with (so a map library given that URL alone draws), in a private answer only, and
+    # appears in nothing else served back.
     assert http.get(f"/collections/clinics?key={key}", headers={"Origin": ORIGIN}
                     ).status_code == 404
     tj = http.get(f"/tiles/residents/tilejson.json?key={key}", headers={"Origin": ORIGIN})
-    assert tj.status_code == 200 and key not in tj.text
+    assert tj.status_code == 200 and tj.headers["cache-control"].startswith("private")
+    assert all(f"key={key}" in t for t in tj.json()["tiles"])
+    assert key not in json.dumps({k: v for k, v in tj.json().items() if k != "tiles"})
     items = http.get(f"/collections/residents/items?limit=1&key={key}",
                      headers={"Origin": ORIGIN})
     assert items.status_code == 200 and key not in items.text
