@@ -156,17 +156,26 @@ class Policy:
         about its layer."""
         return not p.embedded and not p.anonymous
 
-    def edit_refusal(self, p: Principal, layer: Layer, a: LayerAccess | None) -> str | None:
-        """Rule 6 (and 0): why ``p`` may not edit ``layer``'s features, or None."""
+    @staticmethod
+    def _publisher_refusal(p: Principal, layer: Layer, a: LayerAccess | None, what: str,
+                           doing: str) -> str | None:
+        """Rule 0 and the publish right, which edits and styles both need."""
         if p.embedded:
             return "embedding keys are read-only"
         if a is None or not a.read:
-            return f"no collection {layer.id!r}"
+            return f"no {what} {layer.id!r}"
         if not a.publish:
-            return f"you may read {layer.id!r} but not publish to it"
+            return f"you may read {layer.id!r} but {doing}"
+        return None
+
+    def edit_refusal(self, p: Principal, layer: Layer, a: LayerAccess | None) -> str | None:
+        """Rule 6 (and 0): why ``p`` may not edit ``layer``'s features, or None."""
+        refusal = self._publisher_refusal(p, layer, a, "collection", "not publish to it")
+        if refusal is not None:
+            return refusal
         if layer.role == "base":
             return f"{layer.id!r} is a base layer: it changes by ingest only"
-        if a.restriction != NONE:
+        if a is not None and a.restriction != NONE:
             return (f"you see {layer.id!r} with limits (area, filter or fields) and so cannot "
                     "replace whole features")
         return None
@@ -175,13 +184,8 @@ class Policy:
         """Rule 9 (and 0): why ``p`` may not set ``layer``'s style, or None."""
         if p.anonymous:
             raise Unauthenticated("sign in to set a layer's style")
-        if p.embedded:
-            return "embedding keys are read-only"
-        if a is None or not a.read:
-            return f"no layer {layer.id!r}"
-        if not a.publish:
-            return f"you may read {layer.id!r} but only its publishers set its style"
-        return None
+        return self._publisher_refusal(p, layer, a, "layer",
+                                       "only its publishers set its style")
 
     def base_page(self, layer: Layer, limit: int, offset: int) -> int:
         """Rule 7: the page size a request of ``layer`` gets; Forbidden past the depth."""
