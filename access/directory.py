@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 from access.credentials import CredentialError, secret_matches, split_key
@@ -58,6 +58,9 @@ class Directory:
         self._departments: dict[str, dict[str, Any]] = {}
         self._keys: dict[str, Key] = {}
         self._lock = asyncio.Lock()
+
+    def health(self) -> dict[str, Any]:
+        return {"version": self.version, "reads": self.reads}
 
     def doubt(self) -> None:
         """Read the version at the next request: this process may have just moved it."""
@@ -174,7 +177,7 @@ class Watch:
             try:
                 async with await AsyncConnection.connect(
                         self.url, autocommit=True, application_name=APPLICATION) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                     self._hear(await read_version(conn))
                     self._conn, delay = conn, 0.5
                     while True:
@@ -194,8 +197,7 @@ class Watch:
 
     def health(self) -> dict[str, Any]:
         return {"notices": self._conn is not None and not self._conn.closed,
-                "version": self.directory.version, "heard": self.heard,
-                "reads": self.directory.reads}
+                "heard": self.heard, **self.directory.health()}
 
     def _hear(self, version: int) -> None:
         self.heard = max(self.heard, version)

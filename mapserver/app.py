@@ -81,8 +81,7 @@ async def healthz(request: Request) -> Response:
         log.warning("health check failed: %s", type(exc).__name__)
         return problem(503, None, "database unreachable")
     shown = {"audit": audit, "access": state.watch.health() if state.watch else {
-        "notices": False, "version": state.directory.version,
-        "reads": state.directory.reads}}
+        "notices": False, **state.directory.health()}}
     if not audit["ok"]:
         return JSONResponse({"status": "degraded", **shown}, status_code=503)
     return JSONResponse({"status": "ok", **shown})

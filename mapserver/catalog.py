@@ -60,11 +60,13 @@ async def style(request: Request) -> Response:
     return JSONResponse(doc, headers=_private(request))
 
 
-async def _styled(request: Request, conn) -> tuple[Layer, list[dict]]:
+async def _styled(request: Request, conn) -> tuple[Layer, list[dict], bool]:
+    """The layer, its style layers as the caller may be shown them, and whether they are
+    its default look."""
     layer, a = await readable_layer(request, conn, request.path_params["layer"], ("vector",),
                                     "layer")
     looks = await store.stored(conn, [layer.id])
-    return layer, style_layers(filterable(layer, a.restriction), looks)
+    return layer, style_layers(filterable(layer, a.restriction), looks), layer.id not in looks
 
 
 async def layer_style(request: Request) -> Response:
@@ -72,10 +74,9 @@ async def layer_style(request: Request) -> Response:
     if request.method in ("PUT", "DELETE"):
         return await _set_style(request)
     async with db(request, "tiles") as conn:
-        layer, entries = await _styled(request, conn)
-        kept = await store.stored(conn, [layer.id])
-    return JSONResponse({"layer": layer.id, "default": layer.id not in kept,
-                         "layers": entries}, headers=_private(request))
+        layer, entries, default = await _styled(request, conn)
+    return JSONResponse({"layer": layer.id, "default": default, "layers": entries},
+                        headers=_private(request))
 
 
 async def _set_style(request: Request) -> Response:
@@ -97,7 +98,7 @@ async def _set_style(request: Request) -> Response:
 
 async def layer_legend(request: Request) -> Response:
     async with db(request, "tiles") as conn:
-        layer, entries = await _styled(request, conn)
+        layer, entries, _ = await _styled(request, conn)
     return JSONResponse(legend(layer, entries), headers=_private(request))
 
 

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from layers.errors import TooLarge
 from mapserver.errors import problem
+from styles.store import MAX_BYTES as MAX_STYLE
 
 MAX_QUERY = 64 * 1024
 KB, MB = 1024, 1024 * 1024
@@ -33,6 +34,7 @@ LIMITS: tuple[tuple[tuple[str, ...], str, str, int], ...] = (
     (("POST", "PUT", "PATCH", "DELETE"), "/admin/", "", 4 * MB),  # an area's polygon
     (("POST",), "/registry/", "", 256 * KB),  # a site to cover, a reservation
     (("POST",), "/codes/", "", 16 * KB),  # a lifecycle event
+    (("PUT",), "/styles/", "", MAX_STYLE + KB),  # a layer's style, in its {"layers": ...}
 )
 DEFAULT_LIMIT = 16 * KB
 GONE = "onemap.gone"

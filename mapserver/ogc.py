@@ -13,6 +13,7 @@ from starlette.requests import Request
 from layers import features
 from layers.catalog import Layer
 from layers.errors import Invalid
+from mapserver.deps import access
 
 GEOJSON = "application/geo+json"
 
@@ -27,7 +28,7 @@ def carry_key(request: Request, url: str) -> str:
     URL leads to. Only an embedding key ever rides in a URL (an API key there is refused),
     and answers to a caller with a key are private, so no shared cache keeps one."""
     key = request.query_params.get("key")
-    if key is None or not request.state.access.principal.embedded:
+    if key is None or not access(request).principal.embedded:
         return url
     return f"{url}{'&' if '?' in url else '?'}{urlencode({'key': key})}"
 

@@ -1,6 +1,6 @@
 """A layer's legend, read from the same style that draws it: one entry per style layer,
 and per category or class where a colour is chosen by a field (``match``, ``step``,
-``interpolate`` on ``["get", field]``). Field titles come from the data dictionary."""
+``interpolate`` on ``["get", field]``), named by the field."""
 
 from __future__ import annotations
 
@@ -60,7 +60,6 @@ def _swatches(value: Any) -> tuple[str | None, list[dict[str, Any]]]:
 
 def legend(layer: Layer, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """``entries``: the layer's style layers as served to the caller (``style_layers``)."""
-    titles = {f.name: f.name for f in layer.fields}
     out = []
     for entry in entries:
         kind = entry.get("type")
@@ -71,8 +70,7 @@ def legend(layer: Layer, entries: list[dict[str, Any]]) -> dict[str, Any]:
                 and out[-1]["items"] == items:
             continue  # the outline of the fill above it: one entry
         out.append({"id": entry["id"], "symbol": SYMBOL[kind],
-                    **({"field": field, "field_title": titles.get(field, field)}
-                       if field else {}),
+                    **({"field": field} if field else {}),
                     "items": items or [{"colour": None}],
                     **({"minzoom": entry["minzoom"]} if "minzoom" in entry else {}),
                     **({"maxzoom": entry["maxzoom"]} if "maxzoom" in entry else {})})

@@ -9,6 +9,7 @@ the MapLibre style specification's validator (``styles.validate``).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -23,7 +24,7 @@ from styles.validate import problems
 # What a style layer of a vector layer may be.
 TYPES = ("fill", "line", "circle", "symbol", "fill-extrusion", "heatmap")
 MAX_ENTRIES = 64  # style layers per layer
-MAX_BYTES = 256 * 1024  # of one layer's style
+MAX_BYTES = 256 * 1024  # of one layer's style (also the body PUT /styles/{layer} takes)
 
 
 async def stored(conn: AsyncConnection, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -39,6 +40,10 @@ def checked(layer: Layer, entries: Any) -> list[dict[str, Any]]:
     if not isinstance(entries, list) or not entries:
         raise Invalid("a style is a non-empty list of MapLibre style layers (or a style "
                       "document with them under 'layers')")
+    size = len(json.dumps(entries))
+    if size > MAX_BYTES:
+        raise Invalid(f"a layer's style takes at most {MAX_BYTES // 1024} KB of JSON, "
+                      f"not {size // 1024} KB")
     if len(entries) > MAX_ENTRIES:
         raise Invalid(f"a layer's style has at most {MAX_ENTRIES} style layers, "
                       f"not {len(entries)}")
@@ -52,7 +57,9 @@ def checked(layer: Layer, entries: Any) -> list[dict[str, Any]]:
                           f"drawn with {', '.join(TYPES)}")
         if not isinstance(ident, str) or not ident:
             raise Invalid(f"style layer {i} has no id")
-        ident = ident if ident.startswith(layer.id) else f"{layer.id}-{ident}"
+        # Named after the layer, so no two layers' style layers meet in one document.
+        ident = ident if ident == layer.id or ident.startswith(f"{layer.id}-") \
+            else f"{layer.id}-{ident}"
         if ident in seen:
             raise Invalid(f"style layer {i}: id {ident!r} is used twice")
         seen.add(ident)

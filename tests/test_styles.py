@@ -196,3 +196,37 @@ def test_restyled_layer_draws_in_its_colours(server, parks):
         rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
         share = (np.abs(pixels.astype(int) - rgb).sum(axis=1) < 24).mean()
         assert share > 0.05, (colour, share)
+
+
+def _categories(n: int) -> list[dict]:
+    pairs = [v for i in range(n) for v in (f"kind-{i}", f"#{i % 0xFFFFFF:06x}")]
+    return [{"id": "fill", "type": "fill", "paint": {
+        "fill-color": ["match", ["get", "kind"], *pairs, "#999999"]}}]
+
+
+def test_a_style_of_many_categories_is_kept_and_a_huge_one_refused(http, parks, settings,
+                                                                  tmp_path, capsys,
+                                                                  monkeypatch):
+    editor = _auth(parks["parks-editor"])
+    big = http.put("/styles/st_parks", json={"layers": _categories(1500)}, headers=editor)
+    assert big.status_code == 200, big.text  # about 40 KB: more than a plain body may be
+    huge = http.put("/styles/st_parks", json={"layers": _categories(12_000)}, headers=editor)
+    assert huge.status_code == 413, huge.text
+    monkeypatch.setenv("ONEMAP_DATABASE_URL", settings.database_url)
+    f = tmp_path / "huge.json"
+    f.write_text(json.dumps(_categories(12_000)))
+    assert cli(["style", "st_parks", "--file", str(f)]) == 2
+    assert "at most 256 KB" in capsys.readouterr().err
+
+
+def test_legend_reads_a_ramp_as_its_stops():
+    from styles.legend import legend
+    from tests.test_policy import layer as a_layer
+
+    got = legend(a_layer("ramp"), [{"id": "ramp", "type": "circle", "paint": {"circle-color": [
+        "interpolate", ["linear"], ["get", "height"], 0, "#ffffcc", 50, "#fd8d3c",
+        100.5, "#800026"]}}])
+    assert got["entries"] == [{"id": "ramp", "symbol": "point", "field": "height", "items": [
+        {"label": "0", "value": 0, "colour": "#ffffcc"},
+        {"label": "50", "value": 50, "colour": "#fd8d3c"},
+        {"label": "100.5", "value": 100.5, "colour": "#800026"}]}]

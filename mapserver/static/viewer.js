@@ -98,7 +98,7 @@
       if (entry.field) {
         const head = document.createElement('li');
         head.className = 'field';
-        head.textContent = entry.field_title || entry.field;
+        head.textContent = entry.field;
         ul.appendChild(head);
       }
       for (const item of items) {
