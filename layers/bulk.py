@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from layers import overviews, store
 from layers.catalog import Field, Layer, table_of, write_layer
+from layers.errors import Invalid
 from layers.meta import LayerMeta
 
 log = logging.getLogger("onemap.ingest")
@@ -72,9 +73,11 @@ def geometry_type(types: Sequence[str]) -> str | None:
     return f"Multi{families.pop()}" if len(families) == 1 else "Geometry"
 
 
-def dictionary(old: Layer | None, staged: Staged) -> list[Field]:
+def dictionary(old: Layer | None, staged: Staged,
+               titles: dict[str, str] | None = None) -> list[Field]:
     """The layer's data dictionary after this write: the incoming fields as measured, with
-    the classifications already given, and every earlier field (history holds them)."""
+    the classifications and titles already given (``titles`` names new ones), and every
+    earlier field (history holds them)."""
     fields = [Field(name=f.name, type=f.type, length=staged.lengths.get(f.name) if
                     f.type == "string" else None,
                     nullable=f.name in staged.nulls and not f.key, key=f.key,
@@ -85,7 +88,13 @@ def dictionary(old: Layer | None, staged: Staged) -> list[Field]:
         incoming = {f.name for f in fields}
         fields += [Field(f.name, f.type, f.length, True, False, f.source_name, f.level)
                    for f in old.fields if f.name not in incoming]
-    return fields
+        known = {f.name: f.title for f in old.fields}
+        fields = [replace(f, title=known.get(f.name)) for f in fields]
+    unknown = sorted(set(titles or {}) - {f.name for f in fields})
+    if unknown:
+        raise Invalid(f"no field {unknown[0]!r} to give a title; the fields are "
+                      + ", ".join(f.name for f in fields))
+    return [replace(f, title=(titles or {}).get(f.name, f.title)) for f in fields]
 
 
 def write(conn: psycopg.Connection, layer_id: str, old: Layer | None, staged: Staged,
@@ -94,7 +103,7 @@ def write(conn: psycopg.Connection, layer_id: str, old: Layer | None, staged: St
     """Merge staging into the layer; returns the counts (inserted, changed, unchanged,
     closed) and the layer's catalog version after it. A changed layer's detail zoom is the
     lowest from ``detail_zoom`` whose densest tile holds at most ``max_detail_features``."""
-    fields = dictionary(old, staged)
+    fields = dictionary(old, staged, meta.field_titles)
     new_table = not store.table_exists(conn, layer_id)
     if new_table:
         store.create_table(conn, layer_id, fields)

@@ -44,6 +44,7 @@ class Field:
     key: bool = False
     source_name: str | None = None
     level: str | None = None  # its classification, when above the layer's
+    title: str | None = None  # what people call it (a popup's, a form's label)
 
     def as_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "type": self.type, "length": self.length,
@@ -51,6 +52,8 @@ class Field:
                "source_name": self.source_name or self.name}
         if self.level:
             out["level"] = self.level
+        if self.title:
+            out["title"] = self.title
         return out
 
 

@@ -23,6 +23,8 @@ class LayerMeta:
     update_cycle: str | None = None
     sharing_type: str | None = None
     level: str | None = None  # classification; a new layer gets the configured default
+    # The data dictionary's titles of fields (name -> title); fields not named keep theirs.
+    field_titles: dict[str, str] | None = None
 
     def catalog_values(self, old: Layer | None, layer_id: str, default_level: str, *,
                        role: str, update_cycle: str) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from layers.rasters import RasterRegistry, RasterStore
 from layers.registry import SourceRegistry
 from mapserver import (
     admin,
+    assets,
+    basemaps,
     catalog,
     edits,
     features,
@@ -152,6 +154,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *wmts.routes,
         *ogctiles.routes,
         *catalog.routes,
+        *assets.routes,
+        *basemaps.routes,
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
     if settings.cesium_dir is not None:

@@ -22,7 +22,7 @@ from mapserver.ogc import base, carry_key, layer_links
 from mapserver.tileresponse import cache_scope
 from mapserver.tiles import parse_ids, resolve
 from styles import store
-from styles.build import style_doc, style_layers
+from styles.build import assets, style_doc, style_layers
 from styles.legend import legend
 
 
@@ -44,6 +44,11 @@ async def get_layer(request: Request) -> Response:
                          "links": layer_links(request, layer)})
 
 
+def style_links(request: Request) -> dict[str, str]:
+    """The glyphs and sprite of a style served to this caller, with its embedding key."""
+    return {k: carry_key(request, v) for k, v in assets(base(request)).items()}
+
+
 def _private(request: Request) -> dict[str, str]:
     return {"Cache-Control": f"{cache_scope(request)}, no-cache"}
 
@@ -56,7 +61,7 @@ async def style(request: Request) -> Response:
     # Drawn from the fields the caller may see in clear: nothing hidden or masked.
     doc = style_doc([filterable(r.layer, a.restriction) for r, a in resolved],
                     carry_key(request, f"{base(request)}/tiles/{','.join(ids)}/tilejson.json"),
-                    looks)
+                    looks, style_links(request))
     return JSONResponse(doc, headers=_private(request))
 
 

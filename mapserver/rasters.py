@@ -168,7 +168,11 @@ def style_query(request: Request) -> str:
 
 
 async def tilejson(request: Request) -> Response:
-    layer_id, tms_name = request.path_params["layer"], request.path_params["tms"]
+    return await tilejson_of(request, request.path_params["layer"], request.path_params["tms"])
+
+
+async def tilejson_of(request: Request, layer_id: str, tms_name: str) -> Response:
+    """A raster layer's TileJSON in a grid, whichever route asked."""
     tms = grid(tms_name)
     if tms is None:
         raise HTTPException(404, f"no tile matrix set {tms_name!r}")

@@ -156,9 +156,8 @@ async def _render(request: Request, conn, ids: list[str], z: int, x: int, y: int
     raise no_layers(ids)
 
 
-def tile_url(request: Request, ids: list[str], token: str) -> str:
-    return carry_key(request, f"{base(request)}/tiles/{','.join(ids)}/{{z}}/{{x}}/{{y}}.mvt"
-                              f"?v={token}")
+def tile_url(request: Request, path: str, token: str) -> str:
+    return carry_key(request, f"{base(request)}{path}/{{z}}/{{x}}/{{y}}.mvt?v={token}")
 
 
 async def tilejson(request: Request) -> Response:
@@ -171,8 +170,10 @@ async def tilejson(request: Request) -> Response:
                         headers={"Cache-Control": f"{cache_scope(request)}, no-cache"})
 
 
-def tilejson_doc(request: Request, layers: list[Layer], token: str) -> dict:
-    """``layers`` as the caller sees them (``layers.summary.seen``): fields, bounds."""
+def tilejson_doc(request: Request, layers: list[Layer], token: str,
+                 path: str | None = None) -> dict:
+    """``layers`` as the caller sees them (``layers.summary.seen``): fields, bounds; their
+    tiles under ``path`` (a base map's), else under /tiles/{ids}."""
     extents = [ly.extent for ly in layers if ly.extent]
     bounds = ([min(e[0] for e in extents), min(e[1] for e in extents),
                max(e[2] for e in extents), max(e[3] for e in extents)]
@@ -187,7 +188,8 @@ def tilejson_doc(request: Request, layers: list[Layer], token: str) -> dict:
         "version": "1.0.0",
         "attribution": "; ".join(sorted({ly.attribution for ly in layers if ly.attribution})),
         "scheme": "xyz",
-        "tiles": [tile_url(request, [ly.id for ly in layers], token)],
+        "tiles": [tile_url(request, path or f"/tiles/{','.join(ly.id for ly in layers)}",
+                           token)],
         "minzoom": minzoom,
         "maxzoom": maxzoom,
         "bounds": bounds,

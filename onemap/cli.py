@@ -95,6 +95,65 @@ def _scene3d(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _basemap(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    from pathlib import Path
+
+    import psycopg
+
+    from layers.catalog import fetch_layers
+    from layers.db import prepare
+    from layers.errors import Invalid
+    from styles import basemaps
+
+    url = prepare(settings)
+    if args.id is None and (args.style or args.imagery or args.labels_of or args.delete):
+        raise Invalid("name the base map: onemap basemap ID ...")
+    style = None
+    if args.style:
+        try:
+            style = json.loads(Path(args.style).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise Invalid(f"{args.style}: not a readable JSON file ({exc})") from exc
+
+    async def run() -> str:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            if args.id is None:
+                every = await basemaps.fetch_all(conn)
+                return "\n".join(f"{b.id}\t{b.kind}\tv{b.version}\t{b.title}\t"
+                                 f"{','.join(b.layers)}" for b in every) or "no base maps"
+            if args.delete:
+                await basemaps.delete(conn, args.id)
+                return f"{args.id}: deleted"
+            if not (style is not None or args.imagery or args.labels_of):
+                found = await basemaps.fetch(conn, args.id)
+                return json.dumps({**found.as_dict(), "style": found.style}, indent=2,
+                                  ensure_ascii=False)
+            catalog = {ly.id: ly for ly in await fetch_layers(conn)}
+            title = args.title or args.id
+            if style is not None:
+                try:
+                    layers, kept = await asyncio.to_thread(basemaps.checked, args.id, style,
+                                                           catalog)
+                except Invalid as exc:
+                    raise Invalid(f"{args.style}: {exc}") from exc
+                kind = "vector"
+            elif args.imagery:
+                layers = basemaps.checked_imagery(
+                    [i.strip() for i in args.imagery.split(",") if i.strip()], catalog)
+                kept, kind = [], "raster"
+            else:
+                layers, kept, kind = (), [], "vector"
+            async with conn.transaction():
+                version = await basemaps.put(conn, args.id, title, kind, layers, kept,
+                                             "onemap basemap", labels_of=args.labels_of,
+                                             background=args.background)
+            return f"{args.id}: version {version}"
+
+    print(asyncio.run(run()))
+    return 0
+
+
 def _style(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     from pathlib import Path
@@ -172,7 +231,21 @@ def _meta(args: argparse.Namespace):
     return LayerMeta(title=args.title, role=args.role, description=args.description,
                      department=args.department, attribution=args.attribution,
                      update_cycle=args.update_cycle, sharing_type=args.sharing_type,
-                     keywords=args.keyword or None, level=args.level)
+                     keywords=args.keyword or None, level=args.level,
+                     field_titles=_titles(args.field_title))
+
+
+def _titles(given: list[str] | None) -> dict[str, str] | None:
+    """``--field-title name=Street name`` flags as a dictionary's titles."""
+    from layers.errors import Invalid
+
+    out = {}
+    for item in given or []:
+        name, sep, title = item.partition("=")
+        if not sep or not name.strip() or not title.strip():
+            raise Invalid(f"--field-title {item!r}: write it FIELD=TITLE")
+        out[name.strip()] = title.strip()
+    return out or None
 
 
 def _ingest_raster(args: argparse.Namespace, settings: Settings) -> int:
@@ -257,6 +330,9 @@ def _catalog_options(p: argparse.ArgumentParser, role_help: str) -> None:
     p.add_argument("--sharing-type", choices=SHARING_TYPES)
     p.add_argument("--level", help="classification, one of ONEMAP_LEVELS (default "
                                    "ONEMAP_DEFAULT_LEVEL, internal)")
+    p.add_argument("--field-title", action="append", metavar="FIELD=TITLE",
+                   help="a field's title in the data dictionary (repeatable), e.g. "
+                        "name=Street name")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -364,6 +440,25 @@ def parser() -> argparse.ArgumentParser:
     how.add_argument("--file", help="JSON file of style layers, or a MapLibre style")
     how.add_argument("--reset", action="store_true", help="back to the default look")
     st.set_defaults(func=_style)
+
+    bm = sub.add_parser(
+        "basemap", help="list, show, define or delete a base map",
+        description="A base map is a named, versioned composition of catalog layers served "
+                    "at /basemaps/ID (style.json, tilejson.json, tiles). --style defines a "
+                    "vector base map from MapLibre style layers, each naming the catalog "
+                    "layer it draws as its source-layer; --imagery one of raster layers at "
+                    "their newest time slice; --labels-of one made of another vector base "
+                    "map's labels (an annotation over imagery). With only an ID, print it; "
+                    "with nothing, list them.")
+    bm.add_argument("id", nargs="?")
+    what = bm.add_mutually_exclusive_group()
+    what.add_argument("--style", help="JSON file of style layers, or a MapLibre style")
+    what.add_argument("--imagery", help="raster layer ids, comma-separated, first on top")
+    what.add_argument("--labels-of", help="a vector base map whose labels this one is")
+    what.add_argument("--delete", action="store_true")
+    bm.add_argument("--title")
+    bm.add_argument("--background", help="the ground colour, e.g. #f2efe9")
+    bm.set_defaults(func=_basemap)
 
     from access.cli import add_parser
 

@@ -84,6 +84,8 @@ class Settings:
     # CesiumJS's built folder (Build/Cesium), served at /vendor/cesium/ for the 3D page;
     # make demo installs it. Unset: the page says so, and /3dtiles serves any viewer.
     cesium_dir: Path | None = None
+    # The glyphs (fonts/) and sprites (sprites/) the styles name, made by make setup.
+    map_assets: Path = Path(__file__).resolve().parents[1] / ".tools" / "map-assets"
 
     def budget_ms(self, kind: str) -> int:
         """A statement's time budget for this kind of request (see the budget_* fields)."""

@@ -12,6 +12,10 @@ for cmd in "$@"; do
     python3-qgis) /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || extra+=("$cmd") ;;
     # UMN MapServer's FastCGI program, a peer of the benchmarks: not on the PATH.
     cgi-mapserver) [ -x /usr/lib/cgi-bin/mapserv ] || extra+=("$cmd") ;;
+    # Fonts for the map's glyphs, and librsvg for its icons.
+    fonts-noto-core) [ -f /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf ] || extra+=("$cmd") ;;
+    fonts-noto-cjk) [ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || extra+=("$cmd") ;;
+    librsvg2-bin) command -v rsvg-convert >/dev/null || extra+=("$cmd") ;;
     *) command -v "$cmd" >/dev/null || extra+=("$cmd") ;;
   esac
 done

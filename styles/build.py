@@ -21,6 +21,17 @@ PALETTE = ["#e6550d", "#3182bd", "#31a354", "#756bb1", "#de2d26", "#636363", "#d
            "#8c6d31", "#17becf", "#bcbd22", "#e377c2", "#1f77b4"]
 SOURCE = "onemap"
 BACKGROUND = "#f4f1ea"
+# The font stacks OneMap serves (scripts/map_assets.py): Noto Sans, with Noto Sans CJK SC
+# for every Chinese character.
+FONT = "Noto Sans Regular"
+FONT_BOLD = "Noto Sans Bold"
+# A field that names its feature, in the order a default label looks for one.
+NAME_FIELDS = ("name", "name_zh", "name_fi", "name_en", "title", "label", "mc", "名称")
+# Where a style document's glyphs and icons are, relative to OneMap's base URL.
+GLYPHS = "/fonts/{fontstack}/{range}.pbf"
+SPRITE = "/sprites/onemap"
+# What a document says when it is made to be checked, not served.
+CHECK_BASE = "https://onemap.invalid"
 
 
 def colour_of(layer_id: str) -> str:
@@ -47,24 +58,55 @@ def _specks(layer_id: str, colour: str) -> dict[str, Any]:
                                   ["coalesce", ["get", "_count"], 1], 1, 1, 50, 2.5]}}
 
 
+def name_field(layer: Layer) -> str | None:
+    """The field that names the layer's features, if it has one."""
+    names = {f.name for f in layer.fields if f.type == "string"}
+    return next((n for n in NAME_FIELDS if n in names), None)
+
+
+def _label(layer_id: str, field: str, kind: str) -> dict[str, Any]:
+    """Labels from a field: along lines, under points, inside polygons."""
+    layout: dict[str, Any] = {"text-field": ["get", field], "text-font": [FONT],
+                              "text-size": 12 if kind == "Polygon" else 11,
+                              "text-max-width": 8}
+    if kind == "LineString":
+        layout |= {"symbol-placement": "line", "text-rotation-alignment": "map"}
+    elif kind == "Point":
+        layout |= {"text-offset": [0, 0.8], "text-anchor": "top", "text-optional": True}
+    return {"id": f"{layer_id}-label", "type": "symbol",
+            "filter": ["has", field], "layout": layout,
+            "paint": {"text-color": "#333333", "text-halo-color": "#ffffff",
+                      "text-halo-width": 1.2}}
+
+
 def default_layers(layer: Layer) -> list[dict[str, Any]]:
-    """The layer's default look, made from its geometry type."""
+    """The layer's default look, made from its geometry type, with labels from a field that
+    names its features."""
     colour = colour_of(layer.id)
     kind = (layer.geometry_type or "").removeprefix("Multi")
     if kind == "Point":
-        return [_circles(layer.id, colour)]
-    if kind == "LineString":
-        return [{"id": layer.id, "type": "line", "paint": {
+        drawn = [_circles(layer.id, colour)]
+    elif kind == "LineString":
+        drawn = [{"id": layer.id, "type": "line", "paint": {
             "line-color": colour,
             "line-width": ["interpolate", ["linear"], ["zoom"], 10, 0.5, 16, 3]}},
             _specks(f"{layer.id}-small", colour)]
-    return [
-        {"id": f"{layer.id}-fill", "type": "fill",
-         "paint": {"fill-color": colour, "fill-opacity": 0.35}},
-        {"id": f"{layer.id}-outline", "type": "line",
-         "paint": {"line-color": colour, "line-width": 1}},
-        _specks(f"{layer.id}-small", colour),
-    ]
+    else:
+        kind = "Polygon"
+        drawn = [
+            {"id": f"{layer.id}-fill", "type": "fill",
+             "paint": {"fill-color": colour, "fill-opacity": 0.35}},
+            {"id": f"{layer.id}-outline", "type": "line",
+             "paint": {"line-color": colour, "line-width": 1}},
+            _specks(f"{layer.id}-small", colour),
+        ]
+    field = name_field(layer)
+    return drawn + ([_label(layer.id, field, kind)] if field else [])
+
+
+def assets(base: str) -> dict[str, str]:
+    """A style document's glyphs and sprite at OneMap ``base``."""
+    return {"glyphs": base + GLYPHS, "sprite": base + SPRITE}
 
 
 def fields_read(expr: Any) -> set[str]:
@@ -122,25 +164,34 @@ def style_layers(layer: Layer, looks: dict[str, list[dict[str, Any]]]) -> list[d
             for e in drawable(entries, usable)]
 
 
-def style_doc(layers: list[Layer], tilejson_url: str,
-              looks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """A MapLibre style (v8) showing ``layers`` from one vector source; ``looks`` holds the
-    stored styles by layer id (a layer missing from it gets its default look)."""
+def frame(style: dict[str, Any], layers: list[Layer]) -> None:
+    """Centres ``style`` on the layers' extent, at the zoom that shows it whole."""
     extents = [ly.extent for ly in layers if ly.extent]
-    style: dict[str, Any] = {
-        "version": 8,
-        "name": ", ".join(ly.title for ly in layers),
-        "sources": {SOURCE: {"type": "vector", "url": tilejson_url}},
-        "layers": [{"id": "background", "type": "background",
-                    "paint": {"background-color": BACKGROUND}}],
-        "metadata": {"onemap:layers": [ly.id for ly in layers]},
-    }
     if extents:
         e = (min(x[0] for x in extents), min(x[1] for x in extents),
              max(x[2] for x in extents), max(x[3] for x in extents))
         style["center"] = [(e[0] + e[2]) / 2, (e[1] + e[3]) / 2]
         style["zoom"] = fit_zoom(e, min(ly.minzoom for ly in layers),
                                  max(ly.maxzoom for ly in layers))
+        style.setdefault("metadata", {})["onemap:bounds"] = list(e)
+
+
+def style_doc(layers: list[Layer], tilejson_url: str,
+              looks: dict[str, list[dict[str, Any]]],
+              links: dict[str, str] | None = None) -> dict[str, Any]:
+    """A MapLibre style (v8) showing ``layers`` from one vector source; ``looks`` holds the
+    stored styles by layer id (a layer missing from it gets its default look); ``links``
+    the glyphs and sprite URLs (``assets``)."""
+    style: dict[str, Any] = {
+        "version": 8,
+        "name": ", ".join(ly.title for ly in layers),
+        **(links or assets(CHECK_BASE)),
+        "sources": {SOURCE: {"type": "vector", "url": tilejson_url}},
+        "layers": [{"id": "background", "type": "background",
+                    "paint": {"background-color": BACKGROUND}}],
+        "metadata": {"onemap:layers": [ly.id for ly in layers]},
+    }
+    frame(style, layers)
     for layer in layers:
         style["layers"] += style_layers(layer, looks)
     return style

@@ -65,6 +65,8 @@ def legend(layer: Layer, entries: list[dict[str, Any]]) -> dict[str, Any]:
         kind = entry.get("type")
         if kind not in COLOUR or entry.get("id", "").endswith("-small"):
             continue  # the specks of too-small shapes are texture, not a legend entry
+        if kind == "symbol" and "icon-image" not in (entry.get("layout") or {}):
+            continue  # labels name features; they are not a legend entry
         field, items = _swatches((entry.get("paint") or {}).get(COLOUR[kind]))
         if kind == "line" and out and out[-1]["symbol"] == "polygon" \
                 and out[-1]["items"] == items:

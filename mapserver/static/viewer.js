@@ -1,96 +1,236 @@
-// The OneMap viewer: every layer of the catalog in one MapLibre style.
+// The OneMap viewer: a city base map (e-map, imagery with its annotation, or none), the
+// catalog's raster layers over it and its vector layers on top, each in the style the
+// catalog keeps for it, with its legend. The view, the base and the layers are in the URL.
 (async function () {
-  const res = await fetch('/layers');
-  const all = (await res.json()).layers;
-  const layers = all.filter(l => l.kind === 'vector' && l.feature_count > 0);
-  const rasters = all.filter(l => l.kind === 'raster' && l.raster && l.raster.times.length);
-  const list = document.getElementById('layers');
-  if (!layers.length && !rasters.length) {
-    list.innerHTML = '<li>No layers yet. Load one with <code>onemap ingest vector</code> ' +
-      'or <code>onemap ingest raster</code>.</li>';
+  const KEY = 'onemap-key';
+  const key = () => sessionStorage.getItem(KEY);
+  const headers = () => (key() ? { Authorization: `Bearer ${key()}` } : {});
+  const get = url => fetch(url, { headers: headers() });
+  const json = async url => { const r = await get(url); return r.ok ? r.json() : null; };
+  const own = url => url.startsWith('/') || url.startsWith(location.origin);
+
+  const params = new URLSearchParams(location.search);
+  const placed = Boolean(location.hash); // a permalink's view, before the map writes one
+  const [catalog, based] = await Promise.all([json('/layers'), json('/basemaps')]);
+  if (!catalog && key()) { // a key the server no longer takes: back to public layers
+    sessionStorage.removeItem(KEY);
+    alert('OneMap refused the API key; showing public layers.');
+    location.reload();
     return;
   }
-  const ids = layers.map(l => l.id).join(',');
-  const style = ids ? `/styles/${ids}/style.json` : { version: 8, sources: {}, layers: [] };
-  const map = new maplibregl.Map({ container: 'map', style, hash: true });
+  const all = catalog ? catalog.layers : [];
+  const basemaps = based ? based.basemaps : [];
+  const byId = Object.fromEntries(all.map(l => [l.id, l]));
+  const inBase = new Set(basemaps.flatMap(b => b.layers));
+  const vectors = all.filter(l => l.kind === 'vector' && l.feature_count > 0);
+  const rasters = all.filter(l => l.kind === 'raster' && l.raster && l.raster.times.length);
+
+  // What is shown: from the URL, else every layer that no base map draws already.
+  const bases = ['emap', 'imagery'].filter(id => basemaps.some(b => b.id === id));
+  const state = {
+    base: params.get('base') || bases[0] || 'none',
+    annotation: params.get('annotation') !== '0',
+    shown: new Set(params.has('layers') ? params.get('layers').split(',').filter(Boolean)
+      : [...vectors, ...rasters].filter(l => !inBase.has(l.id)).map(l => l.id)),
+    opacity: {},
+    order: vectors.map(l => l.id), // top first
+    times: {},
+  };
+
+  signIn();
+  const list = document.getElementById('layers');
+  if (!vectors.length && !rasters.length && !basemaps.length) {
+    list.innerHTML = '<li>No layers yet. Load one with <code>onemap ingest vector</code> ' +
+      'or <code>onemap ingest raster</code>.</li>';
+  }
+  const baseDocs = {};
+  await Promise.all(basemaps.map(async b => { baseDocs[b.id] = await json(`/basemaps/${b.id}/style.json`); }));
+
+  const map = new maplibregl.Map({
+    container: 'map', style: await compose(), hash: true, attributionControl: false,
+    // Chinese names from OneMap's own CJK glyphs, the same in every browser.
+    localIdeographFontFamily: false,
+    transformRequest: url => (own(url) && key() ? { url, headers: headers() } : { url }),
+  });
+  window.onemapMap = map;
   map.addControl(new maplibregl.NavigationControl());
   map.addControl(new maplibregl.ScaleControl());
-  map.on('load', () => rasters.forEach(addRaster));
-  const first = layers[0] || rasters[0];
+  const credits = attribution();
+  map.addControl(credits, 'bottom-right');
+  const start = baseDocs[state.base] || baseDocs[bases[0]];
+  const first = start && start.metadata['onemap:bounds'];
+  if (!placed) {
+    const extent = first || (vectors[0] || rasters[0] || {}).extent;
+    if (extent) map.fitBounds(extent, { padding: 20, animate: false });
+  }
 
-  // Imagery over the background and under the vector layers; elevation as hillshade. A time slice is a URL
-  // parameter, so switching slices swaps the source.
-  function rasterUrl(layer, time) {
-    const q = new URLSearchParams({ datetime: time });
+  // A style of the base, the rasters and the vector layers shown, bottom to top.
+  async function compose() {
+    const doc = { version: 8, glyphs: `${location.origin}/fonts/{fontstack}/{range}.pbf`,
+                  sprite: `${location.origin}/sprites/onemap`, sources: {}, layers: [] };
+    const base = state.base !== 'none' && baseDocs[state.base];
+    if (base) merge(doc, base, 'base');
+    else doc.layers.push({ id: 'background', type: 'background', paint: { 'background-color': '#f4f1ea' } });
+    for (const layer of rasters.filter(l => state.shown.has(l.id))) {
+      const id = `raster-${layer.id}`;
+      doc.sources[id] = { type: 'raster', tiles: [rasterUrl(layer)], tileSize: 256,
+                          bounds: layer.extent, maxzoom: layer.maxzoom };
+      doc.layers.push({ id, type: 'raster', source: id, paint: {
+        'raster-opacity': (state.opacity[layer.id] ?? 1) * (layer.raster.elevation ? 0.5 : 1) } });
+    }
+    const ids = state.order.filter(id => state.shown.has(id)).reverse();
+    if (ids.length) {
+      const thematic = await json(`/styles/${ids.join(',')}/style.json`);
+      if (thematic) {
+        for (const l of thematic.layers) if (l['source-layer']) fade(l, state.opacity[l['source-layer']] ?? 1);
+        merge(doc, thematic, 'onemap', true);
+      }
+    }
+    if (state.base === 'imagery' && state.annotation && baseDocs.annotation) merge(doc, baseDocs.annotation, 'annotation');
+    return doc;
+  }
+  function merge(doc, other, prefix, keepIds) {
+    for (const [name, source] of Object.entries(other.sources)) doc.sources[`${prefix}-${name}`] = source;
+    for (const l of other.layers) {
+      if (l.type === 'background' && prefix === 'onemap') continue;
+      doc.layers.push({ ...l, id: keepIds ? l.id : `${prefix}-${l.id}`,
+                        ...(l.source ? { source: `${prefix}-${l.source}` } : {}) });
+    }
+  }
+  function fade(l, opacity) {
+    if (opacity === 1) return;
+    const prop = { fill: ['fill-opacity'], line: ['line-opacity'], circle: ['circle-opacity', 'circle-stroke-opacity'],
+                   symbol: ['text-opacity', 'icon-opacity'], 'fill-extrusion': ['fill-extrusion-opacity'],
+                   heatmap: ['heatmap-opacity'] }[l.type] || [];
+    l.paint = l.paint || {};
+    for (const p of prop) {
+      const v = l.paint[p] ?? 1;
+      if (typeof v === 'number') l.paint[p] = v * opacity;
+    }
+  }
+  function rasterUrl(layer) {
+    const q = new URLSearchParams({ datetime: state.times[layer.id] || [...layer.raster.times].sort().pop() });
     if (layer.raster.elevation) q.set('algorithm', 'hillshade');
     const fmt = layer.raster.elevation ? 'png' : 'webp';
-    return `/tiles/${layer.id}/WebMercatorQuad/{z}/{x}/{y}.${fmt}?${q}`;
+    return `${location.origin}/tiles/${layer.id}/WebMercatorQuad/{z}/{x}/{y}.${fmt}?${q}`;
   }
-  function showRaster(layer, time, visible) {
-    const id = `raster-${layer.id}`;
-    if (map.getLayer(id)) map.removeLayer(id);
-    if (map.getSource(id)) map.removeSource(id);
-    map.addSource(id, { type: 'raster', tiles: [rasterUrl(layer, time)], tileSize: 256,
-                        bounds: layer.extent, maxzoom: layer.maxzoom,
-                        attribution: layer.attribution || '' });
-    // Over the background, under the first vector layer.
-    const below = map.getStyle().layers.find(s => s.source === 'onemap');
-    map.addLayer({ id, type: 'raster', source: id,
-                   layout: { visibility: visible ? 'visible' : 'none' },
-                   paint: { 'raster-opacity': layer.raster.elevation ? 0.5 : 1 } },
-                 below ? below.id : undefined);
+  let pending = Promise.resolve();
+  function redraw() {
+    remember();
+    pending = pending.then(async () => { map.setStyle(await compose()); credits.update(); });
+    return pending;
   }
-  function addRaster(layer) {
-    const times = [...layer.raster.times].sort().reverse();
+  // The permalink: base, annotation and layers in the query, the view in the hash.
+  function remember() {
+    const q = new URLSearchParams();
+    q.set('base', state.base);
+    if (!state.annotation) q.set('annotation', '0');
+    q.set('layers', state.order.filter(id => state.shown.has(id)).concat(
+      rasters.filter(l => state.shown.has(l.id)).map(l => l.id)).join(','));
+    history.replaceState(null, '', `${location.pathname}?${q}${location.hash}`);
+  }
+
+  // The base switcher.
+  const switcher = document.getElementById('bases');
+  const choices = [...bases.map(id => [id, basemaps.find(b => b.id === id).title]), ['none', 'None']];
+  for (const [id, title] of choices) {
+    const label = document.createElement('label');
+    label.innerHTML = '<input type="radio" name="base"> <span></span>';
+    label.querySelector('span').textContent = title;
+    const input = label.querySelector('input');
+    input.value = id;
+    input.checked = state.base === id;
+    input.addEventListener('change', () => chooseBase(id));
+    switcher.appendChild(label);
+  }
+  if (baseDocs.annotation) {
+    const label = document.createElement('label');
+    label.className = 'annotation';
+    label.innerHTML = '<input type="checkbox"> Labels over imagery';
+    const box = label.querySelector('input');
+    box.checked = state.annotation;
+    box.addEventListener('change', () => { state.annotation = box.checked; redraw(); });
+    switcher.appendChild(label);
+  }
+  function chooseBase(id) {
+    state.base = id;
+    redraw();
+    // A base that does not cover the view takes the view to where it is.
+    const bounds = baseDocs[id] && baseDocs[id].metadata['onemap:bounds'];
+    const view = map.getBounds();
+    if (bounds && (bounds[0] > view.getEast() || bounds[2] < view.getWest() ||
+                   bounds[1] > view.getNorth() || bounds[3] < view.getSouth()))
+      map.fitBounds(bounds, { padding: 20, animate: false });
+  }
+
+  // The layer list: vector layers in drawing order (top first), then rasters.
+  function entry(layer) {
     const li = document.createElement('li');
-    li.innerHTML = `<label><input type="checkbox" checked> <a></a></label>` +
-      `<select class="time" title="time slice"></select><div class="meta"></div>`;
+    li.dataset.layer = layer.id;
+    li.innerHTML = '<label><input type="checkbox"> <a></a></label>' +
+      '<span class="tools"><input type="range" min="0" max="100" title="opacity">' +
+      '<button class="up" title="draw above the layer over it">▲</button>' +
+      '<button class="down" title="draw below the layer under it">▼</button></span><div class="meta"></div>';
     li.querySelector('a').textContent = layer.title;
-    const select = li.querySelector('select');
-    for (const t of times) select.add(new Option(t.slice(0, 10), t));
-    if (times.length < 2) select.hidden = true;
-    li.querySelector('.meta').textContent =
-      `${layer.id} · ${layer.raster.elevation ? 'elevation' : 'imagery'} · ` +
-      `${layer.raster.bands.length} band(s) · ${times.length} time slice(s)`;
-    const box = li.querySelector('input');
-    box.addEventListener('change', e => map.setLayoutProperty(
-      `raster-${layer.id}`, 'visibility', e.target.checked ? 'visible' : 'none'));
-    select.addEventListener('change', () => showRaster(layer, select.value, box.checked));
+    const box = li.querySelector('input[type=checkbox]');
+    box.checked = state.shown.has(layer.id);
+    box.addEventListener('change', () => {
+      if (box.checked) state.shown.add(layer.id); else state.shown.delete(layer.id);
+      redraw();
+    });
+    const slider = li.querySelector('input[type=range]');
+    slider.value = 100;
+    slider.addEventListener('change', () => { state.opacity[layer.id] = slider.value / 100; redraw(); });
     li.querySelector('a').addEventListener('click', e => {
       e.preventDefault();
       if (layer.extent) map.fitBounds(layer.extent, { padding: 20 });
     });
-    list.appendChild(li);
-    showRaster(layer, times[0], true);
+    return li;
   }
-  if (!location.hash && first.extent) map.fitBounds(first.extent, { padding: 20, animate: false });
-
-  const styleIds = id => map.getStyle().layers.filter(s => s['source-layer'] === id).map(s => s.id);
-  for (const layer of layers) {
-    const li = document.createElement('li');
-    li.innerHTML = `<label><input type="checkbox" checked> <a></a></label>` +
-      `<div class="meta"></div>`;
-    li.querySelector('a').textContent = layer.title;
+  function listVectors() {
+    for (const id of state.order) list.appendChild(items[id]);
+    for (const layer of rasters) list.appendChild(items[layer.id]);
+  }
+  const items = {};
+  for (const layer of vectors) {
+    const li = items[layer.id] = entry(layer);
     li.querySelector('.meta').textContent =
       `${layer.id} · ${layer.geometry_type || ''} · ${layer.feature_count} features` +
       (layer.department ? ` · ${layer.department_name || layer.department}` : '');
-    li.querySelector('input').addEventListener('change', e => {
-      for (const s of styleIds(layer.id))
-        map.setLayoutProperty(s, 'visibility', e.target.checked ? 'visible' : 'none');
-    });
-    li.querySelector('a').addEventListener('click', e => {
-      e.preventDefault();
-      if (layer.extent) map.fitBounds(layer.extent, { padding: 20 });
-    });
-    list.appendChild(li);
+    for (const [cls, step] of [['up', -1], ['down', 1]]) {
+      li.querySelector(`.${cls}`).addEventListener('click', () => {
+        const i = state.order.indexOf(layer.id), j = i + step;
+        if (j < 0 || j >= state.order.length) return;
+        [state.order[i], state.order[j]] = [state.order[j], state.order[i]];
+        listVectors();
+        redraw();
+      });
+    }
     legendOf(layer, li);
   }
+  for (const layer of rasters) {
+    const li = items[layer.id] = entry(layer);
+    li.querySelectorAll('button').forEach(b => b.remove());
+    const times = [...layer.raster.times].sort().reverse();
+    li.querySelector('.meta').textContent =
+      `${layer.id} · ${layer.raster.elevation ? 'elevation' : 'imagery'} · ` +
+      `${layer.raster.bands.length} band(s) · ${times.length} time slice(s)`;
+    if (times.length > 1) {
+      const select = document.createElement('select');
+      select.className = 'time';
+      select.title = 'time slice';
+      for (const t of times) select.add(new Option(t.slice(0, 10), t));
+      select.addEventListener('change', () => { state.times[layer.id] = select.value; redraw(); });
+      li.appendChild(select);
+    }
+  }
+  listVectors();
+  remember();
 
   // Each layer's legend, read from the same style that draws it.
   async function legendOf(layer, li) {
-    const r = await fetch(`/styles/${layer.id}/legend.json`);
-    if (!r.ok) return;
-    const legend = await r.json();
+    const legend = await json(`/styles/${layer.id}/legend.json`);
+    if (!legend) return;
     const ul = document.createElement('ul');
     ul.className = 'legend';
     for (const entry of legend.entries) {
@@ -98,7 +238,7 @@
       if (entry.field) {
         const head = document.createElement('li');
         head.className = 'field';
-        head.textContent = entry.field;
+        head.textContent = title(layer, entry.field);
         ul.appendChild(head);
       }
       for (const item of items) {
@@ -113,27 +253,133 @@
     }
     li.appendChild(ul);
   }
+  function title(layer, field) {
+    const f = layer && (layer.fields || []).find(x => x.name === field);
+    return (f && f.title) || field;
+  }
 
-  // A few pixels of slack, so a thin road or a small lamp is easy to hit; topmost wins.
-  const near = p => map.queryRenderedFeatures([[p.x - 4, p.y - 4], [p.x + 4, p.y + 4]])
-    .filter(f => f.source === 'onemap');
-  map.on('mousemove', e => {
-    map.getCanvas().style.cursor = near(e.point).length ? 'pointer' : '';
+  // Each credit once, for the base and the layers shown.
+  function attribution() {
+    const div = document.createElement('div');
+    div.className = 'maplibregl-ctrl maplibregl-ctrl-attrib onemap-credits';
+    return {
+      onAdd() { this.update(); return div; },
+      onRemove() { div.remove(); },
+      update() {
+        const base = basemaps.find(b => b.id === state.base);
+        const ids = [...(base ? base.layers : []), ...state.shown];
+        if (state.base === 'imagery' && state.annotation && baseDocs.annotation)
+          ids.push(...basemaps.find(b => b.id === 'annotation').layers);
+        const credits = new Set(ids.flatMap(id => ((byId[id] || {}).attribution || '').split(/;\s*/)).filter(Boolean));
+        div.textContent = [...credits, 'MapLibre'].join(' | ');
+      },
+    };
+  }
+
+  // Search: layers of the catalog, features by name, city codes.
+  const search = document.getElementById('search');
+  const found = document.getElementById('found');
+  let marker = null;
+  let typed = 0;
+  search.addEventListener('input', () => {
+    const mine = ++typed;
+    setTimeout(() => { if (mine === typed) lookFor(search.value.trim(), mine); }, 250);
   });
+  async function lookFor(text, mine) {
+    found.innerHTML = '';
+    if (text.length < 2) return;
+    const hits = [];
+    const lower = text.toLowerCase();
+    for (const l of [...vectors, ...rasters])
+      if (l.title.toLowerCase().includes(lower) || l.id.includes(lower))
+        hits.push({ label: l.title, kind: 'layer', go: () => { showLayer(l.id); if (l.extent) map.fitBounds(l.extent, { padding: 20 }); } });
+    const asks = [];
+    if (/^[0-9A-Z]{12,20}$|^[a-z]+:\S+$/.test(text)) {
+      asks.push(json(`/codes/${encodeURIComponent(text)}`).then(c => {
+        if (c && c.position) hits.unshift({ label: `${c.code} · ${c.kind}`, kind: 'code', go: () => goTo(c.position.coordinates) });
+      }));
+    }
+    for (const l of vectors.filter(v => (v.fields || []).some(f => f.name === 'name')).slice(0, 8)) {
+      asks.push(json(`/collections/${l.id}/items?q=${encodeURIComponent(text)}&limit=5`).then(fc => {
+        for (const f of (fc && fc.features) || []) {
+          if (!f.geometry) continue;
+          hits.push({ label: `${f.properties.name || f.id}`, kind: l.title, go: () => { showLayer(l.id); fitFeature(f); } });
+        }
+      }));
+    }
+    await Promise.all(asks);
+    if (mine !== typed) return;
+    for (const hit of hits.slice(0, 20)) {
+      const li = document.createElement('li');
+      li.innerHTML = '<a href="#"></a> <span class="kind"></span>';
+      li.querySelector('a').textContent = hit.label;
+      li.querySelector('.kind').textContent = hit.kind;
+      li.querySelector('a').addEventListener('click', e => { e.preventDefault(); hit.go(); });
+      found.appendChild(li);
+    }
+    if (!hits.length) found.innerHTML = '<li class="none">Nothing found</li>';
+  }
+  function showLayer(id) {
+    if (state.shown.has(id)) return;
+    state.shown.add(id);
+    items[id].querySelector('input[type=checkbox]').checked = true;
+    redraw();
+  }
+  function goTo(lngLat) {
+    if (marker) marker.remove();
+    marker = new maplibregl.Marker().setLngLat(lngLat).addTo(map);
+    map.flyTo({ center: lngLat, zoom: Math.max(map.getZoom(), 17) });
+  }
+  function fitFeature(f) {
+    const coords = JSON.stringify(f.geometry.coordinates).match(/-?\d+(\.\d+)?(e-?\d+)?/g).map(Number);
+    const xs = coords.filter((_, i) => i % 2 === 0), ys = coords.filter((_, i) => i % 2 === 1);
+    const box = [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)];
+    if (box[0] === box[2] && box[1] === box[3]) goTo([box[0], box[1]]);
+    else map.fitBounds(box, { padding: 40, maxZoom: 18 });
+  }
+
+  // A feature's attributes under its fields' titles; a few pixels of slack, topmost wins.
+  const near = p => map.queryRenderedFeatures([[p.x - 4, p.y - 4], [p.x + 4, p.y + 4]])
+    .filter(f => f.source === 'onemap-onemap');
+  map.on('mousemove', e => { map.getCanvas().style.cursor = near(e.point).length ? 'pointer' : ''; });
   map.on('click', e => {
     const hits = near(e.point);
     if (!hits.length) return;
     const f = hits[0];
-    const table = document.createElement('table');
-    const rows = [['layer', f.sourceLayer], ...Object.entries(f.properties)];
-    for (const [k, v] of rows) {
-      const tr = table.insertRow();
-      tr.insertCell().textContent = k;
-      tr.insertCell().textContent = v;
-    }
+    const layer = byId[f.sourceLayer];
     const div = document.createElement('div');
     div.className = 'popup';
+    const h = document.createElement('h3');
+    h.textContent = layer ? layer.title : f.sourceLayer;
+    div.appendChild(h);
+    const table = document.createElement('table');
+    for (const [k, v] of Object.entries(f.properties)) {
+      if (k === '_count') continue;
+      const tr = table.insertRow();
+      tr.insertCell().textContent = k === '_id' ? 'id' : title(layer, k);
+      tr.insertCell().textContent = v;
+    }
     div.appendChild(table);
     new maplibregl.Popup({ maxWidth: '420px' }).setLngLat(e.lngLat).setDOMContent(div).addTo(map);
   });
+
+  // Signing in: an API key, entered once and kept for this tab.
+  function signIn() {
+    const box = document.getElementById('who');
+    if (key()) {
+      box.innerHTML = 'Signed in with a key · <a href="#" id="signout">sign out</a>';
+      box.querySelector('#signout').addEventListener('click', e => {
+        e.preventDefault();
+        sessionStorage.removeItem(KEY);
+        location.reload();
+      });
+    } else {
+      box.innerHTML = 'Public layers · <a href="#" id="signin">sign in with an API key</a>';
+      box.querySelector('#signin').addEventListener('click', e => {
+        e.preventDefault();
+        const given = prompt('Your OneMap API key (kept for this tab only)');
+        if (given && given.trim()) { sessionStorage.setItem(KEY, given.trim()); location.reload(); }
+      });
+    }
+  }
 })();
