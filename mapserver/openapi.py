@@ -137,6 +137,20 @@ _OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
     ("/styles/{layer}", "delete"): ("Return a layer to its default look", [], "", 204),
     ("/styles/{layer}/legend.json", "get"): ("A layer's legend, read from its style", [],
                                              JSON, 200),
+    ("/basemaps", "get"): ("The city's base maps the caller may read", [], JSON, 200),
+    ("/basemaps/{basemap}", "get"): ("One base map: its layers, version and links", [], JSON,
+                                     200),
+    ("/basemaps/{basemap}/style.json", "get"): ("A base map's MapLibre style", [], JSON, 200),
+    ("/basemaps/{basemap}/tilejson.json", "get"): ("A base map's TileJSON", [], JSON, 200),
+    ("/basemaps/{basemap}/{z}/{x}/{y}.{fmt}", "get"): (
+        "A vector base map's tile (every layer of it), WebMercatorQuad", [], MVT, 200),
+    ("/basemaps/{basemap}/{tms}/{z}/{x}/{y}.{fmt}", "get"): (
+        "An imagery base map's tile, its newest slice", [], "image", 200),
+    ("/fonts.json", "get"): ("The font stacks the styles may name", [], JSON, 200),
+    ("/fonts/{stack}/{range}.pbf", "get"): ("A range of SDF glyphs (MapLibre's glyphs)", [],
+                                            "application/x-protobuf", 200),
+    ("/sprites/{name}", "get"): ("The icons: onemap.json, onemap.png and @2x", [], "image",
+                                 200),
     ("/layers", "get"): ("The catalog with data dictionaries", [], JSON, 200),
     ("/layers/{layer}", "get"): ("One layer's catalog entry", [], JSON, 200),
     ("/tileMatrixSets", "get"): ("The tile matrix sets", ["f"], JSON, 200),
@@ -183,7 +197,7 @@ def _content(media: str) -> dict:
         return {m: {"schema": {"type": "string", "format": "binary"}} for m in IMAGES}
     if media == "tile":
         return {m: {"schema": {"type": "string", "format": "binary"}} for m in (MVT, *IMAGES)}
-    if media in (MVT, "model/gltf-binary"):
+    if media in (MVT, "model/gltf-binary", "application/x-protobuf"):
         return {media: {"schema": {"type": "string", "format": "binary"}}}
     if media == XML:
         return {XML: {"schema": {"type": "string"}}}

@@ -140,7 +140,9 @@ def test_who_may_restyle(http, parks, sample_layers):
     ([{"id": "a", "type": "raster"}], "type 'raster'"),
     ([{"id": "a", "type": "fill"}, {"id": "a", "type": "line"}], "used twice"),
     ([{"id": "a", "type": "fill", "paint": {"fill-color": 12}}], "fill-color"),
-    ([{"id": "a", "type": "symbol", "layout": {"text-field": ["get", "kind"]}}], "glyphs"),
+    ([{"id": "a", "type": "symbol", "layout": {"text-field": ["get", "kind"],
+                                               "text-font": "Noto Sans Regular"}}],
+     "text-font"),
     ([{"id": "a", "type": "line", "paint": {"line-width": ["nonsense", 1]}}],
      "style layer 'st_parks-a'.paint.line-width"),
 ])

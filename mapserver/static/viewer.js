@@ -152,8 +152,14 @@
     box.addEventListener('change', () => { state.annotation = box.checked; redraw(); });
     switcher.appendChild(label);
   }
+  const overImagery = () => {
+    const label = switcher.querySelector('label.annotation');
+    if (label) label.hidden = state.base !== 'imagery';
+  };
+  overImagery();
   function chooseBase(id) {
     state.base = id;
+    overImagery();
     redraw();
     // A base that does not cover the view takes the view to where it is.
     const bounds = baseDocs[id] && baseDocs[id].metadata['onemap:bounds'];
