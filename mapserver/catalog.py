@@ -17,7 +17,7 @@ from layers.catalog import LAYER_KINDS, Layer, fetch_layers
 from layers.errors import Forbidden
 from layers.restrict import filterable
 from layers.summary import seen
-from mapserver.deps import access, db, json_body, note, readable_layer
+from mapserver.deps import access, db, json_body, note, page, readable_layer
 from mapserver.ogc import base, carry_key, layer_links
 from mapserver.tileresponse import cache_scope
 from mapserver.tiles import parse_ids, resolve
@@ -113,4 +113,5 @@ routes = [
     Route("/styles/{layers}/style.json", style),
     Route("/styles/{layer}/legend.json", layer_legend),
     Route("/styles/{layer}", layer_style, methods=["GET", "PUT", "DELETE"]),
+    Route("/embed", page("embed.html")),  # snippets for another system's page
 ]

@@ -342,3 +342,52 @@ def test_viewer_signs_in_with_a_key_and_sees_what_it_may(server, city, settings)
     finally:
         asyncio.run(classify("public"))
     assert httpx.get(f"{server}/healthz", timeout=10).status_code == 200
+
+
+def test_embed_snippet_shows_the_map_on_another_origin(server, city, settings):
+    """The MapLibre snippet /embed gives, pasted into a page of the key's origin, draws
+    the e-map and the chosen layer through the embedding key alone."""
+    import asyncio
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import ensure_departments, free_port
+    from tests.test_embedding import served_page
+
+    ensure_departments(settings, {"bm-embed": "A business system"})
+    origin = f"http://127.0.0.1:{free_port()}"
+
+    async def make() -> str:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            a = Actor("test")
+            await admin.create_principal(conn, a, name="bm-embed-system", kind="service",
+                                         department="bm-embed")
+            made = await admin.create_key(conn, a, principal="bm-embed-system", kind="embed",
+                                          origins=[origin], layers=[*EMAP_LAYERS, "lamps"])
+            return made["key"]
+    key = asyncio.run(make())
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(f"{server}/embed")
+            page.check("input[value=lamps]")
+            page.fill("#key", key)
+            snippet = page.locator("#maplibre").inner_text()
+            assert f"/basemaps/emap/style.json?key={key}" in snippet
+            assert f"/styles/lamps/style.json?key={key}" in snippet
+            probe = """<script>map.on('idle', () => { window.drawn = map.queryRenderedFeatures()
+              .map(f => f.sourceLayer); });
+              map.on('error', e => { window.failed = String(e.error && e.error.message); });
+              map.jumpTo({center: [24.944, 60.1705], zoom: 16});</script>"""
+            html = f"<!doctype html><html><body>{snippet}{probe}</body></html>"
+            with served_page(html, int(origin.rsplit(":", 1)[1])) as url:
+                other = browser.new_page(viewport={"width": 800, "height": 600})
+                other.goto(url)
+                other.wait_for_function("window.drawn && window.drawn.includes('lamps')",
+                                        timeout=30_000)
+                drawn = set(other.evaluate("window.drawn"))
+                assert {"roads", "buildings", "lamps"} <= drawn, drawn
+        finally:
+            browser.close()
