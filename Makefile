@@ -17,7 +17,7 @@ STYLE_SPEC := .tools/node_modules/@maplibre/maplibre-gl-style-spec/package.json
 MAP_ASSETS := .tools/map-assets/fonts/stacks.json
 MAP_ASSET_TOOLS := .tools/node_modules/fontnik/package.json
 
-.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-registry bench-3d clean
+.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-emap bench-registry bench-3d clean
 
 setup: $(STAMP) $(STYLE_SPEC) $(MAP_ASSETS)
 
@@ -165,6 +165,11 @@ bench-auth: setup
 bench-raster: setup $(BENCH_STAMP)
 	bash scripts/system-packages.sh wrk
 	$(BIN)/python bench/raster_tiles.py
+
+# No peer serves a styled multi-layer base map: absolute figures, computed and cached.
+bench-emap: setup $(BENCH_STAMP)
+	bash scripts/system-packages.sh wrk
+	$(BIN)/python bench/emap_tiles.py
 
 # No peer runs this lookup; the goal is absolute (p99 under 50 ms at 500 m).
 bench-registry: setup

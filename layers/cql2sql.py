@@ -169,6 +169,11 @@ def parse(text: str, lang: str) -> dict[str, Any]:
     return tree
 
 
+def text_of(tree: dict[str, Any]) -> str:
+    """CQL2-JSON as CQL2 text (what a restriction keeps), written by the ``cql2`` library."""
+    return cql2.Expr(tree).to_text()
+
+
 class _Translator:
     def __init__(self, types: dict[str, str], prefix: str,
                  columns: dict[str, sql.Composable] | None = None,

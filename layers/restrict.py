@@ -44,6 +44,34 @@ class Restriction:
 NONE = Restriction()
 
 
+def narrowed(layer: Layer, r: Restriction, keep: frozenset[str] | None = None,
+             rows: dict | None = None) -> Restriction:
+    """``r`` and also: only the fields in ``keep`` (a base map's tile carries what its
+    style reads), only the rows ``rows`` selects (CQL2-JSON: what its style draws at the
+    zoom). A row condition on a field ``r`` hides or masks is not applied, so which rows
+    are served never tells a value the caller may not see."""
+    hidden = r.hidden | {f.name for f in layer.fields if f.name not in keep} if keep is not None \
+        else r.hidden
+    out = replace(r, hidden=frozenset(hidden))
+    if rows is None:
+        return out
+    masked = {n for n, _ in r.masks}
+    if _properties(rows) & (set(r.hidden) | masked):
+        return out
+    both = rows if r.filter is None else {
+        "op": "and", "args": [cql2sql.parse(r.filter, "cql2-text"), rows]}
+    return replace(out, filter=cql2sql.text_of(both))
+
+
+def _properties(expr: object) -> set[str]:
+    if isinstance(expr, dict):
+        found = {expr["property"]} if isinstance(expr.get("property"), str) else set()
+        return found.union(*(_properties(v) for v in expr.values()))
+    if isinstance(expr, list):
+        return set().union(*(_properties(v) for v in expr))
+    return set()
+
+
 def visible_fields(layer: Layer, r: Restriction) -> tuple[Field, ...]:
     return tuple(f for f in layer.fields if f.name not in r.hidden)
 

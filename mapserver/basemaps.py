@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.errors import NotFound
-from layers.restrict import filterable
+from layers.restrict import filterable, narrowed
 from layers.summary import seen
 from mapserver.catalog import style_links
 from mapserver.deps import app_state, db, layer_access, note
@@ -111,12 +111,15 @@ async def style(request: Request) -> Response:
 
 async def tilejson(request: Request) -> Response:
     async with db(request, "tiles") as conn:
-        bm, found, _ = await _basemap(request, conn)
+        bm, found, of = await _basemap(request, conn)
         if bm.kind != "raster":
+            fields = {i: n.fields for i, n in basemaps.needs(basemaps.entries(bm, of),
+                                                             24).items()}
             resolved = await app_state(request).registry.resolve(conn, list(bm.layers))
             if resolved is None:
                 raise NotFound(f"no base map {bm.id!r}")
-            shown = [await seen(conn, r.layer, a.restriction)
+            shown = [await seen(conn, r.layer, narrowed(r.layer, a.restriction,
+                                                        fields.get(r.layer.id, frozenset())))
                      for r, (_ly, a) in zip(resolved, found, strict=True)]
             token = version_token([(r.layer.id, r.version, a.restriction)
                                    for r, (_ly, a) in zip(resolved, found, strict=True)], None)
@@ -130,13 +133,16 @@ async def tilejson(request: Request) -> Response:
 async def tile(request: Request) -> Response:
     p = request.path_params
     async with db(request, "tiles") as conn:
-        bm, found, _ = await _basemap(request, conn)
+        bm, found, of = await _basemap(request, conn)
     if bm.kind == "raster":
         raise NotFound(f"{bm.id!r} is an imagery base map: its tiles are "
                        f"/basemaps/{bm.id}/WebMercatorQuad/{{z}}/{{x}}/{{y}}.webp")
     if p["fmt"] not in ("mvt", "pbf"):
         raise NotFound(f"no tile format {p['fmt']!r}; use .mvt")
-    return await vector_tile(request, ",".join(bm.layers), p["z"], p["x"], p["y"])
+    # The tile takes what the style draws at its zoom, and the fields the style reads.
+    style = basemaps.entries(bm, of)
+    return await vector_tile(request, ",".join(bm.layers), p["z"], p["x"], p["y"],
+                             needs=lambda z: basemaps.needs(style, z))
 
 
 async def image_tile(request: Request) -> Response:

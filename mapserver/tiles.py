@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from starlette.exceptions import HTTPException
@@ -14,7 +15,7 @@ from layers.catalog import LAYER_ID, Layer
 from layers.errors import TooCostly
 from layers.grids import fit_zoom
 from layers.registry import Resolved
-from layers.restrict import Restriction
+from layers.restrict import Restriction, narrowed
 from layers.summary import seen
 from layers.tiles import TileSource, params
 from mapserver.deps import app_state, db, layer_access, note
@@ -72,8 +73,16 @@ def _readable(layer, request: Request, ids: list[str]) -> LayerAccess:
     return found
 
 
-def _limits(request: Request, sources: list[TileSource], ids: list[str]) -> list[Restriction]:
-    return [_readable(s.layer, request, ids).restriction for s in sources]
+def _limits(request: Request, sources: list[TileSource], ids: list[str],
+            needs: dict | None = None) -> list[Restriction]:
+    """The caller's limits on each layer; for a base map's tile, narrowed to what its
+    style needs at the zoom (``styles.basemaps.needs``)."""
+    out = []
+    for s in sources:
+        r = _readable(s.layer, request, ids).restriction
+        need = needs.get(s.id) if needs is not None else None
+        out.append(narrowed(s.layer, r, need.fields, need.rows) if need is not None else r)
+    return out
 
 
 async def tile(request: Request) -> Response:
@@ -83,11 +92,19 @@ async def tile(request: Request) -> Response:
     return await vector_tile(request, p["layers"], p["z"], p["x"], p["y"])
 
 
-async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str) -> Response:
-    """MVT of one or several layers in WebMercatorQuad, whichever route asked."""
+async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str,
+                      needs: Callable[[int], dict] | None = None) -> Response:
+    """MVT of one or several layers in WebMercatorQuad, whichever route asked; ``needs``
+    (a base map's) says for a zoom which layers its tile takes and what of each."""
     state = app_state(request)
     ids = parse_ids(layers, state.settings.max_tile_layers)
     z, x, y = parse_tile(zs, xs, ys)
+    wanted = needs(z) if needs is not None else None
+    if wanted is not None:
+        ids = [i for i in ids if i in wanted]
+        if not ids:  # nothing of the base map is drawn at this zoom
+            return Response(status_code=204, headers={
+                "Cache-Control": f"{cache_scope(request)}, max-age=3600"})
     raw = request.query_params.get("as-of")
     as_of = parse_instant(raw, raw) if raw is not None else None
     if as_of is not None:
@@ -102,8 +119,11 @@ async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str) 
         cached = state.cache.enabled and z < min(s.detail_zoom for s in sources)
         if inm or cached:
             resolved = await resolve(request, conn, ids)
-            token = version_token([(r.layer.id, r.version, a.restriction)
-                                   for r, a in resolved], as_of)
+            limits = _limits(request, [r.source for r, _ in resolved], ids, wanted) \
+                if wanted is not None else [a.restriction for _, a in resolved]
+            token = version_token([(r.layer.id, r.version, lim)
+                                   for (r, _), lim in zip(resolved, limits, strict=True)],
+                                  as_of)
             etag = f'"{token}"'
             if (unchanged := not_modified(request, etag)) is not None:
                 return unchanged
@@ -111,7 +131,7 @@ async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str) 
             if hit is not None:
                 note(request, ids, _kept(hit[1]), tile=f"{z}/{x}/{y}")
                 return tile_response(request, etag, hit[0], MVT, report=hit[1], cache="hit")
-        rows, limits = await _render(request, conn, ids, z, x, y, as_of)
+        rows, limits = await _render(request, conn, ids, z, x, y, as_of, wanted)
     versions = [(layer_id, row[3], r) for layer_id, row, r in zip(ids, rows, limits,
                                                                   strict=True)]
     token = version_token(versions, as_of)
@@ -131,7 +151,8 @@ def _kept(report: str) -> int:
 
 
 async def _render(request: Request, conn, ids: list[str], z: int, x: int, y: int,
-                  as_of: datetime | None) -> tuple[list[tuple], list[Restriction]]:
+                  as_of: datetime | None, needs: dict | None = None
+                  ) -> tuple[list[tuple], list[Restriction]]:
     """Each layer's (mvt, covered, kept, version, schema_version, method), and the limits
     they were made under."""
     registry = app_state(request).registry
@@ -139,7 +160,7 @@ async def _render(request: Request, conn, ids: list[str], z: int, x: int, y: int
         sources = await registry.sources(conn, ids)
         if sources is None:
             raise no_layers(ids)
-        limits = _limits(request, sources, ids)
+        limits = _limits(request, sources, ids, needs)
         rows, stale = [], []
         for source, limit in zip(sources, limits, strict=True):
             query, method, extra = source.query_bytes(z, as_of is not None, conn, limit)

@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 
 from layers.catalog import LAYER_ID, Layer
 from layers.errors import Conflict, Invalid, NotFound
-from styles.build import CHECK_BASE, SOURCE, assets, drawable, frame
+from styles.build import CHECK_BASE, SOURCE, assets, drawable, fields_read, frame
 from styles.store import TYPES
 from styles.validate import problems
 
@@ -92,6 +92,94 @@ def entries(bm: BaseMap, of: BaseMap | None = None) -> list[dict[str, Any]]:
 def label_layers(style: list[dict[str, Any]]) -> tuple[str, ...]:
     """The catalog layers a map's labels read: what a labels map made of it draws."""
     return tuple(dict.fromkeys(e["source-layer"] for e in style if e.get("type") == "symbol"))
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a tile of a base map takes of one layer: the fields its style reads (at any
+    zoom), and the rows its style layers draw at the tile's zoom (CQL2-JSON; None: all)."""
+
+    fields: frozenset[str]
+    rows: dict[str, Any] | None
+
+
+def needs(style: list[dict[str, Any]], z: int) -> dict[str, Need]:
+    """For each layer a base map's style draws at zoom ``z`` (a layer it draws only at
+    other zooms is not in the tile), what the tile takes of it. A vector tile of zoom z
+    is drawn from map zoom z to z + 1, so a style layer counts from the floor of its
+    minzoom up to its maxzoom."""
+    fields: dict[str, set[str]] = {}
+    rows: dict[str, list[dict[str, Any] | None]] = {}
+    for e in style:
+        layer = e.get("source-layer")
+        if not isinstance(layer, str):
+            continue
+        used = fields.setdefault(layer, set())
+        for part in (e.get("filter"), *(e.get("paint") or {}).values(),
+                     *(e.get("layout") or {}).values()):
+            used |= fields_read(part)
+        if int(e.get("minzoom", 0)) <= z < e.get("maxzoom", 25):
+            rows.setdefault(layer, []).append(
+                _rows(e["filter"]) if "filter" in e else None)
+    out = {}
+    for layer, conditions in rows.items():
+        if any(c is None for c in conditions):
+            out[layer] = Need(frozenset(fields[layer]), None)
+        else:
+            unique = [c for i, c in enumerate(conditions) if c not in conditions[:i]]
+            out[layer] = Need(frozenset(fields[layer]), unique[0] if len(unique) == 1
+                              else {"op": "or", "args": unique})
+    return out
+
+
+def _value(v: Any) -> bool:
+    return isinstance(v, str | int | float) and not isinstance(v, bool)
+
+
+def _rows(f: Any) -> dict[str, Any] | None:
+    """A style filter as the CQL2 condition on the rows it can draw, for the forms a base
+    map's style uses (match on a field, ==, !=, has, !has, all, any); None for any other
+    (every row may be drawn)."""
+    if not isinstance(f, list) or not f:
+        return None
+    op, args = f[0], f[1:]
+    prop = {"property": args[0][1]} if args and isinstance(args[0], list) and \
+        len(args[0]) == 2 and args[0][0] == "get" and isinstance(args[0][1], str) else None
+    if op == "match" and prop and len(args) >= 4 and len(args) % 2 == 0:
+        pairs, fallback = args[1:-1], args[-1]
+        if not all(isinstance(o, bool) for o in (*pairs[1::2], fallback)):
+            return None
+        values: dict[bool, list] = {True: [], False: []}
+        for labels, out in zip(pairs[::2], pairs[1::2], strict=True):
+            labels = labels if isinstance(labels, list) else [labels]
+            if not all(_value(v) for v in labels):
+                return None
+            values[out] += labels
+        if not fallback:
+            return {"op": "in", "args": [prop, values[True]]} if values[True] else None
+        if not values[False]:
+            return None  # every row
+        return {"op": "or", "args": [{"op": "not", "args": [
+            {"op": "in", "args": [prop, values[False]]}]}, {"op": "isNull", "args": [prop]}]}
+    if op in ("==", "!=") and prop and len(args) == 2 and _value(args[1]):
+        same = {"op": "=", "args": [prop, args[1]]}
+        return same if op == "==" else {"op": "or", "args": [
+            {"op": "<>", "args": [prop, args[1]]}, {"op": "isNull", "args": [prop]}]}
+    if op == "has" and len(args) == 1 and isinstance(args[0], str):
+        return {"op": "not", "args": [{"op": "isNull", "args": [{"property": args[0]}]}]}
+    if op == "!" and len(args) == 1 and isinstance(args[0], list) and args[0][:1] == ["has"]:
+        inner = _rows(args[0])
+        return inner["args"][0] if inner else None
+    if op in ("all", "any") and args:
+        parts = [_rows(a) for a in args]
+        if op == "all":
+            known = [p for p in parts if p is not None]  # the others only draw fewer
+            return None if not known else known[0] if len(known) == 1 else {
+                "op": "and", "args": known}
+        if any(p is None for p in parts):
+            return None
+        return {"op": "or", "args": parts}
+    return None
 
 
 def checked(basemap_id: str, style: Any, catalog: dict[str, Layer]) -> tuple[

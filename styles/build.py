@@ -110,11 +110,11 @@ def assets(base: str) -> dict[str, str]:
 
 
 def fields_read(expr: Any) -> set[str]:
-    """The feature properties an expression reads (``["get", name]``)."""
+    """The feature properties an expression reads (``["get", name]``, ``["has", name]``)."""
     if not isinstance(expr, list) or not expr:
         return set()
-    found = {expr[1]} if expr[0] == "get" and len(expr) == 2 and isinstance(expr[1], str) \
-        else set()
+    found = {expr[1]} if expr[0] in ("get", "has") and len(expr) == 2 \
+        and isinstance(expr[1], str) else set()
     for part in expr[1:]:
         found |= fields_read(part)
     return found

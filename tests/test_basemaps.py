@@ -89,14 +89,24 @@ def test_emap_tiles_hold_every_emap_layer(http, city):
     assert {v["id"] for v in tj["vector_layers"]} == EMAP_LAYERS
     assert "/basemaps/emap/{z}/{x}/{y}.mvt" in tj["tiles"][0]
     assert tj["attribution"] == "© OpenStreetMap contributors, ODbL"  # once
-    # Esplanadi, central Helsinki, at z15: every layer in the one tile.
-    r = http.get("/basemaps/emap/15/18654/9485.mvt")
+    # Esplanadi, central Helsinki, at z16: every layer the e-map draws there in one tile.
+    r = http.get("/basemaps/emap/16/37309/18970.mvt")
     assert r.status_code == 200, r.text
     tile = mapbox_vector_tile.decode(r.content)
     assert EMAP_LAYERS - {"places"} <= set(tile)
     names = {f["properties"].get("name") for f in tile["roads"]["features"]}
     assert "Pohjoisesplanadi" in names
     assert len(r.content) < 500 * 1024
+    # A tile takes only the fields the style reads (no OSM tag soup) ...
+    assert {k for f in tile["roads"]["features"] for k in f["properties"]} <= {
+        "name", "highway", "_id"}
+    # ... and what the style draws at its zoom: no footway at z14, no POI below z16.
+    low = mapbox_vector_tile.decode(http.get("/basemaps/emap/14/9327/4742.mvt").content)
+    assert "pois" not in low
+    assert not {f["properties"].get("highway") for f in low["roads"]["features"]} & {
+        "footway", "path", "steps", "cycleway"}
+    plain = mapbox_vector_tile.decode(http.get("/tiles/roads/14/9327/4742.mvt").content)
+    assert "footway" in {f["properties"].get("highway") for f in plain["roads"]["features"]}
     # The imagery base map's tiles are its layer's newest slice.
     img = http.get("/basemaps/imagery/WebMercatorQuad/12/1650/2135.webp")
     assert img.status_code in (200, 204)
