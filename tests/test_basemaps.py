@@ -401,3 +401,41 @@ def test_embed_snippet_shows_the_map_on_another_origin(server, city, settings):
                 assert {"roads", "buildings", "lamps"} <= drawn, drawn
         finally:
             browser.close()
+
+
+def test_viewer_search_and_popup_titles(server, city, settings):
+    """The search box finds a street through the items API and a layer by its title; a
+    click shows the feature under its data dictionary's field titles."""
+    from playwright.sync_api import sync_playwright
+
+    from ingest.vector import ingest_vector
+    from layers.meta import LayerMeta
+
+    ingest_vector(SAMPLES / "beijing-districts-cgcs2000.geojson", "districts", key="gb",
+                  settings=settings, meta=LayerMeta(field_titles={"name": "Name (名称)"}))
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.goto(f"{server}/?base=emap&layers=roads,districts")
+            _idle(page)
+            page.fill("#search", "Mannerheimintie")
+            page.wait_for_selector("#found li a", timeout=15_000)
+            hits = page.locator("#found li").all_inner_texts()
+            assert [h for h in hits if "Mannerheimintie" in h and "roads" in h.lower()] == [
+                "Mannerheimintie roads"], hits  # each street once
+            page.fill("#search", "district")  # the layer, by its title
+            page.wait_for_function("document.querySelector('#found li .kind') &&"
+                                   " document.querySelector('#found li .kind').innerText"
+                                   " === 'layer'", timeout=15_000)
+            page.click("#found li a")
+            page.wait_for_timeout(1500)
+            _idle(page)
+            # The centre of the map is inside a district: its popup names the field.
+            box = page.locator("#map").bounding_box()
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.wait_for_selector(".popup", timeout=10_000)
+            assert "Name (名称)" in page.locator(".popup").inner_text()
+            assert "layers=roads%2Cdistricts" in page.url or "layers=roads,districts" in page.url
+        finally:
+            browser.close()

@@ -33,7 +33,10 @@
     shown: new Set(params.has('layers') ? params.get('layers').split(',').filter(Boolean)
       : [...vectors, ...rasters].filter(l => !inBase.has(l.id)).map(l => l.id)),
     opacity: {},
-    order: vectors.map(l => l.id), // top first
+    // Top first: a permalink's layers in its order, above the others.
+    order: (ids => [...ids.filter(id => vectors.some(l => l.id === id)),
+                    ...vectors.map(l => l.id).filter(id => !ids.includes(id))])(
+      (params.get('layers') || '').split(',')),
     times: {},
   };
 
@@ -305,11 +308,16 @@
         if (c && c.position) hits.unshift({ label: `${c.code} · ${c.kind}`, kind: 'code', go: () => goTo(c.position.coordinates) });
       }));
     }
-    for (const l of vectors.filter(v => (v.fields || []).some(f => f.name === 'name')).slice(0, 8)) {
+    // Features by name: the layers shown first, then the others, a few from each.
+    const named = vectors.filter(v => (v.fields || []).some(f => f.name === 'name'));
+    const asked = [...named.filter(l => state.shown.has(l.id)), ...named.filter(l => !state.shown.has(l.id))];
+    for (const l of asked.slice(0, 10)) {
       asks.push(json(`/collections/${l.id}/items?q=${encodeURIComponent(text)}&limit=5`).then(fc => {
         for (const f of (fc && fc.features) || []) {
-          if (!f.geometry) continue;
-          hits.push({ label: `${f.properties.name || f.id}`, kind: l.title, go: () => { showLayer(l.id); fitFeature(f); } });
+          const name = f.properties.name;
+          if (!f.geometry || !name || !String(name).toLowerCase().includes(lower)) continue;
+          if (hits.some(h => h.label === String(name) && h.kind === l.title)) continue; // one per street
+          hits.push({ label: String(name), kind: l.title, go: () => { showLayer(l.id); fitFeature(f); } });
         }
       }));
     }
