@@ -113,17 +113,22 @@ def test_emap_tiles_hold_every_emap_layer(http, city):
     assert http.get("/basemaps/imagery/12/1650/2135.mvt").status_code == 404
 
 
-def test_a_basemap_is_under_the_grants_of_its_layers(http, city, settings, tmp_path):
-    """A base map over a layer the caller may not read does not exist for that caller."""
+def _classify(settings, layer: str, level: str) -> None:
     import asyncio
 
-    async def classify(level: str) -> None:
+    async def run() -> None:
         async with await psycopg.AsyncConnection.connect(settings.database_url,
                                                          autocommit=True) as conn:
-            await admin.classify(conn, Actor("test"), settings.levels, layer="pois",
+            await admin.classify(conn, Actor("test"), settings.levels, layer=layer,
                                  level=level)
+    asyncio.run(run())
+
+
+def test_a_basemap_is_under_the_grants_of_its_layers(http, city, settings, tmp_path):
+    """A base map over a layer the caller may not read does not exist for that caller."""
+
     keys = department_keys(settings, {"bm-planner": "bm-planning"})
-    asyncio.run(classify("internal"))
+    _classify(settings, "pois", "internal")
     try:
         listed = {b["id"] for b in http.get("/basemaps").json()["basemaps"]}
         assert "emap" not in listed and "annotation" not in listed and "imagery" in listed
@@ -137,7 +142,7 @@ def test_a_basemap_is_under_the_grants_of_its_layers(http, city, settings, tmp_p
         assert r.status_code == 200
         assert r.headers["cache-control"].startswith("private")
     finally:
-        asyncio.run(classify("public"))
+        _classify(settings, "pois", "public")
 
 
 def test_basemap_cli_refuses_bad_definitions_by_name(settings, tmp_path, capsys, monkeypatch,
@@ -321,17 +326,11 @@ def test_viewer_draws_chinese_district_names_in_the_cjk_font(server, city):
 
 def test_viewer_signs_in_with_a_key_and_sees_what_it_may(server, city, settings):
     """An API key entered once: the layers it may read appear, and stay for the tab."""
-    import asyncio
 
     from playwright.sync_api import sync_playwright
 
-    async def classify(level: str) -> None:
-        async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                         autocommit=True) as conn:
-            await admin.classify(conn, Actor("test"), settings.levels, layer="places",
-                                 level=level)
     keys = department_keys(settings, {"bm-viewer": "bm-planning"})
-    asyncio.run(classify("internal"))
+    _classify(settings, "places", "internal")
     try:
         with sync_playwright() as pw:
             browser = _browser(pw)
@@ -350,7 +349,7 @@ def test_viewer_signs_in_with_a_key_and_sees_what_it_may(server, city, settings)
             finally:
                 browser.close()
     finally:
-        asyncio.run(classify("public"))
+        _classify(settings, "places", "public")
     assert httpx.get(f"{server}/healthz", timeout=10).status_code == 200
 
 
