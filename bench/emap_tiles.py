@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import mercantile
 import psycopg
-from harness import ROOT, Server, bench_args, free_port, wrk
+from harness import ROOT, Server, bench_args, free_port, summarize_wrk, wrk
 
 from ingest.vector import ingest_vector
 from layers.cluster import Cluster
@@ -108,12 +108,8 @@ def main() -> None:
                     for name in list(servers)[i % 2:] + list(servers)[:i % 2]:
                         runs[name].append(wrk(servers[name].url, paths, CONCURRENCY,
                                               args.seconds))
-                row = {n: {"rps": statistics.median(r["rps"] for r in rs),
-                           "p50_ms": statistics.median(r["p50_ms"] for r in rs),
-                           "p99_ms": statistics.median(r["p99_ms"] for r in rs),
-                           "errors": sum(r["errors"] for r in rs)} for n, rs in runs.items()}
-                results[f"z{z}"] = {"tiles": len(cells), "median_bytes":
-                                    statistics.median(sizes), "max_bytes": max(sizes), **row}
+                row = {n: summarize_wrk(rs, sizes) for n, rs in runs.items()}
+                results[f"z{z}"] = {"tiles": len(cells), **row}
                 print(f"z{z} ({len(cells):2} tiles, median {statistics.median(sizes) / 1024:6.1f}"
                       f" KB, max {max(sizes) / 1024:6.1f} KB) " + " | ".join(
                           f"{n} {v['rps']:7.1f}/s p50 {v['p50_ms']:6.1f} p99 {v['p99_ms']:6.1f}"

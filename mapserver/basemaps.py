@@ -50,8 +50,7 @@ async def _basemap(request: Request, conn) -> tuple[BaseMap, list, BaseMap | Non
     if not LAYER_ID.match(basemap_id):
         raise missing
     try:
-        bm = await basemaps.fetch(conn, basemap_id)
-        of = await basemaps.fetch(conn, bm.labels_of) if bm.labels_of else None
+        bm, of = await basemaps.fetch_with_labels_source(conn, basemap_id)
     except NotFound:
         raise missing from None
     note(request, list(bm.layers), basemap=bm.id)

@@ -95,9 +95,20 @@ def _scene3d(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _json_file(path: str) -> object:
+    """A JSON file a command was given, or Invalid naming it (exit 2)."""
+    from pathlib import Path
+
+    from layers.errors import Invalid
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Invalid(f"{path}: not a readable JSON file ({exc})") from exc
+
+
 def _basemap(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
-    from pathlib import Path
 
     import psycopg
 
@@ -109,12 +120,7 @@ def _basemap(args: argparse.Namespace, settings: Settings) -> int:
     url = prepare(settings)
     if args.id is None and (args.style or args.imagery or args.labels_of or args.delete):
         raise Invalid("name the base map: onemap basemap ID ...")
-    style = None
-    if args.style:
-        try:
-            style = json.loads(Path(args.style).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise Invalid(f"{args.style}: not a readable JSON file ({exc})") from exc
+    style = _json_file(args.style) if args.style else None
 
     async def run() -> str:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -156,7 +162,6 @@ def _basemap(args: argparse.Namespace, settings: Settings) -> int:
 
 def _style(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
-    from pathlib import Path
 
     import psycopg
 
@@ -167,12 +172,7 @@ def _style(args: argparse.Namespace, settings: Settings) -> int:
     from styles.build import style_layers
 
     url = prepare(settings)
-    entries = None
-    if args.file:
-        try:
-            entries = json.loads(Path(args.file).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise Invalid(f"{args.file}: not a readable JSON file ({exc})") from exc
+    entries = _json_file(args.file) if args.file else None
 
     async def run() -> str:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:

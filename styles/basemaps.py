@@ -82,6 +82,20 @@ async def fetch(conn: AsyncConnection, basemap_id: str) -> BaseMap:
     return _row(row)
 
 
+async def fetch_with_labels_source(conn: AsyncConnection, basemap_id: str
+                                   ) -> tuple[BaseMap, BaseMap | None]:
+    """The base map and, for a labels map, the map its labels come from: one round trip
+    (a base map's tile asks for both)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_COLUMNS + " WHERE id = %s OR id = (SELECT labels_of FROM"
+                          " onemap.basemaps WHERE id = %s)", (basemap_id, basemap_id))
+        found = {r["id"]: _row(r) for r in await cur.fetchall()}
+    bm = found.get(basemap_id)
+    if bm is None:
+        raise NotFound(f"no base map {basemap_id!r}")
+    return bm, found.get(bm.labels_of) if bm.labels_of else None
+
+
 def entries(bm: BaseMap, of: BaseMap | None = None) -> list[dict[str, Any]]:
     """The base map's style layers; a labels map's are the symbol layers of ``of``."""
     if bm.kind != "labels":
