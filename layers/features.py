@@ -31,12 +31,18 @@ class Crs:
     digits: int  # decimals that keep about a millimetre
 
 
+GAUSS_KRUGER = range(4491, 4555)
 CRS84 = Crs("http://www.opengis.net/def/crs/OGC/1.3/CRS84", 4326, False, 9)
 SUPPORTED_CRS = {c.uri: c for c in (
     CRS84,
     Crs("http://www.opengis.net/def/crs/EPSG/0/4326", 4326, True, 9),
     Crs("http://www.opengis.net/def/crs/EPSG/0/4490", 4490, True, 9),
     Crs("http://www.opengis.net/def/crs/EPSG/0/3857", 3857, False, 3),
+    # CGCS2000 Gauss-Kruger: 6-degree zones 13-23 (4491-4501) and by central meridian
+    # (4502-4512), 3-degree zones 25-45 (4513-4533) and by central meridian (4534-4554);
+    # each is northing first, as EPSG defines it.
+    *(Crs(f"http://www.opengis.net/def/crs/EPSG/0/{code}", code, True, 3)
+      for code in GAUSS_KRUGER),
 )}
 
 

@@ -269,6 +269,22 @@ class RasterSource:
             return None
         return ImageData(out, bounds=tms.xy_bounds(x, y, z), crs=tms.rasterio_crs)
 
+    def part(self, bbox: tuple[float, float, float, float], crs: Any, width: int, height: int,
+             scenes: Sequence[Scene], indexes: Sequence[int] | None = None
+             ) -> ImageData | None:
+        """The scenes' pixels in a box of any CRS (a map image's), first scene on top;
+        None where none has data."""
+        def read(scene: Scene, *args: Any, **kwargs: Any) -> ImageData:
+            return self._reader(scene).part(*args, **kwargs)
+
+        try:
+            img, _ = mosaic_reader(list(scenes), read, bbox, dst_crs=crs, bounds_crs=crs,
+                                   width=width, height=height, max_size=None,
+                                   indexes=indexes, threads=0, **self._resampling)
+        except (EmptyMosaicError, TileOutsideBounds):
+            return None
+        return img
+
     def point(self, lon: float, lat: float, scenes: Sequence[Scene],
               indexes: Sequence[int] | None = None) -> tuple[Scene, list[float | None]] | None:
         """The first scene's values at a lon/lat, None where masked; None if no scene has

@@ -163,6 +163,11 @@ def _alpha(mask: np.ndarray) -> np.ndarray:
 
 def render(img: ImageData, style: Style, fmt: str) -> bytes:
     """Encode a tile (read with ``style.buffer`` pixels around it) in ``fmt``."""
+    return encode(*pixels(img, style), fmt)
+
+
+def pixels(img: ImageData, style: Style) -> tuple[np.ndarray, np.ndarray]:
+    """The 8-bit bands (1 grey or 3 RGB) and alpha plane that ``style`` draws of ``img``."""
     if style.algorithm == "hillshade":
         dx, dy = _pixel_metres(img)
         heights = img.array[0]
@@ -172,9 +177,9 @@ def render(img: ImageData, style: Style, fmt: str) -> bytes:
         b = style.buffer
         if b:
             shaded, mask = shaded[b:-b, b:-b], mask[b:-b, b:-b]
-        return encode(shaded[np.newaxis], _alpha(mask), fmt)
+        return shaded[np.newaxis], _alpha(mask)
     if style.algorithm == "terrainrgb":
-        return encode(terrain_rgb(img.array[0]), _alpha(np.ma.getmaskarray(img.array[0])), fmt)
+        return terrain_rgb(img.array[0]), _alpha(np.ma.getmaskarray(img.array[0]))
     if style.rescale:
         img = img.rescale(in_range=style.rescale)
     # 8-bit here: style_for gives every non-8-bit band a rescale.
@@ -182,4 +187,4 @@ def render(img: ImageData, style: Style, fmt: str) -> bytes:
     if style.colormap:
         data, colours = apply_cmap(data, cmap.get(style.colormap))
         alpha = np.where(alpha > 0, colours, 0).astype("uint8")
-    return encode(data, alpha, fmt)
+    return data, alpha

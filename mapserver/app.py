@@ -31,6 +31,7 @@ from layers.db import prepare
 from layers.errors import DomainError
 from layers.rasters import RasterRegistry, RasterStore
 from layers.registry import SourceRegistry
+from mapimages.draw import Images
 from mapserver import (
     admin,
     assets,
@@ -46,6 +47,7 @@ from mapserver import (
     registry,
     scenes3d,
     tiles,
+    wms,
     wmts,
 )
 from mapserver.auth import AccessMiddleware
@@ -122,6 +124,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                         settings.base_daily_items)), audit, RateLimiter(), oidc,
                                     BaseQuota(),
                                     RasterRegistry(RasterStore(settings.raster_root)))
+        app.state.onemap.images = Images(url, settings.map_assets / "icons",
+                                         settings.budget_images_ms, settings.image_workers)
         writer = asyncio.create_task(audit.run(pool))
         watching = contextlib.AsyncExitStack()
         if settings.access_notices:
@@ -137,6 +141,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await writer
             await audit.flush(pool)
             await pool.close()
+            app.state.onemap.images.close()
 
     routes = [
         # Tiles are most of the requests: matched first (no other route starts /tiles/).
@@ -152,6 +157,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *registry.routes,
         *scenes3d.routes,
         *wmts.routes,
+        *wms.routes,
         *ogctiles.routes,
         *catalog.routes,
         *assets.routes,

@@ -26,6 +26,7 @@ from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.errors import Invalid
 from layers.rasters import RasterRegistry
 from layers.registry import SourceRegistry
+from mapimages.draw import Images
 from mapserver.cache import TileCache
 from onemap.settings import Settings
 
@@ -46,6 +47,8 @@ class AppState:
     rasters: RasterRegistry
     # Access changes heard as notices; None: every request reads the access version.
     watch: Watch | None = None
+    # Draws map images (WMS, image tiles) in worker processes of its own.
+    images: Images | None = None
     # Areas by id in lon/lat, for masking raster tiles; areas are never edited.
     areas: dict[int, Any] = field(default_factory=dict)
 

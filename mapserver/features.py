@@ -301,8 +301,11 @@ def parse_crs(request: Request, name: str) -> features.Crs:
         uri = f"http://www.opengis.net/def/crs/EPSG/0/{uri[5:]}"
     crs = features.SUPPORTED_CRS.get(uri)
     if crs is None:
+        named = [c.uri for c in features.SUPPORTED_CRS.values()
+                 if c.srid not in features.GAUSS_KRUGER]
         raise HTTPException(400, f"{name} {raw!r} is not supported; use one of "
-                                 + ", ".join(features.SUPPORTED_CRS))
+                                 + ", ".join(named) + " or a CGCS2000 Gauss-Kruger zone, "
+                                 "http://www.opengis.net/def/crs/EPSG/0/4491 to 4554")
     return crs
 
 

@@ -68,6 +68,7 @@ class Settings:
     budget_registry_ms: int = 10_000  # code resolution, reuse, coverage, reservations
     budget_admin_ms: int = 30_000  # the admin API
     budget_writes_ms: int = 60_000  # one feature edit or registry change
+    budget_images_ms: int = 10_000  # the rows of one layer of a map image
     # How long a write waits for a layer another change is writing; then 503.
     lock_timeout_ms: int = 5_000
     # Bounds checked before a tile is made: layers in one tile, and the low zoom below
@@ -84,6 +85,11 @@ class Settings:
     # CesiumJS's built folder (Build/Cesium), served at /vendor/cesium/ for the 3D page;
     # make demo installs it. Unset: the page says so, and /3dtiles serves any viewer.
     cesium_dir: Path | None = None
+    # Map images (WMS GetMap, image tiles): the largest image, and the processes per
+    # server process that draw them (Mapnik holds the interpreter while it draws).
+    wms_max_width: int = 4096
+    wms_max_height: int = 4096
+    image_workers: int = 2
     # The glyphs (fonts/) and sprites (sprites/) the styles name, made by make setup.
     map_assets: Path = Path(__file__).resolve().parents[1] / ".tools" / "map-assets"
 

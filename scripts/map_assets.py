@@ -6,7 +6,8 @@
   district names render from one stack. Made by ``scripts/glyphs.js`` (fontnik and
   glyph-pbf-composite, the tools MapLibre's glyph format comes from).
 - ``sprites/onemap.{json,png}`` and ``@2x``: POI icons (Maki, CC0, from npm) and OneMap's
-  device icons (``styles/icons/``) on coloured discs, rasterized by librsvg.
+  device icons (``styles/icons/``) on coloured discs, rasterized by librsvg; and
+  ``icons/{name}.svg``, each disc on its own, which server-side maps draw.
 
 Usage: python scripts/map_assets.py OUT_DIR NODE_MODULES
 """
@@ -113,6 +114,9 @@ def build_sprite(out: Path, node_modules: Path) -> None:
                        f'fill="{colour}" stroke="#ffffff" stroke-width="1.2"/>'
                        f'<g transform="translate(3.8 3.8) scale(0.76)" fill="#ffffff">'
                        f'{_glyph(source, node_modules)}</g></svg>')
+                if ratio == 1:  # each icon on its own too, for server-side maps
+                    (out / "icons").mkdir(parents=True, exist_ok=True)
+                    (out / "icons" / f"{name}.svg").write_text(svg)
                 x, y = (i % per_row) * px, (i // per_row) * px
                 sheet[y:y + px, x:x + px] = _render(svg, px, Path(tmp))
                 index[name] = {"x": x, "y": y, "width": px, "height": px,

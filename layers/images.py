@@ -1,0 +1,72 @@
+"""The rows a map image draws of a layer: one statement, under the caller's limits.
+
+An image of a box in a CRS at a resolution reads, through the same limits as tiles and
+features (``layers.restrict``: area, filter, clip, hidden and masked fields), only the
+current rows that touch the box, only the fields its style reads, shapes in the image's CRS
+simplified to half a pixel; points that would fall on one pixel with the same drawn values
+are read once (a second marker on the same pixel changes nothing on the image).
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from layers import restrict
+from layers.catalog import Layer, table_of
+from layers.restrict import Restriction
+from layers.store import alive
+
+MERCATOR = 3857
+LONLAT = (4326, 4490)  # stored as lon/lat; CGCS2000 and WGS84 agree to centimetres
+
+
+def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
+              keyed: set[str] | None = None) -> sql.Composed:
+    """``(SELECT geom, fields...) AS q`` for Mapnik's PostGIS source. Its parameters:
+    ``xmin``, ``ymin``, ``xmax``, ``ymax`` (the box in ``srid``, easting first) and ``px``
+    (a pixel, in ``srid``'s units), with the limits' (``limit_params``).
+
+    ``keyed``: the fields whose values change how a point is drawn (its category, its
+    class); points are read once per pixel and such values. None: every point is read."""
+    t = table_of(layer.id)
+    visible = {f.name for f in restrict.visible_fields(layer, r)}
+    names = sorted(n for n in fields if n in visible)
+    cols = sql.SQL("").join(sql.SQL(", ") + restrict.column(n, r) for n in names)
+    box = sql.SQL("ST_MakeEnvelope(%(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s, {})").format(
+        sql.Literal(srid))
+    if srid == MERCATOR:
+        shape = restrict.clipped(sql.SQL("t._geom_3857"), r, mercator=True)
+        touches = sql.SQL("t._geom_3857 && {}").format(box)
+    else:
+        shape = restrict.clipped(sql.SQL("t.geom"), r)
+        if srid in LONLAT:
+            touches = sql.SQL("t.geom && ST_SetSRID({}, 4326)").format(box)
+        else:
+            shape = sql.SQL("ST_Transform({}, {})").format(shape, sql.Literal(srid))
+            # The box's edges, bent into lon/lat, bound what it touches there.
+            touches = sql.SQL(
+                "t.geom && ST_Transform(ST_Segmentize({}, (%(xmax)s - %(xmin)s) / 8), 4326)"
+            ).format(box)
+    limit, _ = restrict.rows(layer, r, mercator=srid == MERCATOR)
+    where = sql.SQL("{} AND {}").format(touches, alive(False))
+    if limit is not None:
+        where = sql.SQL("{} AND {}").format(where, limit)
+    point = (layer.geometry_type or "").removeprefix("Multi") == "Point"
+    if point:
+        geom = shape
+    else:
+        geom = sql.SQL("ST_Simplify({}, %(px)s / 2, true)").format(shape)
+    body = sql.SQL("SELECT {geom} AS geom{cols} FROM {t} t WHERE {where}").format(
+        geom=geom, cols=cols, t=t, where=where)
+    if point and keyed is not None and layer.geometry_type == "Point":
+        keys = [sql.SQL("round(ST_X(q.geom) / %(px)s)"), sql.SQL("round(ST_Y(q.geom) / %(px)s)")]
+        keys += [sql.Identifier("q", n) for n in sorted(keyed & set(names))]
+        body = sql.SQL("SELECT DISTINCT ON ({keys}) * FROM ({body}) q").format(
+            keys=sql.SQL(", ").join(keys), body=body)
+    return sql.SQL("({}) AS q").format(body)
+
+
+def limit_params(layer: Layer, r: Restriction, srid: int) -> dict[str, object]:
+    """The parameters the caller's limits add to ``statement``."""
+    return restrict.rows(layer, r, mercator=srid == MERCATOR)[1] | (
+        {"_area": r.area_id} if r.clip and r.area_id is not None else {})

@@ -1,0 +1,156 @@
+"""Drawing a map image with Mapnik: the view, the sources and the worker processes.
+
+Mapnik reads each layer's rows itself, from PostGIS, with the statement
+``layers.images.statement`` composed under the caller's limits (its parameters bound by
+psycopg into the text), on connections of its own that carry the images' statement
+budget. Mapnik holds the interpreter while it reads and draws, so images are drawn in
+worker processes of their own (``Images``): the server's event loop never waits on a
+drawing, and the machine's cores draw side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from psycopg.conninfo import conninfo_to_dict
+
+from mapimages.compose import FONT_DIRS, Drawn, Source, map_xml
+
+# Metres per pixel at MapLibre zoom 0 (a 512 px world) on the equator.
+MERCATOR_Z0 = 2 * math.pi * 6378137 / 512
+DEGREE = 2 * math.pi * 6378137 / 360  # metres of a degree on the equator
+LONLAT = (4326, 4490)
+
+
+@dataclass(frozen=True)
+class View:
+    """An image: a box in a CRS (easting, northing order), its size in pixels."""
+
+    srid: int
+    bbox: tuple[float, float, float, float]
+    width: int
+    height: int
+    lat: float = 0.0  # the latitude of its centre, for its zoom
+
+    @property
+    def pixel(self) -> float:
+        """One pixel, in the CRS's units (the larger of its two sides)."""
+        x0, y0, x1, y1 = self.bbox
+        return max((x1 - x0) / self.width, (y1 - y0) / self.height)
+
+    @property
+    def zoom(self) -> float:
+        """The MapLibre zoom this image shows, so a style's zoom ranges apply as in the
+        viewer: a Web Mercator pixel's size, at the image's latitude for other CRSs."""
+        px = self.pixel
+        if self.srid in LONLAT:
+            px *= DEGREE
+        elif self.srid != 3857:
+            px /= max(math.cos(math.radians(self.lat)), 0.01)
+        return max(0.0, min(24.0, math.log2(MERCATOR_Z0 / max(px, 1e-9))))
+
+
+def srs_of(srid: int) -> str:
+    return f"epsg:{4326 if srid in LONLAT else srid}"
+
+
+def database_params(url: str) -> dict[str, str]:
+    """The connection parameters Mapnik's PostGIS source takes, from OneMap's URL."""
+    info = conninfo_to_dict(url)
+    return {k: str(info[k]) for k in ("host", "port", "dbname", "user", "password")
+            if info.get(k)}
+
+
+def source(db: dict[str, str], layer_id: str, table: str, view: View) -> Source:
+    """A Mapnik PostGIS source reading ``table`` (``layers.images.statement``, bound)."""
+    x0, y0, x1, y1 = view.bbox
+    return Source(layer_id, {
+        "type": "postgis", **db, "table": table, "geometry_field": "geom",
+        "srid": str(4326 if view.srid in LONLAT else view.srid),
+        "extent": f"{x0},{y0},{x1},{y1}", "estimate_extent": "false",
+        "persist_connection": "true", "max_size": "4", "connect_timeout": "4",
+    })
+
+
+# ---- in a worker process ------------------------------------------------------------
+
+
+def _start(budget_ms: int) -> None:
+    import mapnik
+
+    # libpq reads this for Mapnik's connections: the budget of one statement.
+    os.environ["PGOPTIONS"] = f"-c statement_timeout={int(budget_ms)}"
+    for d in FONT_DIRS:
+        if Path(d).is_dir():
+            mapnik.register_fonts(d)
+
+
+def _draw(xml: str, bbox: tuple[float, float, float, float], width: int,
+          height: int) -> bytes:
+    """Straight-alpha RGBA bytes, rows top first."""
+    import mapnik
+
+    m = mapnik.Map(width, height)
+    mapnik.load_map_from_string(m, xml)
+    m.aspect_fix_mode = mapnik.aspect_fix_mode.RESPECT  # the box fills the image
+    m.zoom_to_box(mapnik.Box2d(*bbox))
+    im = mapnik.Image(width, height)
+    mapnik.render(m, im)
+    im.demultiply()
+    return im.to_string()
+
+
+class Images:
+    """The worker processes that draw, started at the first image."""
+
+    def __init__(self, database_url: str, icons: Path | None, budget_ms: int,
+                 workers: int) -> None:
+        self.db = database_params(database_url)
+        self.icons = icons if icons is not None and icons.is_dir() else None
+        self._budget = budget_ms
+        self._workers = max(1, workers)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                self._workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start, initargs=(self._budget,))
+        return self._executor
+
+    def source(self, layer_id: str, table: str, view: View) -> Source:
+        return source(self.db, layer_id, table, view)
+
+    async def draw(self, drawn: list[Drawn], view: View,
+                   background: str | None = None) -> np.ndarray:
+        """The image as straight-alpha RGBA (height, width, 4)."""
+        xml = map_xml(drawn, srs_of(view.srid), view.zoom, self.icons, background)
+        return await self.draw_xml(xml, view.bbox, view.width, view.height)
+
+    async def draw_xml(self, xml: str, bbox: tuple[float, float, float, float], width: int,
+                       height: int) -> np.ndarray:
+        """A Mapnik map given as XML (a legend, a message), drawn the same way."""
+        raw = await asyncio.get_running_loop().run_in_executor(
+            self._pool(), _draw, xml, bbox, width, height)
+        return np.frombuffer(raw, np.uint8).reshape(height, width, 4)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+def over(below: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """``above`` laid over ``below`` (straight-alpha RGBA)."""
+    a = above[..., 3:4].astype(np.float32) / 255
+    b = below[..., 3:4].astype(np.float32) / 255
+    out_a = a + b * (1 - a)
+    rgb = (above[..., :3] * a + below[..., :3] * b * (1 - a)) / np.maximum(out_a, 1e-6)
+    return np.dstack([rgb, out_a * 255]).round().clip(0, 255).astype(np.uint8)

@@ -1,0 +1,230 @@
+"""Map images of layers and base maps, for WMS and image tiles alike.
+
+``parts`` resolves what an image shows (catalog layers, base maps) with the caller's
+access, each in the style the viewer draws it with; ``draw`` draws them, bottom first:
+consecutive vector parts in one Mapnik pass (``mapimages``), rows read through
+``layers/images.py`` under the caller's limits, raster parts read from their COGs with
+their render parameters, laid over each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import anyio
+import numpy as np
+from psycopg import AsyncClientCursor
+from rasterio.crs import CRS
+
+from access.policy import LayerAccess
+from layers import images as image_rows
+from layers.catalog import LAYER_ID, Layer, fetch_layers
+from layers.errors import NotFound
+from layers.rasters import RasterSource
+from layers.render import Style, apply_area, pixels
+from layers.restrict import filterable, narrowed
+from mapimages.compose import Drawn, background_of, groups
+from mapimages.draw import LONLAT, View, over
+from mapserver.deps import app_state, layer_access
+from mapserver.rasters import area_of, parse_style, pick_slice
+from styles import basemaps, store
+from styles.build import fields_read, style_layers
+
+BASEMAP = "basemap:"  # a base map's name among layers
+_TOKEN = re.compile(r"\{([^{}]+)\}")
+
+
+@dataclass
+class Part:
+    """One named thing an image shows: a vector layer, a raster layer or a base map."""
+
+    name: str
+    layers: list[tuple[Layer, LayerAccess]]
+    entries: list[dict[str, Any]] = field(default_factory=list)  # vector: its style layers
+    background: str | None = None
+    raster: RasterSource | None = None
+    when: datetime | None = None
+    style: Style | None = None
+
+    @property
+    def vector(self) -> bool:
+        return self.raster is None
+
+    def token(self) -> str:
+        """Names what the image of this part depends on (versions, limits, style)."""
+        bits = [self.name, repr(self.when), repr(self.style)]
+        bits += [f"{ly.id}:{ly.version}:{a.restriction.token}" for ly, a in self.layers]
+        bits.append(hashlib.sha1(repr(self.entries).encode()).hexdigest()[:12])
+        return "|".join(bits)
+
+
+def _readable(request, layer: Layer | None, name: str) -> LayerAccess:
+    a = layer_access(request, layer) if layer is not None else None
+    if a is None:
+        raise NotFound(f"no layer {name!r}")
+    return a
+
+
+async def parts(request, conn, names: list[str], time: str | None = None,
+                params: Any = None) -> list[Part]:
+    """The parts ``names`` asks for, in that order; a name the caller may not read is
+    missing, exactly as one that does not exist (``NotFound`` names it)."""
+    state = app_state(request)
+    ids = [n for n in names if not n.startswith(BASEMAP)]
+    for n in ids:
+        if not LAYER_ID.match(n):
+            raise NotFound(f"no layer {n[:80]!r}")
+    catalog = {ly.id: ly for ly in await fetch_layers(conn, ids=ids)} if ids else {}
+    looks = await store.stored(conn, [i for i in ids if catalog.get(i)
+                                      and catalog[i].kind == "vector"])
+    out: list[Part] = []
+    for n, name in enumerate(names):
+        if name.startswith(BASEMAP):
+            out.append(await _basemap(request, conn, name, n))
+            continue
+        layer = catalog.get(name)
+        a = _readable(request, layer, name)
+        if layer.kind == "raster":
+            source = await state.rasters.source(conn, layer)
+            when = pick_slice(source, time)
+            out.append(Part(name, [(layer, a)], raster=source, when=when,
+                            style=parse_style(params or {}, source.meta)))
+        elif layer.kind == "vector":
+            entries = style_layers(filterable(layer, a.restriction), looks)
+            out.append(Part(name, [(layer, a)], _keyed(entries, n)))
+        else:
+            raise NotFound(f"no layer {name!r} to draw: it is a 3D scene")
+    return out
+
+
+async def _basemap(request, conn, name: str, n: int) -> Part:
+    basemap_id = name[len(BASEMAP):]
+    if not LAYER_ID.match(basemap_id):
+        raise NotFound(f"no layer {name[:80]!r}")
+    try:
+        bm, of = await basemaps.fetch_with_labels_source(conn, basemap_id)
+    except NotFound:
+        raise NotFound(f"no layer {name!r}") from None
+    catalog = {ly.id: ly for ly in await fetch_layers(conn, ids=list(bm.layers))}
+    found = [(catalog.get(i), _readable(request, catalog.get(i), name)) for i in bm.layers]
+    if bm.kind == "raster":
+        layer, a = found[0]
+        source = await app_state(request).rasters.source(conn, layer)
+        return Part(name, [(layer, a)], raster=source, when=pick_slice(source, None),
+                    style=parse_style({}, source.meta))
+    # The style document the viewer gets, as this caller may be shown it.
+    doc = basemaps.vector_doc(bm, basemaps.entries(bm, of),
+                              [filterable(ly, a.restriction) for ly, a in found], "", {})
+    return Part(name, found, _keyed(doc["layers"], n),
+                background=background_of(doc["layers"], 14))
+
+
+def _keyed(entries: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """Style layers whose source layer is named apart for part ``n``: a layer shown on
+    its own and inside a base map is read under each one's limits."""
+    return [{**e, "source-layer": f"{n}:{e['source-layer']}"} for e in entries
+            if "source-layer" in e]
+
+
+def _fields(entries: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+    """The fields the style layers read, and those among them that change how a point
+    is drawn (all but a label's text)."""
+    every: set[str] = set()
+    keyed: set[str] = set()
+    for e in entries:
+        for part in ("paint", "layout"):
+            for prop, value in (e.get(part) or {}).items():
+                found = fields_read(value)
+                if prop == "text-field" and isinstance(value, str):
+                    found |= set(_TOKEN.findall(value))
+                every |= found
+                if prop != "text-field":
+                    keyed |= found
+        found = fields_read(e.get("filter"))
+        every |= found
+        keyed |= found
+    return every, keyed
+
+
+async def _sources(request, conn, part: Part, n: int, view: View) -> dict[str, Any]:
+    """Mapnik sources for a vector part's layers, keyed as its style layers name them."""
+    images = app_state(request).images
+    out = {}
+    zoom = int(view.zoom)
+    needs = basemaps.needs([{**e, "source-layer": e["source-layer"].split(":", 1)[1]}
+                            for e in part.entries], zoom)
+    for layer, a in part.layers:
+        key = f"{n}:{layer.id}"
+        entries = [e for e in part.entries if e["source-layer"] == key]
+        need = needs.get(layer.id)
+        if need is None:
+            continue  # nothing of it drawn at this zoom
+        r = narrowed(layer, a.restriction, None, need.rows) if part.name.startswith(BASEMAP) \
+            else a.restriction
+        every, keyed = _fields(entries)
+        statement = image_rows.statement(layer, r, every, view.srid, keyed)
+        x0, y0, x1, y1 = view.bbox
+        params = {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "px": view.pixel,
+                  **image_rows.limit_params(layer, r, view.srid)}
+        table = AsyncClientCursor(conn).mogrify(statement, params)
+        out[key] = images.source(key, table, view)
+    return out
+
+
+async def draw(request, conn, found: list[Part], view: View, transparent: bool,
+               bgcolor: str) -> np.ndarray:
+    """The parts drawn bottom first, as straight-alpha RGBA."""
+    state = app_state(request)
+    canvas = np.zeros((view.height, view.width, 4), np.uint8)
+    if not transparent:
+        canvas[...] = (*_rgb(bgcolor), 255)
+    run: list[tuple[int, Part]] = []
+
+    async def flush() -> None:
+        nonlocal canvas
+        if not run:
+            return
+        sources: dict[str, Any] = {}
+        entries: list[dict[str, Any]] = []
+        for n, part in run:
+            sources |= await _sources(request, conn, part, n, view)
+            entries += part.entries
+        drawn: list[Drawn] = groups(entries, sources)
+        background = run[0][1].background
+        if drawn or background:
+            canvas = over(canvas, await state.images.draw(drawn, view, background))
+        run.clear()
+
+    for n, part in enumerate(found):
+        if part.vector:
+            run.append((n, part))
+            continue
+        await flush()
+        layer, a = part.layers[0]
+        area = await area_of(request, conn, a.restriction.area_id)
+        img = await anyio.to_thread.run_sync(_raster, part, view, area)
+        if img is not None:
+            canvas = over(canvas, img)
+    await flush()
+    return canvas
+
+
+def _raster(part: Part, view: View, area) -> np.ndarray | None:
+    source = part.raster
+    crs = CRS.from_epsg(4326 if view.srid in LONLAT else view.srid)
+    img = source.part(view.bbox, crs, view.width, view.height, source.slice(part.when),
+                      indexes=part.style.indexes)
+    if img is None or not apply_area(img, area):
+        return None
+    data, alpha = pixels(img, part.style)
+    rgb = np.repeat(data[:1], 3, axis=0) if data.shape[0] == 1 else data[:3]
+    return np.dstack([*rgb, alpha]).astype(np.uint8)
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    h = hex_colour.removeprefix("0x").removeprefix("0X").removeprefix("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
