@@ -44,6 +44,7 @@ from styles.build import style_layers
 from styles.legend import legend
 
 WMS_NS = "http://www.opengis.net/wms"
+OGC_NS = "http://www.opengis.net/ogc"  # WMS 1.3.0's exception reports
 XLINK_NS = "http://www.w3.org/1999/xlink"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 XML = "text/xml"
@@ -87,11 +88,12 @@ def _xml(root: ET.Element) -> bytes:
 
 
 def exception_report(exc: WmsError) -> Response:
-    root = ET.Element(f"{{{WMS_NS}}}ServiceExceptionReport", {
+    ET.register_namespace("ogc", OGC_NS)
+    root = ET.Element(f"{{{OGC_NS}}}ServiceExceptionReport", {
         "version": "1.3.0", f"{{{XSI_NS}}}schemaLocation":
-            f"{WMS_NS} http://schemas.opengis.net/wms/1.3.0/exceptions_1_3_0.xsd"})
+            f"{OGC_NS} http://schemas.opengis.net/wms/1.3.0/exceptions_1_3_0.xsd"})
     attrs = {k: v for k, v in (("code", exc.code), ("locator", exc.locator)) if v}
-    _sub(root, "ServiceException", exc.text, **attrs)
+    ET.SubElement(root, f"{{{OGC_NS}}}ServiceException", attrs).text = exc.text
     return Response(_xml(root), status_code=exc.status, media_type=XML)
 
 

@@ -3,6 +3,7 @@ where Debian's python3-qgis lives. Prints what QGIS made of the service as JSON,
 the WMTS layer into a PNG.
 
     python3 tests/qgis_client.py URL VECTOR_LAYER RASTER_LAYER OUT.png
+    python3 tests/qgis_client.py --wms URL LAYER OUT.png   (the layer from WMS 1.3.0)
 """
 
 import faulthandler
@@ -25,11 +26,39 @@ from qgis.PyQt.QtCore import QSize  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
 
 
+def draw(layer, png: str, crs: str = "EPSG:3857") -> None:
+    settings = QgsMapSettings()
+    settings.setLayers([layer])
+    settings.setDestinationCrs(QgsCoordinateReferenceSystem(crs))
+    settings.setExtent(QgsRectangle(layer.extent()))
+    settings.setOutputSize(QSize(512, 512))
+    settings.setBackgroundColor(QColor(255, 255, 255))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    job.renderedImage().save(png, "PNG")
+
+
+def wms(url: str, name: str, png: str) -> dict:
+    layer = QgsRasterLayer(f"crs=EPSG:3857&dpiMode=7&format=image/png&layers={name}"
+                           f"&styles=&url={url}/wms", name, "wms")
+    out = {"valid": layer.isValid()}
+    if layer.isValid():
+        draw(layer, png)
+        e = layer.extent()
+        out["extent"] = [e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()]
+    return out
+
+
 def main() -> None:
     faulthandler.enable()
-    url, vector, raster, png = sys.argv[1:5]
     app = QgsApplication([], False)
     app.initQgis()
+    if sys.argv[1] == "--wms":
+        print(json.dumps({"wms": wms(*sys.argv[2:5])}))
+        app.exitQgis()
+        return
+    url, vector, raster, png = sys.argv[1:5]
     out = {}
     for name in (vector, raster):
         layer = QgsVectorLayer(f"url='{url}' typename='{name}'", name, "OAPIF")
@@ -41,17 +70,8 @@ def main() -> None:
                           f"&url={caps}", raster, "wms")
     out["wmts"] = {"valid": wmts.isValid()}
     if wmts.isValid():
-        settings = QgsMapSettings()
-        settings.setLayers([wmts])
-        settings.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
+        draw(wmts, png)
         extent = wmts.extent()
-        settings.setExtent(QgsRectangle(extent))
-        settings.setOutputSize(QSize(512, 512))
-        settings.setBackgroundColor(QColor(255, 255, 255))
-        job = QgsMapRendererParallelJob(settings)
-        job.start()
-        job.waitForFinished()
-        job.renderedImage().save(png, "PNG")
         out["wmts"]["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
                                  extent.yMaximum()]
     print(json.dumps(out))
