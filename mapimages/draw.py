@@ -93,12 +93,14 @@ def _start(budget_ms: int) -> None:
 
 
 def _draw(xml: str, bbox: tuple[float, float, float, float], width: int,
-          height: int) -> bytes:
-    """Straight-alpha RGBA bytes, rows top first."""
+          height: int, buffer: int = 0) -> bytes:
+    """Straight-alpha RGBA bytes, rows top first; ``buffer`` pixels around the image are
+    drawn too (a tile's labels near its edges), not returned."""
     import mapnik
 
     m = mapnik.Map(width, height)
     mapnik.load_map_from_string(m, xml)
+    m.buffer_size = buffer
     m.aspect_fix_mode = mapnik.aspect_fix_mode.RESPECT  # the box fills the image
     m.zoom_to_box(mapnik.Box2d(*bbox))
     im = mapnik.Image(width, height)
@@ -128,17 +130,17 @@ class Images:
     def source(self, layer_id: str, table: str, view: View) -> Source:
         return source(self.db, layer_id, table, view)
 
-    async def draw(self, drawn: list[Drawn], view: View,
-                   background: str | None = None) -> np.ndarray:
+    async def draw(self, drawn: list[Drawn], view: View, background: str | None = None,
+                   buffer: int = 0) -> np.ndarray:
         """The image as straight-alpha RGBA (height, width, 4)."""
         xml = map_xml(drawn, srs_of(view.srid), view.zoom, self.icons, background)
-        return await self.draw_xml(xml, view.bbox, view.width, view.height)
+        return await self.draw_xml(xml, view.bbox, view.width, view.height, buffer)
 
     async def draw_xml(self, xml: str, bbox: tuple[float, float, float, float], width: int,
-                       height: int) -> np.ndarray:
+                       height: int, buffer: int = 0) -> np.ndarray:
         """A Mapnik map given as XML (a legend, a message), drawn the same way."""
         raw = await asyncio.get_running_loop().run_in_executor(
-            self._pool(), _draw, xml, bbox, width, height)
+            self._pool(), _draw, xml, bbox, width, height, buffer)
         return np.frombuffer(raw, np.uint8).reshape(height, width, 4)
 
     def close(self) -> None:

@@ -39,6 +39,7 @@ from mapserver import (
     catalog,
     edits,
     features,
+    images,
     ogctiles,
     openapi,
     rasters,
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Tiles are most of the requests: matched first (no other route starts /tiles/).
         *tiles.routes,
         *rasters.routes,
+        *images.routes,
         Route("/", root),
         Route("/healthz", healthz),
         Route("/api", openapi.api),

@@ -17,6 +17,7 @@ from layers.restrict import filterable, narrowed
 from layers.summary import seen
 from mapserver.catalog import style_links
 from mapserver.deps import app_state, db, layer_access, note
+from mapserver.images import BASEMAP, map_tile
 from mapserver.ogc import base, carry_key
 from mapserver.rasters import raster_tile, tilejson_of
 from mapserver.tileresponse import cache_scope, version_token
@@ -145,15 +146,19 @@ async def tile(request: Request) -> Response:
 
 
 async def image_tile(request: Request) -> Response:
-    """An imagery base map's tile: its first layer at the newest slice."""
+    """A base map's tile as an image: an imagery map's first layer at the newest slice, a
+    vector map drawn in its style (``mapserver/images.py``), in either grid."""
     p = request.path_params
     async with db(request, "tiles") as conn:
         bm, found, _ = await _basemap(request, conn)
-    if bm.kind != "raster":
-        raise NotFound(f"{bm.id!r} is a vector base map: its tiles are "
+    if bm.kind == "raster":
+        return await raster_tile(request, found[0][0].id, p["tms"], p["z"], p["x"], p["y"],
+                                 p["fmt"], request.query_params)
+    if p["fmt"] in ("mvt", "pbf"):
+        raise NotFound(f"{bm.id!r} has vector tiles in WebMercatorQuad: "
                        f"/basemaps/{bm.id}/{{z}}/{{x}}/{{y}}.mvt")
-    return await raster_tile(request, found[0][0].id, p["tms"], p["z"], p["x"], p["y"],
-                             p["fmt"], request.query_params)
+    return await map_tile(request, [BASEMAP + bm.id], p["tms"], p["z"], p["x"], p["y"],
+                          p["fmt"], request.query_params)
 
 
 routes = [

@@ -1,5 +1,9 @@
 """Map images of layers and base maps, for WMS and image tiles alike.
 
+Image tiles (``/tiles/{ids}/{tms}/{z}/{x}/{y}.png``, ``/basemaps/{id}/{tms}/...png``) are
+256 px images of a grid's cell in WebMercatorQuad or CGCS2000Quad, drawn with a margin so
+labels and symbols meet across tile edges, with the ETag, 304 and cache of every tile.
+
 ``parts`` resolves what an image shows (catalog layers, base maps) with the caller's
 access, each in the style the viewer draws it with; ``draw`` draws them, bottom first:
 consecutive vector parts in one Mapnik pass (``mapimages``), rows read through
@@ -19,18 +23,24 @@ import anyio
 import numpy as np
 from psycopg import AsyncClientCursor
 from rasterio.crs import CRS
+from starlette.datastructures import QueryParams
+from starlette.responses import Response
+from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers import images as image_rows
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.errors import NotFound
+from layers.grids import CGCS2000, WEB_MERCATOR
 from layers.rasters import RasterSource
-from layers.render import Style, apply_area, pixels
+from layers.render import FORMATS, Style, apply_area, encode, pixels
 from layers.restrict import filterable, narrowed
 from mapimages.compose import Drawn, background_of, groups
 from mapimages.draw import LONLAT, View, over
-from mapserver.deps import app_state, layer_access
-from mapserver.rasters import area_of, parse_style, pick_slice
+from mapserver.deps import app_state, db, layer_access, note
+from mapserver.rasters import area_of, parse_cell, parse_style, pick_slice, raster_tile
+from mapserver.tileresponse import not_modified, tile_response
+from mapserver.tiles import vector_tile
 from styles import basemaps, store
 from styles.build import fields_read, style_layers
 
@@ -92,7 +102,8 @@ async def parts(request, conn, names: list[str], time: str | None = None,
             source = await state.rasters.source(conn, layer)
             when = pick_slice(source, time)
             out.append(Part(name, [(layer, a)], raster=source, when=when,
-                            style=parse_style(params or {}, source.meta)))
+                            style=parse_style(params if params is not None else QueryParams(),
+                                              source.meta)))
         elif layer.kind == "vector":
             entries = style_layers(filterable(layer, a.restriction), looks)
             out.append(Part(name, [(layer, a)], _keyed(entries, n)))
@@ -115,7 +126,7 @@ async def _basemap(request, conn, name: str, n: int) -> Part:
         layer, a = found[0]
         source = await app_state(request).rasters.source(conn, layer)
         return Part(name, [(layer, a)], raster=source, when=pick_slice(source, None),
-                    style=parse_style({}, source.meta))
+                    style=parse_style(QueryParams(), source.meta))
     # The style document the viewer gets, as this caller may be shown it.
     doc = basemaps.vector_doc(bm, basemaps.entries(bm, of),
                               [filterable(ly, a.restriction) for ly, a in found], "", {})
@@ -176,7 +187,7 @@ async def _sources(request, conn, part: Part, n: int, view: View) -> dict[str, A
 
 
 async def draw(request, conn, found: list[Part], view: View, transparent: bool,
-               bgcolor: str) -> np.ndarray:
+               bgcolor: str, buffer: int = 0) -> np.ndarray:
     """The parts drawn bottom first, as straight-alpha RGBA."""
     state = app_state(request)
     canvas = np.zeros((view.height, view.width, 4), np.uint8)
@@ -196,7 +207,7 @@ async def draw(request, conn, found: list[Part], view: View, transparent: bool,
         drawn: list[Drawn] = groups(entries, sources)
         background = run[0][1].background
         if drawn or background:
-            canvas = over(canvas, await state.images.draw(drawn, view, background))
+            canvas = over(canvas, await state.images.draw(drawn, view, background, buffer))
         run.clear()
 
     for n, part in enumerate(found):
@@ -228,3 +239,73 @@ def _raster(part: Part, view: View, area) -> np.ndarray | None:
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
     h = hex_colour.removeprefix("0x").removeprefix("0X").removeprefix("#")
     return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+IMAGE_FORMAT = "1"  # bump when the same data would draw other pixels
+TILE_SIZE = 256
+TILE_BUFFER = 64  # pixels drawn around a tile: labels near its edge are placed once
+IMAGE_GRIDS = (WEB_MERCATOR, CGCS2000)
+
+
+async def map_tile(request, names: list[str], tms_name: str, z: str, x: str, y: str,
+                   fmt: str, params) -> Response:
+    """A tile image of layers or a base map; one raster layer alone is its own tile."""
+    if fmt not in FORMATS:
+        raise NotFound(f"no image format {fmt!r}; use png, jpg or webp")
+    tms, zi, xi, yi = parse_cell(tms_name, z, x, y)
+    state = app_state(request)
+    cell = f"{tms_name}/{zi}/{xi}/{yi}"
+    async with db(request, "tiles") as conn:
+        found = await parts(request, conn, names, params.get("datetime"), params)
+        if len(found) == 1 and not found[0].vector and not names[0].startswith(BASEMAP):
+            pass  # a raster layer: its own tile route, after the connection is back
+        elif tms_name not in IMAGE_GRIDS:
+            raise NotFound(f"image tiles of vector layers and base maps are made in "
+                           f"{' and '.join(IMAGE_GRIDS)}")
+        else:
+            note(request, sorted({ly.id for part in found for ly, _ in part.layers}),
+                 tile=cell)
+            text = "|".join([*(part.token() for part in found), cell, fmt, IMAGE_FORMAT])
+            etag = f'"{hashlib.sha1(text.encode()).hexdigest()[:20]}"'
+            if (unchanged := not_modified(request, etag)) is not None:
+                return unchanged
+            key = ("image", etag)
+            hit = state.cache.get(key)
+            if hit is not None:
+                return tile_response(request, etag, hit[0], FORMATS[fmt], cache="hit")
+            view = tile_view(tms_name, tms, zi, xi, yi)
+            rgba = await draw(request, conn, found, view, fmt != "jpg", "0xFFFFFF",
+                              TILE_BUFFER)
+            body = await anyio.to_thread.run_sync(encode_rgba, rgba, fmt)
+            state.cache.put(key, body, "")
+            return tile_response(request, etag, body, FORMATS[fmt], cache="miss")
+    return await raster_tile(request, names[0], tms_name, z, x, y, fmt, params)
+
+
+def tile_view(tms_name: str, tms, z: int, x: int, y: int) -> View:
+    if tms_name == WEB_MERCATOR:
+        b = tms.xy_bounds(x, y, z)
+        lat = tms.bounds(x, y, z)
+        return View(3857, (b.left, b.bottom, b.right, b.top), TILE_SIZE, TILE_SIZE,
+                    (lat.bottom + lat.top) / 2)
+    b = tms.bounds(x, y, z)
+    return View(4490, (b.left, b.bottom, b.right, b.top), TILE_SIZE, TILE_SIZE,
+                (b.bottom + b.top) / 2)
+
+
+def encode_rgba(rgba: np.ndarray, fmt: str) -> bytes:
+    return encode(np.moveaxis(rgba[..., :3], -1, 0), rgba[..., 3], fmt)
+
+
+async def tile(request) -> Response:
+    """``/tiles/{layers}/{tms}/{z}/{x}/{y}.{fmt}``: vector tiles, raster tiles and images."""
+    p = request.path_params
+    if p["fmt"] in ("mvt", "pbf"):
+        if p["tms"] != WEB_MERCATOR:
+            raise NotFound(f"vector tiles are made in {WEB_MERCATOR} only")
+        return await vector_tile(request, p["layer"], p["z"], p["x"], p["y"])
+    return await map_tile(request, p["layer"].split(","), p["tms"], p["z"], p["x"], p["y"],
+                          p["fmt"], request.query_params)
+
+
+routes = [Route("/tiles/{layer}/{tms}/{z}/{x}/{y}.{fmt}", tile)]

@@ -24,14 +24,13 @@ from starlette.routing import Route
 from access.policy import LayerAccess
 from layers.catalog import Layer
 from layers.errors import OutOfRange
-from layers.grids import CGCS2000, GRIDS, WEB_MERCATOR, check_tile, fit_zoom, grid, matrix_size
+from layers.grids import CGCS2000, GRIDS, check_tile, fit_zoom, grid, matrix_size
 from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
 from layers.summary import seen
 from mapserver.deps import app_state, db, note, readable_layer
 from mapserver.ogc import base, carry_key, int_value, number, numbers, parse_datetime
 from mapserver.tileresponse import cache_headers, cache_scope, not_modified, tile_response
-from mapserver.tiles import vector_tile
 
 # Changes whenever the way raster tiles are made changes.
 RASTER_FORMAT = "1"
@@ -150,16 +149,6 @@ def _image(request: Request, etag: str, body: bytes, fmt: str, cache: str) -> Re
     return tile_response(request, etag, body, FORMATS[fmt], cache=cache)
 
 
-async def tile(request: Request) -> Response:
-    p = request.path_params
-    if p["fmt"] in ("mvt", "pbf"):
-        if p["tms"] != WEB_MERCATOR:
-            raise HTTPException(404, f"vector tiles are made in {WEB_MERCATOR} only")
-        return await vector_tile(request, p["layer"], p["z"], p["x"], p["y"])
-    return await raster_tile(request, p["layer"], p["tms"], p["z"], p["x"], p["y"], p["fmt"],
-                             request.query_params)
-
-
 def style_query(request: Request) -> str:
     """The style parameters a client gave, to pass on in tile URLs (never a key)."""
     kept = [(k, v) for k, v in request.query_params.multi_items()
@@ -243,6 +232,5 @@ async def point(request: Request) -> Response:
 
 routes = [
     Route("/tiles/{layer}/{tms}/tilejson.json", tilejson),
-    Route("/tiles/{layer}/{tms}/{z}/{x}/{y}.{fmt}", tile),
     Route("/rasters/{layer}/point", point),
 ]

@@ -28,7 +28,6 @@ from layers import features
 from layers.catalog import Layer, fetch_layers
 from layers.errors import DomainError, NotFound
 from layers.features import GAUSS_KRUGER, ItemsQuery
-from layers.render import encode
 from layers.restrict import filterable
 from layers.summary import seen
 from mapimages.draw import LONLAT, View
@@ -170,7 +169,7 @@ async def _refuse(request: Request, p: Params, exc: WmsError) -> Response:
             canvas[...] = 255
         if how == "INIMAGE":
             canvas = await _error_image(request, canvas, exc.text)
-        return Response(_encode(canvas, fmt), media_type=_media(fmt),
+        return Response(images.encode_rgba(canvas, fmt), media_type=_media(fmt),
                         headers={"Cache-Control": "no-store"})
     return exception_report(exc)
 
@@ -187,10 +186,6 @@ async def _error_image(request: Request, canvas: np.ndarray, text: str) -> np.nd
 
 def _media(fmt: str) -> str:
     return {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}[fmt]
-
-
-def _encode(rgba: np.ndarray, fmt: str) -> bytes:
-    return encode(np.moveaxis(rgba[..., :3], -1, 0), rgba[..., 3], fmt)
 
 
 # ---- GetCapabilities ------------------------------------------------------------------
@@ -469,7 +464,7 @@ async def get_map(request: Request, p: Params) -> Response:
              wms="GetMap")
         rgba = await images.draw(request, conn, found, ask.view, ask.transparent,
                                  ask.bgcolor)
-    body = await anyio.to_thread.run_sync(_encode, rgba, ask.fmt)
+    body = await anyio.to_thread.run_sync(images.encode_rgba, rgba, ask.fmt)
     return Response(body, media_type=_media(ask.fmt),
                     headers={"Cache-Control": f"{cache_scope(request)}, max-age=60"})
 
@@ -590,7 +585,7 @@ async def legend_graphic(request: Request, p: Params) -> Response:
 
         white = np.full_like(rgba, 255)
         rgba = over(white, rgba)
-    body = await anyio.to_thread.run_sync(_encode, rgba, fmt)
+    body = await anyio.to_thread.run_sync(images.encode_rgba, rgba, fmt)
     return Response(body, media_type=_media(fmt),
                     headers={"Cache-Control": f"{cache_scope(request)}, max-age=60"})
 
