@@ -60,6 +60,9 @@ def layer_links(request: Request, layer: Layer) -> list[dict[str, str]]:
          "href": f"{b}/tiles/{layer.id}/tilejson.json"},
         {"rel": "stylesheet", "type": "application/vnd.mapbox.style+json",
          "href": f"{b}/styles/{layer.id}/style.json"},
+        {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-map",
+         "type": "application/json", "title": "drawn in its style",
+         "href": f"{here}/map/tiles"},
     ]
 
 

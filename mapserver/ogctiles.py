@@ -15,6 +15,7 @@ from layers.catalog import Layer
 from layers.grids import GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits
 from layers.summary import seen
 from mapserver.deps import db, readable_layer
+from mapserver.images import IMAGE_GRIDS, map_tile
 from mapserver.ogc import base
 from mapserver.rasters import raster_tile
 from mapserver.tiles import MVT, vector_tile
@@ -85,15 +86,20 @@ async def _layer(request: Request) -> Layer:
         return await seen(conn, layer, a.restriction)
 
 
-def _grids(layer: Layer) -> tuple[str, ...]:
-    return GRIDS if layer.kind == "raster" else (WEB_MERCATOR,)
+def _grids(layer: Layer, drawn: bool = False) -> tuple[str, ...]:
+    """The grids of a layer's tilesets: its data's, or (``drawn``) its images'."""
+    if layer.kind == "raster":
+        return GRIDS
+    return IMAGE_GRIDS if drawn else (WEB_MERCATOR,)
 
 
-def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool) -> dict:
+def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool,
+                drawn: bool = False) -> dict:
+    """A tileset; ``drawn``: a vector layer's map tiles (images in its style)."""
     b = base(request)
-    here = f"{b}/collections/{layer.id}/tiles/{tms_name}"
+    here = f"{b}/collections/{layer.id}/{'map/' if drawn else ''}tiles/{tms_name}"
     tms = _grid_or_404(tms_name)
-    raster = layer.kind == "raster"
+    raster = layer.kind == "raster" or drawn
     doc: dict = {
         "title": f"{layer.title} ({tms_name})",
         "dataType": "map" if raster else "vector",
@@ -127,27 +133,37 @@ def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool) -> di
     return doc
 
 
+def _drawn(request: Request) -> bool:
+    return request.url.path.split("/")[3] == "map"
+
+
 async def tilesets(request: Request) -> Response:
     layer = await _layer(request)
+    drawn = _drawn(request)
     b = base(request)
     return JSONResponse({
         "links": [{"rel": "self", "type": "application/json",
-                   "href": f"{b}/collections/{layer.id}/tiles"}],
-        "tilesets": [tileset_doc(request, layer, g, full=False) for g in _grids(layer)]})
+                   "href": f"{b}/collections/{layer.id}/{'map/' if drawn else ''}tiles"}],
+        "tilesets": [tileset_doc(request, layer, g, False, drawn)
+                     for g in _grids(layer, drawn)]})
 
 
 async def tileset(request: Request) -> Response:
     layer = await _layer(request)
     name = request.path_params["tms"]
-    if name not in _grids(layer):
+    drawn = _drawn(request)
+    if name not in _grids(layer, drawn):
         raise HTTPException(404, f"{layer.id!r} has no tileset in {name!r}")
-    return JSONResponse(tileset_doc(request, layer, name, full=True))
+    return JSONResponse(tileset_doc(request, layer, name, True, drawn))
 
 
 async def tile(request: Request) -> Response:
     p = request.path_params
     layer = await _layer(request)
     f = request.query_params.get("f")
+    if layer.kind == "vector" and _drawn(request):
+        return await map_tile(request, [layer.id], p["tms"], p["z"], p["col"], p["row"],
+                              f or "png", request.query_params)
     if layer.kind == "vector":
         if p["tms"] != WEB_MERCATOR or f not in (None, "mvt"):
             raise HTTPException(404, f"{layer.id!r} has vector tiles (f=mvt) in "
@@ -163,4 +179,8 @@ routes = [
     Route("/collections/{collectionId}/tiles", tilesets),
     Route("/collections/{collectionId}/tiles/{tms}", tileset),
     Route("/collections/{collectionId}/tiles/{tms}/{z}/{row}/{col}", tile),
+    # Map tilesets: a vector layer drawn in its style (a raster layer's are its tiles).
+    Route("/collections/{collectionId}/map/tiles", tilesets),
+    Route("/collections/{collectionId}/map/tiles/{tms}", tileset),
+    Route("/collections/{collectionId}/map/tiles/{tms}/{z}/{row}/{col}", tile),
 ]

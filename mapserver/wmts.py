@@ -1,9 +1,11 @@
 """WMTS 1.0.0 for GIS desktops: capabilities (KVP and REST) and KVP GetTile.
 
-Raster layers are offered in both grids with a Time dimension; vector layers as MVT in Web
-Mercator. ResourceURL templates point at the ``/tiles`` routes, so REST and KVP tiles are
-made by the same code and are the same bytes. Errors are OWS exception reports, the form
-WMTS clients read. Only layers the caller may read are listed.
+Raster layers are offered in every grid with a Time dimension; vector layers as MVT in Web
+Mercator and as images drawn in their style (PNG, JPEG, WebP) in WebMercatorQuad and
+CGCS2000Quad; base maps (``basemap:emap``) as images in both. ResourceURL templates point
+at the ``/tiles`` and ``/basemaps`` routes, so REST and KVP tiles are made by the same code
+and are the same bytes. Errors are OWS exception reports, the form WMTS clients read. Only
+layers the caller may read are listed.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from layers.grids import (
 from layers.summary import seen
 from mapserver.deps import access, db, note
 from mapserver.errors import status_of
+from mapserver.images import BASEMAP, IMAGE_GRIDS, map_tile
 from mapserver.ogc import base
-from mapserver.rasters import raster_tile
 from mapserver.tiles import MVT, vector_tile
+from styles import basemaps
 
 WMTS_NS = "http://www.opengis.net/wmts/1.0"
 OWS_NS = "http://www.opengis.net/ows/1.1"
@@ -112,8 +115,8 @@ def _layer(contents: ET.Element, request: Request, layer: Layer) -> None:
     _sub(style, _o("Identifier"), "default")
     if layer.kind == "raster":
         formats, grids = list(RASTER_FORMATS), GRIDS
-    else:
-        formats, grids = [MVT], (WEB_MERCATOR,)
+    else:  # vector tiles, and images drawn in the layer's style in both grids
+        formats, grids = [MVT, *RASTER_FORMATS], IMAGE_GRIDS
     for f in formats:
         _sub(el, _w("Format"), f)
     times = (layer.raster or {}).get("times", []) if layer.kind == "raster" else []
@@ -132,12 +135,44 @@ def _layer(contents: ET.Element, request: Request, layer: Layer) -> None:
         _limits(link, layer, g)
     for f in formats:
         ext = RASTER_FORMATS.get(f, "mvt")
-        if layer.kind == "raster":
+        if layer.kind == "raster" or f != MVT:
             template = (f"{b}/tiles/{layer.id}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/"
                         f"{{TileRow}}.{ext}" + ("?datetime={Time}" if times else ""))
         else:
             template = f"{b}/tiles/{layer.id}/{{TileMatrix}}/{{TileCol}}/{{TileRow}}.mvt"
         _sub(el, _w("ResourceURL"), format=f, resourceType="tile", template=template)
+
+
+def union(extents: list) -> tuple[float, float, float, float] | None:
+    found = [e for e in extents if e]
+    if not found:
+        return None
+    return (min(e[0] for e in found), min(e[1] for e in found),
+            max(e[2] for e in found), max(e[3] for e in found))
+
+
+def _basemap(contents: ET.Element, request: Request, bm, extent) -> None:
+    """A base map as a layer (``basemap:emap``): images in both grids, as Tianditu's
+    ``vec``/``img``/``cva`` services in ``_w`` and ``_c``."""
+    b = base(request)
+    el = _sub(contents, _w("Layer"))
+    _sub(el, _o("Title"), bm.title)
+    if extent:
+        box = _sub(el, _o("WGS84BoundingBox"))
+        _sub(box, _o("LowerCorner"), f"{extent[0]} {extent[1]}")
+        _sub(box, _o("UpperCorner"), f"{extent[2]} {extent[3]}")
+    _sub(el, _o("Identifier"), BASEMAP + bm.id)
+    style = _sub(el, _w("Style"), isDefault="true")
+    _sub(style, _o("Identifier"), "default")
+    for f in RASTER_FORMATS:
+        _sub(el, _w("Format"), f)
+    for g in IMAGE_GRIDS:
+        link = _sub(el, _w("TileMatrixSetLink"))
+        _sub(link, _w("TileMatrixSet"), g)
+    for f, ext in RASTER_FORMATS.items():
+        _sub(el, _w("ResourceURL"), format=f, resourceType="tile", template=(
+            f"{b}/basemaps/{bm.id}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/"
+            f"{{TileRow}}.{ext}"))
 
 
 def _utc(iso: str) -> str:
@@ -182,7 +217,11 @@ async def capabilities(request: Request) -> Response:
     async with db(request, "tiles") as conn:
         layers = [await seen(conn, ly, a.restriction)
                   for ly, a in access(request).readable(await fetch_layers(conn))]
+        every = await basemaps.fetch_all(conn)
     note(request, [ly.id for ly in layers])
+    ids = {ly.id: ly for ly in layers}
+    maps = [(bm, union([ids[i].extent for i in bm.layers])) for bm in every
+            if all(i in ids for i in bm.layers)]
     root = ET.Element(_w("Capabilities"), {
         "version": "1.0.0",
         f"{{{XSI_NS}}}schemaLocation":
@@ -197,6 +236,8 @@ async def capabilities(request: Request) -> Response:
     for layer in layers:
         if layer.kind in ("raster", "vector"):
             _layer(contents, request, layer)
+    for bm, extent in maps:
+        _basemap(contents, request, bm, extent)
     for name in GRIDS:
         _matrix_set(contents, name)
     body = ET.tostring(root, xml_declaration=True, encoding="utf-8")
@@ -255,8 +296,9 @@ async def kvp(request: Request) -> Response:
                                     f"FORMAT {fmt!r} is not one of "
                                     + ", ".join([*RASTER_FORMATS, MVT]), "format")
         params = QueryParams({"datetime": q["time"]} if q.get("time") else {})
-        answer = await raster_tile(request, q["layer"], q["tilematrixset"], q["tilematrix"],
-                                   q["tilecol"], q["tilerow"], RASTER_FORMATS[fmt], params)
+        # A raster layer's own tile, or a vector layer or base map drawn as an image.
+        answer = await map_tile(request, [q["layer"]], q["tilematrixset"], q["tilematrix"],
+                                q["tilecol"], q["tilerow"], RASTER_FORMATS[fmt], params)
         if answer.status_code == 204:  # nothing there: an empty image, as clients expect
             return Response(blank(RASTER_FORMATS[fmt]), media_type=fmt,
                             headers={k: v for k, v in answer.headers.items()

@@ -113,6 +113,33 @@ def test_emap_tiles_hold_every_emap_layer(http, city):
     assert http.get("/basemaps/imagery/12/1650/2135.mvt").status_code == 404
 
 
+def test_emap_as_images_in_both_grids_as_tianditu_clients_ask(http, city):
+    """The e-map drawn by the server, from the same style: WMTS in the ``_c`` grid
+    (CGCS2000Quad, Tianditu's level 16 is its matrix 15), image tiles, and WMS."""
+    from layers.grids import grid
+
+    lon, lat = 24.9490, 60.1677  # Esplanadi
+    t = grid("CGCS2000Quad").tile(lon, lat, 15)
+    r = http.get("/wmts?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0&LAYER=basemap:emap"
+                 f"&STYLE=default&TILEMATRIXSET=CGCS2000Quad&TILEMATRIX=15&TILEROW={t.y}"
+                 f"&TILECOL={t.x}&FORMAT=image/png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    c = imagecodecs.png_decode(r.content)
+    assert c.shape[:2] == (256, 256) and c[..., :3].std() > 10
+    w = imagecodecs.png_decode(http.get("/basemaps/emap/WebMercatorQuad/16/37309/18970.png")
+                               .content)
+    assert w[..., :3].std() > 10
+    colours = {tuple(v) for v in w[..., :3].reshape(-1, 3)}
+    assert (0xF2, 0xEF, 0xE9) in colours or len(colours) > 50  # the map's paper, and more
+    m = http.get("/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetMap&LAYERS=basemap:emap"
+                 "&STYLES=&CRS=EPSG:4326&BBOX=60.164,24.935,60.179,24.9534&WIDTH=512"
+                 "&HEIGHT=512&FORMAT=image/png")
+    assert m.status_code == 200, m.text
+    img = imagecodecs.png_decode(m.content)
+    dark = (img[..., :3].astype(int).sum(axis=-1) < 250).sum()
+    assert dark > 200, "labels are drawn"
+
+
 def _classify(settings, layer: str, level: str) -> None:
     import asyncio
 

@@ -133,6 +133,17 @@ def _inside(code: str) -> shapely.Point:
     return d[d.gb.astype(str) == code].geometry.iloc[0].representative_point()
 
 
+def _fill_point(code: str) -> shapely.Point:
+    """A point well inside a district and away from its label (at its middle)."""
+    d = _districts()
+    shape = d[d.gb.astype(str) == code].geometry.iloc[0]
+    inner, label = shape.buffer(-0.02), shape.representative_point()
+    pts = [pt for pt in (shapely.Point(x, y) for x in np.linspace(*inner.bounds[::2], 15)
+                         for y in np.linspace(*inner.bounds[1::2], 15)) if inner.contains(pt)]
+    return max(pts, key=lambda pt: min(pt.distance(label), 0.08) - pt.distance(inner.centroid)
+               / 10)
+
+
 def test_capabilities_validate_and_list_what_the_caller_may_read(http, zones, server):
     schema = _schema("capabilities_1_3_0.xsd")
     reader = http.get(f"{WMS}&REQUEST=GetCapabilities", headers=_auth(zones["wz-reader"]))
@@ -346,3 +357,70 @@ def test_qgis_draws_the_wms_layer(zones, server, tmp_path):
     img = imagecodecs.png_decode(png.read_bytes())
     assert (img[..., :3].astype(int).sum(axis=-1) < 600).sum() > 20, "QGIS drew nothing"
 
+
+
+def _cell(tms_name: str, lon: float, lat: float, z: int):
+    from layers.grids import grid
+
+    tms = grid(tms_name)
+    t = tms.tile(lon, lat, z)
+    b = tms.bounds(t)
+    col = int((lon - b.left) / (b.right - b.left) * 256)
+    row = int((b.top - lat) / (b.top - b.bottom) * 256) if tms_name != "WebMercatorQuad" \
+        else None
+    if row is None:
+        to = pyproj.Transformer.from_crs(4326, 3857, always_xy=True)
+        x, y = to.transform(lon, lat)
+        xb = tms.xy_bounds(t)
+        col = int((x - xb.left) / (xb.right - xb.left) * 256)
+        row = int((xb.top - y) / (xb.top - xb.bottom) * 256)
+    return t, col, row
+
+
+@pytest.mark.parametrize("tms_name", ["WebMercatorQuad", "CGCS2000Quad"])
+def test_image_tiles_in_both_grids_with_etags_and_cache(http, zones, tms_name):
+    p = _fill_point("156110108")  # Haidian: a lake
+    t, col, row = _cell(tms_name, p.x, p.y, 9)
+    url = f"/tiles/wz_zones/{tms_name}/{t.z}/{t.x}/{t.y}.png"
+    reader, district = _auth(zones["wz-reader"]), _auth(zones["wz-district"])
+    first = http.get(url, headers=reader)
+    assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+    img = _png(first.content)
+    assert img.shape[:2] == (256, 256) and tuple(img[row, col, :3]) == _rgb(LAKE)
+    etag = first.headers["etag"]
+    again = http.get(url, headers=reader)
+    assert again.headers["onemap-cache"] == "hit" and again.content == first.content
+    assert http.get(url, headers={**reader, "If-None-Match": etag}).status_code == 304
+    assert "private" in first.headers["cache-control"]
+    # Another caller's limits give other bytes under another ETag; anonymous: no layer.
+    other = http.get(url, headers=district)
+    assert other.status_code == 200 and other.headers["etag"] != etag
+    assert http.get(url).status_code == 404
+    # The same image through OGC API - Tiles' map tileset.
+    sets = http.get("/collections/wz_zones/map/tiles", headers=reader).json()
+    assert {s["dataType"] for s in sets["tilesets"]} == {"map"}
+    assert len(sets["tilesets"]) == 2
+    ogc = http.get(f"/collections/wz_zones/map/tiles/{tms_name}/{t.z}/{t.y}/{t.x}?f=png",
+                   headers=reader)
+    assert ogc.status_code == 200 and ogc.content == first.content
+
+
+def test_wmts_offers_vector_layers_as_images_in_both_grids(http, zones):
+    reader = _auth(zones["wz-reader"])
+    r = http.get("/wmts?SERVICE=WMTS&REQUEST=GetCapabilities", headers=reader)
+    schema = etree.XMLSchema(etree.parse(str(SCHEMAS / "ogc" / "wmts" / "1.0" /
+                                             "wmtsGetCapabilities_response.xsd")))
+    doc = etree.fromstring(r.content)
+    assert schema.validate(doc), schema.error_log
+    ns = {"w": "http://www.opengis.net/wmts/1.0", "o": "http://www.opengis.net/ows/1.1"}
+    layer = doc.xpath("//w:Layer[o:Identifier='wz_zones']", namespaces=ns)[0]
+    assert "image/png" in layer.xpath("w:Format/text()", namespaces=ns)
+    assert {"WebMercatorQuad", "CGCS2000Quad"} <= set(layer.xpath(
+        "w:TileMatrixSetLink/w:TileMatrixSet/text()", namespaces=ns))
+    p = _fill_point(CHAOYANG)
+    t, col, row = _cell("CGCS2000Quad", p.x, p.y, 10)
+    got = http.get("/wmts?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0&LAYER=wz_zones"
+                   f"&STYLE=default&TILEMATRIXSET=CGCS2000Quad&TILEMATRIX={t.z}"
+                   f"&TILEROW={t.y}&TILECOL={t.x}&FORMAT=image/png", headers=reader)
+    assert got.status_code == 200, got.text
+    assert tuple(_png(got.content)[row, col, :3]) == _rgb(PARK)
