@@ -424,3 +424,38 @@ def test_wmts_offers_vector_layers_as_images_in_both_grids(http, zones):
                    f"&TILEROW={t.y}&TILECOL={t.x}&FORMAT=image/png", headers=reader)
     assert got.status_code == 200, got.text
     assert tuple(_png(got.content)[row, col, :3]) == _rgb(PARK)
+
+
+@pytest.fixture(scope="module")
+def scene(settings, zones) -> tuple[float, float, float, float]:
+    """A raster layer with two time slices."""
+    from datetime import datetime
+
+    from ingest.raster import ingest_raster
+
+    for year in (2001, 2002):
+        ingest_raster(SAMPLES / "olinda-landsat7.tif", "wz_scene", settings=settings,
+                      time=datetime(year, 8, 1), bands=[3, 2, 1])
+    with psycopg.connect(settings.database_url) as conn:
+        e = conn.execute("SELECT extent FROM onemap.layers WHERE id = 'wz_scene'").fetchone()
+    return tuple(e[0])
+
+
+def test_raster_layers_draw_under_vector_layers_with_a_time_dimension(http, scene):
+    caps = etree.fromstring(http.get(f"{WMS}&REQUEST=GetCapabilities").content)
+    ns = {"w": "http://www.opengis.net/wms"}
+    dim = caps.xpath("//w:Layer[w:Name='wz_scene']/w:Dimension", namespaces=ns)[0]
+    assert dim.get("name") == "time" and dim.get("default").startswith("2002-08-01")
+    assert dim.text.count(",") == 1
+    w, s, e, n = scene
+    box = f"{s},{w},{n},{e}"  # EPSG:4326: latitude first
+    url = (f"{WMS}&REQUEST=GetMap&LAYERS=wz_scene,wz_mark&STYLES=,&CRS=EPSG:4326&BBOX={box}"
+           "&WIDTH=200&HEIGHT=200&FORMAT=image/png&TRANSPARENT=TRUE")
+    r = http.get(url)
+    assert r.status_code == 200, r.text
+    img = _png(r.content)
+    assert (img[..., 3] == 255).mean() > 0.9 and img[..., :3].std() > 5  # the scene
+    older = _png(http.get(url + "&TIME=2001-08-01").content)
+    assert older.shape == img.shape
+    jpeg = http.get(url.replace("image/png", "image/jpeg"))
+    assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
