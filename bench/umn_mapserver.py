@@ -118,6 +118,8 @@ class MapServer:
     database_url: str
     layers: dict[str, tuple[str, str, tuple[float, ...]]]
     processes: int = 8
+    # A mapfile of its own (a styled WMS, ``wms_mapfile``) instead of the tiles' and items'.
+    text: str | None = None
     port: int = field(default_factory=free_port)
     folder: Path | None = None
     proc: subprocess.Popen | None = None
@@ -138,8 +140,9 @@ class MapServer:
     def start(self, health: str | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="onemap-bench-mapserver-"))
         f = self.folder
-        (f / "bench.map").write_text(mapfile(self.database_url, self.layers,
-                                             f"{self.url}/mapserv/bench/ogcapi"))
+        (f / "bench.map").write_text(self.text or mapfile(
+            self.database_url, self.layers, f"{self.url}/mapserv/bench/ogcapi"))
+        (f / "fonts.txt").write_text(f"noto {FONT}\n")
         (f / "mapserver.conf").write_text(
             f'CONFIG\n  ENV\n    MS_MAP_NO_PATH "1"\n  END\n'
             f'  MAPS\n    bench "{f / "bench.map"}"\n  END\nEND\n')
@@ -180,3 +183,76 @@ fastcgi.server = ("/mapserv" => ((
             self.proc.wait(timeout=20)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+FONT = "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf"
+
+
+def wms_mapfile(url: str, layers: dict[str, dict], online: str) -> str:
+    """A WMS over the benchmark's tables, styled as OneMap's (bench/map_images.py): for each
+    table, ``kind`` (POINT or POLYGON), ``field`` and its ``classes`` (value -> colour), and
+    the ``label`` field, drawn in the same font with a halo, labels kept apart."""
+    conn = _connection(url)
+    parts = []
+    for table, st in layers.items():
+        cols = ", ".join(["_rid", st["field"], st["label"], "_geom_3857"])
+        data = (f"_geom_3857 FROM (SELECT {cols} FROM onemap_data.{table}"  # noqa: S608
+                f" WHERE _valid_to IS NULL) AS t USING UNIQUE _rid USING SRID=3857")
+        classes = []
+        for value, colour in st["classes"].items():
+            r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+            if st["kind"] == "POINT":
+                draw = (f"STYLE SYMBOL 'circle' SIZE 7 COLOR {r} {g} {b}"
+                        " OUTLINECOLOR 255 255 255 WIDTH 1 END")
+            else:
+                draw = (f"STYLE COLOR {r} {g} {b} OPACITY 85 END"
+                        f" STYLE OUTLINECOLOR {r // 2} {g // 2} {b // 2} WIDTH 1 END")
+            classes.append(f"""
+    CLASS
+      EXPRESSION "{value}"
+      {draw}
+      LABEL TYPE TRUETYPE FONT "noto" SIZE 8 COLOR 51 51 51 OUTLINECOLOR 255 255 255
+        OUTLINEWIDTH 2 POSITION {'lc' if st['kind'] == 'POINT' else 'cc'} OFFSET 0 6
+        PARTIALS FALSE MINDISTANCE 20 BUFFER 2 END
+    END""")
+        parts.append(f"""
+  LAYER
+    NAME "{table}"
+    TYPE {st['kind']}
+    STATUS ON
+    CONNECTIONTYPE POSTGIS
+    CONNECTION "{conn}"
+    PROCESSING "CLOSE_CONNECTION=DEFER"
+    DATA "{data}"
+    PROJECTION "init=epsg:3857" END
+    CLASSITEM "{st['field']}"
+    LABELITEM "{st['label']}"
+    METADATA "wms_title" "{table}" END
+{''.join(classes)}
+  END""")
+    return f"""MAP
+  NAME "bench"
+  EXTENT -20037508 -20037508 20037508 20037508
+  SIZE 256 256
+  FONTSET "fonts.txt"
+  PROJECTION "init=epsg:3857" END
+  SYMBOL NAME "circle" TYPE ELLIPSE FILLED TRUE POINTS 1 1 END END
+  WEB
+    METADATA
+      "wms_title" "bench"
+      "wms_enable_request" "*"
+      "wms_onlineresource" "{online}"
+      "wms_srs" "EPSG:3857 EPSG:4326"
+    END
+  END
+  OUTPUTFORMAT
+    NAME "png"
+    DRIVER AGG/PNG
+    MIMETYPE "image/png"
+    IMAGEMODE RGBA
+    EXTENSION "png"
+    TRANSPARENT ON
+  END
+{''.join(parts)}
+END
+"""

@@ -187,8 +187,12 @@ def write_layer(conn: psycopg.Connection, layer_id: str, values: dict[str, Any],
 # With the owning department's name beside its id (the id is what rules compare).
 SELECT_LAYERS = sql.SQL("SELECT l.*, (SELECT d.name FROM onemap.departments d"
                         " WHERE d.id = l.department) AS department_name FROM onemap.layers l")
+# A layer's data and schema versions, and what names its style's state ('': the default
+# look; a style reset and set again starts its version anew, its time does not).
 SELECT_VERSIONS = sql.SQL(
-    "SELECT id, version, schema_version FROM onemap.layers WHERE id = ANY(%s)")
+    "SELECT l.id, l.version, l.schema_version,"
+    " coalesce(s.version || '@' || s.updated_at, '') FROM onemap.layers l"
+    " LEFT JOIN onemap.styles s ON s.layer_id = l.id WHERE l.id = ANY(%s)")
 
 
 def list_layers(conn: psycopg.Connection) -> list[Layer]:

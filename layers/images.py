@@ -9,6 +9,9 @@ are read once (a second marker on the same pixel changes nothing on the image).
 
 from __future__ import annotations
 
+import functools
+
+import pyproj
 from psycopg import sql
 
 from layers import restrict
@@ -20,11 +23,28 @@ MERCATOR = 3857
 LONLAT = (4326, 4490)  # stored as lon/lat; CGCS2000 and WGS84 agree to centimetres
 
 
+@functools.cache
+def area_of_use(srid: int) -> tuple[float, float, float, float]:
+    """Where a CRS may be drawn, in its own units: the world for lon/lat and Web
+    Mercator, a projected CRS's area of use widened by 10 degrees (a Gauss-Kruger zone's
+    strip and its neighbours: the projection holds far past its strip)."""
+    if srid in LONLAT:
+        return (-180.0, -90.0, 180.0, 90.0)
+    if srid == MERCATOR:
+        return (-20037508.34, -20037508.34, 20037508.34, 20037508.34)
+    crs = pyproj.CRS.from_epsg(srid)
+    a = crs.area_of_use
+    return pyproj.Transformer.from_crs(4326, crs, always_xy=True).transform_bounds(
+        max(a.west - 10, -180), max(a.south - 10, -80), min(a.east + 10, 180),
+        min(a.north + 10, 84), densify_pts=41)
+
+
 def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
               keyed: set[str] | None = None) -> sql.Composed:
-    """``(SELECT geom, fields...) AS q`` for Mapnik's PostGIS source. Its parameters:
-    ``xmin``, ``ymin``, ``xmax``, ``ymax`` (the box in ``srid``, easting first) and ``px``
-    (a pixel, in ``srid``'s units), with the limits' (``limit_params``).
+    """``(SELECT geom, fields...) AS q`` for Mapnik's PostGIS source, which fills in the
+    image's box (``!bbox!``, in ``srid``) and its pixel (``!pixel_width!``): the statement
+    is the same for every image of the layer under these limits, so it is made once. Its
+    parameters are the limits' (``limit_params``).
 
     ``keyed``: the fields whose values change how a point is drawn (its category, its
     class); points are read once per pixel and such values. None: every point is read."""
@@ -32,8 +52,7 @@ def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
     visible = {f.name for f in restrict.visible_fields(layer, r)}
     names = sorted(n for n in fields if n in visible)
     cols = sql.SQL("").join(sql.SQL(", ") + restrict.column(n, r) for n in names)
-    box = sql.SQL("ST_MakeEnvelope(%(xmin)s, %(ymin)s, %(xmax)s, %(ymax)s, {})").format(
-        sql.Literal(srid))
+    box, px = sql.SQL("!bbox!"), sql.SQL("!pixel_width!")
     if srid == MERCATOR:
         shape = restrict.clipped(sql.SQL("t._geom_3857"), r, mercator=True)
         touches = sql.SQL("t._geom_3857 && {}").format(box)
@@ -43,10 +62,14 @@ def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
             touches = sql.SQL("t.geom && ST_SetSRID({}, 4326)").format(box)
         else:
             shape = sql.SQL("ST_Transform({}, {})").format(shape, sql.Literal(srid))
-            # The box's edges, bent into lon/lat, bound what it touches there.
+            # The box's edges, bent into lon/lat, bound what it touches there; the box is
+            # first cut to where the CRS is defined (outside it there is no lon/lat).
+            x0, y0, x1, y1 = area_of_use(srid)
+            box = sql.SQL("ST_ClipByBox2D({}, ST_MakeEnvelope({}, {}, {}, {}, {}))").format(
+                box, *map(sql.Literal, (x0, y0, x1, y1, srid)))
             touches = sql.SQL(
-                "t.geom && ST_Transform(ST_Segmentize({}, (%(xmax)s - %(xmin)s) / 8), 4326)"
-            ).format(box)
+                "t.geom && ST_Transform(ST_Segmentize({b}, (ST_XMax({b}) - ST_XMin({b})) / 8"
+                " + 1), 4326)").format(b=box)
     limit, _ = restrict.rows(layer, r, mercator=srid == MERCATOR)
     where = sql.SQL("{} AND {}").format(touches, alive(False))
     if limit is not None:
@@ -55,11 +78,12 @@ def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
     if point:
         geom = shape
     else:
-        geom = sql.SQL("ST_Simplify({}, %(px)s / 2, true)").format(shape)
+        geom = sql.SQL("ST_Simplify({}, {} / 2, true)").format(shape, px)
     body = sql.SQL("SELECT {geom} AS geom{cols} FROM {t} t WHERE {where}").format(
         geom=geom, cols=cols, t=t, where=where)
     if point and keyed is not None and layer.geometry_type == "Point":
-        keys = [sql.SQL("round(ST_X(q.geom) / %(px)s)"), sql.SQL("round(ST_Y(q.geom) / %(px)s)")]
+        keys = [sql.SQL("round(ST_X(q.geom) / {})").format(px),
+                sql.SQL("round(ST_Y(q.geom) / {})").format(px)]
         keys += [sql.Identifier("q", n) for n in sorted(keyed & set(names))]
         body = sql.SQL("SELECT DISTINCT ON ({keys}) * FROM ({body}) q").format(
             keys=sql.SQL(", ").join(keys), body=body)

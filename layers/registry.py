@@ -20,6 +20,7 @@ class Resolved:
     layer: Layer
     version: int
     source: TileSource
+    style_stamp: str = ""  # names its style's state in the catalog; "" for the default look
 
 
 class SourceRegistry:
@@ -40,7 +41,7 @@ class SourceRegistry:
     async def resolve(self, conn: AsyncConnection, ids: list[str]) -> list[Resolved] | None:
         """Sources with their current versions, read now; None if one is not a vector layer."""
         cur = await conn.execute(SELECT_VERSIONS, (ids,))
-        found = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+        found = {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
         if len(found) != len(set(ids)):
             return None
         stale = [i for i in ids
@@ -49,7 +50,8 @@ class SourceRegistry:
             await self.reload(conn, stale)
         if any(i not in self._sources for i in ids):
             return None
-        return [Resolved(self._sources[i].layer, found[i][0], self._sources[i]) for i in ids]
+        return [Resolved(self._sources[i].layer, found[i][0], self._sources[i], found[i][2])
+                for i in ids]
 
     def clear(self) -> None:
         """Forget every source: layers' entries may have changed in ways versions miss."""

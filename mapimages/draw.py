@@ -14,6 +14,7 @@ import asyncio
 import math
 import multiprocessing
 import os
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,18 +69,25 @@ def database_params(url: str) -> dict[str, str]:
             if info.get(k)}
 
 
-def source(db: dict[str, str], layer_id: str, table: str, view: View) -> Source:
-    """A Mapnik PostGIS source reading ``table`` (``layers.images.statement``, bound)."""
-    x0, y0, x1, y1 = view.bbox
+def source(db: dict[str, str], layer_id: str, table: str, srid: int,
+           extent: tuple[float, float, float, float]) -> Source:
+    """A Mapnik PostGIS source reading ``table`` (``layers.images.statement``, bound),
+    over ``extent`` (the CRS's area, in its units)."""
     return Source(layer_id, {
         "type": "postgis", **db, "table": table, "geometry_field": "geom",
-        "srid": str(4326 if view.srid in LONLAT else view.srid),
-        "extent": f"{x0},{y0},{x1},{y1}", "estimate_extent": "false",
-        "persist_connection": "true", "max_size": "4", "connect_timeout": "4",
+        "srid": str(4326 if srid in LONLAT else srid),
+        "extent": ",".join(f"{v:.6f}" for v in extent),
+        "estimate_extent": "false", "persist_connection": "true", "max_size": "4",
+        "connect_timeout": "4",
     })
 
 
 # ---- in a worker process ------------------------------------------------------------
+
+# Encodings Mapnik writes itself (zlib level 1: drawing, not squeezing, is the work).
+ENCODINGS = {"png": "png32:z=1", "jpg": "jpeg90", "webp": "webp:quality=90"}
+_MAPS: OrderedDict[str, object] = OrderedDict()  # loaded maps by their XML, newest last
+KEPT_MAPS = 32
 
 
 def _start(budget_ms: int) -> None:
@@ -92,19 +100,30 @@ def _start(budget_ms: int) -> None:
             mapnik.register_fonts(d)
 
 
-def _draw(xml: str, bbox: tuple[float, float, float, float], width: int,
-          height: int, buffer: int = 0) -> bytes:
-    """Straight-alpha RGBA bytes, rows top first; ``buffer`` pixels around the image are
-    drawn too (a tile's labels near its edges), not returned."""
+def _draw(xml: str, bbox: tuple[float, float, float, float], width: int, height: int,
+          buffer: int = 0, fmt: str | None = None) -> bytes:
+    """The image encoded in ``fmt``, or straight-alpha RGBA bytes (rows top first); the
+    map is loaded once per XML (its sources read each image's box through ``!bbox!``).
+    ``buffer`` pixels around the image are drawn too (a tile's labels near its edges)."""
     import mapnik
 
-    m = mapnik.Map(width, height)
-    mapnik.load_map_from_string(m, xml)
+    m = _MAPS.get(xml)
+    if m is None:
+        m = mapnik.Map(width, height)
+        mapnik.load_map_from_string(m, xml)
+        m.aspect_fix_mode = mapnik.aspect_fix_mode.RESPECT  # the box fills the image
+        _MAPS[xml] = m
+        while len(_MAPS) > KEPT_MAPS:
+            _MAPS.popitem(last=False)
+    else:
+        _MAPS.move_to_end(xml)
+    m.resize(width, height)
     m.buffer_size = buffer
-    m.aspect_fix_mode = mapnik.aspect_fix_mode.RESPECT  # the box fills the image
     m.zoom_to_box(mapnik.Box2d(*bbox))
     im = mapnik.Image(width, height)
     mapnik.render(m, im)
+    if fmt is not None:
+        return im.to_string(ENCODINGS[fmt])
     im.demultiply()
     return im.to_string()
 
@@ -127,20 +146,25 @@ class Images:
                 initializer=_start, initargs=(self._budget,))
         return self._executor
 
-    def source(self, layer_id: str, table: str, view: View) -> Source:
-        return source(self.db, layer_id, table, view)
+    def source(self, layer_id: str, table: str, srid: int,
+               extent: tuple[float, float, float, float]) -> Source:
+        return source(self.db, layer_id, table, srid, extent)
 
     async def draw(self, drawn: list[Drawn], view: View, background: str | None = None,
-                   buffer: int = 0) -> np.ndarray:
-        """The image as straight-alpha RGBA (height, width, 4)."""
-        xml = map_xml(drawn, srs_of(view.srid), view.zoom, self.icons, background)
-        return await self.draw_xml(xml, view.bbox, view.width, view.height, buffer)
+                   buffer: int = 0, fmt: str | None = None) -> np.ndarray | bytes:
+        """The image encoded in ``fmt``, or as straight-alpha RGBA (height, width, 4)."""
+        # The zoom to a tenth: images of nearly one scale share a loaded map.
+        xml = map_xml(drawn, srs_of(view.srid), round(view.zoom, 1), self.icons, background)
+        return await self.draw_xml(xml, view.bbox, view.width, view.height, buffer, fmt)
 
     async def draw_xml(self, xml: str, bbox: tuple[float, float, float, float], width: int,
-                       height: int, buffer: int = 0) -> np.ndarray:
+                       height: int, buffer: int = 0, fmt: str | None = None
+                       ) -> np.ndarray | bytes:
         """A Mapnik map given as XML (a legend, a message), drawn the same way."""
         raw = await asyncio.get_running_loop().run_in_executor(
-            self._pool(), _draw, xml, bbox, width, height, buffer)
+            self._pool(), _draw, xml, bbox, width, height, buffer, fmt)
+        if fmt is not None:
+            return raw
         return np.frombuffer(raw, np.uint8).reshape(height, width, 4)
 
     def close(self) -> None:

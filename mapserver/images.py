@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -88,9 +89,13 @@ async def parts(request, conn, names: list[str], time: str | None = None,
     for n in ids:
         if not LAYER_ID.match(n):
             raise NotFound(f"no layer {n[:80]!r}")
-    catalog = {ly.id: ly for ly in await fetch_layers(conn, ids=ids)} if ids else {}
-    looks = await store.stored(conn, [i for i in ids if catalog.get(i)
-                                      and catalog[i].kind == "vector"])
+    found = await _vector_layers(state, conn, ids) if ids else ({}, {})
+    if found is None:  # a raster layer among them, or a missing one: the catalog's rows
+        catalog = {ly.id: ly for ly in await fetch_layers(conn, ids=ids)}
+        looks = await store.stored(conn, [i for i in ids if catalog.get(i)
+                                          and catalog[i].kind == "vector"])
+    else:
+        catalog, looks = found
     out: list[Part] = []
     for n, name in enumerate(names):
         if name.startswith(BASEMAP):
@@ -110,6 +115,33 @@ async def parts(request, conn, names: list[str], time: str | None = None,
         else:
             raise NotFound(f"no layer {name!r} to draw: it is a 3D scene")
     return out
+
+
+# Stored styles by (layer, the stamp of their state): read again only when they change.
+_LOOKS: OrderedDict[tuple[str, str], list[dict[str, Any]]] = OrderedDict()
+KEPT_LOOKS = 256
+
+
+async def _vector_layers(state, conn, ids: list[str]
+                         ) -> tuple[dict[str, Layer], dict[str, list]] | None:
+    """Vector layers at their current versions and their stored styles, from the tile
+    sources' registry in one round trip (the styles only when they changed); None if one
+    of ``ids`` is not a vector layer."""
+    resolved = await state.registry.resolve(conn, ids)
+    if resolved is None:
+        return None
+    missing = [r.layer.id for r in resolved
+               if r.style_stamp and (r.layer.id, r.style_stamp) not in _LOOKS]
+    if missing:
+        got = await store.stored(conn, missing)
+        for r in resolved:
+            if r.layer.id in got:
+                _LOOKS[(r.layer.id, r.style_stamp)] = got[r.layer.id]
+        while len(_LOOKS) > KEPT_LOOKS:
+            _LOOKS.popitem(last=False)
+    looks = {r.layer.id: _LOOKS[(r.layer.id, r.style_stamp)] for r in resolved
+             if r.style_stamp and (r.layer.id, r.style_stamp) in _LOOKS}
+    return {r.layer.id: replace(r.layer, version=r.version) for r in resolved}, looks
 
 
 async def _basemap(request, conn, name: str, n: int) -> Part:
@@ -161,29 +193,63 @@ def _fields(entries: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
     return every, keyed
 
 
-async def _sources(request, conn, part: Part, n: int, view: View) -> dict[str, Any]:
+# Each layer's statement under each limit, bound once (``layers/images.py``).
+_STATEMENTS: OrderedDict[tuple, str] = OrderedDict()
+KEPT_STATEMENTS = 512
+
+
+def _statement(conn, layer: Layer, r, every: set[str], keyed: set[str], srid: int) -> str:
+    key = (layer.id, layer.schema_version, r, frozenset(every), frozenset(keyed), srid)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        statement = image_rows.statement(layer, r, every, srid, keyed)
+        found = AsyncClientCursor(conn).mogrify(statement,
+                                                image_rows.limit_params(layer, r, srid))
+        _STATEMENTS[key] = found
+        while len(_STATEMENTS) > KEPT_STATEMENTS:
+            _STATEMENTS.popitem(last=False)
+    return found
+
+
+def _sources(request, conn, part: Part, n: int, view: View) -> dict[str, Any]:
     """Mapnik sources for a vector part's layers, keyed as its style layers name them."""
     images = app_state(request).images
     out = {}
-    zoom = int(view.zoom)
     needs = basemaps.needs([{**e, "source-layer": e["source-layer"].split(":", 1)[1]}
-                            for e in part.entries], zoom)
+                            for e in part.entries], int(view.zoom))
     for layer, a in part.layers:
         key = f"{n}:{layer.id}"
-        entries = [e for e in part.entries if e["source-layer"] == key]
         need = needs.get(layer.id)
         if need is None:
             continue  # nothing of it drawn at this zoom
         r = narrowed(layer, a.restriction, None, need.rows) if part.name.startswith(BASEMAP) \
             else a.restriction
-        every, keyed = _fields(entries)
-        statement = image_rows.statement(layer, r, every, view.srid, keyed)
-        x0, y0, x1, y1 = view.bbox
-        params = {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "px": view.pixel,
-                  **image_rows.limit_params(layer, r, view.srid)}
-        table = AsyncClientCursor(conn).mogrify(statement, params)
-        out[key] = images.source(key, table, view)
+        every, keyed = _fields([e for e in part.entries if e["source-layer"] == key])
+        out[key] = images.source(key, _statement(conn, layer, r, every, keyed, view.srid),
+                                 view.srid, image_rows.area_of_use(view.srid))
     return out
+
+
+def _vector(request, conn, run: list[tuple[int, Part]], view: View) -> list[Drawn]:
+    sources: dict[str, Any] = {}
+    entries: list[dict[str, Any]] = []
+    for n, part in run:
+        sources |= _sources(request, conn, part, n, view)
+        entries += part.entries
+    return groups(entries, sources)
+
+
+async def render(request, conn, found: list[Part], view: View, transparent: bool,
+                 bgcolor: str, fmt: str, buffer: int = 0) -> bytes:
+    """The parts drawn bottom first, encoded in ``fmt``: vector parts alone in one
+    drawing, encoded where they are drawn; with raster parts, laid over each other."""
+    if all(part.vector for part in found):
+        background = found[0].background or (None if transparent else "#" + bgcolor[-6:])
+        return await app_state(request).images.draw(
+            _vector(request, conn, list(enumerate(found)), view), view, background, buffer,
+            fmt)
+    canvas = await draw(request, conn, found, view, transparent, bgcolor, buffer)
+    return await anyio.to_thread.run_sync(encode_rgba, canvas, fmt)
 
 
 async def draw(request, conn, found: list[Part], view: View, transparent: bool,
@@ -199,12 +265,7 @@ async def draw(request, conn, found: list[Part], view: View, transparent: bool,
         nonlocal canvas
         if not run:
             return
-        sources: dict[str, Any] = {}
-        entries: list[dict[str, Any]] = []
-        for n, part in run:
-            sources |= await _sources(request, conn, part, n, view)
-            entries += part.entries
-        drawn: list[Drawn] = groups(entries, sources)
+        drawn = _vector(request, conn, run, view)
         background = run[0][1].background
         if drawn or background:
             canvas = over(canvas, await state.images.draw(drawn, view, background, buffer))
@@ -274,9 +335,8 @@ async def map_tile(request, names: list[str], tms_name: str, z: str, x: str, y: 
             if hit is not None:
                 return tile_response(request, etag, hit[0], FORMATS[fmt], cache="hit")
             view = tile_view(tms_name, tms, zi, xi, yi)
-            rgba = await draw(request, conn, found, view, fmt != "jpg", "0xFFFFFF",
-                              TILE_BUFFER)
-            body = await anyio.to_thread.run_sync(encode_rgba, rgba, fmt)
+            body = await render(request, conn, found, view, fmt != "jpg", "0xFFFFFF", fmt,
+                                TILE_BUFFER)
             state.cache.put(key, body, "")
             return tile_response(request, etag, body, FORMATS[fmt], cache="miss")
     return await raster_tile(request, names[0], tms_name, z, x, y, fmt, params)

@@ -462,9 +462,8 @@ async def get_map(request: Request, p: Params) -> Response:
         found = await _parts(request, conn, ask.names, ask.time)
         note(request, sorted({ly.id for part in found for ly, _ in part.layers}),
              wms="GetMap")
-        rgba = await images.draw(request, conn, found, ask.view, ask.transparent,
-                                 ask.bgcolor)
-    body = await anyio.to_thread.run_sync(images.encode_rgba, rgba, ask.fmt)
+        body = await images.render(request, conn, found, ask.view, ask.transparent,
+                                   ask.bgcolor, ask.fmt)
     return Response(body, media_type=_media(ask.fmt),
                     headers={"Cache-Control": f"{cache_scope(request)}, max-age=60"})
 

@@ -1,0 +1,177 @@
+"""Map images: WMS GetMap of the 1M-point and 100k-polygon layers, categorized and labelled,
+at city, district and street scales, 256 x 256 and 1024 x 768, OneMap against MapServer 8
+(the system's ``mapserv`` under lighttpd's FastCGI) on the same PostGIS tables, side by
+side in one run; and OneMap's image tiles from its cache.
+
+Both draw the same style: points as circles coloured by ``kind`` (6 classes), polygons
+filled by ``landuse`` (5 classes) with an outline, labels from ``code`` with a halo, kept
+apart; both read the current rows in Web Mercator. Every request of a case is another box
+(shifted over the city), so neither serves a repeat. OneMap runs 2 server processes (each
+drawing in its 2 image processes), MapServer 8 FastCGI processes; wrk keeps 8 requests in
+flight. Image tiles: the z12 to z15 cells over the centre, cached after a first pass. Usage:
+
+    make bench-images      # or: .venv/bin/python bench/map_images.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import mercantile
+import numpy as np
+from dataset import BBOX, dataset
+from harness import ROOT, Server, bench_args, summarize_wrk, wrk
+from pyproj import Transformer
+from umn_mapserver import MapServer, available, wms_mapfile
+
+CONCURRENCY = 8
+WORKERS = 2
+KINDS = {"camera": "#e6550d", "lamp": "#3182bd", "sensor": "#31a354", "signal": "#756bb1",
+         "hydrant": "#de2d26", "bin": "#636363"}
+USES = {"residential": "#f2b77a", "commercial": "#e07b91", "industrial": "#9e9ac8",
+        "public": "#6baed6", "green": "#74c476"}
+LAYERS = {
+    "bench_points": {"kind": "POINT", "field": "kind", "label": "code", "classes": KINDS},
+    "bench_polygons": {"kind": "POLYGON", "field": "landuse", "label": "code",
+                       "classes": USES},
+}
+# The box's width in metres of Web Mercator at each scale.
+SCALES = {"city": 70_000, "district": 6_000, "street": 800}
+SIZES = {"256x256": (256, 256), "1024x768": (1024, 768)}
+BOXES = 24  # distinct boxes per case
+TILE_ZOOMS = range(12, 16)
+
+
+def style(table: str) -> list[dict]:
+    """OneMap's style for a table: the mapfile's, in MapLibre's terms."""
+    st = LAYERS[table]
+    pairs = [x for value, colour in st["classes"].items() for x in (value, colour)]
+    colour = ["match", ["get", st["field"]], *pairs, "#000000"]
+    label = {"id": f"{table}-label", "type": "symbol", "layout": {
+        "text-field": ["get", st["label"]], "text-size": 11, "text-font": ["Noto Sans Regular"],
+        "text-padding": 2, **({"text-offset": [0, 0.8], "text-anchor": "top"}
+                              if st["kind"] == "POINT" else {})},
+        "paint": {"text-color": "#333333", "text-halo-color": "#ffffff",
+                  "text-halo-width": 2}}
+    if st["kind"] == "POINT":
+        drawn = [{"id": table, "type": "circle", "paint": {
+            "circle-radius": 3.5, "circle-color": colour, "circle-stroke-color": "#ffffff",
+            "circle-stroke-width": 1}}]
+    else:
+        drawn = [{"id": f"{table}-fill", "type": "fill", "paint": {
+            "fill-color": colour, "fill-opacity": 0.85}},
+                 {"id": f"{table}-line", "type": "line", "paint": {
+                     "line-color": colour, "line-width": 1}}]
+    return drawn + [label]
+
+
+def boxes(scale: str, size: tuple[int, int], rng: np.random.Generator
+          ) -> list[tuple[float, float, float, float]]:
+    t = Transformer.from_crs(4326, 3857, always_xy=True)
+    x0, y0 = t.transform(BBOX[0], BBOX[1])
+    x1, y1 = t.transform(BBOX[2], BBOX[3])
+    w = SCALES[scale]
+    h = w * size[1] / size[0]
+    out = []
+    for _ in range(BOXES):
+        if scale == "city":  # the whole city, shifted a little
+            cx, cy = (x0 + x1) / 2 + rng.uniform(-2000, 2000), (y0 + y1) / 2 + rng.uniform(
+                -2000, 2000)
+        else:  # somewhere in the middle half of the city, where it is dense
+            cx = rng.uniform(x0 + (x1 - x0) / 4, x1 - (x1 - x0) / 4)
+            cy = rng.uniform(y0 + (y1 - y0) / 4, y1 - (y1 - y0) / 4)
+        out.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+    return out
+
+
+def getmap(prefix: str, table: str, box: tuple[float, ...], size: tuple[int, int]) -> str:
+    return (f"{prefix}SERVICE=WMS&VERSION=1.3.0&REQUEST=GetMap&LAYERS={table}&STYLES="
+            f"&CRS=EPSG:3857&BBOX={','.join(f'{v:.1f}' for v in box)}&WIDTH={size[0]}"
+            f"&HEIGHT={size[1]}&FORMAT=image/png&TRANSPARENT=TRUE")
+
+
+def set_styles(url: str) -> None:
+    env = {**os.environ, "ONEMAP_DATABASE_URL": url}
+    for table in LAYERS:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+            json.dump({"layers": style(table)}, fh)
+        try:
+            subprocess.run([sys.executable, "-m", "onemap.cli", "style", table, "--file",
+                            fh.name], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        finally:
+            os.unlink(fh.name)
+
+
+def main() -> None:
+    args = bench_args(__doc__, "map_images.json")
+    if not available():
+        raise SystemExit("MapServer (cgi-mapserver) and lighttpd are needed: make bench-images")
+    rng = np.random.default_rng(7)
+    results: dict = {}
+    with dataset(args.workdir, args.port) as (url, _):
+        set_styles(url)
+        onemap = Server("onemap", "mapserver.app:create_app",
+                        {"ONEMAP_DATABASE_URL": url, "ONEMAP_ACCESS_NOTICES": "1"},
+                        factory=True, workers=WORKERS)
+        ms = MapServer("mapserver", url, {}, processes=CONCURRENCY)
+        ms.text = wms_mapfile(url, LAYERS, f"{ms.url}/mapserv?map=bench&")
+        peers = {"onemap": (onemap, "/wms?"), "mapserver": (ms, "/mapserv?map=bench&")}
+        try:
+            onemap.start("/healthz")
+            ms.start("/mapserv?map=bench&SERVICE=WMS&REQUEST=GetCapabilities")
+            for table in LAYERS:
+                for scale in SCALES:
+                    for size_name, size in SIZES.items():
+                        case = f"{table} {scale} {size_name}"
+                        cells = boxes(scale, size, rng)
+                        paths = {n: [getmap(prefix, table, b, size) for b in cells]
+                                 for n, (_, prefix) in peers.items()}
+                        sizes = {}
+                        for n, (srv, _) in peers.items():
+                            r = httpx.get(srv.url + paths[n][0], timeout=120)
+                            if r.status_code != 200 or not r.headers.get(
+                                    "content-type", "").startswith("image/png"):
+                                raise RuntimeError(f"{n} {case}: {r.status_code} "
+                                                   f"{r.text[:300]}")
+                            sizes[n] = [len(r.content)]
+                        runs: dict[str, list[dict]] = {n: [] for n in peers}
+                        for i in range(args.rounds):
+                            for n in list(peers)[i % 2:] + list(peers)[:i % 2]:
+                                runs[n].append(wrk(peers[n][0].url, paths[n], CONCURRENCY,
+                                                   args.seconds))
+                        row = {n: summarize_wrk(rs, sizes[n]) for n, rs in runs.items()}
+                        row["ratio"] = round(row["onemap"]["rps"]
+                                             / max(row["mapserver"]["rps"], 1e-9), 2)
+                        results[case] = row
+                        print(f"{case:34} " + " | ".join(
+                            f"{n} {v['rps']:6.1f}/s p50 {v['p50_ms']:7.1f} ms"
+                            for n, v in row.items() if n != "ratio")
+                            + f" | x{row['ratio']}", flush=True)
+            tiles = [f"/tiles/{t}/WebMercatorQuad/{c.z}/{c.x}/{c.y}.png" for t in LAYERS
+                     for z in TILE_ZOOMS
+                     for c in mercantile.tiles(116.3, 39.85, 116.5, 40.0, zooms=[z])][:400]
+            wrk(onemap.url, tiles, CONCURRENCY, max(args.seconds, 4))  # fills the cache
+            cached = summarize_wrk([wrk(onemap.url, tiles, CONCURRENCY, args.seconds)
+                                    for _ in range(args.rounds)], [0])
+            results["image tiles, cached"] = {"onemap": cached, "tiles": len(tiles)}
+            print(f"image tiles, cached ({len(tiles)}): {cached['rps']:.1f}/s "
+                  f"p50 {cached['p50_ms']:.1f} ms", flush=True)
+        finally:
+            onemap.stop()
+            ms.stop()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"images": results, "rounds": args.rounds,
+                               "concurrency": CONCURRENCY, "seconds": args.seconds,
+                               "onemap_workers": WORKERS}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
