@@ -17,7 +17,7 @@ STYLE_SPEC := .tools/node_modules/@maplibre/maplibre-gl-style-spec/package.json
 MAP_ASSETS := .tools/map-assets/fonts/stacks.json
 MAP_ASSET_TOOLS := .tools/node_modules/fontnik/package.json
 
-.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-emap bench-registry bench-3d clean
+.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-emap bench-images bench-registry bench-3d clean
 
 setup: $(STAMP) $(STYLE_SPEC) $(MAP_ASSETS)
 
@@ -172,6 +172,10 @@ bench-emap: setup $(BENCH_STAMP)
 	$(BIN)/python bench/emap_tiles.py
 
 # No peer runs this lookup; the goal is absolute (p99 under 50 ms at 500 m).
+bench-images: setup $(BENCH_STAMP)
+	bash scripts/system-packages.sh wrk cgi-mapserver lighttpd
+	$(BIN)/python bench/map_images.py
+
 bench-registry: setup
 	$(BIN)/python bench/registry.py
 

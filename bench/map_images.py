@@ -5,10 +5,13 @@ side in one run; and OneMap's image tiles from its cache.
 
 Both draw the same style: points as circles coloured by ``kind`` (6 classes), polygons
 filled by ``landuse`` (5 classes) with an outline, labels from ``code`` with a halo, kept
-apart; both read the current rows in Web Mercator. Every request of a case is another box
-(shifted over the city), so neither serves a repeat. OneMap runs 2 server processes (each
-drawing in its 2 image processes), MapServer 8 FastCGI processes; wrk keeps 8 requests in
-flight. Image tiles: the z12 to z15 cells over the centre, cached after a first pass. Usage:
+apart, from a street's scale up (``LABEL_ZOOM``; labelling every feature of a city is
+minutes of collisions for MapServer); both read the current rows in Web Mercator. Every
+request of a case is another box (shifted over the city), so neither serves a repeat.
+OneMap runs 2 server processes (each drawing in its 2 image processes), MapServer 8
+FastCGI processes; wrk keeps 8 requests in flight (2, for 20 s, at the city's scale,
+where one image takes seconds). Image tiles: the z12 to z15 cells
+over the centre, cached after a first pass. Usage:
 
     make bench-images      # or: .venv/bin/python bench/map_images.py [--rounds 3]
 """
@@ -16,6 +19,7 @@ flight. Image tiles: the z12 to z15 cells over the centre, cached after a first 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -31,6 +35,7 @@ from pyproj import Transformer
 from umn_mapserver import MapServer, available, wms_mapfile
 
 CONCURRENCY = 8
+CITY_CONCURRENCY, CITY_SECONDS = 2, 20
 WORKERS = 2
 KINDS = {"camera": "#e6550d", "lamp": "#3182bd", "sensor": "#31a354", "signal": "#756bb1",
          "hydrant": "#de2d26", "bin": "#636363"}
@@ -41,6 +46,13 @@ LAYERS = {
     "bench_polygons": {"kind": "POLYGON", "field": "landuse", "label": "code",
                        "classes": USES},
 }
+# Labels from this zoom up (a street's scale), in both: MapServer's scale denominator at
+# its 72 dpi for the same Web Mercator pixel. A label per feature of a whole city is a
+# page of collisions neither should draw.
+LABEL_ZOOM = 14
+LABEL_SCALE = round(2 * math.pi * 6378137 / 512 / 2 ** LABEL_ZOOM * 72 / 0.0254)
+for _st in LAYERS.values():
+    _st["label_scale"] = LABEL_SCALE
 # The box's width in metres of Web Mercator at each scale.
 SCALES = {"city": 70_000, "district": 6_000, "street": 800}
 SIZES = {"256x256": (256, 256), "1024x768": (1024, 768)}
@@ -53,7 +65,7 @@ def style(table: str) -> list[dict]:
     st = LAYERS[table]
     pairs = [x for value, colour in st["classes"].items() for x in (value, colour)]
     colour = ["match", ["get", st["field"]], *pairs, "#000000"]
-    label = {"id": f"{table}-label", "type": "symbol", "layout": {
+    label = {"id": f"{table}-label", "type": "symbol", "minzoom": LABEL_ZOOM, "layout": {
         "text-field": ["get", st["label"]], "text-size": 11, "text-font": ["Noto Sans Regular"],
         "text-padding": 2, **({"text-offset": [0, 0.8], "text-anchor": "top"}
                               if st["kind"] == "POINT" else {})},
@@ -140,11 +152,14 @@ def main() -> None:
                                 raise RuntimeError(f"{n} {case}: {r.status_code} "
                                                    f"{r.text[:300]}")
                             sizes[n] = [len(r.content)]
+                        # A city's image takes seconds: two at a time (one per core),
+                        # for long enough that some end.
+                        conc, secs = ((CITY_CONCURRENCY, max(args.seconds, CITY_SECONDS))
+                                      if scale == "city" else (CONCURRENCY, args.seconds))
                         runs: dict[str, list[dict]] = {n: [] for n in peers}
                         for i in range(args.rounds):
                             for n in list(peers)[i % 2:] + list(peers)[:i % 2]:
-                                runs[n].append(wrk(peers[n][0].url, paths[n], CONCURRENCY,
-                                                   args.seconds))
+                                runs[n].append(wrk(peers[n][0].url, paths[n], conc, secs))
                         row = {n: summarize_wrk(rs, sizes[n]) for n, rs in runs.items()}
                         row["ratio"] = round(row["onemap"]["rps"]
                                              / max(row["mapserver"]["rps"], 1e-9), 2)

@@ -11,7 +11,10 @@ it never waits for a process where an asynchronous server would take the next re
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -161,8 +164,10 @@ fastcgi.server = ("/mapserv" => ((
   "bin-environment" => ("MAPSERVER_CONFIG_FILE" => "{f / 'mapserver.conf'}")
 )))
 """)
+        # A session of its own: stopping it stops its FastCGI processes too.
         self.proc = subprocess.Popen([LIGHTTPD, "-D", "-f", str(f / "lighttpd.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
         probe = self.url + (health or self.items(next(iter(self.layers))) + "?f=json&limit=1")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -179,7 +184,8 @@ fastcgi.server = ("/mapserv" => ((
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=20)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -191,7 +197,8 @@ FONT = "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf"
 def wms_mapfile(url: str, layers: dict[str, dict], online: str) -> str:
     """A WMS over the benchmark's tables, styled as OneMap's (bench/map_images.py): for each
     table, ``kind`` (POINT or POLYGON), ``field`` and its ``classes`` (value -> colour), and
-    the ``label`` field, drawn in the same font with a halo, labels kept apart."""
+    the ``label`` field, drawn in the same font with a halo, labels kept apart, at scales up
+    to ``label_scale`` (MapServer's, at its 72 dpi)."""
     conn = _connection(url)
     parts = []
     for table, st in layers.items():
@@ -212,6 +219,7 @@ def wms_mapfile(url: str, layers: dict[str, dict], online: str) -> str:
       EXPRESSION "{value}"
       {draw}
       LABEL TYPE TRUETYPE FONT "noto" SIZE 8 COLOR 51 51 51 OUTLINECOLOR 255 255 255
+        MAXSCALEDENOM {st['label_scale']}
         OUTLINEWIDTH 2 POSITION {'lc' if st['kind'] == 'POINT' else 'cc'} OFFSET 0 6
         PARTIALS FALSE MINDISTANCE 20 BUFFER 2 END
     END""")

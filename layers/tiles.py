@@ -41,10 +41,11 @@ class TileSource(Protocol):
     schema_version: int
     detail_zoom: int
 
-    def query_bytes(self, z: int, as_of: bool, conn: Any,
-                    r: Restriction = NONE) -> tuple[bytes, str, dict[str, object]]:
+    def query_bytes(self, z: int, as_of: bool, conn: Any, r: Restriction = NONE,
+                    geographic: bool = False) -> tuple[bytes, str, dict[str, object]]:
         """The statement for a tile at zoom z (current or past) under a principal's limits,
-        its method's name and the limits' parameters."""
+        its method's name and the limits' parameters; ``geographic``: a CGCS2000Quad
+        tile (lon/lat), else Web Mercator."""
         ...
 
 
@@ -62,11 +63,15 @@ class PostgisSource:
         self.detail_zoom = layer.detail_zoom if layer.detail_zoom is not None else detail_zoom
         # Statements by (method, as_of, limits), rendered once; psycopg prepares them by
         # these bytes.
-        self._rendered: dict[tuple[str, bool, Restriction], tuple[bytes, dict]] = {}
+        self._rendered: dict[tuple[str, bool, Restriction, bool], tuple[bytes, dict]] = {}
 
-    def method(self, z: int, as_of: bool, r: Restriction = NONE) -> str:
-        if z >= self.detail_zoom:
+    def method(self, z: int, as_of: bool, r: Restriction = NONE,
+               geographic: bool = False) -> str:
+        # A CGCS2000Quad tile is as wide in degrees as a Web Mercator tile one zoom deeper.
+        if (z + 1 if geographic else z) >= self.detail_zoom:
             return "none"
+        if geographic:  # the overview's cells are Web Mercator's: made now
+            return "cells"
         # Overviews count every feature: a principal limited by a filter gets cells of its
         # own rows, made now, so counts reveal nothing outside its limits; one limited to
         # an area reads the overview's cells that lie inside the area and makes the others.
@@ -74,13 +79,13 @@ class PostgisSource:
             return "cells"
         return "area" if r.area_id is not None else "overview"
 
-    def query_bytes(self, z: int, as_of: bool, conn: Any,
-                    r: Restriction = NONE) -> tuple[bytes, str, dict[str, object]]:
-        method = self.method(z, as_of, r)
-        key = (method, as_of, r)
+    def query_bytes(self, z: int, as_of: bool, conn: Any, r: Restriction = NONE,
+                    geographic: bool = False) -> tuple[bytes, str, dict[str, object]]:
+        method = self.method(z, as_of, r, geographic)
+        key = (method, as_of, r, geographic)
         found = self._rendered.get(key)
         if found is None:
-            statement, extra = _statement(self.layer, method, as_of, r)
+            statement, extra = _statement(self.layer, method, as_of, r, geographic)
             found = self._rendered[key] = (statement.as_bytes(conn), extra)
         return found[0], method, found[1]
 
@@ -90,20 +95,26 @@ def min_size(z: int) -> float:
     return tile_size_m(z) / 256 / 2
 
 
-def params(layer_id: str, z: int, x: int, y: int, as_of: object) -> dict[str, object]:
-    size = tile_size_m(z)
+def params(layer_id: str, z: int, x: int, y: int, as_of: object,
+           geographic: bool = False) -> dict[str, object]:
+    """A tile's parameters; ``geographic``: of CGCS2000Quad (2 x 1 tiles of 180 degrees at
+    matrix 0, rows from the north), in degrees."""
+    size = 180.0 / (1 << z) if geographic else tile_size_m(z)
     cell = size * CELL_UNITS / EXTENT
+    box = ({"x0": -180 + x * size, "y0": 90 - (y + 1) * size, "x1": -180 + (x + 1) * size,
+            "y1": 90 - y * size, "pad": size * BUFFER / EXTENT} if geographic else {})
     return {
+        **box,
         "z": z, "x": x, "y": y, "name": layer_id, "as_of": as_of,
         "margin": BUFFER / EXTENT,
         "cell": cell,
         "half": WORLD / 2,
         # How far a feature can lie from its cell: half a pixel (its size) at most.
-        "reach": min_size(z),
+        "reach": size / 256 / 2,
         # A cell that crosses the area's edge holds features this close to the edge.
-        "edge": 1.5 * cell + min_size(z),
+        "edge": 1.5 * cell + size / 256 / 2,
         "tol": size / 256 / 4,
-        "min_size": min_size(z),
+        "min_size": size / 256 / 2,
     }
 
 
@@ -121,6 +132,9 @@ _HEAD = (
 )
 _BOUNDS = ("WITH b AS (SELECT ST_TileEnvelope(%(z)s, %(x)s, %(y)s) AS e,"
            " ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s) AS em)")
+_BOUNDS_LONLAT = ("WITH b AS (SELECT ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326) AS e,"
+                  " ST_Expand(ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326), %(pad)s)"
+                  " AS em)")
 # Where a row sits in the cell grid: the centre of its bounding box.
 CENTRE = ("(ST_XMin(t._geom_3857) + ST_XMax(t._geom_3857)) / 2 AS x,"
           " (ST_YMin(t._geom_3857) + ST_YMax(t._geom_3857)) / 2 AS y")
@@ -132,18 +146,37 @@ _SMALL = ("greatest(ST_XMax(t._geom_3857) - ST_XMin(t._geom_3857),"
           " ST_YMax(t._geom_3857) - ST_YMin(t._geom_3857)) < %(min_size)s")
 
 
+def _lonlat(text: str) -> str:
+    """A Web Mercator template made to read the stored lon/lat shapes (CGCS2000Quad)."""
+    return text.replace("_geom_3857", "geom").replace(", 3857)", ", 4326)")
+
+
 def _statement(layer: Layer, method: str, as_of: bool,
-               r: Restriction = NONE) -> tuple[sql.Composed, dict[str, object]]:
+               r: Restriction = NONE, geographic: bool = False
+               ) -> tuple[sql.Composed, dict[str, object]]:
+    if geographic:
+        if method not in ("none", "cells"):
+            raise ValueError(method)
+        return _made(layer, method, as_of, r, _lonlat, False)
+    return _made(layer, method, as_of, r, lambda text: text, True)
+
+
+def _made(layer: Layer, method: str, as_of: bool, r: Restriction, shape, mercator: bool
+          ) -> tuple[sql.Composed, dict[str, object]]:
+    """The statement, its templates read through ``shape`` (a CRS's columns)."""
+    def q(text: str) -> sql.SQL:
+        return sql.SQL(shape(text))
+
     t = table_of(layer.id)
     when = alive(as_of)
-    limit, extra = restrict.rows(layer, r, mercator=True)
+    limit, extra = restrict.rows(layer, r, mercator=mercator)
     if limit is not None:
         when = sql.SQL("{} AND {}").format(when, limit)
     attrs = sql.SQL("").join(sql.SQL(", ") + restrict.column(f.name, r)
                              for f in restrict.visible_fields(layer, r))
     fid = restrict.fid(layer, r)
     ext, buf = sql.Literal(EXTENT), sql.Literal(BUFFER)
-    shapes = sql.SQL(
+    shapes = q(
         " SELECT t._rid, NULL::bigint AS _count, {fid} AS _id{attrs},"
         # A shape that collapses at this resolution is kept as a point on its surface.
         "  coalesce(ST_AsMVTGeom({geom}, b.e, {ext}, {buf}, true),"
@@ -157,13 +190,14 @@ def _statement(layer: Layer, method: str, as_of: bool,
         # The CASE keeps the lookup of a cell's attributes to cells of one feature.
         " LEFT JOIN {t} t ON t._rid = CASE WHEN c.n = 1 THEN c._rid END")
     point = layer.geometry_type == "Point"
-    geom = restrict.clipped(sql.SQL("t._geom_3857"), r, mercator=True)
+    geom = restrict.clipped(q("t._geom_3857"), r, mercator=mercator)
     # Cells made now: the features small at this zoom, at the mean of their centres.
-    small = sql.SQL("") if point else sql.SQL(" AND {}").format(sql.SQL(_SMALL))
-    centroid = sql.SQL("ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857)")
+    small = sql.SQL("") if point else sql.SQL(" AND {}").format(q(_SMALL))
+    centroid = q("ST_SetSRID(ST_MakePoint(c.sx / c.n, c.sy / c.n), 3857)")
     if method == "none":
         return _whole(shapes.format(attrs=attrs, fid=fid, geom=geom, ext=ext,
-                                    buf=buf, t=t, when=when, keep=sql.SQL(""))), extra
+                                    buf=buf, t=t, when=when, keep=sql.SQL("")),
+                      mercator), extra
     if method == "overview":
         body = cell.format(
             attrs=attrs, fid=fid, g=sql.SQL("c.g"), ext=ext, buf=buf, t=t,
@@ -174,13 +208,13 @@ def _statement(layer: Layer, method: str, as_of: bool,
         body = cell.format(
             attrs=attrs, fid=fid, ext=ext, buf=buf, t=t,
             g=centroid,
-            cells=sql.SQL(
+            cells=q(
                 "(SELECT min(_rid) AS _rid, count(*)::int AS n, sum(x) AS sx, sum(y) AS sy"
                 " FROM (SELECT t._rid, {centre}"
                 "  FROM {t} t, b WHERE t._geom_3857 && b.em AND {when}{small}) f, b"
                 " GROUP BY floor((x - ST_XMin(b.e)) / %(cell)s),"
                 " floor((y - ST_YMin(b.e)) / %(cell)s)) c CROSS JOIN b"
-            ).format(t=t, when=when, small=small, centre=sql.SQL(CENTRE)))
+            ).format(t=t, when=when, small=small, centre=q(CENTRE)))
     elif method == "area":
         # Exactly the cells "cells" makes from the area's rows, cheaper: a cell wholly
         # inside the area holds only the area's rows, so it is read from the overview;
@@ -217,12 +251,12 @@ def _statement(layer: Layer, method: str, as_of: bool,
         # Shapes big enough to see are drawn, simplified; the small ones are cells above.
         body = body + sql.SQL(" UNION ALL") + shapes.format(
             attrs=attrs, fid=fid, ext=ext, buf=buf, t=t, when=when,
-            geom=restrict.clipped(sql.SQL("ST_Simplify(t._geom_3857, %(tol)s, true)"), r,
-                                  mercator=True),
-            keep=sql.SQL(" AND NOT ({})").format(sql.SQL(_SMALL)))
-    return _whole(body), extra
+            geom=restrict.clipped(q("ST_Simplify(t._geom_3857, %(tol)s, true)"), r,
+                                  mercator=mercator),
+            keep=sql.SQL(" AND NOT ({})").format(q(_SMALL)))
+    return _whole(body, mercator), extra
 
 
-def _whole(body: sql.Composable) -> sql.Composed:
-    return (sql.SQL(_BOUNDS) + sql.SQL(_HEAD).format(ext=sql.Literal(EXTENT)) + body
-            + sql.SQL(_TAIL))
+def _whole(body: sql.Composable, mercator: bool = True) -> sql.Composed:
+    return (sql.SQL(_BOUNDS if mercator else _BOUNDS_LONLAT)
+            + sql.SQL(_HEAD).format(ext=sql.Literal(EXTENT)) + body + sql.SQL(_TAIL))

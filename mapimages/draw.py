@@ -11,9 +11,11 @@ drawing, and the machine's cores draw side by side.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import os
+import re
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -84,6 +86,20 @@ def source(db: dict[str, str], layer_id: str, table: str, srid: int,
 
 # ---- in a worker process ------------------------------------------------------------
 
+
+class DrawError(Exception):
+    """Mapnik could not draw: its message, without the connection's password; ``spent``
+    when a read ran out of its statement budget."""
+
+    def __init__(self, message: str) -> None:
+        clean = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", message)
+        super().__init__(clean[:2000])
+        self.spent = "statement timeout" in message
+
+    def __reduce__(self):  # crosses back from the drawing process
+        return (DrawError, (str(self),))
+
+
 # Encodings Mapnik writes itself (zlib level 1: drawing, not squeezing, is the work).
 ENCODINGS = {"png": "png32:z=1", "jpg": "jpeg90", "webp": "webp:quality=90"}
 _MAPS: OrderedDict[str, object] = OrderedDict()  # loaded maps by their XML, newest last
@@ -91,7 +107,14 @@ KEPT_MAPS = 32
 
 
 def _start(budget_ms: int) -> None:
+    import ctypes
+    import signal
+
     import mapnik
+
+    # Ends with the server process that started it, however that one ends (Linux).
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
     # libpq reads this for Mapnik's connections: the budget of one statement.
     os.environ["PGOPTIONS"] = f"-c statement_timeout={int(budget_ms)}"
@@ -110,7 +133,10 @@ def _draw(xml: str, bbox: tuple[float, float, float, float], width: int, height:
     m = _MAPS.get(xml)
     if m is None:
         m = mapnik.Map(width, height)
-        mapnik.load_map_from_string(m, xml)
+        try:
+            mapnik.load_map_from_string(m, xml)
+        except RuntimeError as exc:
+            raise DrawError(str(exc)) from None
         m.aspect_fix_mode = mapnik.aspect_fix_mode.RESPECT  # the box fills the image
         _MAPS[xml] = m
         while len(_MAPS) > KEPT_MAPS:
@@ -121,7 +147,10 @@ def _draw(xml: str, bbox: tuple[float, float, float, float], width: int, height:
     m.buffer_size = buffer
     m.zoom_to_box(mapnik.Box2d(*bbox))
     im = mapnik.Image(width, height)
-    mapnik.render(m, im)
+    try:
+        mapnik.render(m, im)
+    except RuntimeError as exc:
+        raise DrawError(str(exc)) from None
     if fmt is not None:
         return im.to_string(ENCODINGS[fmt])
     im.demultiply()
@@ -169,7 +198,7 @@ class Images:
 
     def close(self) -> None:
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
 

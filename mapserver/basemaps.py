@@ -17,7 +17,7 @@ from layers.restrict import filterable, narrowed
 from layers.summary import seen
 from mapserver.catalog import style_links
 from mapserver.deps import app_state, db, layer_access, note
-from mapserver.images import BASEMAP, map_tile
+from mapserver.images import BASEMAP, IMAGE_GRIDS, map_tile
 from mapserver.ogc import base, carry_key
 from mapserver.rasters import raster_tile, tilejson_of
 from mapserver.tileresponse import cache_scope, version_token
@@ -150,13 +150,16 @@ async def image_tile(request: Request) -> Response:
     vector map drawn in its style (``mapserver/images.py``), in either grid."""
     p = request.path_params
     async with db(request, "tiles") as conn:
-        bm, found, _ = await _basemap(request, conn)
+        bm, found, of = await _basemap(request, conn)
     if bm.kind == "raster":
         return await raster_tile(request, found[0][0].id, p["tms"], p["z"], p["x"], p["y"],
                                  p["fmt"], request.query_params)
     if p["fmt"] in ("mvt", "pbf"):
-        raise NotFound(f"{bm.id!r} has vector tiles in WebMercatorQuad: "
-                       f"/basemaps/{bm.id}/{{z}}/{{x}}/{{y}}.mvt")
+        if p["tms"] not in IMAGE_GRIDS:
+            raise NotFound(f"vector tiles are made in {' and '.join(IMAGE_GRIDS)}")
+        style = basemaps.entries(bm, of)
+        return await vector_tile(request, ",".join(bm.layers), p["z"], p["x"], p["y"],
+                                 needs=lambda z: basemaps.needs(style, z), tms=p["tms"])
     return await map_tile(request, [BASEMAP + bm.id], p["tms"], p["z"], p["x"], p["y"],
                           p["fmt"], request.query_params)
 

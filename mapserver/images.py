@@ -31,16 +31,16 @@ from starlette.routing import Route
 from access.policy import LayerAccess
 from layers import images as image_rows
 from layers.catalog import LAYER_ID, Layer, fetch_layers
-from layers.errors import NotFound
+from layers.errors import NotFound, Unavailable
 from layers.grids import CGCS2000, WEB_MERCATOR
 from layers.rasters import RasterSource
 from layers.render import FORMATS, Style, apply_area, encode, pixels
 from layers.restrict import filterable, narrowed
 from mapimages.compose import Drawn, background_of, groups
-from mapimages.draw import LONLAT, View, over
+from mapimages.draw import LONLAT, DrawError, View, over
 from mapserver.deps import app_state, db, layer_access, note
-from mapserver.rasters import area_of, parse_cell, parse_style, pick_slice, raster_tile
-from mapserver.tileresponse import not_modified, tile_response
+from mapserver.rasters import area_of, parse_style, pick_slice, raster_tile
+from mapserver.tileresponse import not_modified, parse_cell, tile_response
 from mapserver.tiles import vector_tile
 from styles import basemaps, store
 from styles.build import fields_read, style_layers
@@ -243,6 +243,17 @@ async def render(request, conn, found: list[Part], view: View, transparent: bool
                  bgcolor: str, fmt: str, buffer: int = 0) -> bytes:
     """The parts drawn bottom first, encoded in ``fmt``: vector parts alone in one
     drawing, encoded where they are drawn; with raster parts, laid over each other."""
+    try:
+        return await _render(request, conn, found, view, transparent, bgcolor, fmt, buffer)
+    except DrawError as exc:
+        if exc.spent:
+            raise Unavailable("the image ran out of its time budget and was stopped; draw a "
+                              "smaller area or fewer layers, or try again later") from None
+        raise
+
+
+async def _render(request, conn, found: list[Part], view: View, transparent: bool,
+                  bgcolor: str, fmt: str, buffer: int) -> bytes:
     if all(part.vector for part in found):
         background = found[0].background or (None if transparent else "#" + bgcolor[-6:])
         return await app_state(request).images.draw(
@@ -361,9 +372,9 @@ async def tile(request) -> Response:
     """``/tiles/{layers}/{tms}/{z}/{x}/{y}.{fmt}``: vector tiles, raster tiles and images."""
     p = request.path_params
     if p["fmt"] in ("mvt", "pbf"):
-        if p["tms"] != WEB_MERCATOR:
-            raise NotFound(f"vector tiles are made in {WEB_MERCATOR} only")
-        return await vector_tile(request, p["layer"], p["z"], p["x"], p["y"])
+        if p["tms"] not in IMAGE_GRIDS:
+            raise NotFound(f"vector tiles are made in {' and '.join(IMAGE_GRIDS)}")
+        return await vector_tile(request, p["layer"], p["z"], p["x"], p["y"], tms=p["tms"])
     return await map_tile(request, p["layer"].split(","), p["tms"], p["z"], p["x"], p["y"],
                           p["fmt"], request.query_params)
 

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from layers.catalog import Layer
-from layers.grids import GRIDS, MAX_LISTED_ZOOM, WEB_MERCATOR, grid, limits
+from layers.grids import GRIDS, MAX_LISTED_ZOOM, grid, limits
 from layers.summary import seen
 from mapserver.deps import db, readable_layer
 from mapserver.images import IMAGE_GRIDS, map_tile
@@ -88,9 +88,7 @@ async def _layer(request: Request) -> Layer:
 
 def _grids(layer: Layer, drawn: bool = False) -> tuple[str, ...]:
     """The grids of a layer's tilesets: its data's, or (``drawn``) its images'."""
-    if layer.kind == "raster":
-        return GRIDS
-    return IMAGE_GRIDS if drawn else (WEB_MERCATOR,)
+    return GRIDS if layer.kind == "raster" else IMAGE_GRIDS
 
 
 def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool,
@@ -165,10 +163,11 @@ async def tile(request: Request) -> Response:
         return await map_tile(request, [layer.id], p["tms"], p["z"], p["col"], p["row"],
                               f or "png", request.query_params)
     if layer.kind == "vector":
-        if p["tms"] != WEB_MERCATOR or f not in (None, "mvt"):
+        if p["tms"] not in IMAGE_GRIDS or f not in (None, "mvt"):
             raise HTTPException(404, f"{layer.id!r} has vector tiles (f=mvt) in "
-                                     f"{WEB_MERCATOR} only")
-        return await vector_tile(request, layer.id, p["z"], p["col"], p["row"])
+                                     f"{' and '.join(IMAGE_GRIDS)}")
+        return await vector_tile(request, layer.id, p["z"], p["col"], p["row"],
+                                 tms=p["tms"])
     return await raster_tile(request, layer.id, p["tms"], p["z"], p["col"], p["row"],
                              f or "png", request.query_params)
 

@@ -125,7 +125,8 @@ _OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
         "A vector tile of one or more layers (fmt: mvt)", ["as-of"], MVT, 200),
     ("/tiles/{layers}/tilejson.json", "get"): ("TileJSON 3.0 of vector layers", [], JSON, 200),
     ("/tiles/{layer}/{tms}/{z}/{x}/{y}.{fmt}", "get"): (
-        "A raster tile (fmt: png, webp, jpg)", _RASTER, "image", 200),
+        "A raster tile, or an image tile of vector layers in their style (fmt: png, webp, "
+        "jpg)", _RASTER, "image", 200),
     ("/tiles/{layer}/{tms}/tilejson.json", "get"): (
         "TileJSON of a raster layer in a grid", [*_RASTER, "format"], JSON, 200),
     ("/rasters/{layer}/point", "get"): ("Values at a point", ["lon", "lat", "datetime"], JSON,
@@ -145,7 +146,8 @@ _OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
     ("/basemaps/{basemap}/{z}/{x}/{y}.{fmt}", "get"): (
         "A vector base map's tile (every layer of it), WebMercatorQuad", [], MVT, 200),
     ("/basemaps/{basemap}/{tms}/{z}/{x}/{y}.{fmt}", "get"): (
-        "An imagery base map's tile, its newest slice", [], "image", 200),
+        "A base map's tile as an image: imagery's newest slice, a vector map drawn in its "
+        "style (WebMercatorQuad, CGCS2000Quad)", [], "image", 200),
     ("/fonts.json", "get"): ("The font stacks the styles may name", [], JSON, 200),
     ("/fonts/{stack}/{range}.pbf", "get"): ("A range of SDF glyphs (MapLibre's glyphs)", [],
                                             "application/x-protobuf", 200),
@@ -163,6 +165,14 @@ _OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
     ("/wmts", "get"): ("WMTS 1.0.0, key-value pairs (GetCapabilities, GetTile)",
                        ["SERVICE", "REQUEST"], XML, 200),
     ("/wmts/1.0.0/WMTSCapabilities.xml", "get"): ("WMTS capabilities (REST)", [], XML, 200),
+    ("/wms", "get"): ("WMS 1.3.0 (GetCapabilities, GetMap, GetFeatureInfo, "
+                      "GetLegendGraphic)", ["SERVICE", "REQUEST"], XML, 200),
+    ("/collections/{collectionId}/map/tiles", "get"): (
+        "A vector collection's map tilesets (drawn in its style)", ["f"], JSON, 200),
+    ("/collections/{collectionId}/map/tiles/{tms}", "get"): ("One map tileset", ["f"], JSON,
+                                                             200),
+    ("/collections/{collectionId}/map/tiles/{tms}/{z}/{row}/{col}", "get"): (
+        "A map tile (an image in the layer's style)", ["f"], "image", 200),
     ("/3dtiles", "get"): ("The 3D scenes the caller may read", [], JSON, 200),
     ("/3dtiles/{layer}/tileset.json", "get"): (
         "A 3D Tiles 1.1 tileset of extruded footprints", ["as-of"], JSON, 200),

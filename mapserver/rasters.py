@@ -23,14 +23,19 @@ from starlette.routing import Route
 
 from access.policy import LayerAccess
 from layers.catalog import Layer
-from layers.errors import OutOfRange
-from layers.grids import CGCS2000, GRIDS, check_tile, fit_zoom, grid, matrix_size
+from layers.grids import CGCS2000, fit_zoom, grid
 from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
 from layers.summary import seen
 from mapserver.deps import app_state, db, note, readable_layer
 from mapserver.ogc import base, carry_key, int_value, number, numbers, parse_datetime
-from mapserver.tileresponse import cache_headers, cache_scope, not_modified, tile_response
+from mapserver.tileresponse import (
+    cache_headers,
+    cache_scope,
+    not_modified,
+    parse_cell,
+    tile_response,
+)
 
 # Changes whenever the way raster tiles are made changes.
 RASTER_FORMAT = "1"
@@ -87,21 +92,6 @@ async def area_of(request: Request, conn, area_id: int | None) -> Polygon | Mult
         # An area that is gone leaves nothing visible rather than everything.
         cache[area_id] = shapely.from_wkb(bytes(row[0])) if row else Polygon()
     return cache[area_id]
-
-
-def parse_cell(tms_name: str, z: str, x: str, y: str):
-    tms = grid(tms_name)
-    if tms is None:
-        raise HTTPException(404, f"no tile matrix set {tms_name!r}; use one of "
-                                 + ", ".join(GRIDS))
-    try:
-        zi, xi, yi = int(z), int(x), int(y)
-    except ValueError as exc:
-        raise HTTPException(400, f"tile address {z}/{x}/{y} is not three integers") from exc
-    if not tms.minzoom <= zi <= tms.maxzoom:
-        raise OutOfRange(f"zoom {zi} is outside {tms.minzoom}..{tms.maxzoom}")
-    check_tile(zi, xi, yi, *matrix_size(tms, zi), f" in {tms_name}")
-    return tms, zi, xi, yi
 
 
 async def raster_tile(request: Request, layer_id: str, tms_name: str, z: str, x: str, y: str,

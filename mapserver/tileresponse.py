@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from layers.errors import OutOfRange
-from layers.grids import check_tile
+from layers.grids import GRIDS, check_tile, grid, matrix_size
 from layers.restrict import Restriction
 from mapserver.deps import access, app_state
 
@@ -34,11 +34,14 @@ def parse_tile(z: str, x: str, y: str) -> tuple[int, int, int]:
     return zi, xi, yi
 
 
-def version_token(versions: list[tuple[str, int, Restriction]], as_of: datetime | None) -> str:
+def version_token(versions: list[tuple[str, int, Restriction]], as_of: datetime | None,
+                  grid: str = "WebMercatorQuad") -> str:
     """Names the bytes of a tile: the data versions read and the limits they were read
     under, so two principals with different limits never share a cached tile or ETag."""
     text = "|".join(f"{layer_id}:{version}:{r.token}" for layer_id, version, r in versions)
     text += f"|{as_of.isoformat() if as_of else ''}|{TILE_FORMAT}"
+    if grid != "WebMercatorQuad":  # Web Mercator's tokens stay as they were
+        text += f"|{grid}"
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
@@ -79,3 +82,19 @@ def tile_response(request: Request, etag: str, body: bytes, media: str, *,
     if cache:
         headers["OneMap-Cache"] = cache
     return Response(body, media_type=media, headers=headers)
+
+
+def parse_cell(tms_name: str, z: str, x: str, y: str):
+    """A cell of a named grid, checked against its matrix (a 404 for an unknown grid)."""
+    tms = grid(tms_name)
+    if tms is None:
+        raise HTTPException(404, f"no tile matrix set {tms_name!r}; use one of "
+                                 + ", ".join(GRIDS))
+    try:
+        zi, xi, yi = int(z), int(x), int(y)
+    except ValueError as exc:
+        raise HTTPException(400, f"tile address {z}/{x}/{y} is not three integers") from exc
+    if not tms.minzoom <= zi <= tms.maxzoom:
+        raise OutOfRange(f"zoom {zi} is outside {tms.minzoom}..{tms.maxzoom}")
+    check_tile(zi, xi, yi, *matrix_size(tms, zi), f" in {tms_name}")
+    return tms, zi, xi, yi

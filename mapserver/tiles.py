@@ -13,7 +13,7 @@ from starlette.routing import Route
 from access.policy import LayerAccess
 from layers.catalog import LAYER_ID, Layer
 from layers.errors import TooCostly
-from layers.grids import fit_zoom
+from layers.grids import CGCS2000, WEB_MERCATOR, fit_zoom
 from layers.registry import Resolved
 from layers.restrict import Restriction, narrowed
 from layers.summary import seen
@@ -23,6 +23,7 @@ from mapserver.ogc import base, carry_key, parse_instant
 from mapserver.tileresponse import (
     cache_scope,
     not_modified,
+    parse_cell,
     parse_tile,
     tile_response,
     version_token,
@@ -93,12 +94,18 @@ async def tile(request: Request) -> Response:
 
 
 async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str,
-                      needs: Callable[[int], dict] | None = None) -> Response:
-    """MVT of one or several layers in WebMercatorQuad, whichever route asked; ``needs``
-    (a base map's) says for a zoom which layers its tile takes and what of each."""
+                      needs: Callable[[int], dict] | None = None,
+                      tms: str = WEB_MERCATOR) -> Response:
+    """MVT of one or several layers in WebMercatorQuad (or, ``tms``, CGCS2000Quad's
+    lon/lat cells), whichever route asked; ``needs`` (a base map's) says for a zoom which
+    layers its tile takes and what of each."""
     state = app_state(request)
     ids = parse_ids(layers, state.settings.max_tile_layers)
-    z, x, y = parse_tile(zs, xs, ys)
+    geographic = tms == CGCS2000
+    if geographic:
+        _, z, x, y = parse_cell(tms, zs, xs, ys)
+    else:
+        z, x, y = parse_tile(zs, xs, ys)
     wanted = needs(z) if needs is not None else None
     if wanted is not None:
         ids = [i for i in ids if i in wanted]
@@ -116,31 +123,32 @@ async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str,
         if sources is None:
             raise no_layers(ids)
         # Generalized tiles are few and dear: worth a version check to serve them cached.
-        cached = state.cache.enabled and z < min(s.detail_zoom for s in sources)
+        cached = state.cache.enabled and (z + geographic) < min(s.detail_zoom for s in sources)
+        cell = (tms, z, x, y) if geographic else (z, x, y)
         if inm or cached:
             resolved = await resolve(request, conn, ids)
             limits = _limits(request, [r.source for r, _ in resolved], ids, wanted) \
                 if wanted is not None else [a.restriction for _, a in resolved]
             token = version_token([(r.layer.id, r.version, lim)
                                    for (r, _), lim in zip(resolved, limits, strict=True)],
-                                  as_of)
+                                  as_of, tms)
             etag = f'"{token}"'
             if (unchanged := not_modified(request, etag)) is not None:
                 return unchanged
-            hit = state.cache.get((token, z, x, y)) if cached else None
+            hit = state.cache.get((token, *cell)) if cached else None
             if hit is not None:
                 note(request, ids, _kept(hit[1]), tile=f"{z}/{x}/{y}")
                 return tile_response(request, etag, hit[0], MVT, report=hit[1], cache="hit")
-        rows, limits = await _render(request, conn, ids, z, x, y, as_of, wanted)
+        rows, limits = await _render(request, conn, ids, z, x, y, as_of, wanted, geographic)
     versions = [(layer_id, row[3], r) for layer_id, row, r in zip(ids, rows, limits,
                                                                   strict=True)]
-    token = version_token(versions, as_of)
+    token = version_token(versions, as_of, tms)
     body = b"".join(bytes(row[0] or b"") for row in rows)
     report = ", ".join(f"{layer_id};covered={row[1]};kept={row[2]};method={row[5]}"
                        for layer_id, row in zip(ids, rows, strict=True))
     note(request, ids, sum(int(row[2]) for row in rows), tile=f"{z}/{x}/{y}")
     if cached:
-        state.cache.put((token, z, x, y), body, report)
+        state.cache.put((token, *cell), body, report)
     return tile_response(request, f'"{token}"', body, MVT, report=report,
                          cache="miss" if cached else None)
 
@@ -151,8 +159,8 @@ def _kept(report: str) -> int:
 
 
 async def _render(request: Request, conn, ids: list[str], z: int, x: int, y: int,
-                  as_of: datetime | None, needs: dict | None = None
-                  ) -> tuple[list[tuple], list[Restriction]]:
+                  as_of: datetime | None, needs: dict | None = None,
+                  geographic: bool = False) -> tuple[list[tuple], list[Restriction]]:
     """Each layer's (mvt, covered, kept, version, schema_version, method), and the limits
     they were made under."""
     registry = app_state(request).registry
@@ -163,9 +171,10 @@ async def _render(request: Request, conn, ids: list[str], z: int, x: int, y: int
         limits = _limits(request, sources, ids, needs)
         rows, stale = [], []
         for source, limit in zip(sources, limits, strict=True):
-            query, method, extra = source.query_bytes(z, as_of is not None, conn, limit)
-            cur = await conn.execute(query, {**params(source.id, z, x, y, as_of), **extra},
-                                     prepare=True)
+            query, method, extra = source.query_bytes(z, as_of is not None, conn, limit,
+                                                      geographic)
+            cur = await conn.execute(query, {**params(source.id, z, x, y, as_of, geographic),
+                                             **extra}, prepare=True)
             row = await cur.fetchone()
             # No row: the layer was removed since its source was built.
             if row is None or row[4] != source.schema_version:

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import numpy as np
 import pyproj
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -57,6 +58,9 @@ CRSS: dict[str, tuple[int, bool]] = {
 }
 LISTED_CRS = [c for c in CRSS if c != "EPSG:900913"]
 MERCATOR_LAT = 85.0511
+ET.register_namespace("ogc", OGC_NS)
+ET.register_namespace("xlink", XLINK_NS)
+ET.register_namespace("xsi", XSI_NS)
 INFO_TOLERANCE = 4  # pixels around the queried one
 
 
@@ -80,14 +84,13 @@ def _href(parent: ET.Element, tag: str, url: str) -> ET.Element:
 
 
 def _xml(root: ET.Element) -> bytes:
+    # ElementTree's prefixes are global and WMTS has another default namespace: each
+    # document names its own just before it is written (in one step of the event loop).
     ET.register_namespace("", WMS_NS)
-    ET.register_namespace("xlink", XLINK_NS)
-    ET.register_namespace("xsi", XSI_NS)
     return ET.tostring(root, xml_declaration=True, encoding="utf-8")
 
 
 def exception_report(exc: WmsError) -> Response:
-    ET.register_namespace("ogc", OGC_NS)
     root = ET.Element(f"{{{OGC_NS}}}ServiceExceptionReport", {
         "version": "1.3.0", f"{{{XSI_NS}}}schemaLocation":
             f"{OGC_NS} http://schemas.opengis.net/wms/1.3.0/exceptions_1_3_0.xsd"})
@@ -150,6 +153,14 @@ async def wms(request: Request) -> Response:
     except DomainError as exc:
         code = "LayerNotDefined" if isinstance(exc, NotFound) else None
         return await _refuse(request, p, WmsError(code, str(exc), status_of(exc) or 400))
+    except HTTPException as exc:
+        if exc.status_code >= 500:
+            raise
+        # What the shared readers refuse: a time without a slice, a bad raster parameter.
+        time = "TIME" in p.raw and "time slice" in str(exc.detail)
+        return await _refuse(request, p, WmsError(
+            "InvalidDimensionValue" if time else "InvalidParameterValue", str(exc.detail),
+            400, "TIME" if time else None))
 
 
 async def _refuse(request: Request, p: Params, exc: WmsError) -> Response:

@@ -1,8 +1,8 @@
 """WMTS 1.0.0 for GIS desktops: capabilities (KVP and REST) and KVP GetTile.
 
-Raster layers are offered in every grid with a Time dimension; vector layers as MVT in Web
-Mercator and as images drawn in their style (PNG, JPEG, WebP) in WebMercatorQuad and
-CGCS2000Quad; base maps (``basemap:emap``) as images in both. ResourceURL templates point
+Raster layers are offered in every grid with a Time dimension; vector layers as MVT and as
+images drawn in their style (PNG, JPEG, WebP) in WebMercatorQuad and CGCS2000Quad; base
+maps (``basemap:emap``) as images in both. ResourceURL templates point
 at the ``/tiles`` and ``/basemaps`` routes, so REST and KVP tiles are made by the same code
 and are the same bytes. Errors are OWS exception reports, the form WMTS clients read. Only
 layers the caller may read are listed.
@@ -46,7 +46,6 @@ WMTS_NS = "http://www.opengis.net/wmts/1.0"
 OWS_NS = "http://www.opengis.net/ows/1.1"
 XLINK_NS = "http://www.w3.org/1999/xlink"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
-ET.register_namespace("", WMTS_NS)
 ET.register_namespace("ows", OWS_NS)
 ET.register_namespace("xlink", XLINK_NS)
 ET.register_namespace("xsi", XSI_NS)
@@ -135,11 +134,8 @@ def _layer(contents: ET.Element, request: Request, layer: Layer) -> None:
         _limits(link, layer, g)
     for f in formats:
         ext = RASTER_FORMATS.get(f, "mvt")
-        if layer.kind == "raster" or f != MVT:
-            template = (f"{b}/tiles/{layer.id}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/"
-                        f"{{TileRow}}.{ext}" + ("?datetime={Time}" if times else ""))
-        else:
-            template = f"{b}/tiles/{layer.id}/{{TileMatrix}}/{{TileCol}}/{{TileRow}}.mvt"
+        template = (f"{b}/tiles/{layer.id}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/"
+                    f"{{TileRow}}.{ext}" + ("?datetime={Time}" if times else ""))
         _sub(el, _w("ResourceURL"), format=f, resourceType="tile", template=template)
 
 
@@ -240,6 +236,9 @@ async def capabilities(request: Request) -> Response:
         _basemap(contents, request, bm, extent)
     for name in GRIDS:
         _matrix_set(contents, name)
+    # ElementTree's prefixes are global and WMS has another default namespace: each
+    # document names its own just before it is written (in one step of the event loop).
+    ET.register_namespace("", WMTS_NS)
     body = ET.tostring(root, xml_declaration=True, encoding="utf-8")
     return Response(body, media_type=XML, headers={"Cache-Control": "private, no-cache"})
 
@@ -286,11 +285,12 @@ async def kvp(request: Request) -> Response:
     fmt = q["format"]
     try:
         if fmt == MVT:
-            if q["tilematrixset"] != WEB_MERCATOR:
+            if q["tilematrixset"] not in IMAGE_GRIDS:
                 return exception_report(400, "InvalidParameterValue", "vector tiles are "
-                                        f"made in {WEB_MERCATOR} only", "tilematrixset")
+                                        f"made in {' and '.join(IMAGE_GRIDS)}",
+                                        "tilematrixset")
             return await vector_tile(request, q["layer"], q["tilematrix"], q["tilecol"],
-                                     q["tilerow"])
+                                     q["tilerow"], tms=q["tilematrixset"])
         if fmt not in RASTER_FORMATS:
             return exception_report(400, "InvalidParameterValue",
                                     f"FORMAT {fmt!r} is not one of "

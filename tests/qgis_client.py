@@ -69,6 +69,8 @@ def main() -> None:
                           f"&layers={raster}&styles=default&tileMatrixSet=WebMercatorQuad"
                           f"&url={caps}", raster, "wms")
     out["wmts"] = {"valid": wmts.isValid()}
+    if not wmts.isValid():  # what QGIS made of it, for the test's message
+        out["wmts"]["error"] = wmts.error().summary()[:2000]
     if wmts.isValid():
         draw(wmts, png)
         extent = wmts.extent()

@@ -19,6 +19,7 @@ RUNS = {
     "authorization": ["--rounds", "1", "--seconds", "1", "--lists", "z14"],
     "raster_tiles": ["--rounds", "1", "--seconds", "1"],
     "emap_tiles": ["--rounds", "1", "--seconds", "1"],
+    "map_images": ["--rounds", "1", "--seconds", "1"],
     "scenes3d": ["--rounds", "1", "--seconds", "1"],
     "registry": ["--lookups", "5", "--warm", "2"],
     "profile_tiles": ["--seconds", "1"],  # prints its profile; writes no figures

@@ -316,7 +316,8 @@ def test_catalog_health_and_viewer(http, sample_layers):
     assert {ln["rel"] for ln in districts["links"]} == {
         "items", "http://www.opengis.net/def/rel/ogc/1.0/queryables", "describedby",
         "tilejson", "stylesheet", "related",
-        "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"}
+        "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector",
+        "http://www.opengis.net/def/rel/ogc/1.0/tilesets-map"}
     page = http.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "/static/vendor/maplibre-gl.js" in page.text
     assert "https://" not in page.text  # nothing from a CDN

@@ -396,6 +396,14 @@ def test_image_tiles_in_both_grids_with_etags_and_cache(http, zones, tms_name):
     other = http.get(url, headers=district)
     assert other.status_code == 200 and other.headers["etag"] != etag
     assert http.get(url).status_code == 404
+    # The layer's vector tile of the same cell, in the same grid.
+    import mapbox_vector_tile
+
+    mvt = http.get(url.replace(".png", ".mvt"), headers=reader)
+    assert mvt.status_code == 200, mvt.text
+    zids = {f["properties"].get("zid") for f in
+            mapbox_vector_tile.decode(mvt.content)["wz_zones"]["features"]}
+    assert "156110108" in zids
     # The same image through OGC API - Tiles' map tileset.
     sets = http.get("/collections/wz_zones/map/tiles", headers=reader).json()
     assert {s["dataType"] for s in sets["tilesets"]} == {"map"}
@@ -412,6 +420,8 @@ def test_wmts_offers_vector_layers_as_images_in_both_grids(http, zones):
                                              "wmtsGetCapabilities_response.xsd")))
     doc = etree.fromstring(r.content)
     assert schema.validate(doc), schema.error_log
+    # Its own default namespace, as QGIS reads it, after the WMS documents of this module.
+    assert b'<Capabilities xmlns="http://www.opengis.net/wmts/1.0"' in r.content[:200]
     ns = {"w": "http://www.opengis.net/wmts/1.0", "o": "http://www.opengis.net/ows/1.1"}
     layer = doc.xpath("//w:Layer[o:Identifier='wz_zones']", namespaces=ns)[0]
     assert "image/png" in layer.xpath("w:Format/text()", namespaces=ns)
@@ -457,5 +467,7 @@ def test_raster_layers_draw_under_vector_layers_with_a_time_dimension(http, scen
     assert (img[..., 3] == 255).mean() > 0.9 and img[..., :3].std() > 5  # the scene
     older = _png(http.get(url + "&TIME=2001-08-01").content)
     assert older.shape == img.shape
+    none = http.get(url + "&TIME=1990-01-01")
+    assert none.status_code == 400 and b'code="InvalidDimensionValue"' in none.content
     jpeg = http.get(url.replace("image/png", "image/jpeg"))
     assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
