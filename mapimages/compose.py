@@ -279,6 +279,9 @@ def _symbol(v: dict[str, Any], icons: Path | None) -> list[ET.Element]:
         "fontset-name": "bold" if bold else "regular", "size": _fmt(size),
         "fill": colour, "opacity": _fmt(alpha * _num(v["text-opacity"])),
         "halo-fill": halo, "halo-radius": _fmt(_num(v["text-halo-width"]) * halo_alpha),
+        # Halos drawn from the glyphs' bitmaps, not stroked outlines: a quarter of an
+        # image's time, for the same look at map sizes.
+        "halo-rasterizer": "fast",
         "wrap-width": _fmt(_num(v["text-max-width"]) * size),
         "character-spacing": _fmt(_num(v["text-letter-spacing"]) * size),
         "margin": _fmt(_num(v["text-padding"])),
