@@ -105,7 +105,9 @@ def map_xml(drawn: list[Drawn], srs: str, zoom: float, icons: Path | None,
             names.append(name)
         if not names:
             continue
-        layer = ET.SubElement(root, "Layer", {"name": f"l{n}", "srs": srs})
+        # One read of the rows for all its styles (Mapnik reads once per style otherwise).
+        layer = ET.SubElement(root, "Layer", {"name": f"l{n}", "srs": srs,
+                                              "cache-features": "true"})
         for name in names:
             ET.SubElement(layer, "StyleName").text = name
         ds = ET.SubElement(layer, "Datasource")

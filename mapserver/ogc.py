@@ -66,6 +66,15 @@ def layer_links(request: Request, layer: Layer) -> list[dict[str, str]]:
     ]
 
 
+def union(extents: list) -> tuple[float, float, float, float] | None:
+    """The box around lon/lat boxes (None ones left out); None for none."""
+    found = [e for e in extents if e]
+    if not found:
+        return None
+    return (min(e[0] for e in found), min(e[1] for e in found),
+            max(e[2] for e in found), max(e[3] for e in found))
+
+
 # The largest whole number a parameter may be: PostgreSQL's integer, so no value a client
 # sends overflows a column or a LIMIT.
 MAX_INT = 2 ** 31 - 1

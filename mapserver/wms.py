@@ -37,7 +37,7 @@ from mapserver import images
 from mapserver.deps import access, app_state, db, note
 from mapserver.errors import status_of
 from mapserver.images import BASEMAP, Part
-from mapserver.ogc import base, carry_key
+from mapserver.ogc import base, carry_key, union
 from mapserver.tileresponse import cache_scope
 from styles import basemaps, store
 from styles.build import style_layers
@@ -247,6 +247,14 @@ def _extent_crss(e: tuple[float, float, float, float]) -> list[str]:
             *([f"EPSG:{zone}"] if zone else [])]
 
 
+def _boxes(parent: ET.Element, extent: tuple[float, float, float, float] | None) -> None:
+    """A layer's geographic box and its boxes in the CRSs it is offered in."""
+    if extent:
+        _geographic(parent, extent)
+        for crs in _extent_crss(extent):
+            _bbox(parent, crs, extent)
+
+
 def _legend_url(request: Request, name: str) -> str:
     return carry_key(request, f"{base(request)}/wms?SERVICE=WMS&VERSION=1.3.0"
                               f"&REQUEST=GetLegendGraphic&FORMAT=image/png&LAYER={name}")
@@ -272,10 +280,7 @@ def _layer(parent: ET.Element, request: Request, layer: Layer, times: list[str])
         kw = _sub(el, "KeywordList")
         for k in layer.keywords:
             _sub(kw, "Keyword", k)
-    if layer.extent:
-        _geographic(el, layer.extent)
-        for crs in _extent_crss(layer.extent):
-            _bbox(el, crs, layer.extent)
+    _boxes(el, layer.extent)
     if times:
         _sub(el, "Dimension", ",".join(times), name="time", units="ISO8601",
              default=times[0], nearestValue="1")
@@ -332,13 +337,7 @@ async def capabilities(request: Request, p: Params) -> Response:
     _sub(top, "Title", "OneMap")
     for crs in LISTED_CRS:
         _sub(top, "CRS", crs)
-    extents = [ly.extent for ly, _ in shown if ly.extent]
-    if extents:
-        whole = (min(e[0] for e in extents), min(e[1] for e in extents),
-                 max(e[2] for e in extents), max(e[3] for e in extents))
-        _geographic(top, whole)
-        for crs in _extent_crss(whole):
-            _bbox(top, crs, whole)
+    _boxes(top, union([ly.extent for ly, _ in shown]))
     if maps:
         group = _sub(top, "Layer")
         _sub(group, "Title", "Base maps")
@@ -346,13 +345,7 @@ async def capabilities(request: Request, p: Params) -> Response:
             el = _sub(group, "Layer", queryable="0", opaque="1")
             _sub(el, "Name", BASEMAP + bm.id)
             _sub(el, "Title", bm.title)
-            parts = [ids[i].extent for i in bm.layers if ids[i].extent]
-            if parts:
-                e = (min(x[0] for x in parts), min(x[1] for x in parts),
-                     max(x[2] for x in parts), max(x[3] for x in parts))
-                _geographic(el, e)
-                for crs in _extent_crss(e):
-                    _bbox(el, crs, e)
+            _boxes(el, union([ids[i].extent for i in bm.layers]))
             _style(el, request, BASEMAP + bm.id)
     by_department: dict[str, list[Layer]] = {}
     for ly, _ in shown:
@@ -462,7 +455,8 @@ def _map_ask(request: Request, p: Params) -> MapAsk:
 
 async def _parts(request: Request, conn, names: list[str], time: str | None) -> list[Part]:
     try:
-        return await images.parts(request, conn, names, time)
+        # A raster layer's rendering parameters ride along as in its tiles (rescale, ...).
+        return await images.parts(request, conn, names, time, request.query_params)
     except NotFound as exc:
         raise WmsError("LayerNotDefined", str(exc), 404, locator="LAYERS") from None
 

@@ -38,7 +38,7 @@ from layers.summary import seen
 from mapserver.deps import access, db, note
 from mapserver.errors import status_of
 from mapserver.images import BASEMAP, IMAGE_GRIDS, map_tile
-from mapserver.ogc import base
+from mapserver.ogc import base, union
 from mapserver.tiles import MVT, vector_tile
 from styles import basemaps
 
@@ -137,14 +137,6 @@ def _layer(contents: ET.Element, request: Request, layer: Layer) -> None:
         template = (f"{b}/tiles/{layer.id}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/"
                     f"{{TileRow}}.{ext}" + ("?datetime={Time}" if times else ""))
         _sub(el, _w("ResourceURL"), format=f, resourceType="tile", template=template)
-
-
-def union(extents: list) -> tuple[float, float, float, float] | None:
-    found = [e for e in extents if e]
-    if not found:
-        return None
-    return (min(e[0] for e in found), min(e[1] for e in found),
-            max(e[2] for e in found), max(e[3] for e in found))
 
 
 def _basemap(contents: ET.Element, request: Request, bm, extent) -> None:
