@@ -9,8 +9,8 @@ apart, from a street's scale up (``LABEL_ZOOM``; labelling every feature of a ci
 minutes of collisions for MapServer); both read the current rows in Web Mercator. Every
 request of a case is another box (shifted over the city), so neither serves a repeat.
 OneMap runs 2 server processes (each drawing in its 2 image processes), MapServer 8
-FastCGI processes; wrk keeps 8 requests in flight (2, for 20 s, at the city's scale,
-where one image takes seconds). Image tiles: the z12 to z15 cells
+FastCGI processes; wrk keeps 8 requests in flight (2, for three times as long, at the
+city's scale, where one image takes seconds). Image tiles: the z12 to z15 cells
 over the centre, cached after a first pass. Usage:
 
     make bench-images      # or: .venv/bin/python bench/map_images.py [--rounds 3]
@@ -35,7 +35,7 @@ from pyproj import Transformer
 from umn_mapserver import MapServer, available, wms_mapfile
 
 CONCURRENCY = 8
-CITY_CONCURRENCY, CITY_SECONDS = 2, 20
+CITY_CONCURRENCY, CITY_LONGER = 2, 3
 WORKERS = 2
 KINDS = {"camera": "#e6550d", "lamp": "#3182bd", "sensor": "#31a354", "signal": "#756bb1",
          "hydrant": "#de2d26", "bin": "#636363"}
@@ -154,7 +154,7 @@ def main() -> None:
                             sizes[n] = [len(r.content)]
                         # A city's image takes seconds: two at a time (one per core),
                         # for long enough that some end.
-                        conc, secs = ((CITY_CONCURRENCY, max(args.seconds, CITY_SECONDS))
+                        conc, secs = ((CITY_CONCURRENCY, args.seconds * CITY_LONGER)
                                       if scale == "city" else (CONCURRENCY, args.seconds))
                         runs: dict[str, list[dict]] = {n: [] for n in peers}
                         for i in range(args.rounds):

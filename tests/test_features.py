@@ -293,7 +293,9 @@ def test_collection_lists_its_crs(http, sample_layers):
     doc = http.get("/collections/districts").json()
     assert doc["storageCrs"] == "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
     assert set(doc["crs"]) == {"http://www.opengis.net/def/crs/OGC/1.3/CRS84", EPSG + "4326",
-                               EPSG + "4490", EPSG + "3857"}
+                               EPSG + "4490", EPSG + "3857",
+                               # the CGCS2000 Gauss-Kruger zones, 6- and 3-degree
+                               *(f"{EPSG}{code}" for code in range(4491, 4555))}
 
 
 def test_html_pages_for_people(http, db, sample_layers):

@@ -337,7 +337,9 @@ def test_wmts_capabilities_and_tiles_through_owslib(http, server, sample_layers,
     imagery = wmts.contents["imagery"]
     assert {"image/png", "image/webp", "image/jpeg"} <= set(imagery.formats)
     assert imagery.dimensions["Time"]["default"] == "2011-08-01T00:00:00Z"
-    assert wmts.contents["roads"].formats == ["application/vnd.mapbox-vector-tile"]
+    # Vector layers: their tiles, and images drawn in their style.
+    assert wmts.contents["roads"].formats == ["application/vnd.mapbox-vector-tile",
+                                              "image/png", "image/jpeg", "image/webp"]
     cg = wmts.tilematrixsets[CGCS2000]
     assert cg.tilematrix["0"].matrixwidth == 2 and cg.tilematrix["0"].matrixheight == 1
     assert cg.tilematrix["0"].topleftcorner == (90.0, -180.0)
@@ -381,8 +383,9 @@ def test_ogc_api_tiles(http, sample_layers, rasters):
     via_ogc = http.get(url)
     assert via_ogc.content == http.get(f"/tiles/imagery/{CGCS2000}/13/{t.x}/{t.y}.png").content
     vec = http.get("/collections/roads/tiles").json()["tilesets"]
-    assert [v["dataType"] for v in vec] == ["vector"]
-    assert http.get(f"/collections/roads/tiles/{CGCS2000}").status_code == 404
+    assert [v["dataType"] for v in vec] == ["vector", "vector"]  # in both grids
+    assert http.get(f"/collections/roads/tiles/{CGCS2000}").status_code == 200
+    assert http.get("/collections/roads/tiles/WorldCRS84Quad").status_code == 404
     collections = {c["id"]: c for c in http.get("/collections").json()["collections"]}
     assert collections["imagery"]["dataType"] == "map"
     assert collections["imagery"]["extent"]["temporal"]["values"] == [
