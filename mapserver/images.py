@@ -152,7 +152,9 @@ async def _basemap(request, conn, name: str, n: int) -> Part:
         bm, of = await basemaps.fetch_with_labels_source(conn, basemap_id)
     except NotFound:
         raise NotFound(f"no layer {name!r}") from None
-    catalog = {ly.id: ly for ly in await fetch_layers(conn, ids=list(bm.layers))}
+    vector = await _vector_layers(app_state(request), conn, list(bm.layers))
+    catalog = vector[0] if vector is not None else {
+        ly.id: ly for ly in await fetch_layers(conn, ids=list(bm.layers))}
     found = [(catalog.get(i), _readable(request, catalog.get(i), name)) for i in bm.layers]
     if bm.kind == "raster":
         layer, a = found[0]
@@ -328,13 +330,18 @@ async def map_tile(request, names: list[str], tms_name: str, z: str, x: str, y: 
     state = app_state(request)
     cell = f"{tms_name}/{zi}/{xi}/{yi}"
     async with db(request, "tiles") as conn:
-        found = await parts(request, conn, names, params.get("datetime"), params)
-        if len(found) == 1 and not found[0].vector and not names[0].startswith(BASEMAP):
-            pass  # a raster layer: its own tile route, after the connection is back
+        # One name that is no vector layer (one indexed read tells): a raster layer's own
+        # tile (or its 404), made by the raster route without reading the layer twice.
+        alone = len(names) == 1 and not names[0].startswith(BASEMAP) and (
+            not LAYER_ID.match(names[0])
+            or await state.registry.resolve(conn, names) is None)
+        if alone:
+            pass  # after the connection is back
         elif tms_name not in IMAGE_GRIDS:
             raise NotFound(f"image tiles of vector layers and base maps are made in "
                            f"{' and '.join(IMAGE_GRIDS)}")
         else:
+            found = await parts(request, conn, names, params.get("datetime"), params)
             note(request, sorted({ly.id for part in found for ly, _ in part.layers}),
                  tile=cell)
             text = "|".join([*(part.token() for part in found), cell, fmt, IMAGE_FORMAT])

@@ -14,7 +14,7 @@ import html
 import json
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -31,8 +31,8 @@ from layers.errors import DomainError, NotFound
 from layers.features import GAUSS_KRUGER, ItemsQuery
 from layers.restrict import filterable
 from layers.summary import seen
-from mapimages.draw import LONLAT, View
-from mapimages.legend import legend_xml
+from mapimages.draw import LONLAT, View, over
+from mapimages.legend import legend_xml, message_xml
 from mapserver import images
 from mapserver.deps import access, app_state, db, note
 from mapserver.errors import status_of
@@ -186,9 +186,6 @@ async def _refuse(request: Request, p: Params, exc: WmsError) -> Response:
 
 
 async def _error_image(request: Request, canvas: np.ndarray, text: str) -> np.ndarray:
-    from mapimages.draw import over
-    from mapimages.legend import message_xml
-
     h, w = canvas.shape[:2]
     drawn = await app_state(request).images.draw_xml(message_xml(text, w, h), (0, 0, w, h),
                                                      w, h)
@@ -518,8 +515,6 @@ async def feature_info(request: Request, p: Params) -> Response:
 
 def _unswapped(crs: features.Crs) -> features.Crs:
     """The CRS with easting first: the box is made in the image's own order."""
-    from dataclasses import replace
-
     return replace(crs, lat_first=False)
 
 
@@ -585,8 +580,6 @@ async def legend_graphic(request: Request, p: Params) -> Response:
     xml, width, height = legend_xml(title, entries)
     rgba = await app_state(request).images.draw_xml(xml, (0, 0, width, height), width, height)
     if fmt == "jpg":
-        from mapimages.draw import over
-
         white = np.full_like(rgba, 255)
         rgba = over(white, rgba)
     body = await anyio.to_thread.run_sync(images.encode_rgba, rgba, fmt)

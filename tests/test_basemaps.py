@@ -131,6 +131,8 @@ def test_emap_as_images_in_both_grids_as_tianditu_clients_ask(http, city):
     assert w[..., :3].std() > 10
     colours = {tuple(v) for v in w[..., :3].reshape(-1, 3)}
     assert (0xF2, 0xEF, 0xE9) in colours or len(colours) > 50  # the map's paper, and more
+    caps = http.get("/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetCapabilities").text
+    assert '<Layer queryable="0" opaque="1"><Name>basemap:emap</Name>' in caps
     m = http.get("/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetMap&LAYERS=basemap:emap"
                  "&STYLES=&CRS=EPSG:4326&BBOX=60.164,24.935,60.179,24.9534&WIDTH=512"
                  "&HEIGHT=512&FORMAT=image/png")

@@ -174,7 +174,6 @@ def test_capabilities_validate_and_list_what_the_caller_may_read(http, zones, se
     layer = wms["wz_zones"]
     assert layer.queryable == 1 and "EPSG:4547" in layer.crsOptions
     assert layer.styles["default"]["legend"].startswith(server)
-    assert "basemap:emap" not in wms.contents or wms["basemap:emap"].opaque
 
 
 def test_getmap_draws_the_style_by_category(http, zones, server):
