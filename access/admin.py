@@ -98,16 +98,17 @@ async def create_department(conn: AsyncConnection, actor: Actor, levels: tuple[s
 
 async def create_principal(conn: AsyncConnection, actor: Actor, *, name: str, kind: str,
                            department: str, subject: str | None = None,
-                           admin: bool = False) -> dict[str, Any]:
+                           admin: bool = False, publisher: bool = False) -> dict[str, Any]:
     if kind not in ("user", "service"):
         raise AdminError(f"kind {kind!r} is not user or service")
     try:
         async with conn.transaction():
             row = await _one(conn, "INSERT INTO onemap.principals (name, kind, department_id,"
-                             " subject, admin) VALUES (%s, %s, %s, %s, %s) RETURNING *",
-                             (name, kind, department, subject, admin))
+                             " subject, admin, publisher) VALUES (%s, %s, %s, %s, %s, %s)"
+                             " RETURNING *", (name, kind, department, subject, admin, publisher))
             await _audit(conn, actor, "create principal", [],
-                         {"principal": name, "department": department, "admin": admin})
+                         {"principal": name, "department": department, "admin": admin,
+                          "publisher": publisher})
     except psycopg.errors.UniqueViolation as exc:
         raise Conflict(f"a principal named {name!r} or with subject {subject!r} exists") from exc
     except psycopg.errors.ForeignKeyViolation as exc:

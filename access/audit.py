@@ -83,6 +83,11 @@ async def write(conn: AsyncConnection, entries: list[Entry]) -> None:
         await cur.executemany(_INSERT, [e.row() for e in entries])
 
 
+def write_now(conn: psycopg.Connection, entry: Entry) -> None:
+    """One entry written at once, by a process that serves no requests (a job worker)."""
+    conn.execute(_INSERT, entry.row())
+
+
 MAX_QUEUE = 100_000
 
 

@@ -53,7 +53,7 @@ async def _run(args: argparse.Namespace, settings: Settings, url: str) -> Any:
             case "principal":
                 return await admin.create_principal(
                     conn, actor, name=args.name, kind=args.kind, department=args.department,
-                    subject=args.subject, admin=args.admin)
+                    subject=args.subject, admin=args.admin, publisher=args.publisher)
             case "key":
                 return await admin.create_key(
                     conn, actor, principal=args.principal,
@@ -136,6 +136,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--kind", choices=["user", "service"], default="user")
     p.add_argument("--subject", help="the OpenID Connect 'sub' that names this user")
     p.add_argument("--admin", action="store_true", help="may administer everything")
+    p.add_argument("--publisher", action="store_true",
+                   help="may publish new layers for its department")
 
     k = s.add_parser("key", help="make a key for a principal (printed once)")
     k.add_argument("principal")

@@ -118,7 +118,7 @@ class Directory:
         return Principal(
             id=principal_id, name=row["name"], kind=row["kind"], departments=tuple(chain),
             max_level=own["max_level"] if own else None, area_id=area, admin=row["admin"],
-            key_id=key.id if key else None,
+            publisher=row.get("publisher", False), key_id=key.id if key else None,
             key_layers=key.layers if key and key.kind == "embed" else None,
             embedded=key is not None and key.kind == "embed")
 

@@ -33,6 +33,12 @@ What a credential may do beyond reading is decided here too, each by one method:
    anonymously, never through an embedding key); a caller who sees the layer only with
    limits may restyle it as well, since a style shows nothing its limits hide
    (``styles.build.drawable``).
+10. ``publish_refusal``: a whole layer is published (an upload, a re-upload) by a signed-in
+    principal, never through an embedding key. An existing layer needs the publish right
+    on it (rule 3 or 4) seen without limits; a new one a publisher of its department (a
+    principal marked so) or a grant to publish that layer id. The layer belongs to the
+    publisher's department (an administrator names any), and its level is within that
+    department's clearance.
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ class Principal:
     max_level: str | None = None  # its department's clearance
     area_id: int | None = None  # its department's jurisdiction (nearest that has one)
     admin: bool = False
+    publisher: bool = False  # publishes new layers for its department (rule 10)
     key_id: str | None = None
     key_layers: tuple[str, ...] | None = None  # an embedding key's layers
     embedded: bool = False  # the credential is an embedding key: read-only (rule 0)
@@ -186,6 +193,37 @@ class Policy:
             raise Unauthenticated("sign in to set a layer's style")
         return self._publisher_refusal(p, layer, a, "layer",
                                        "only its publishers set its style")
+
+    def publish_refusal(self, p: Principal, layer_id: str, layer: Layer | None,
+                        level: str | None, department: str | None) -> str | None:
+        """Rule 10 (and 0): why ``p`` may not publish ``layer_id`` (``layer`` when it
+        exists) at ``level`` for ``department``, or None."""
+        if p.anonymous:
+            raise Unauthenticated("sign in to publish a layer")
+        if p.embedded:
+            return "embedding keys are read-only"
+        if self.administers(p):
+            return None
+        if department is not None and department != p.department:
+            return (f"you publish for your department {p.department!r}, not for "
+                    f"{department!r}")
+        if layer is not None:
+            a = self.evaluate(p, layer)
+            if a is None or not a.read or not a.publish:
+                return f"you may not publish to layer {layer_id!r}"
+            if a.restriction != NONE:
+                return (f"you see {layer_id!r} with limits (area, filter or fields) and so "
+                        "cannot replace it")
+        else:
+            grant = self._grant(p, layer_id)
+            if not (p.publisher or (grant is not None and grant.can_publish)):
+                return ("you may not publish new layers: ask your department's "
+                        "administrator for the publish right")
+        if level is not None and p.max_level is not None \
+                and self.rank(level) > self.rank(p.max_level):
+            return (f"level {level!r} is above your department's clearance "
+                    f"{p.max_level!r}")
+        return None
 
     def base_page(self, layer: Layer, limit: int, offset: int) -> int:
         """Rule 7: the page size a request of ``layer`` gets; Forbidden past the depth."""
@@ -289,6 +327,11 @@ class Access:
 
     def style_refusal(self, layer: Layer) -> str | None:
         return self.policy.style_refusal(self.principal, layer, self.layer(layer))
+
+    def publish_refusal(self, layer_id: str, layer: Layer | None, level: str | None,
+                        department: str | None) -> str | None:
+        return self.policy.publish_refusal(self.principal, layer_id, layer, level,
+                                           department)
 
     @property
     def department(self) -> str:

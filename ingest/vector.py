@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +71,12 @@ class _Plan:
     nulls: set[str] = field(default_factory=set)
 
 
+# The dictionary types a caller may give a field, as Arrow holds them.
+ARROW_TYPES = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(),
+               "boolean": pa.bool_(), "date": pa.date32(),
+               "datetime": pa.timestamp("us", "UTC")}
+
+
 def _is_csv(path: str) -> bool:
     return path.lower().endswith((".csv", ".csv.gz", ".tsv"))
 
@@ -111,7 +117,8 @@ def _column_names(names: Sequence[str]) -> dict[str, str]:
 
 
 def _plan(path: str, label: str, schema: pa.Schema, meta: dict[str, Any], info: dict[str, Any],
-          key: str | None, produced_field: str | None, source_crs: str | None) -> _Plan:
+          key: str | None, produced_field: str | None, source_crs: str | None,
+          types: dict[str, str] | None = None) -> _Plan:
     geom_col = next((f.name for f in schema
                      if (f.metadata or {}).get(b"ARROW:extension:name") == b"geoarrow.wkb"),
                     None)
@@ -130,8 +137,14 @@ def _plan(path: str, label: str, schema: pa.Schema, meta: dict[str, Any], info: 
     if produced_field and produced_field not in names:
         raise IngestError(label, f"produced-time field {produced_field!r} is not in the file;"
                                  " its fields are: " + ", ".join(names))
+    types = types or {}
+    unknown = sorted(set(types) - set(names))
+    if unknown:
+        raise IngestError(label, f"no field {unknown[0]!r} to give a type; its fields are: "
+                                 + ", ".join(names))
     cols = _column_names(names)
-    fields = [Field(name=cols[f.name], type=_dict_type(f.type), key=f.name in keys,
+    fields = [Field(name=cols[f.name], type=types.get(f.name) or _dict_type(f.type),
+                    key=f.name in keys,
                     nullable=len(keys) != 1 or f.name not in keys, source_name=f.name)
               for f in src_fields]
     default_crs = "EPSG:4326" if _is_csv(path) else None
@@ -143,6 +156,17 @@ def _plan(path: str, label: str, schema: pa.Schema, meta: dict[str, Any], info: 
     return _Plan(label=label, fields=fields, column_of=cols, geom_col=geom_col, fid_col=fid_col,
                  key=keys, produced_field=produced_field, produced_default=produced_default,
                  crs=resolved, total=total if total and total > 0 else None)
+
+
+def _as_type(col: pa.ChunkedArray | pa.Array, t: str, label: str, name: str) -> pa.Array:
+    """The column as its dictionary type says (a type the caller gave may differ from the
+    source's); IngestError naming the field when its values are not of that type."""
+    if t == "string" or t not in ARROW_TYPES or col.type == ARROW_TYPES[t]:
+        return _as_text(col, t)
+    try:
+        return pc.cast(col, ARROW_TYPES[t])
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise IngestError(label, f"field {name!r} is not all {t}: {exc}") from None
 
 
 def _as_text(col: pa.ChunkedArray | pa.Array, t: str) -> pa.Array:
@@ -199,7 +223,7 @@ def _convert(plan: _Plan, batch: pa.RecordBatch, first: int,
         "geom": pa.array(shapely.to_wkb(geoms[keep], hex=True), pa.string()),
     }
     for f in plan.fields:
-        col = _as_text(kept.column(f.source_name), f.type)
+        col = _as_type(kept.column(f.source_name), f.type, plan.label, f.source_name)
         columns[f.name] = col
         if col.null_count:
             plan.nulls.add(f.name)
@@ -226,8 +250,9 @@ def _csv_bytes(table: pa.Table) -> bytes:
 
 
 def _open(path: str, label: str, source_layer: str | None, where: str | None,
-          batch_size: int):
+          batch_size: int, types: dict[str, str] | None = None):
     options = dict(CSV_OPTIONS) if _is_csv(path) else {}
+    guessed: dict[str, str] = {}
     try:
         if source_layer is not None:
             available = [str(name) for name, _ in pyogrio.list_layers(path)]
@@ -235,13 +260,34 @@ def _open(path: str, label: str, source_layer: str | None, where: str | None,
                 raise IngestError(label, f"no layer {source_layer!r}; layers are: "
                                          + ", ".join(available))
         info = pyogrio.read_info(path, layer=source_layer, **options)
+        if options and types:
+            # Told, not guessed: GDAL's guesses stand for the other columns, but the CSV is
+            # read as text (a phone number keeps its leading zero) and cast from there.
+            guessed = {str(n): _numpy_type(str(t))
+                       for n, t in zip(info["fields"], info["dtypes"], strict=True)}
+            options["AUTODETECT_TYPE"] = "NO"
         ctx = open_arrow(path, layer=source_layer, where=where, batch_size=batch_size,
                          return_fids=True, use_pyarrow=True, **options)
     except (DataSourceError, DataLayerError) as exc:
         raise IngestError(label, f"cannot be read as vector data: {exc}") from exc
     except pyogrio.errors.FieldError as exc:
         raise IngestError(label, f"bad --where filter: {exc}") from exc
-    return info, ctx
+    return info, ctx, guessed
+
+
+def _numpy_type(dtype: str) -> str:
+    """A dictionary type for the NumPy type GDAL guessed for a column."""
+    if dtype.startswith(("int", "uint")):
+        return "integer"
+    if dtype.startswith("float"):
+        return "number"
+    if dtype == "bool":
+        return "boolean"
+    if dtype == "datetime64[D]":
+        return "date"
+    if dtype.startswith("datetime64"):
+        return "datetime"
+    return "string"
 
 
 def ingest_vector(
@@ -256,24 +302,35 @@ def ingest_vector(
     produced_field: str | None = None,
     meta: LayerMeta | None = None,
     progress: bool | None = None,
+    field_types: dict[str, str] | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
 ) -> IngestReport:
-    """Load one vector source into ``layer_id``; raises IngestError, leaving the layer as it was."""
+    """Load one vector source into ``layer_id``; raises IngestError, leaving the layer as it was.
+
+    ``field_types``: source field -> dictionary type, where the caller knows better than the
+    file (a phone number is text). ``on_progress(read, total)`` is told after each batch."""
     settings = settings or Settings.from_env()
     meta = meta or LayerMeta()
     path = str(path)
     label = Path(path).name + (f" (layer {source_layer})" if source_layer else "")
     report = IngestReport(layer=layer_id, source=label)
     check_target(label, layer_id, meta, settings.levels)
+    bad = sorted(t for t in (field_types or {}).values() if t not in ARROW_TYPES)
+    if bad:
+        raise IngestError(label, f"field type {bad[0]!r} is not one of "
+                                 + ", ".join(ARROW_TYPES))
     if not path.startswith("/vsi") and not os.path.exists(path):
         raise IngestError(label, f"file not found: {path}")
     url = database_url(settings)
     started = datetime.now(UTC)
     try:
-        info, ctx = _open(path, label, source_layer, where, settings.ingest_batch_size)
+        info, ctx, guessed = _open(path, label, source_layer, where,
+                                   settings.ingest_batch_size, field_types)
         with ctx as (arrow_meta, reader):
             plan = _plan(path, label, reader.schema, arrow_meta, info, key, produced_field,
-                         source_crs)
-            report = _run(url, layer_id, plan, reader, report, meta, progress, settings)
+                         source_crs, guessed | (field_types or {}))
+            report = _run(url, layer_id, plan, reader, report, meta, progress, settings,
+                          on_progress)
     except IngestError as exc:
         log_ingest(url, report, started, exc.reason)
         raise
@@ -299,7 +356,8 @@ def _batches(reader: Any, label: str):
 
 
 def _run(url: str, layer_id: str, plan: _Plan, reader: Any, report: IngestReport,
-         meta: LayerMeta, progress: bool | None, settings: Settings) -> IngestReport:
+         meta: LayerMeta, progress: bool | None, settings: Settings,
+         on_progress: Callable[[int, int | None], None] | None = None) -> IngestReport:
     show = sys.stderr.isatty() if progress is None else progress
     with psycopg.connect(url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
@@ -318,6 +376,8 @@ def _run(url: str, layer_id: str, plan: _Plan, reader: Any, report: IngestReport
                     copy.write(_csv_bytes(rows))
                 bar.update(batch.num_rows)
                 log.info("%s: %d features read", layer_id, read)
+                if on_progress is not None:
+                    on_progress(read, plan.total)
         bar.close()
         report.read = read
         for n, key_value, first in store.staging_duplicates(conn):

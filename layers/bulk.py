@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from layers import overviews, store
-from layers.catalog import Field, Layer, table_of, write_layer
+from layers.catalog import NOTES, Field, Layer, table_of, write_layer
 from layers.errors import Invalid
 from layers.meta import LayerMeta
 
@@ -74,10 +74,10 @@ def geometry_type(types: Sequence[str]) -> str | None:
 
 
 def dictionary(old: Layer | None, staged: Staged,
-               titles: dict[str, str] | None = None) -> list[Field]:
+               notes: dict[str, dict[str, str]] | None = None) -> list[Field]:
     """The layer's data dictionary after this write: the incoming fields as measured, with
-    the classifications and titles already given (``titles`` names new ones), and every
-    earlier field (history holds them)."""
+    the classifications, titles, units and descriptions already given (``notes`` names new
+    ones, by field), and every earlier field (history holds them)."""
     fields = [Field(name=f.name, type=f.type, length=staged.lengths.get(f.name) if
                     f.type == "string" else None,
                     nullable=f.name in staged.nulls and not f.key, key=f.key,
@@ -88,13 +88,27 @@ def dictionary(old: Layer | None, staged: Staged,
         incoming = {f.name for f in fields}
         fields += [Field(f.name, f.type, f.length, True, False, f.source_name, f.level)
                    for f in old.fields if f.name not in incoming]
-        known = {f.name: f.title for f in old.fields}
-        fields = [replace(f, title=known.get(f.name)) for f in fields]
-    unknown = sorted(set(titles or {}) - {f.name for f in fields})
+        known = {f.name: f for f in old.fields}
+        fields = [replace(f, **{n: getattr(known[f.name], n) for n in NOTES})
+                  if f.name in known else f for f in fields]
+    return annotate(fields, notes)
+
+
+def annotate(fields: list[Field], notes: dict[str, dict[str, str]] | None) -> list[Field]:
+    """``fields`` with the titles, units and descriptions in ``notes`` (an empty one
+    clears); Invalid for a field that is not there or a note that is not one."""
+    notes = notes or {}
+    names = {f.name for f in fields}
+    unknown = sorted(set(notes) - names)
     if unknown:
-        raise Invalid(f"no field {unknown[0]!r} to give a title; the fields are "
+        raise Invalid(f"no field {unknown[0]!r} to describe; the fields are "
                       + ", ".join(f.name for f in fields))
-    return [replace(f, title=(titles or {}).get(f.name, f.title)) for f in fields]
+    for name, said in notes.items():
+        bad = sorted(set(said) - set(NOTES))
+        if bad:
+            raise Invalid(f"field {name!r}: {bad[0]!r} is not one of " + ", ".join(NOTES))
+    return [replace(f, **{k: (v.strip() or None) if isinstance(v, str) else None
+                          for k, v in notes.get(f.name, {}).items()}) for f in fields]
 
 
 def write(conn: psycopg.Connection, layer_id: str, old: Layer | None, staged: Staged,
@@ -103,7 +117,7 @@ def write(conn: psycopg.Connection, layer_id: str, old: Layer | None, staged: St
     """Merge staging into the layer; returns the counts (inserted, changed, unchanged,
     closed) and the layer's catalog version after it. A changed layer's detail zoom is the
     lowest from ``detail_zoom`` whose densest tile holds at most ``max_detail_features``."""
-    fields = dictionary(old, staged, meta.field_titles)
+    fields = dictionary(old, staged, meta.notes())
     new_table = not store.table_exists(conn, layer_id)
     if new_table:
         store.create_table(conn, layer_id, fields)

@@ -33,6 +33,10 @@ PG_TYPES = {"integer": "bigint", "number": "double precision", "string": "text",
             "decimal": "numeric"}
 
 
+# What people write about a field in the dictionary, beside what ingest measures.
+NOTES = ("title", "unit", "description")
+
+
 @dataclass(frozen=True)
 class Field:
     """One entry of a layer's data dictionary."""
@@ -45,6 +49,8 @@ class Field:
     source_name: str | None = None
     level: str | None = None  # its classification, when above the layer's
     title: str | None = None  # what people call it (a popup's, a form's label)
+    unit: str | None = None  # of a measure: m, m², kW, people
+    description: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "type": self.type, "length": self.length,
@@ -52,8 +58,9 @@ class Field:
                "source_name": self.source_name or self.name}
         if self.level:
             out["level"] = self.level
-        if self.title:
-            out["title"] = self.title
+        for note in NOTES:
+            if getattr(self, note):
+                out[note] = getattr(self, note)
         return out
 
 

@@ -25,6 +25,15 @@ class LayerMeta:
     level: str | None = None  # classification; a new layer gets the configured default
     # The data dictionary's titles of fields (name -> title); fields not named keep theirs.
     field_titles: dict[str, str] | None = None
+    # Notes on fields (name -> {"title", "unit", "description"}); what is not said is kept.
+    field_notes: dict[str, dict[str, str]] | None = None
+
+    def notes(self) -> dict[str, dict[str, str]]:
+        """The titles and notes together, by field."""
+        out = {name: dict(n) for name, n in (self.field_notes or {}).items()}
+        for name, title in (self.field_titles or {}).items():
+            out.setdefault(name, {})["title"] = title
+        return out
 
     def catalog_values(self, old: Layer | None, layer_id: str, default_level: str, *,
                        role: str, update_cycle: str) -> dict[str, Any]:

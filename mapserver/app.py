@@ -42,6 +42,7 @@ from mapserver import (
     images,
     ogctiles,
     openapi,
+    publish,
     rasters,
     records,
     redact,
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *wmts.routes,
         *wms.routes,
         *ogctiles.routes,
+        *publish.routes,  # POST /layers before the catalog's GET /layers
         *catalog.routes,
         *assets.routes,
         *basemaps.routes,

@@ -29,7 +29,9 @@ from styles.store import MAX_BYTES as MAX_STYLE
 MAX_QUERY = 64 * 1024
 KB, MB = 1024, 1024 * 1024
 # (method, path prefix, path suffix) -> the largest body taken; the first match wins.
+UPLOAD = -1  # the configured upload limit (ONEMAP_UPLOAD_MAX_MB)
 LIMITS: tuple[tuple[tuple[str, ...], str, str, int], ...] = (
+    (("POST",), "/layers", "", UPLOAD),  # a layer's files, published as a job
     (("POST", "PUT", "PATCH"), "/collections/", "", 10 * MB),  # a feature, as GeoJSON
     (("POST", "PUT", "PATCH", "DELETE"), "/admin/", "", 4 * MB),  # an area's polygon
     (("POST",), "/registry/", "", 256 * KB),  # a site to cover, a reservation
@@ -41,10 +43,10 @@ GONE = "onemap.gone"
 WATCH_AFTER = 0.05  # seconds a request without a body runs before its connection is watched
 
 
-def body_limit(method: str, path: str) -> int:
+def body_limit(method: str, path: str, upload: int = DEFAULT_LIMIT) -> int:
     for methods, prefix, suffix, limit in LIMITS:
         if method in methods and path.startswith(prefix) and path.endswith(suffix):
-            return limit
+            return upload if limit == UPLOAD else limit
     return DEFAULT_LIMIT
 
 
@@ -107,7 +109,8 @@ class Guard:
         if why is not None:
             await problem(400, None, why)(scope, receive, send)
             return
-        limit = body_limit(scope["method"], scope["path"])
+        settings = scope["app"].state.onemap.settings
+        limit = body_limit(scope["method"], scope["path"], settings.upload_max_mb * MB)
         declared = _declared_length(scope)
         if declared == "bad":
             await problem(400, None, "Content-Length is not a number")(scope, receive, send)

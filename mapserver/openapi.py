@@ -26,6 +26,17 @@ XML = "application/xml"
 MVT = "application/vnd.mapbox-vector-tile"
 IMAGES = ("image/png", "image/webp", "image/jpeg")
 
+# POST /layers's form (mapserver/publish.py).
+UPLOAD_FORM = {"type": "object", "required": ["layer", "file"], "properties": {
+    "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+    "layer": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
+    **{k: {"type": "string"} for k in (
+        "kind", "title", "description", "level", "sharing_type", "update_cycle",
+        "attribution", "keywords", "department", "key", "source_layer", "source_crs",
+        "where", "produced_field", "time", "nodata", "bands", "elevation")},
+    "fields": {"type": "string", "description": "JSON: field -> {type, title, unit, "
+                                                "description}"}}}
+
 _Q = {
     "limit": {"schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
                          "default": DEFAULT_LIMIT},
@@ -155,6 +166,13 @@ _OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
                                  200),
     ("/layers", "get"): ("The catalog with data dictionaries", [], JSON, 200),
     ("/layers/{layer}", "get"): ("One layer's catalog entry", [], JSON, 200),
+    ("/layers", "post"): ("Publish a layer: its files and options as a multipart form, "
+                          "queued as an ingest job (see /jobs/{job})", [], JSON, 201),
+    ("/jobs", "get"): ("The caller's jobs, newest first", ["limit"], JSON, 200),
+    ("/jobs/{job}", "get"): ("A job: state, progress and, at its end, its report", [], JSON,
+                             200),
+    ("/jobs/{job}", "delete"): ("Dismiss a job: a waiting one never runs, a running one is "
+                                "rolled back", [], JSON, 200),
     ("/tileMatrixSets", "get"): ("The tile matrix sets", ["f"], JSON, 200),
     ("/tileMatrixSets/{tms}", "get"): ("One tile matrix set", ["f"], JSON, 200),
     ("/collections/{collectionId}/tiles", "get"): ("A collection's tilesets", ["f"], JSON,
@@ -239,7 +257,10 @@ def _operation(path: str, method: str, route: Route) -> dict:
         op["security"] = [{"bearer": []}, {}]
     if method in ("post", "put", "patch"):
         body = GEOJSON if path.startswith("/collections") else JSON
-        op["requestBody"] = {"required": True, "content": {body: {"schema": {"type": "object"}}}}
+        schema: dict = {"type": "object"}
+        if path == "/layers":
+            body, schema = "multipart/form-data", UPLOAD_FORM
+        op["requestBody"] = {"required": True, "content": {body: {"schema": schema}}}
     if method == "options":
         op["responses"] = {"204": {"description": "the methods the caller may use, in Allow"},
                            "404": problem}

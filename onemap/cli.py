@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -17,13 +18,36 @@ SHOWN_ISSUES = 20
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     from layers.db import prepare
-    from mapserver.app import create_app
 
     prepare(settings)  # start and migrate before announcing the URL
-    print(f"OneMap at http://{settings.host}:{settings.port}/", flush=True)
+    job_workers = 0 if args.no_worker else settings.job_workers
+    # Job workers run beside the server, as processes of their own, and end with it.
+    started = [subprocess.Popen([sys.executable, "-m", "onemap.cli",
+                                 *(["-v"] if args.verbose else []), "worker"],
+                                env={**os.environ, "ONEMAP_DATA_DIR": str(settings.data_dir)})
+               for _ in range(job_workers)]
+    print(f"OneMap at http://{settings.host}:{settings.port}/"
+          + (f" ({job_workers} job worker{'s' if job_workers > 1 else ''})"
+             if job_workers else ""), flush=True)
+    try:
+        _uvicorn(settings)
+    finally:
+        for proc in started:
+            proc.terminate()
+        for proc in started:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+def _uvicorn(settings: Settings) -> None:
+    import uvicorn
+
+    from mapserver.app import create_app
+
     if settings.workers > 1:  # each process builds its own app from the same ONEMAP_* env
         uvicorn.run("mapserver.app:create_app", factory=True, host=settings.host,
                     port=settings.port, log_level="info", workers=settings.workers,
@@ -31,6 +55,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     else:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                     log_level="info", proxy_headers=True)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from jobs.worker import work
+    from layers.db import prepare
+
+    prepare(settings)
+    stop = threading.Event()
+    # A stop ends the worker after its job: an ingest half done is rolled back anyway,
+    # and another worker takes the job once this one has gone quiet.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    done = work(settings, once=args.once, stop=stop)
+    if args.once:
+        print(f"{done} job{'s' if done != 1 else ''} run")
     return 0
 
 
@@ -345,7 +387,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port (ONEMAP_PORT, default 8080)")
     s.add_argument("--workers", type=int,
                    help="server processes (ONEMAP_WORKERS, default 1; one per core for rasters)")
+    s.add_argument("--no-worker", action="store_true",
+                   help="start no job worker beside the server (ONEMAP_JOB_WORKERS, default "
+                        "1): run `onemap worker` elsewhere")
     s.set_defaults(func=_serve)
+
+    w = sub.add_parser("worker", help="run queued jobs (uploads published over HTTP)")
+    w.add_argument("--once", action="store_true", help="run the jobs waiting now, then stop")
+    w.set_defaults(func=_worker)
 
     d = sub.add_parser("db", help="the embedded PostgreSQL cluster under ONEMAP_DATA_DIR")
     d.add_argument("action", choices=["start", "stop", "status"])

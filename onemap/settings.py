@@ -90,12 +90,24 @@ class Settings:
     wms_max_width: int = 4096
     wms_max_height: int = 4096
     image_workers: int = 2
+    # Publishing over HTTP: the largest upload (refused by its Content-Length before it is
+    # read), the job workers `onemap serve` starts beside itself (0: run `onemap worker`
+    # elsewhere), and how long a running job may go without a sign of life from its worker
+    # before another worker takes it over. Uploads wait in data_dir/uploads, which the
+    # servers and workers share.
+    upload_max_mb: int = 1024
+    job_workers: int = 1
+    job_stale_seconds: int = 60
     # The glyphs (fonts/) and sprites (sprites/) the styles name, made by make setup.
     map_assets: Path = Path(__file__).resolve().parents[1] / ".tools" / "map-assets"
 
     def budget_ms(self, kind: str) -> int:
         """A statement's time budget for this kind of request (see the budget_* fields)."""
         return int(getattr(self, f"budget_{kind}_ms"))
+
+    @property
+    def uploads(self) -> Path:
+        return self.data_dir / "uploads"
 
     @property
     def raster_root(self) -> str:

@@ -33,6 +33,8 @@ FORBIDDEN = {
     "registry": ("ingest", "mapserver", "starlette", "uvicorn", "pyogrio.raw"),
     "ingest": ("mapserver", "registry", "access", "starlette"),
     "scenes3d": ("mapserver", "ingest", "starlette"),
+    # jobs: run ingest and the like outside requests; no HTTP
+    "jobs": ("mapserver", "registry", "starlette", "uvicorn"),
     # drawing: knows styles and pixels, not callers, storage or HTTP
     "mapimages": ("mapserver", "ingest", "registry", "access", "layers", "starlette"),
 }
@@ -51,7 +53,7 @@ def test_packages_import_only_what_their_layer_may(package):
 def test_http_statuses_are_chosen_in_one_place():
     """Domain errors carry no HTTP status: outside mapserver/ nothing names one."""
     bad = []
-    for package in ("layers", "access", "registry", "ingest", "scenes3d", "mapimages"):
+    for package in ("layers", "access", "registry", "ingest", "scenes3d", "mapimages", "jobs"):
         for module in _imports(package):
             text = (ROOT / module).read_text(encoding="utf-8")
             for word in ("status_code", "HTTPException", "starlette"):

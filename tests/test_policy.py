@@ -150,3 +150,34 @@ def test_registry_changes_are_made_and_decided_by_departments():
     assert not POLICY.may_decide(who("police"), None)
     assert POLICY.may_decide(who("admin"), None)
     assert NONE.token == ""
+
+
+PUBLISHES = [
+    # (who, credential, publisher, layer id, level, department, refusal)
+    ("roads", "api", False, "owned", None, None, None),  # its department's layer
+    ("roads", "api", False, "new_layer", None, None, "publish right"),
+    ("roads", "api", True, "new_layer", None, None, None),
+    ("roads", "api", True, "new_layer", "secret", None, "clearance"),
+    ("roads", "api", True, "new_layer", None, "parks", "your department"),
+    ("roads", "embed", True, "owned", None, None, "read-only"),
+    ("police", "api", True, "owned", None, None, "may not publish"),  # reads it, with limits
+    ("police", "api", True, "secret", None, None, "may not publish"),  # not even there
+    ("clerk", "api", False, "shared", None, None, "with limits"),  # grant 3, fields hidden
+    ("admin", "api", False, "anything", "secret", "parks", None),
+]
+
+
+@pytest.mark.parametrize(("name", "credential", "publisher", "layer_id", "level", "dept",
+                          "refusal"), PUBLISHES)
+def test_publish_rules(name, credential, publisher, layer_id, level, dept, refusal):
+    """Rule 10: who publishes a whole layer, new or existing."""
+    from dataclasses import replace
+
+    p = replace(who(name, credential=credential), publisher=publisher)
+    got = POLICY.publish_refusal(p, layer_id, LAYERS.get(layer_id), level, dept)
+    assert (got is None) if refusal is None else (got is not None and refusal in got), got
+
+
+def test_anonymous_callers_sign_in_to_publish():
+    with pytest.raises(Unauthenticated):
+        POLICY.publish_refusal(who("anonymous"), "x", None, None, None)

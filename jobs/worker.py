@@ -1,0 +1,196 @@
+"""``onemap worker``: runs the queue's jobs, one at a time per worker process.
+
+A job of kind ``ingest`` is an upload published through the same pipeline as the command
+line (``ingest.vector`` / ``ingest.raster``: one transaction, the layer as it was when it
+fails); its files wait in ``Settings.uploads`` and are removed when the job ends. Each run
+is audited as its principal. Workers wait on ``LISTEN onemap_jobs`` and poll besides, so a
+job submitted while none listened is still found.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from access.audit import Entry, write_now
+from ingest.errors import IngestError
+from ingest.raster import ingest_raster
+from ingest.vector import ingest_vector
+from jobs.queue import CHANNEL, Dismissed, beat, claim, finish
+from layers.db import database_url
+from layers.errors import DomainError
+from layers.meta import LayerMeta
+from onemap.settings import Settings
+
+log = logging.getLogger("onemap.jobs")
+
+POLL = 2.0  # seconds between looks at the queue when no notice comes
+BEAT = 10.0  # seconds between heartbeats of a running job
+SHOWN_ISSUES = 1000  # a report keeps this many repaired or rejected features, and counts all
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
+# The file of a multi-file upload that GDAL opens (a shapefile's .shp, not its .dbf).
+MAIN_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".kml", ".gml", ".csv",
+                 ".tab", ".mif", ".gdb", ".sqlite", ".osm.pbf", ".pbf", ".zip", *RASTER_SUFFIXES)
+
+
+def source_path(folder: Path, files: list[str]) -> str:
+    """What GDAL opens of an upload: its one file, a zip as ``/vsizip/``, or the main file
+    of several (a shapefile's .shp beside its .dbf, .shx and .prj)."""
+    names = sorted(files)
+    main = next((n for s in MAIN_SUFFIXES for n in names if n.lower().endswith(s)), names[0])
+    path = str(folder / main)
+    return f"/vsizip/{path}" if main.lower().endswith(".zip") else path
+
+
+def is_raster(path: str) -> bool:
+    return path.lower().endswith(RASTER_SUFFIXES)
+
+
+class Run:
+    """One claimed job: its progress reports (the heartbeat) and its end."""
+
+    def __init__(self, url: str, job: dict[str, Any], worker: str) -> None:
+        self.job, self.worker = job, worker
+        self.conn = psycopg.connect(url, autocommit=True)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._progress = 0
+        self.dismissed = False
+        self._beater = threading.Thread(target=self._beat_loop, daemon=True)
+        self._beater.start()
+
+    def report(self, progress: int, message: str | None = None) -> None:
+        """Progress in percent; raises Dismissed when the job was dismissed meanwhile."""
+        with self._lock:
+            self._progress = max(self._progress, min(99, int(progress)))
+            try:
+                beat(self.conn, self.job["id"], self.worker, self._progress, message)
+            except Dismissed:
+                self.dismissed = True
+                raise
+
+    def _beat_loop(self) -> None:
+        # The bulk write after the last batch may take minutes: the job still lives.
+        while not self._stop.wait(BEAT):
+            try:
+                self.report(self._progress)
+            except (Dismissed, psycopg.Error):
+                return
+
+    def end(self, state: str, message: str | None, result: dict[str, Any] | None) -> None:
+        self._stop.set()
+        self._beater.join(timeout=BEAT + 5)
+        with self._lock:
+            if not finish(self.conn, self.job["id"], self.worker, state, message, result):
+                log.info("job %s was dismissed or taken over; its end is not recorded",
+                         self.job["id"])
+            self.conn.close()
+
+
+def run_ingest(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, Any]:
+    """An upload published; the ingest report as the job's result."""
+    p = job["params"]
+    folder = settings.uploads / p["dir"]
+    path = source_path(folder, p["files"])
+    o = p.get("options", {})
+    meta = LayerMeta(**p.get("meta", {}))
+
+    def progress(read: int, total: int | None) -> None:
+        run.report(90 * read / total if total else 50, f"{read} features read")
+
+    if p.get("kind") == "raster" or (p.get("kind") is None and is_raster(path)):
+        run.report(10, "writing a Cloud-Optimized GeoTIFF")
+        when = datetime.fromisoformat(o["time"]) if o.get("time") else None
+        report = ingest_raster(path, job["layer_id"], settings=settings, time=when,
+                               source_crs=o.get("source_crs"), nodata=o.get("nodata"),
+                               elevation=bool(o.get("elevation")), bands=o.get("bands"),
+                               meta=meta, progress=False)
+        return {"kind": "raster", **report.as_dict(), "summary": report.summary()}
+    types = {n: f["type"] for n, f in p.get("fields", {}).items() if f.get("type")}
+    report = ingest_vector(path, job["layer_id"], settings=settings,
+                           source_layer=o.get("source_layer"), source_crs=o.get("source_crs"),
+                           key=o.get("key"), where=o.get("where"),
+                           produced_field=o.get("produced_field"), meta=meta, progress=False,
+                           field_types=types or None, on_progress=progress)
+    out = report.as_dict()
+    issues = out.pop("issues")
+    return {"kind": "vector", **out, "summary": report.summary(),
+            "issues": issues[:SHOWN_ISSUES], "issues_shown": min(len(issues), SHOWN_ISSUES),
+            "issues_total": len(issues)}
+
+
+KINDS = {"ingest": run_ingest}
+
+
+def audit(url: str, job: dict[str, Any], state: str, detail: dict[str, Any]) -> None:
+    """The run in the audit log, as its principal."""
+    entry = Entry(at=datetime.now(UTC), principal_id=job["principal_id"],
+                  principal=job["principal"], department=job["department"], key_id=None,
+                  action="publish", method="JOB", path=f"/jobs/{job['id']}",
+                  layers=[job["layer_id"]] if job["layer_id"] else [],
+                  detail={"job": str(job["id"]), "kind": job["kind"], "state": state,
+                          **detail}, status=200 if state == "successful" else 422)
+    with psycopg.connect(url, autocommit=True) as conn:
+        write_now(conn, entry)
+
+
+def execute(settings: Settings, url: str, job: dict[str, Any], worker: str) -> str:
+    """Run one claimed job to its end; its state."""
+    run = Run(url, job, worker)
+    started = time.monotonic()
+    state, message, result = "failed", None, None
+    try:
+        result = KINDS[job["kind"]](settings, job, run)
+        state, message = "successful", result.get("summary")
+    except Dismissed:
+        state, message = "dismissed", "dismissed while it ran: nothing was written"
+    except (IngestError, DomainError, ValueError, OSError) as exc:
+        message = str(exc)
+        if run.dismissed:
+            state, message = "dismissed", "dismissed while it ran: nothing was written"
+    except Exception as exc:  # a bug must not end the worker; the job says it failed
+        log.exception("job %s failed", job["id"])
+        message = f"failed: {type(exc).__name__}"
+    run.end(state, message, result)
+    counts = {k: result[k] for k in ("inserted", "changed", "unchanged", "closed",
+                                     "repaired", "rejected") if result and k in result}
+    audit(url, job, state, {"message": message, "seconds": round(time.monotonic() - started,
+                                                                  1), **counts})
+    if job["kind"] == "ingest":
+        shutil.rmtree(settings.uploads / job["params"]["dir"], ignore_errors=True)
+    log.info("job %s (%s %s): %s: %s", job["id"], job["kind"], job["layer_id"], state,
+             message)
+    return state
+
+
+def work(settings: Settings, *, once: bool = False, stop: threading.Event | None = None,
+         name: str | None = None) -> int:
+    """Claim and run jobs until ``stop`` is set (or, ``once``, until none waits); the number
+    of jobs run."""
+    url = database_url(settings)
+    worker = name or f"{socket.gethostname()}:{os.getpid()}"
+    stop = stop or threading.Event()
+    done = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"LISTEN {CHANNEL}")
+        while not stop.is_set():
+            job = claim(conn, worker, settings.job_stale_seconds)
+            if job is None:
+                if once:
+                    break
+                for _ in conn.notifies(timeout=POLL, stop_after=1):
+                    pass
+                continue
+            log.info("job %s (%s %s) started", job["id"], job["kind"], job["layer_id"])
+            execute(settings, url, job, worker)
+            done += 1
+    return done
