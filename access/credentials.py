@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -87,3 +88,66 @@ class OidcVerifier:
         except (jwt.PyJWKClientError, jwt.InvalidTokenError, OSError, ValueError,
                 KeyError) as exc:
             raise CredentialError(f"token refused: {type(exc).__name__}") from exc
+
+
+@dataclass
+class OidcClient:
+    """OneMap as an OpenID Connect client: the authorization-code flow with PKCE. The
+    endpoints come from the issuer's discovery document; the ID token is verified like a
+    Bearer token (signature, issuer, expiry), with this client as its audience and the
+    login's nonce."""
+
+    issuer: str
+    client_id: str
+    client_secret: str | None = None
+    jwks_url: str | None = None
+    scope: str = "openid profile"
+
+    def __post_init__(self) -> None:
+        self._endpoints: dict[str, str] | None = None
+        self._verifier = OidcVerifier(self.issuer, self.client_id, self.jwks_url)
+
+    def endpoints(self) -> dict[str, str]:
+        """The issuer's authorization and token endpoints. Blocking."""
+        if self._endpoints is None:
+            url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+            try:
+                with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310
+                    doc = json.load(resp)
+                self._endpoints = {k: str(doc[k]) for k in ("authorization_endpoint",
+                                                            "token_endpoint")}
+            except (OSError, ValueError, KeyError) as exc:
+                raise CredentialError(f"the sign-in service does not answer: "
+                                      f"{type(exc).__name__}") from exc
+        return self._endpoints
+
+    def authorize_url(self, redirect_uri: str, state: str, challenge: str, nonce: str) -> str:
+        query = urllib.parse.urlencode({
+            "response_type": "code", "client_id": self.client_id, "redirect_uri": redirect_uri,
+            "scope": self.scope, "state": state, "nonce": nonce, "code_challenge": challenge,
+            "code_challenge_method": "S256"})
+        endpoint = self.endpoints()["authorization_endpoint"]
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
+
+    def exchange(self, code: str, verifier: str, redirect_uri: str, nonce: str
+                 ) -> dict[str, Any]:
+        """The verified claims of the ID token the code is worth. Blocking."""
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                "client_id": self.client_id, "code_verifier": verifier}
+        if self.client_secret:
+            form["client_secret"] = self.client_secret
+        req = urllib.request.Request(  # noqa: S310 (the configured issuer's https URL)
+            self.endpoints()["token_endpoint"], data=urllib.parse.urlencode(form).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded",
+                     "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+                answer = json.load(resp)
+            token = str(answer["id_token"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise CredentialError(f"the sign-in service refused the code: "
+                                  f"{type(exc).__name__}") from exc
+        claims = self._verifier.verify(token)
+        if not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
+            raise CredentialError("the sign-in answer is not for this login (nonce)")
+        return claims

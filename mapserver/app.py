@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from access.audit import AuditLog
-from access.credentials import OidcVerifier
+from access.credentials import OidcClient, OidcVerifier
 from access.directory import Directory, Watch
 from access.policy import Caps
 from access.quota import BaseQuota
@@ -48,6 +48,7 @@ from mapserver import (
     redact,
     registry,
     scenes3d,
+    signin,
     tiles,
     wms,
     wmts,
@@ -126,6 +127,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                         settings.base_daily_items)), audit, RateLimiter(), oidc,
                                     BaseQuota(),
                                     RasterRegistry(RasterStore(settings.raster_root)))
+        if settings.oidc_issuer and (settings.oidc_client_id or settings.oidc_audience):
+            app.state.onemap.login = OidcClient(
+                settings.oidc_issuer, settings.oidc_client_id or settings.oidc_audience or "",
+                settings.oidc_client_secret, settings.oidc_jwks_url)
         app.state.onemap.images = Images(url, settings.map_assets / "icons",
                                          settings.budget_images_ms, settings.image_workers)
         writer = asyncio.create_task(audit.run(pool))
@@ -162,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *wmts.routes,
         *wms.routes,
         *ogctiles.routes,
+        *signin.routes,
         *publish.routes,  # POST /layers before the catalog's GET /layers
         *catalog.routes,
         *assets.routes,

@@ -2,12 +2,15 @@
 
 Credentials, in order: ``Authorization: Bearer om_...`` (a OneMap key), ``Authorization:
 Bearer <JWT>`` (from the configured OpenID Connect issuer), ``?key=`` (embedding keys only,
-since map libraries cannot send headers; checked against the key's origins). No credential
-is the anonymous principal. The endpoints then ask ``request.state.access`` about each layer.
+since map libraries cannot send headers; checked against the key's origins), the
+``onemap_session`` cookie of a browser signed in at ``/login`` (its changes carry the
+session's CSRF token). No credential, or a session that ended, is the anonymous principal.
+The endpoints then ask ``request.state.access`` about each layer.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -24,9 +27,13 @@ from access.audit import Entry
 from access.credentials import PREFIX, CredentialError
 from access.directory import Key
 from access.policy import ANONYMOUS, Access, Principal
+from access.sessions import Session, find_session
 from mapserver.errors import problem
 from mapserver.guard import gone
 
+SESSION_COOKIE = "onemap_session"
+CSRF_HEADER = "X-CSRF-Token"
+SESSION = "onemap.session"  # the scope's key for the session a request came with
 # Served to anyone, about no layer: nothing to authorize or audit.
 OPEN_PREFIXES = ("/static/", "/vendor/", "/healthz", "/favicon.ico")
 # Methods that read; a POST to one of READ_POSTS is a lookup with a body, not a change.
@@ -86,7 +93,47 @@ async def authenticate(request: Request, state: Any) -> tuple[Principal, Key | N
                                "the Authorization header")
         _check_embed(request, key)
         return principal, key
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        session = await _session(state, token)
+        if session is not None:
+            try:
+                principal = state.directory.principal(session.principal_id)
+            except CredentialError:  # disabled since it signed in
+                return ANONYMOUS, None
+            request.scope[SESSION] = session
+            return principal, None
+    # No credential, or a session that has ended: the public's view.
     return ANONYMOUS, None
+
+
+async def _session(state: Any, token: str) -> Session | None:
+    known, session = state.sessions.get(token)
+    if not known:
+        try:
+            async with state.pool.connection() as conn:
+                session = await find_session(conn, token)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise Refused(503, "the database is not reachable just now; try again shortly",
+                          {"Retry-After": "5"}) from exc
+        state.sessions.put(token, session)
+    return session
+
+
+def _csrf_refusal(request: Request, session: Session) -> str | None:
+    """A change made with a session cookie carries the session's CSRF token in
+    ``X-CSRF-Token`` (or, from a plain form, as ``csrf`` in the query), and comes from
+    OneMap's own pages when the browser says where it comes from."""
+    given = request.headers.get(CSRF_HEADER) or request.query_params.get("csrf") or ""
+    if not hmac.compare_digest(given.encode(), session.csrf.encode()):
+        return (f"a change made from a signed-in browser carries its CSRF token in "
+                f"{CSRF_HEADER}: reload the page")
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        own = f"{request.url.scheme}://{request.url.netloc}"
+        if origin != own:
+            return f"a change from {origin} is refused here"
+    return None
 
 
 def _action(path: str) -> str:
@@ -132,6 +179,13 @@ class AccessMiddleware:
             if state.watch is None or not state.watch.current():
                 await _refresh(state)
             principal, key = await authenticate(request, state)
+            session = scope.get(SESSION)
+            # Signing in makes a session rather than use one: /login checks its origin.
+            if session is not None and is_write(scope["method"], scope["path"]) \
+                    and not scope["path"].startswith("/login/"):
+                why = _csrf_refusal(request, session)
+                if why is not None:
+                    raise Refused(403, why)
             # Rule 0, before any endpoint: an anonymous writer is told by the endpoint.
             if is_write(scope["method"], scope["path"]) and not principal.anonymous \
                     and not state.directory.policy.may_write(principal):

@@ -17,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from access.audit import AuditLog
-from access.credentials import OidcVerifier
+from access.credentials import OidcClient, OidcVerifier
 from access.directory import Directory, Watch
 from access.policy import Access, LayerAccess
 from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
+from access.sessions import SessionCache
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.errors import Invalid
 from layers.rasters import RasterRegistry
@@ -49,6 +50,10 @@ class AppState:
     watch: Watch | None = None
     # Draws map images (WMS, image tiles) in worker processes of its own.
     images: Images | None = None
+    # Browser sign-in with the OpenID Connect issuer (None: API keys only), and the
+    # sessions seen lately.
+    login: OidcClient | None = None
+    sessions: SessionCache = field(default_factory=SessionCache)
     # Areas by id in lon/lat, for masking raster tiles; areas are never edited.
     areas: dict[int, Any] = field(default_factory=dict)
 

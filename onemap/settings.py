@@ -51,6 +51,12 @@ class Settings:
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
+    # Browser sign-in with the same issuer (authorization code with PKCE): OneMap's client
+    # id there (default: the audience), its secret if the issuer wants one, and how long a
+    # session lasts.
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    session_hours: float = 8.0
     # Access changes reach each server as the database's notices (LISTEN/NOTIFY), so no
     # request reads the access version; off, every request reads it (a pooler in
     # transaction mode cannot LISTEN).
@@ -139,6 +145,11 @@ def _coerce(name: str, kind: str, raw: str) -> object:
             return int(raw)
         except ValueError as exc:
             raise ValueError(f"ONEMAP_{name.upper()} must be an integer, got {raw!r}") from exc
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise ValueError(f"ONEMAP_{name.upper()} must be a number, got {raw!r}") from exc
     if kind == "bool":
         return raw.strip().lower() not in {"0", "false", "no", "off"}
     if kind.startswith("tuple"):

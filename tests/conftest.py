@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import html
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -12,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,23 +92,80 @@ class Issuer:
 
 @pytest.fixture(scope="session")
 def issuer() -> Iterator[Issuer]:
+    """The issuer also signs people in as a browser would see it: discovery, an
+    authorization page (a user name is enough here) that answers with a code, and a token
+    endpoint that checks the PKCE verifier and gives an ID token with the login's nonce."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     body = json.dumps({"keys": [{**jwk, "kid": "test-key", "use": "sig", "alg": "RS256"}]})
+    codes: dict[str, dict[str, str]] = {}
+    issued: list[Issuer] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+        def _send(self, status: int, content: bytes, kind: str = "application/json",
+                  headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(body.encode())
+            self.wfile.write(content)
+
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            url = urllib.parse.urlsplit(self.path)
+            q = dict(urllib.parse.parse_qsl(url.query))
+            if url.path == "/.well-known/openid-configuration":
+                me = issued[0].url
+                self._send(200, json.dumps({
+                    "issuer": me, "authorization_endpoint": f"{me}/authorize",
+                    "token_endpoint": f"{me}/token", "jwks_uri": f"{me}/jwks.json",
+                    "code_challenge_methods_supported": ["S256"]}).encode())
+            elif url.path == "/authorize":
+                hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" '
+                                 f'value="{html.escape(v)}">' for k, v in q.items())
+                self._send(200, (
+                    "<!doctype html><title>City sign-in</title><h1>City sign-in</h1>"
+                    f'<form method="post" action="/authorize">{hidden}'
+                    '<label>User <input name="username" id="username"></label>'
+                    '<button id="go" type="submit">Sign in</button></form>').encode(),
+                    "text/html; charset=utf-8")
+            else:
+                self._send(200, body.encode())
+
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+            if self.path == "/authorize":
+                code = secrets.token_urlsafe(16)
+                codes[code] = form
+                target = form["redirect_uri"] + "?" + urllib.parse.urlencode(
+                    {"code": code, "state": form.get("state", "")})
+                self._send(302, b"", headers={"Location": target})
+                return
+            login = codes.pop(form.get("code", ""), None)
+            verifier = form.get("code_verifier", "")
+            challenge = base64.urlsafe_b64encode(
+                hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if login is None or login.get("code_challenge") != challenge \
+                    or login.get("redirect_uri") != form.get("redirect_uri"):
+                self._send(400, b'{"error": "invalid_grant"}')
+                return
+            me = issued[0]
+            now = int(time.time())
+            token = jwt.encode({"sub": login["username"], "iss": me.url,
+                                "aud": login["client_id"], "iat": now, "exp": now + 300,
+                                "nonce": login.get("nonce")}, key, algorithm="RS256",
+                               headers={"kid": me.kid})
+            self._send(200, json.dumps({"id_token": token, "token_type": "Bearer",
+                                        "access_token": "unused"}).encode())
 
         def log_message(self, *args: Any) -> None:
             pass
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield Issuer(f"http://127.0.0.1:{srv.server_address[1]}", key)
+    issued.append(Issuer(f"http://127.0.0.1:{srv.server_address[1]}", key))
+    yield issued[0]
     srv.shutdown()
 
 

@@ -2,22 +2,13 @@
 // catalog's raster layers over it and its vector layers on top, each in the style the
 // catalog keeps for it, with its legend. The view, the base and the layers are in the URL.
 (async function () {
-  const KEY = 'onemap-key';
-  const key = () => sessionStorage.getItem(KEY);
-  const headers = () => (key() ? { Authorization: `Bearer ${key()}` } : {});
-  const get = url => fetch(url, { headers: headers() });
+  // Signed in or not, the browser's session cookie says who asks (session.js shows who).
+  const get = url => fetch(url, { credentials: 'same-origin' });
   const json = async url => { const r = await get(url); return r.ok ? r.json() : null; };
-  const own = url => url.startsWith('/') || url.startsWith(location.origin);
 
   const params = new URLSearchParams(location.search);
   const placed = Boolean(location.hash); // a permalink's view, before the map writes one
   const [catalog, based] = await Promise.all([json('/layers'), json('/basemaps')]);
-  if (!catalog && key()) { // a key the server no longer takes: back to public layers
-    sessionStorage.removeItem(KEY);
-    alert('OneMap refused the API key; showing public layers.');
-    location.reload();
-    return;
-  }
   const all = catalog ? catalog.layers : [];
   const basemaps = based ? based.basemaps : [];
   const byId = Object.fromEntries(all.map(l => [l.id, l]));
@@ -40,11 +31,10 @@
     times: {},
   };
 
-  signIn();
   const list = document.getElementById('layers');
   if (!vectors.length && !rasters.length && !basemaps.length) {
     list.innerHTML = '<li>No layers yet. Load one with <code>onemap ingest vector</code> ' +
-      'or <code>onemap ingest raster</code>.</li>';
+      'or <code>onemap ingest raster</code>, or publish one from the <a href="/portal">portal</a>.</li>';
   }
   const baseDocs = {};
   await Promise.all(basemaps.map(async b => { baseDocs[b.id] = await json(`/basemaps/${b.id}/style.json`); }));
@@ -53,7 +43,6 @@
     container: 'map', style: await compose(), hash: true, attributionControl: false,
     // Chinese names from OneMap's own CJK glyphs, the same in every browser.
     localIdeographFontFamily: false,
-    transformRequest: url => (own(url) && key() ? { url, headers: headers() } : { url }),
   });
   window.onemapMap = map;
   map.addControl(new maplibregl.NavigationControl());
@@ -376,24 +365,4 @@
     div.appendChild(table);
     new maplibregl.Popup({ maxWidth: '420px' }).setLngLat(e.lngLat).setDOMContent(div).addTo(map);
   });
-
-  // Signing in: an API key, entered once and kept for this tab.
-  function signIn() {
-    const box = document.getElementById('who');
-    if (key()) {
-      box.innerHTML = 'Signed in with a key · <a href="#" id="signout">sign out</a>';
-      box.querySelector('#signout').addEventListener('click', e => {
-        e.preventDefault();
-        sessionStorage.removeItem(KEY);
-        location.reload();
-      });
-    } else {
-      box.innerHTML = 'Public layers · <a href="#" id="signin">sign in with an API key</a>';
-      box.querySelector('#signin').addEventListener('click', e => {
-        e.preventDefault();
-        const given = prompt('Your OneMap API key (kept for this tab only)');
-        if (given && given.trim()) { sessionStorage.setItem(KEY, given.trim()); location.reload(); }
-      });
-    }
-  }
 })();
