@@ -56,6 +56,10 @@ async def _audit(conn: AsyncConnection, actor: Actor, what: str, layers: list[st
         layers=layers, detail=detail, status=200)])
 
 
+# For the other changes to access that are audited the same way (access/sharing.py).
+record = _audit
+
+
 async def _one(conn: AsyncConnection, query: str | sql.Composable,
                params: Any = None) -> dict[str, Any] | None:
     async with conn.cursor(row_factory=dict_row) as cur:

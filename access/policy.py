@@ -39,6 +39,14 @@ What a credential may do beyond reading is decided here too, each by one method:
     principal marked so) or a grant to publish that layer id. The layer belongs to the
     publisher's department (an administrator names any), and its level is within that
     department's clearance.
+11. ``manage_refusal``: a layer's catalog entry, dictionary notes and classification are
+    changed, and the layer withdrawn or restored, by those who may publish it (rule 10's
+    existing-layer case, a withdrawn layer included), within their clearance. A withdrawn
+    layer exists for no reader, an administrator included: it is served to no one.
+12. ``discoverable`` and ``request_refusal``: a layer shared on condition is listed, as its
+    catalog entry only, to signed-in principals cleared for its level, so that their
+    department may ask for it; its owning department decides (rule 11), and the grant it
+    gives is an ordinary grant (rule 3).
 """
 
 from __future__ import annotations
@@ -225,6 +233,33 @@ class Policy:
                     f"{p.max_level!r}")
         return None
 
+    def manage_refusal(self, p: Principal, layer: Layer, level: str | None = None
+                       ) -> str | None:
+        """Rule 11: why ``p`` may not manage ``layer`` (its entry, notes, level, withdrawal,
+        the requests for it), or None; ``level`` is a level it would be given."""
+        return self.publish_refusal(p, layer.id, replace(layer, withdrawn_at=None), level,
+                                    None)
+
+    def discoverable(self, p: Principal, layer: Layer) -> bool:
+        """Rule 12: whether ``p`` sees ``layer``'s catalog entry, to ask for it."""
+        return (not p.anonymous and not p.embedded and layer.withdrawn_at is None
+                and layer.sharing_type == "conditional" and p.max_level is not None
+                and self.rank(layer.level) <= self.rank(p.max_level))
+
+    def request_refusal(self, p: Principal, layer: Layer) -> str | None:
+        """Rule 12: why ``p``'s department may not ask for ``layer``, or None."""
+        if p.anonymous:
+            raise Unauthenticated("sign in to ask for a layer")
+        if p.embedded:
+            return "embedding keys are read-only"
+        if p.department is None:
+            return "only a department asks for a layer"
+        if layer.department == p.department:
+            return f"{layer.id!r} is your department's own layer"
+        if not self.discoverable(p, layer):
+            return f"no layer {layer.id!r} to ask for"
+        return None
+
     def base_page(self, layer: Layer, limit: int, offset: int) -> int:
         """Rule 7: the page size a request of ``layer`` gets; Forbidden past the depth."""
         if layer.role != "base":
@@ -264,6 +299,8 @@ class Policy:
 
     def evaluate(self, p: Principal, layer: Layer) -> LayerAccess | None:
         """What ``p`` may do with ``layer``; None when the layer does not exist for it."""
+        if layer.withdrawn_at is not None:  # rule 11
+            return None
         if p.key_layers is not None and not any(fnmatchcase(layer.id, pat)
                                                 for pat in p.key_layers):
             return None
@@ -332,6 +369,15 @@ class Access:
                         department: str | None) -> str | None:
         return self.policy.publish_refusal(self.principal, layer_id, layer, level,
                                            department)
+
+    def manage_refusal(self, layer: Layer, level: str | None = None) -> str | None:
+        return self.policy.manage_refusal(self.principal, layer, level)
+
+    def request_refusal(self, layer: Layer) -> str | None:
+        return self.policy.request_refusal(self.principal, layer)
+
+    def discoverable(self, layer: Layer) -> bool:
+        return self.policy.discoverable(self.principal, layer)
 
     @property
     def department(self) -> str:

@@ -96,6 +96,7 @@ class Layer:
     # Raster layers: bands, elevation, statistics, default rendering (layers.rasters).
     raster: dict[str, Any] | None = None
     department_name: str | None = None  # the owning department's name in the directory
+    withdrawn_at: datetime | None = None  # served to no one since (access/policy.py)
 
     @property
     def table(self) -> sql.Identifier:
@@ -106,6 +107,7 @@ class Layer:
             "id": self.id, "kind": self.kind, "role": self.role, "title": self.title,
             "description": self.description, "department": self.department,
             "department_name": self.department_name,
+            **({"withdrawn_at": _iso(self.withdrawn_at)} if self.withdrawn_at else {}),
             "attribution": self.attribution,
             "keywords": list(self.keywords), "update_cycle": self.update_cycle,
             "sharing_type": self.sharing_type, "level": self.level, "crs": self.crs,
@@ -151,7 +153,7 @@ def layer_from_row(row: dict[str, Any]) -> Layer:
         version=row["version"], schema_version=row["schema_version"],
         produced_at=row["produced_at"], created_at=row["created_at"],
         updated_at=row["updated_at"], raster=row.get("raster"),
-        department_name=row.get("department_name"),
+        department_name=row.get("department_name"), withdrawn_at=row.get("withdrawn_at"),
     )
 
 

