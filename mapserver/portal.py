@@ -188,6 +188,8 @@ async def overview(request: Request) -> Response:
     a = access(request)
     actor = _actor(request)
     dept = None if a.administers else a.principal.department
+    state = app_state(request)
+    await state.audit.flush(state.pool)  # the readers and audit shown include the latest
     async with db(request, "admin") as conn:
         layers = await fetch_layers(conn)
         mine = [ly for ly in layers if a.manage_refusal(ly) is None

@@ -14,7 +14,7 @@ import pytest
 
 from layers.meta import LayerMeta
 from tests.conftest import SAMPLES, ingest_vector
-from tests.test_publish import principals
+from tests.test_publish import files, principals  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +121,117 @@ def test_reservations_are_listed_for_their_departments(server, keys):
     r = httpx.get(f"{server}/registry/reservations", headers=h(keys["pt_roads"]))
     assert r.status_code == 200 and isinstance(r.json()["reservations"], list)
 
+
+
+def _sign_in(page, server: str, subject: str) -> None:
+    """Through the portal's sign-in link and the city issuer's page, back to the portal."""
+    page.goto(f"{server}/portal")
+    page.wait_for_selector("#signin")
+    page.click("#signin")
+    page.click("#oidc")
+    page.fill("#username", subject)
+    page.click("#go")
+    page.wait_for_url(f"{server}/portal")
+    page.wait_for_selector("#signout")
+
+
+def _job_done(page, before: str | None = None) -> str:
+    """The state of the portal's job once it has ended (another than ``before``)."""
+    page.wait_for_function("([before]) => { const j = document.querySelector('#job');"
+                           " return j.dataset.job && j.dataset.job !== before &&"
+                           " ['successful', 'failed'].includes("
+                           "document.querySelector('#job-state').textContent); }",
+                           arg=[before or ""], timeout=60_000)
+    return page.locator("#job-state").inner_text()
+
+
+def test_departments_publish_and_share_in_the_portal(server, keys, settings, files, tmp_path):
+    """A department signs in, uploads a GeoPackage (seeing its rejected feature) and a CSV
+    whose phone numbers stay text, classifies the layer; a second department asks for it,
+    the owner approves with a masked field, and the second sees masked values on the map
+    and in the items; signing out ends its access."""
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    from jobs.worker import work
+    from tests.test_basemaps import _browser, _idle
+
+    stop = threading.Event()  # the in-process server has no worker of its own: one here
+    worker = threading.Thread(target=work, args=(settings,), kwargs={"stop": stop},
+                              daemon=True)
+    worker.start()
+    shots = tmp_path
+    try:
+        with sync_playwright() as pw:
+            browser = _browser(pw)
+            try:
+                owner = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+                _sign_in(owner, server, "pt_roads")
+                owner.set_input_files("#file", str(files["parks"]))
+                owner.fill("#layer-id", "pt_parks")
+                owner.fill("#layer-title", "Parks")
+                owner.select_option("#sharing", "conditional")
+                owner.click("#publish-button")
+                assert _job_done(owner) == "successful"
+                assert "rejected" in owner.locator("li[data-issue='4']").inner_text()
+                owner.wait_for_function("window.onemapPreview && window.onemapPreview.loaded()",
+                                        timeout=30_000)
+                owner.screenshot(path=str(shots / "portal-published.png"), full_page=True)
+                # A CSV: its header becomes the field table; the phone is text.
+                first = owner.evaluate("document.querySelector('#job').dataset.job")
+                owner.set_input_files("#file", str(files["booths"]))
+                owner.fill("#layer-id", "pt_booths")
+                owner.select_option("#field-types tr[data-field=phone] select", "string")
+                owner.fill("#field-types tr[data-field=phone] input[name=title]", "Phone")
+                owner.click("#publish-button")
+                assert _job_done(owner, first) == "successful"
+                booths = httpx.get(f"{server}/collections/pt_booths/items",
+                                   headers=h(keys["pt_roads"])).json()["features"]
+                assert sorted(f["properties"]["phone"] for f in booths)[0] == "01062345670"
+                # Classified: from internal to public (shared on request still).
+                owner.wait_for_selector("select[data-level=pt_parks]")
+                owner.select_option("select[data-level=pt_parks]", "public")
+                owner.wait_for_timeout(800)
+                assert httpx.get(f"{server}/layers/pt_parks", headers=h(keys["pt_roads"])
+                                 ).json()["level"] == "public"
+
+                asker = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+                _sign_in(asker, server, "pt_water")
+                asker.wait_for_selector("input[data-ask=pt_parks]")
+                asker.fill("input[data-ask=pt_parks]", "park maintenance contracts")
+                asker.click("button[data-ask-button=pt_parks]")
+                asker.wait_for_selector("#outgoing td.state-pending")
+
+                owner.reload()
+                owner.wait_for_selector("#incoming select[data-mask=name]")
+                owner.select_option("#incoming select[data-mask=name]", "middle")
+                owner.screenshot(path=str(shots / "portal-request.png"), full_page=True)
+                owner.click("#incoming button[data-approve]")
+                owner.wait_for_selector("#incoming td.state-approved")
+
+                asker.wait_for_timeout(500)
+                asker.goto(f"{server}/collections/pt_parks/items?f=html")
+                table = asker.locator("table").last.inner_text()
+                assert "North park" not in table and "*" in table, table
+                asker.screenshot(path=str(shots / "items-masked.png"), full_page=True)
+                asker.goto(f"{server}/?layers=pt_parks")
+                _idle(asker)
+                asker.wait_for_selector("li[data-layer=pt_parks]")
+                asker.evaluate("window.onemapMap.jumpTo({center: [116.305, 39.905], zoom: 14})")
+                _idle(asker)
+                box = asker.locator("#map").bounding_box()
+                asker.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                asker.wait_for_selector(".popup", timeout=10_000)
+                popup = asker.locator(".popup").inner_text()
+                assert "North park" not in popup and "*" in popup, popup
+                asker.screenshot(path=str(shots / "viewer-masked.png"))
+                asker.click("#signout")
+                asker.wait_for_selector("#signin")
+                assert asker.context.request.get(
+                    f"{server}/collections/pt_parks/items").status == 404
+            finally:
+                browser.close()
+    finally:
+        stop.set()
+        worker.join(timeout=10)

@@ -16,7 +16,7 @@
   const when = t => (t ? new Date(t).toLocaleString() : '');
   const fill = (table, head, rows) => {
     const body = table.tBodies[0] || table.appendChild(el('tbody'));
-    table.tHead && table.tHead.remove();
+    if (head && table.tHead) table.tHead.remove();
     if (head) table.prepend(el('thead', {}, el('tr', {}, head.map(h => el('th', {}, h)))));
     body.replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { class: 'hint' }, 'None.'))]));
   };
@@ -192,6 +192,8 @@
 
   async function watch(id, layer) {
     $('#job').hidden = false;
+    $('#job').dataset.job = id;
+    $('#job-state').textContent = 'accepted';
     $('#preview').hidden = true;
     $('#job-report').replaceChildren();
     for (;;) {
