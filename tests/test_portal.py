@@ -14,7 +14,7 @@ import pytest
 
 from layers.meta import LayerMeta
 from tests.conftest import SAMPLES, ingest_vector
-from tests.test_publish import files, principals  # noqa: F401 (a fixture)
+from tests.test_publish import principals, sample_uploads
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,11 @@ def keys(settings) -> dict[str, str]:
                   settings=settings, meta=LayerMeta(department="pt-roads", level="internal",
                                                     sharing_type="conditional"))
     return made
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return sample_uploads(tmp_path_factory.mktemp("uploads"))
 
 
 def h(key: str) -> dict[str, str]:
@@ -235,3 +240,45 @@ def test_departments_publish_and_share_in_the_portal(server, keys, settings, fil
     finally:
         stop.set()
         worker.join(timeout=10)
+
+
+def test_a_planner_reserves_a_pole_in_the_planner_and_its_owner_approves_in_the_portal(
+        server, keys, settings, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from registry import ledger
+    from registry.publish import publish
+    from tests.test_basemaps import _browser
+
+    with psycopg.connect(settings.database_url) as c:
+        pole = ledger.load(c, "carrier", "pt-poles.csv", [
+            {"kind": "smart_pole", "lon": 26.3, "lat": 60.3, "owner": "pt-roads",
+             "power_supply": "24h", "power_w": 100, "slots": "3-4:20",
+             "built_at": "2021-05-01"}]).outcomes[0].code
+        c.commit()
+    publish(settings)
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            planner = browser.new_context(viewport={"width": 1200, "height": 800}).new_page()
+            _sign_in(planner, server, "pt_water")
+            planner.goto(f"{server}/planner#16/60.3/26.3")
+            planner.wait_for_function("window.onemapPlanner && window.onemapPlanner.loaded()",
+                                      timeout=30_000)
+            xy = planner.evaluate("(() => { const p = window.onemapPlanner.project([26.3001,"
+                                  " 60.3]); return [p.x, p.y]; })()")
+            box = planner.locator("#map").bounding_box()
+            planner.mouse.click(box["x"] + xy[0], box["y"] + xy[1])
+            planner.wait_for_selector(f"button.reserve[data-carrier='{pole}']", timeout=15_000)
+            planner.click(f"button.reserve[data-carrier='{pole}']")
+            planner.wait_for_selector("span.reserved")
+            planner.screenshot(path=str(tmp_path / "planner-reserved.png"))
+            owner = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+            _sign_in(owner, server, "pt_roads")
+            owner.wait_for_selector("button[data-approve-reservation]")
+            owner.click("button[data-approve-reservation]")
+            owner.wait_for_selector("#reservation-table td.state-approved")
+        finally:
+            browser.close()
+    mine = httpx.get(f"{server}/registry/reservations", headers=h(keys["pt_water"])).json()
+    assert [(r["carrier"], r["status"]) for r in mine["reservations"]] == [(pole, "approved")]

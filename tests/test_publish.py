@@ -66,7 +66,12 @@ def keys(settings):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("uploads")
+    return sample_uploads(tmp_path_factory.mktemp("uploads"))
+
+
+def sample_uploads(d: Path) -> dict[str, Path]:
+    """A department's files: parks (one repaired, one rejected), booths with phone numbers,
+    a second version of the booths and a truncated GeoPackage."""
     parks = gpd.GeoDataFrame(
         {"name": ["North park", "River park", "Broken", "Nowhere"],
          "area_ha": [12.5, 3.25, 1.0, 2.0]},
@@ -154,7 +159,7 @@ def test_a_department_publishes_a_geopackage_and_sees_what_was_rejected(live, ke
         "Authorization": f"Bearer {keys['pub_parks']}"}).json()["jobs"]
     assert job in [j["id"] for j in mine]
     # The upload's files are gone once the job ended.
-    assert not list(settings.uploads.iterdir())
+    assert not [f for f in settings.uploads.iterdir() if f.name != "parts"]
 
 
 def test_a_phone_number_stays_text_and_a_re_upload_with_a_key_is_incremental(
@@ -305,4 +310,64 @@ def test_the_upload_route_is_in_the_api_document(live):
     assert "post" in doc["paths"]["/layers"]
     assert doc["paths"]["/layers"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert {"get", "delete"} <= set(doc["paths"]["/jobs/{job}"])
+    chunk = doc["paths"]["/uploads/{upload}"]["put"]
+    assert "application/octet-stream" in chunk["requestBody"]["content"]
+    assert "post" in doc["paths"]["/uploads"]
 
+
+def test_the_command_line_says_as_whom_it_publishes(settings, keys, files):
+    env = {**os.environ, "ONEMAP_DATABASE_URL": str(settings.database_url),
+           "ONEMAP_DATA_DIR": str(settings.data_dir)}
+    run = [sys.executable, "-m", "onemap.cli", "ingest", "vector", str(files["booths"]),
+           "--layer", "cli_booths", "--key", "name"]
+    unknown = subprocess.run([*run, "--as", "nobody_here"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "nobody_here" in unknown.stderr
+    done = subprocess.run([*run, "--as", "pub_parks"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    plain = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT principal, department, method, detail->>'state' FROM"
+                            " onemap.audit WHERE action = 'publish' AND 'cli_booths' = ANY(layers)"
+                            " ORDER BY id").fetchall()
+    assert rows == [("pub_parks", "parks", "CLI", "successful"),
+                    ("administrator (command line)", None, "CLI", "successful")]
+
+
+def test_a_large_file_comes_in_chunks_and_resumes(live, keys, files):
+    key = keys["pub_parks"]
+    auth = {"Authorization": f"Bearer {key}"}
+    data = files["parks"].read_bytes()
+    opened = httpx.post(f"{live.url}/uploads", headers=auth,
+                        json={"name": "parks-big.gpkg", "size": len(data)})
+    assert opened.status_code == 201, opened.text
+    url = opened.headers["location"]
+    third = len(data) // 3
+
+    def put(start: int, end: int):
+        return httpx.put(url, headers={**auth, "Content-Range":
+                                       f"bytes {start}-{end - 1}/{len(data)}"},
+                         content=data[start:end])
+
+    assert put(0, third).json()["offset"] == third
+    # A chunk from the wrong place is refused and says where to go on.
+    wrong = put(2 * third, len(data))
+    assert wrong.status_code == 409 and str(third) in wrong.json()["detail"]
+    head = httpx.head(url, headers=auth)
+    assert head.headers["upload-offset"] == str(third)  # resumed from what arrived
+    # Not yet complete: publishing it is refused.
+    early = httpx.post(f"{live.url}/layers", headers=auth,
+                       data={"layer": "parks_big", "upload": opened.json()["id"]})
+    assert early.status_code == 400 and "send the rest" in early.json()["detail"]
+    assert put(third, len(data)).json()["complete"]
+    # Another principal does not see it.
+    other = {"Authorization": f"Bearer {keys['pub_water']}"}
+    assert httpx.head(url, headers=other).status_code == 404
+    r = httpx.post(f"{live.url}/layers", headers=auth,
+                   data={"layer": "parks_big", "upload": opened.json()["id"]})
+    assert r.status_code == 201, r.text
+    doc = finished(live, key, r.json()["id"])
+    assert doc["state"] == "successful" and doc["result"]["inserted"] == 3
+    assert httpx.head(url, headers=auth).status_code == 404  # used up
