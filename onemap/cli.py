@@ -247,14 +247,17 @@ def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
 
     prepare(settings)
     meta = _meta(args)
+    actor = _actor(settings, args)
     try:
         report = ingest_vector(args.path, args.layer, settings=settings,
                                source_layer=args.source_layer, source_crs=args.source_crs,
                                key=args.key, where=args.where,
                                produced_field=args.produced_field, meta=meta)
     except IngestError as exc:
+        _audit_ingest(settings, actor, args.layer, "failed", {"message": str(exc)})
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _audit_ingest(settings, actor, args.layer, "successful", report.counts())
     print(report.summary())
     for issue in report.issues[:SHOWN_ISSUES]:
         print(f"  feature {issue.feature} (id {issue.id}): {issue.action}: {issue.reason}")
@@ -265,6 +268,43 @@ def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
         with open(args.report, "w", encoding="utf-8") as fh:
             json.dump(report.as_dict(), fh, ensure_ascii=False, indent=2)
     return 0
+
+
+def _actor(settings: Settings, args: argparse.Namespace) -> tuple[int | None, str, str | None]:
+    """Whom an ingest is made for: ``--as`` (a principal of the directory; Invalid if there
+    is none), else the installation's administrator."""
+    import psycopg
+
+    from layers.db import database_url
+    from layers.errors import Invalid
+
+    name = getattr(args, "as_principal", None)
+    if not name:
+        return None, "administrator (command line)", None
+    with psycopg.connect(database_url(settings)) as conn:
+        row = conn.execute("SELECT id, department_id FROM onemap.principals WHERE name = %s"
+                           " AND NOT disabled", (name,)).fetchone()
+    if row is None:
+        raise Invalid(f"--as {name!r}: no such principal (onemap auth list principals)")
+    return int(row[0]), name, str(row[1])
+
+
+def _audit_ingest(settings: Settings, actor: tuple[int | None, str, str | None], layer: str,
+                  state: str, detail: dict) -> None:
+    """The command line's ingest in the audit log, as its principal."""
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from access.audit import Entry, write_now
+    from layers.db import database_url
+
+    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        write_now(conn, Entry(at=datetime.now(UTC), principal_id=actor[0], principal=actor[1],
+                              department=actor[2], key_id=None, action="publish",
+                              method="CLI", path=f"ingest {layer}", layers=[layer],
+                              detail={"state": state, **detail},
+                              status=200 if state == "successful" else 400))
 
 
 def _meta(args: argparse.Namespace):
@@ -304,14 +344,17 @@ def _ingest_raster(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     prepare(settings)
+    actor = _actor(settings, args)
     try:
         report = ingest_raster(args.path, args.layer, settings=settings, time=when,
                                source_crs=args.source_crs, nodata=args.nodata,
                                elevation=args.elevation, bands=bands, compress=args.compress,
                                meta=_meta(args))
     except IngestError as exc:
+        _audit_ingest(settings, actor, args.layer, "failed", {"message": str(exc)})
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _audit_ingest(settings, actor, args.layer, "successful", report.counts())
     print(report.summary())
     return 0
 
@@ -375,6 +418,9 @@ def _catalog_options(p: argparse.ArgumentParser, role_help: str) -> None:
     p.add_argument("--field-title", action="append", metavar="FIELD=TITLE",
                    help="a field's title in the data dictionary (repeatable), e.g. "
                         "name=Street name")
+    p.add_argument("--as", dest="as_principal", metavar="PRINCIPAL",
+                   help="the principal this ingest is made for, in the audit log (default: "
+                        "the installation's administrator)")
 
 
 def parser() -> argparse.ArgumentParser:
