@@ -31,7 +31,9 @@ KB, MB = 1024, 1024 * 1024
 # (method, path prefix, path suffix) -> the largest body taken; the first match wins.
 UPLOAD = -1  # the configured upload limit (ONEMAP_UPLOAD_MAX_MB)
 LIMITS: tuple[tuple[tuple[str, ...], str, str, int], ...] = (
+    (("POST", "PATCH"), "/layers/", "", 64 * KB),  # a layer's entry, its withdrawal
     (("POST",), "/layers", "", UPLOAD),  # a layer's files, published as a job
+    (("PUT",), "/uploads/", "", 64 * MB),  # one chunk of a large file
     (("POST", "PUT", "PATCH"), "/collections/", "", 10 * MB),  # a feature, as GeoJSON
     (("POST", "PUT", "PATCH", "DELETE"), "/admin/", "", 4 * MB),  # an area's polygon
     (("POST",), "/registry/", "", 256 * KB),  # a site to cover, a reservation

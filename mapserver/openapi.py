@@ -168,6 +168,11 @@ _OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
     ("/layers/{layer}", "get"): ("One layer's catalog entry", [], JSON, 200),
     ("/layers", "post"): ("Publish a layer: its files and options as a multipart form, "
                           "queued as an ingest job (see /jobs/{job})", [], JSON, 201),
+    ("/uploads", "post"): ("Open an upload of a large file, sent in chunks ({name, size})",
+                           [], JSON, 201),
+    ("/uploads/{upload}", "put"): ("One chunk of an upload, at its Content-Range (409: the "
+                                   "offset to go on from; HEAD: Upload-Offset)", [], JSON,
+                                   200),
     ("/jobs", "get"): ("The caller's jobs, newest first", ["limit"], JSON, 200),
     ("/jobs/{job}", "get"): ("A job: state, progress and, at its end, its report", [], JSON,
                              200),
@@ -260,6 +265,8 @@ def _operation(path: str, method: str, route: Route) -> dict:
         schema: dict = {"type": "object"}
         if path == "/layers":
             body, schema = "multipart/form-data", UPLOAD_FORM
+        elif path == "/uploads/{upload}":
+            body, schema = "application/octet-stream", {"type": "string", "format": "binary"}
         op["requestBody"] = {"required": True, "content": {body: {"schema": schema}}}
     if method == "options":
         op["responses"] = {"204": {"description": "the methods the caller may use, in Allow"},

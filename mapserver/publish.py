@@ -5,6 +5,12 @@ with ``201`` and the job's URL; ``onemap worker`` runs it through the same pipel
 the command line. ``/jobs`` lists the caller's jobs, ``/jobs/{id}`` reports one (state,
 progress and, at the end, the ingest report), ``DELETE /jobs/{id}`` dismisses it.
 
+A large file may come first in chunks, resumably: ``POST /uploads {"name", "size"}`` opens
+an upload, ``PUT /uploads/{id}`` with ``Content-Range: bytes START-END/SIZE`` appends each
+chunk (a chunk at the wrong offset is a 409 that says where to go on), ``HEAD`` tells how
+much has arrived (``Upload-Offset``), and ``POST /layers`` names it as ``upload`` (repeatable)
+in place of ``file``. Only its principal sees an upload; it lapses after a day.
+
 Form fields: ``file`` (one or more: a GeoPackage, a zipped or loose shapefile, GeoJSON,
 FlatGeobuf, KML, GML, CSV, an OSM extract, a GeoTIFF, ...), ``layer`` (its id; a layer
 that exists is updated incrementally when ``key`` names its key), ``kind``
@@ -18,9 +24,13 @@ separated or repeated), ``department`` (administrators only); the ingest's ``key
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +45,9 @@ from ingest.meta import check_target
 from ingest.vector import ARROW_TYPES
 from jobs.queue import DISMISS, GET, MINE, NOTIFY, SUBMIT, submit_params
 from layers.catalog import NOTES, SHARING_TYPES, fetch_layers
-from layers.errors import Forbidden, Invalid, NotFound, Unauthenticated
+from layers.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from layers.meta import LayerMeta
-from mapserver.deps import access, app_state, db, note, parse_json
+from mapserver.deps import access, app_state, db, json_body, note, parse_json
 from mapserver.ogc import base
 
 MAX_FILES = 16  # a shapefile's parts and the like
@@ -48,6 +58,7 @@ TEXT = ("title", "description", "level", "sharing_type", "update_cycle", "attrib
         "department", "key", "source_layer", "source_crs", "where", "produced_field", "time",
         "kind")
 KINDS = ("vector", "raster")
+NO_STORE = {"Cache-Control": "private, no-store"}
 
 
 def _text(form: Any, name: str) -> str | None:
@@ -127,7 +138,7 @@ def options(form: Any) -> tuple[dict[str, Any], LayerMeta, dict[str, Any]]:
 
 def _store(files: list[UploadFile], folder: Path) -> list[str]:
     """The uploaded files written into ``folder`` under safe names."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     names = []
     for f in files:
         name = SAFE_NAME.sub("_", Path(f.filename or "upload").name).lstrip(".") or "upload"
@@ -140,15 +151,124 @@ def _store(files: list[UploadFile], folder: Path) -> list[str]:
     return names
 
 
+UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+CHUNK_LIMIT = 64 * 1024 * 1024  # the guard's limit of one PUT /uploads/{id}
+UPLOAD_HOURS = 24
+
+
+def _parts(request: Request) -> Path:
+    return app_state(request).settings.uploads / "parts"
+
+
+def _upload(request: Request, upload_id: str) -> tuple[Path, dict[str, Any]]:
+    """An open upload of the caller's: its folder and what it said; NotFound otherwise."""
+    p = access(request).principal
+    folder = _parts(request) / upload_id
+    try:
+        meta = json.loads((folder / "upload.json").read_text()) \
+            if UPLOAD_ID.match(upload_id) else None
+    except (OSError, ValueError):
+        meta = None
+    if meta is None or meta["principal"] != p.name:
+        raise NotFound(f"no upload {upload_id!r}")
+    return folder, meta
+
+
+def _received(folder: Path) -> int:
+    data = folder / "data"
+    return data.stat().st_size if data.exists() else 0
+
+
+def _sweep(parts: Path) -> None:
+    """Uploads nobody finished within a day are removed."""
+    if not parts.is_dir():
+        return
+    cutoff = time.time() - UPLOAD_HOURS * 3600
+    for folder in parts.iterdir():
+        with contextlib.suppress(OSError):
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+async def open_upload(request: Request) -> Response:
+    """``POST /uploads {"name", "size"}``: an upload to send in chunks."""
+    p = access(request).principal
+    if p.anonymous:
+        raise Unauthenticated("sign in to upload")
+    body = await json_body(request)
+    name, size = body.get("name"), body.get("size")
+    limit = app_state(request).settings.upload_max_mb * 1024 * 1024
+    if not isinstance(name, str) or not name.strip():
+        raise Invalid("name the file (name)")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= limit:
+        raise Invalid(f"size must be the file's size in bytes, at most {limit}")
+    upload_id = secrets.token_hex(16)
+    folder = _parts(request) / upload_id
+    await anyio.to_thread.run_sync(_sweep, _parts(request))
+    folder.mkdir(parents=True)
+    (folder / "upload.json").write_text(json.dumps(
+        {"principal": p.name, "name": name.strip(), "size": size}))
+    url = f"{base(request)}/uploads/{upload_id}"
+    return JSONResponse({"id": upload_id, "offset": 0, "size": size, "href": url},
+                        status_code=201, headers={"Location": url, **NO_STORE})
+
+
+def _append(folder: Path, start: int, chunk: bytes) -> int:
+    """The chunk appended if the upload has exactly ``start`` bytes; the new size. Two
+    chunks sent at once for the same offset: one is taken, the other told where to go on."""
+    with (folder / "data").open("ab") as out:
+        fcntl.flock(out, fcntl.LOCK_EX)
+        at = out.seek(0, 2)
+        if at != start:
+            return at
+        out.write(chunk)
+        out.flush()
+        return out.tell()
+
+
+async def upload_chunk(request: Request) -> Response:
+    """``PUT /uploads/{id}`` with ``Content-Range``; ``HEAD`` for how much has arrived."""
+    folder, meta = _upload(request, request.path_params["upload"])
+    if request.method == "HEAD":
+        return Response(headers={"Upload-Offset": str(_received(folder)),
+                                 "Upload-Length": str(meta["size"]), **NO_STORE})
+    match = RANGE.match(request.headers.get("content-range", ""))
+    if match is None:
+        raise Invalid("send each chunk with Content-Range: bytes START-END/SIZE")
+    start, end, size = map(int, match.groups())
+    if size != meta["size"] or end < start or end >= size:
+        raise Invalid(f"Content-Range {match.group(0)!r} does not fit the upload's "
+                      f"{meta['size']} bytes")
+    chunk = await request.body()  # at most CHUNK_LIMIT, by the guard
+    if len(chunk) != end - start + 1:
+        raise Invalid(f"the chunk holds {len(chunk)} bytes, Content-Range says "
+                      f"{end - start + 1}")
+    offset = await anyio.to_thread.run_sync(_append, folder, start, chunk)
+    if offset != end + 1:
+        raise Conflict(f"the upload has {offset} bytes: send the chunk from byte {offset}")
+    return JSONResponse({"id": folder.name, "offset": offset, "size": size,
+                         "complete": offset == size}, headers=NO_STORE)
+
+
+def _take(folder: Path, meta: dict[str, Any], into: Path) -> str:
+    """A complete upload moved into a job's folder; its safe name."""
+    name = SAFE_NAME.sub("_", Path(meta["name"]).name).lstrip(".") or "upload"
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(folder / "data"), str(into / name))
+    shutil.rmtree(folder, ignore_errors=True)
+    return name
+
+
 async def publish(request: Request) -> Response:
     a = access(request)
     p = a.principal
     if p.anonymous:
         raise Unauthenticated("sign in to publish a layer")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "multipart/form-data":
-        raise Invalid("publish a layer as multipart/form-data: its files as 'file', its id "
-                      "as 'layer'")
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise Invalid("publish a layer as multipart/form-data: its files as 'file' (or "
+                      "finished uploads as 'upload'), its id as 'layer'")
     state = app_state(request)
     # Bounded by the guard (ONEMAP_UPLOAD_MAX_MB) before it is read; parts go to disk.
     async with request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS) as form:
@@ -156,12 +276,18 @@ async def publish(request: Request) -> Response:
         if layer_id is None:
             raise Invalid("form field 'layer' (the layer's id) is missing")
         files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
-        if not files:
-            raise Invalid("form field 'file' is missing: send the layer's file(s)")
+        uploads = [_upload(request, u) for u in form.getlist("upload") if isinstance(u, str)]
+        for folder, meta in uploads:
+            if _received(folder) != meta["size"]:
+                raise Invalid(f"upload {folder.name} has {_received(folder)} of its "
+                              f"{meta['size']} bytes: send the rest first")
+        if not files and not uploads:
+            raise Invalid("form field 'file' is missing: send the layer's file(s), or "
+                          "name finished uploads as 'upload'")
         opts, meta, fields = options(form)
         try:
-            check_target(files[0].filename or "upload", layer_id, meta,
-                         state.settings.levels)
+            check_target(files[0].filename if files else uploads[0][1]["name"], layer_id,
+                         meta, state.settings.levels)
         except IngestError as exc:
             raise Invalid(exc.reason) from None
         async with db(request, "admin") as conn:
@@ -181,6 +307,11 @@ async def publish(request: Request) -> Response:
         folder = state.settings.uploads / token
         try:
             names = await anyio.to_thread.run_sync(_store, files, folder)
+            for up, said in uploads:
+                name = await anyio.to_thread.run_sync(_take, up, said, folder)
+                if name in names:
+                    raise Invalid(f"two files are named {name!r}")
+                names.append(name)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -268,6 +399,8 @@ async def jobs(request: Request) -> Response:
 
 routes = [
     Route("/layers", publish, methods=["POST"]),
+    Route("/uploads", open_upload, methods=["POST"]),
+    Route("/uploads/{upload}", upload_chunk, methods=["PUT", "HEAD"]),
     Route("/jobs", jobs),
     Route("/jobs/{job}", job, methods=["GET", "DELETE"]),
 ]
