@@ -354,7 +354,8 @@ def test_viewer_draws_chinese_district_names_in_the_cjk_font(server, city):
 
 
 def test_viewer_signs_in_with_a_key_and_sees_what_it_may(server, city, settings):
-    """An API key entered once: the layers it may read appear, and stay for the tab."""
+    """An API key entered once on the sign-in page: the layers it may read appear, the key
+    itself stays out of the page's URL and storage (a session cookie holds the sign-in)."""
 
     from playwright.sync_api import sync_playwright
 
@@ -368,13 +369,16 @@ def test_viewer_signs_in_with_a_key_and_sees_what_it_may(server, city, settings)
                 page.goto(f"{server}/")
                 _idle(page)
                 assert page.locator("li[data-layer=places]").count() == 0
-                page.once("dialog", lambda d: d.accept(keys["bm-viewer"]))
                 page.click("#signin")
-                page.wait_for_load_state()
+                page.fill("input[name=key]", keys["bm-viewer"])
+                page.click("form[action='/login/key'] button")
+                page.wait_for_url(f"{server}/")
                 _idle(page)
+                page.wait_for_selector("#signout")
                 assert page.locator("li[data-layer=places]").count() == 1
-                assert "Signed in" in page.locator("#who").inner_text()
+                assert "Signed in as bm-viewer" in page.locator("#who").inner_text()
                 assert keys["bm-viewer"] not in page.url
+                assert not page.evaluate("Object.keys(sessionStorage).length")
             finally:
                 browser.close()
     finally:

@@ -15,6 +15,7 @@
   const map = new maplibregl.Map({
     container: 'map', hash: true,
     style: ids.length ? `/styles/${ids.join(',')}/style.json` : { version: 8, sources: {}, layers: [] } });
+  window.onemapPlanner = map;
   map.addControl(new maplibregl.NavigationControl());
   map.addControl(new maplibregl.ScaleControl());
   if (!carriers) {
@@ -66,14 +67,32 @@
     map.getSource('plan').setData({ type: 'FeatureCollection', features });
     const free = c => `${c.power_free_w} W, ${c.ports_free} port(s), slots ` +
       c.free_slots.map(s => `#${s.slot} ${s.height_min}–${s.height_max} m/${s.load_kg} kg`).join(', ');
+    const me = await OneMap.session;
+    // A signed-in department reserves a free slot; the pole's owner decides in the portal.
+    const reserve = c => (me.signed_in ? c.free_slots.map(s =>
+      `<button class="reserve" data-carrier="${text(c.code)}" data-slot="${s.slot}">Reserve slot #${s.slot}</button>`).join(' ')
+      : `<small><a href="/login?next=/planner">Sign in</a> to reserve a slot</small>`);
     answer.innerHTML =
       `<h2>${body.candidates.length} pole(s) can take it</h2><ol class="poles">` +
       body.candidates.map(c => `<li><a href="/codes/${c.code}">${c.code}</a> ${text(c.kind)}, ` +
-        `${Math.round(c.distance_m)} m<br><small>${text(free(c))}</small></li>`).join('') + '</ol>' +
+        `${Math.round(c.distance_m)} m<br><small>${text(free(c))}</small><br>${reserve(c)}</li>`).join('') + '</ol>' +
       (body.excluded.length ? `<h2>${body.excluded.length} excluded</h2><ul class="poles">` +
         body.excluded.slice(0, 30).map(e => `<li>${e.code}, ${Math.round(e.distance_m)} m: ` +
           `<small>${text(e.reasons.join('; '))}</small></li>`).join('') + '</ul>' : '');
   }
+  answer.addEventListener('click', async e => {
+    const b = e.target.closest('button.reserve');
+    if (!b) return;
+    b.disabled = true;
+    const r = await OneMap.send('/registry/reservations', { method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify({ carrier: b.dataset.carrier, slot: +b.dataset.slot,
+        ...(form.model.value ? { model: form.model.value } : {}), note: 'from the planner' }) });
+    const done = await r.json();
+    b.outerHTML = r.ok ? `<span class="reserved" data-reservation="${done.id}">Slot #${done.slot} requested: ` +
+      `the owner decides (<a href="/portal#reservations">portal</a>)</span>`
+      : `<span class="error">${text(done.detail || r.status)}</span>`;
+  });
   map.on('click', e => { site = [e.lngLat.lng, e.lngLat.lat]; lookup(); });
   form.addEventListener('change', lookup);
 })();
