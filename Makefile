@@ -114,6 +114,13 @@ demo-data: setup
 	@# The buildings in 3D, to the heights and storeys their OSM tags give.
 	@$(BIN)/onemap scene3d buildings --height other_tags:height \
 	  --levels other_tags:building:levels >/dev/null
+	@# A publisher of Urban Lighting, to try the portal: its key is kept for the demo only.
+	@test -s $(ONEMAP_DATA_DIR)/demo-publisher.key || { \
+	  $(BIN)/onemap auth list principals | grep -q '"name": "demo_lighting"' || \
+	    $(BIN)/onemap auth principal demo_lighting --department lighting --publisher >/dev/null; \
+	  $(BIN)/onemap auth key demo_lighting --note "the demo's portal" 2>/dev/null \
+	    > $(ONEMAP_DATA_DIR)/demo-publisher.key; }
+	@echo "portal: http://127.0.0.1:8080/portal, signed in with the key in $(ONEMAP_DATA_DIR)/demo-publisher.key"
 
 demo: demo-data $(CESIUM)
 	ONEMAP_CESIUM_DIR=.tools/node_modules/cesium/Build/Cesium $(BIN)/onemap serve
