@@ -371,3 +371,57 @@ def test_a_large_file_comes_in_chunks_and_resumes(live, keys, files):
     doc = finished(live, key, r.json()["id"])
     assert doc["state"] == "successful" and doc["result"]["inserted"] == 3
     assert httpx.head(url, headers=auth).status_code == 404  # used up
+
+
+def test_every_format_the_command_line_reads_publishes_over_http(live, keys, tmp_path):
+    """GeoJSON, FlatGeobuf, KML, GML, a loose and a zipped shapefile and an OSM extract, each
+    uploaded as a department would and read back from the layer it became."""
+    import zipfile
+
+    key = keys["pub_parks"]
+    auth = {"Authorization": f"Bearer {key}"}
+    parks = gpd.GeoDataFrame(
+        {"name": ["North park", "River park"], "area_ha": [12.5, 3.25]},
+        geometry=[Polygon([(116.30, 39.90), (116.31, 39.90), (116.31, 39.91), (116.30, 39.91)]),
+                  Polygon([(116.40, 39.95), (116.41, 39.95), (116.41, 39.96)])], crs=4326)
+    uploads: dict[str, tuple[list[Path], dict]] = {}
+    for fmt, driver, ext in [("geojson", "GeoJSON", "geojson"), ("fgb", "FlatGeobuf", "fgb"),
+                             ("kml", "KML", "kml"), ("gml", "GML", "gml")]:
+        parks.to_file(tmp_path / f"parks.{ext}", driver=driver)
+        uploads[fmt] = ([tmp_path / f"parks.{ext}"], {})
+    shp = tmp_path / "shp"
+    shp.mkdir()
+    parks.to_file(shp / "parks.shp", driver="ESRI Shapefile")
+    parts = sorted(shp.iterdir())
+    uploads["shp"] = (parts, {})
+    with zipfile.ZipFile(tmp_path / "parks-shp.zip", "w") as z:
+        for part in parts:
+            z.write(part, part.name)
+    uploads["zip"] = ([tmp_path / "parks-shp.zip"], {})
+    uploads["osm"] = ([SAMPLES / "helsinki-centre.osm.pbf"],
+                      {"source_layer": "points", "where": "highway = 'street_lamp'"})
+    jobs = {}
+    for fmt, (paths, extra) in uploads.items():
+        handles = [p.open("rb") for p in paths]
+        try:
+            r = httpx.post(f"{live.url}/layers", headers=auth, timeout=60,
+                           data={"layer": f"fmt_{fmt}", "level": "internal", **extra},
+                           files=[("file", (p.name, h))
+                                  for p, h in zip(paths, handles, strict=True)])
+        finally:
+            for h in handles:
+                h.close()
+        assert r.status_code == 201, (fmt, r.text)
+        jobs[fmt] = r.json()["id"]
+    for fmt, job in jobs.items():
+        doc = finished(live, key, job, timeout=120)
+        assert doc["state"] == "successful", (fmt, doc)
+        items = httpx.get(f"{live.url}/collections/fmt_{fmt}/items?limit=1000",
+                          headers=auth).json()
+        if fmt == "osm":
+            assert items["numberMatched"] == doc["result"]["inserted"] > 100
+            assert all(f["geometry"]["type"] == "Point" for f in items["features"])
+        else:
+            names = sorted(f["properties"].get("name") or f["properties"].get("Name")
+                           for f in items["features"])
+            assert names == ["North park", "River park"], (fmt, items["features"][0])
