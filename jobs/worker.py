@@ -9,6 +9,7 @@ job submitted while none listened is still found.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -27,7 +28,7 @@ from ingest.raster import ingest_raster
 from ingest.vector import ingest_vector
 from jobs.queue import CHANNEL, Dismissed, beat, claim, finish
 from layers.db import database_url
-from layers.errors import DomainError
+from layers.errors import DomainError, Forbidden
 from layers.meta import LayerMeta
 from onemap.settings import Settings
 
@@ -96,8 +97,40 @@ class Run:
             self.conn.close()
 
 
+def refusal(settings: Settings, url: str, job: dict[str, Any]) -> str | None:
+    """Why the job's principal may no longer publish it (rule 10, read again as the job
+    starts: a right withdrawn, a principal disabled or moved, a layer reclassified since
+    it was queued), or None. A job without a principal is the installation's own."""
+    if job["principal_id"] is None:
+        return None
+
+    async def check() -> str | None:
+        from access.credentials import CredentialError
+        from access.directory import Directory
+        from layers.catalog import fetch_layers
+
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            directory = Directory(settings.levels)
+            await directory.refresh(conn)
+            try:
+                p = directory.principal(job["principal_id"])
+            except CredentialError as exc:
+                return f"{job['principal']}: {exc}"
+            found = await fetch_layers(conn, ids=[job["layer_id"]])
+        meta = job["params"].get("meta", {})
+        layer = found[0] if found else None
+        return directory.policy.publish_refusal(
+            p, job["layer_id"], layer, meta.get("level"),
+            meta.get("department") if layer is None else None)
+
+    return asyncio.run(check())
+
+
 def run_ingest(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, Any]:
     """An upload published; the ingest report as the job's result."""
+    refused = refusal(settings, database_url(settings), job)
+    if refused is not None:
+        raise Forbidden(f"no longer allowed to publish: {refused}")
     p = job["params"]
     folder = settings.uploads / p["dir"]
     path = source_path(folder, p["files"])

@@ -425,3 +425,33 @@ def test_every_format_the_command_line_reads_publishes_over_http(live, keys, tmp
             names = sorted(f["properties"].get("name") or f["properties"].get("Name")
                            for f in items["features"])
             assert names == ["North park", "River park"], (fmt, items["features"][0])
+
+
+def test_a_queued_job_is_authorized_again_when_it_runs(live, settings, keys, files):
+    """The publish right withdrawn between the upload and its run: the job fails saying so,
+    and nothing is written."""
+    from jobs.queue import SUBMIT, submit_params
+
+    folder = settings.uploads / "revoked"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "booths.csv").write_bytes(files["booths"].read_bytes())
+    params = {"dir": "revoked", "files": ["booths.csv"], "options": {},
+              "meta": {"department": "parks"}}
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        pid = conn.execute("SELECT id FROM onemap.principals WHERE name = 'reader_parks'"
+                           ).fetchone()[0]
+        job = conn.execute(SUBMIT, submit_params("ingest", pid, "reader_parks", "parks",
+                                                 "revoked_booths", params)).fetchone()[0]
+    deadline = time.monotonic() + 60  # the serving worker takes it
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        while True:
+            state, message = conn.execute("SELECT state, message FROM onemap.jobs WHERE id = %s",
+                                          (job,)).fetchone()
+            if state in ("successful", "failed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        exists = conn.execute("SELECT count(*) FROM onemap.layers WHERE id = 'revoked_booths'"
+                              ).fetchone()[0]
+    assert state == "failed" and "no longer allowed" in message and "publish right" in message
+    assert exists == 0
+    assert not folder.exists()
