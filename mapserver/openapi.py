@@ -92,6 +92,9 @@ _Q = {
     "at": {"schema": {"type": "string", "format": "date-time"}},
     "SERVICE": {"schema": {"type": "string", "enum": ["WMTS"]}},
     "REQUEST": {"schema": {"type": "string", "enum": ["GetCapabilities", "GetTile"]}},
+    "next": {"schema": {"type": "string"}, "description": "a path of OneMap to go on to"},
+    "code": {"schema": {"type": "string"}, "description": "the issuer's authorization code"},
+    "state": {"schema": {"type": "string"}, "description": "the login in flight"},
 }
 # What the endpoints take, from the endpoints themselves: a parameter added there without a
 # word in _Q fails the document's test.
@@ -168,6 +171,16 @@ _OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
     ("/layers/{layer}", "get"): ("One layer's catalog entry", [], JSON, 200),
     ("/layers", "post"): ("Publish a layer: its files and options as a multipart form, "
                           "queued as an ingest job (see /jobs/{job})", [], JSON, 201),
+    ("/login", "get"): ("The sign-in page (the city's OpenID Connect issuer, or a key)",
+                        ["next"], "text/html", 200),
+    ("/login/oidc", "get"): ("Sign in through the OpenID Connect issuer: a redirect to it "
+                             "(authorization code with PKCE)", ["next"], "", 303),
+    ("/login/callback", "get"): ("The issuer's answer: the session cookie is set and the "
+                                 "browser sent on", ["code", "state"], "", 303),
+    ("/login/key", "post"): ("Sign in with an API key (form field key)", [], "", 303),
+    ("/logout", "post"): ("Sign out: the session ends at once", [], "", 303),
+    ("/session", "get"): ("Who this browser is signed in as, and its CSRF token", [], JSON,
+                          200),
     ("/uploads", "post"): ("Open an upload of a large file, sent in chunks ({name, size})",
                            [], JSON, 201),
     ("/uploads/{upload}", "put"): ("One chunk of an upload, at its Content-Range (409: the "
@@ -265,6 +278,10 @@ def _operation(path: str, method: str, route: Route) -> dict:
         schema: dict = {"type": "object"}
         if path == "/layers":
             body, schema = "multipart/form-data", UPLOAD_FORM
+        elif path == "/login/key":
+            body, schema = "application/x-www-form-urlencoded", {
+                "type": "object", "required": ["key"],
+                "properties": {"key": {"type": "string"}, "next": {"type": "string"}}}
         elif path == "/uploads/{upload}":
             body, schema = "application/octet-stream", {"type": "string", "format": "binary"}
         op["requestBody"] = {"required": True, "content": {body: {"schema": schema}}}

@@ -405,7 +405,7 @@ def test_every_format_the_command_line_reads_publishes_over_http(live, keys, tmp
         handles = [p.open("rb") for p in paths]
         try:
             r = httpx.post(f"{live.url}/layers", headers=auth, timeout=60,
-                           data={"layer": f"fmt_{fmt}", "level": "internal", **extra},
+                           data={"layer": f"upfmt_{fmt}", "level": "internal", **extra},
                            files=[("file", (p.name, h))
                                   for p, h in zip(paths, handles, strict=True)])
         finally:
@@ -416,7 +416,7 @@ def test_every_format_the_command_line_reads_publishes_over_http(live, keys, tmp
     for fmt, job in jobs.items():
         doc = finished(live, key, job, timeout=120)
         assert doc["state"] == "successful", (fmt, doc)
-        items = httpx.get(f"{live.url}/collections/fmt_{fmt}/items?limit=1000",
+        items = httpx.get(f"{live.url}/collections/upfmt_{fmt}/items?limit=1000",
                           headers=auth).json()
         if fmt == "osm":
             assert items["numberMatched"] == doc["result"]["inserted"] > 100
