@@ -270,6 +270,9 @@ def _ingest_vector(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+LEDGER_LAYERS = {"carrier": "carriers", "front": "fronts", "model": "device models"}
+
+
 def _actor(settings: Settings, args: argparse.Namespace) -> tuple[int | None, str, str | None]:
     """Whom an ingest is made for: ``--as`` (a principal of the directory; Invalid if there
     is none), else the installation's administrator."""
@@ -378,6 +381,7 @@ def _ingest_ledger(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return 2
     url = prepare(settings)
+    actor = _actor(settings, args)
     try:
         rows = (osm.read(args.path, args.entity) if from_osm
                 else ledger.read_table(args.path, mapping))
@@ -389,6 +393,8 @@ def _ingest_ledger(args: argparse.Namespace, settings: Settings) -> int:
         report = ledger.load(conn, args.entity, os.path.basename(args.path), rows,
                              first_row=first, owner=args.department)
         conn.commit()
+    _audit_ingest(settings, actor, LEDGER_LAYERS[args.entity], "successful",
+                  {"message": report.summary()})
     print(report.summary())
     for o in report.outcomes:
         if o.action in ("rejected", "duplicate"):

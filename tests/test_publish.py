@@ -334,6 +334,17 @@ def test_the_command_line_says_as_whom_it_publishes(settings, keys, files):
                             " ORDER BY id").fetchall()
     assert rows == [("pub_parks", "parks", "CLI", "successful"),
                     ("administrator (command line)", None, "CLI", "successful")]
+    models = files["booths"].parent / "models.csv"
+    models.write_text("id,maker,model,category,power_w,weight_kg,needs_24h,network\n"
+                      "pub-test-sensor,generic,air sensor,sensor,3,0.5,no,none\n")
+    ledger = subprocess.run([sys.executable, "-m", "onemap.cli", "ingest", "ledger",
+                             str(models), "--entity", "model", "--as", "pub_parks"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert ledger.returncode == 0, ledger.stderr
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute("SELECT principal, department FROM onemap.audit WHERE action ="
+                            " 'publish' AND path = 'ingest device models' ORDER BY id DESC"
+                            " LIMIT 1").fetchone() == ("pub_parks", "parks")
 
 
 def test_a_large_file_comes_in_chunks_and_resumes(live, keys, files):
