@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import re
 import secrets
 import shutil
@@ -153,7 +154,6 @@ def _store(files: list[UploadFile], folder: Path) -> list[str]:
 
 UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
-CHUNK_LIMIT = 64 * 1024 * 1024  # the guard's limit of one PUT /uploads/{id}
 UPLOAD_HOURS = 24
 
 
@@ -170,7 +170,7 @@ def _upload(request: Request, upload_id: str) -> tuple[Path, dict[str, Any]]:
             if UPLOAD_ID.match(upload_id) else None
     except (OSError, ValueError):
         meta = None
-    if meta is None or meta["principal"] != p.name:
+    if meta is None or meta.get("principal_id") != p.id or meta["principal"] != p.name:
         raise NotFound(f"no upload {upload_id!r}")
     return folder, meta
 
@@ -208,7 +208,7 @@ async def open_upload(request: Request) -> Response:
     await anyio.to_thread.run_sync(_sweep, _parts(request))
     folder.mkdir(parents=True)
     (folder / "upload.json").write_text(json.dumps(
-        {"principal": p.name, "name": name.strip(), "size": size}))
+        {"principal_id": p.id, "principal": p.name, "name": name.strip(), "size": size}))
     url = f"{base(request)}/uploads/{upload_id}"
     return JSONResponse({"id": upload_id, "offset": 0, "size": size, "href": url},
                         status_code=201, headers={"Location": url, **NO_STORE})
@@ -240,7 +240,7 @@ async def upload_chunk(request: Request) -> Response:
     if size != meta["size"] or end < start or end >= size:
         raise Invalid(f"Content-Range {match.group(0)!r} does not fit the upload's "
                       f"{meta['size']} bytes")
-    chunk = await request.body()  # at most CHUNK_LIMIT, by the guard
+    chunk = await request.body()  # bounded by the guard (mapserver/guard.py)
     if len(chunk) != end - start + 1:
         raise Invalid(f"the chunk holds {len(chunk)} bytes, Content-Range says "
                       f"{end - start + 1}")
@@ -252,11 +252,17 @@ async def upload_chunk(request: Request) -> Response:
 
 
 def _take(folder: Path, meta: dict[str, Any], into: Path) -> str:
-    """A complete upload moved into a job's folder; its safe name."""
+    """A complete upload linked into a job's folder (copied where a link cannot be); its
+    safe name. The upload itself stays until its job is queued, so nothing is lost if
+    queueing fails."""
     name = SAFE_NAME.sub("_", Path(meta["name"]).name).lstrip(".") or "upload"
     into.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(folder / "data"), str(into / name))
-    shutil.rmtree(folder, ignore_errors=True)
+    if (into / name).exists():
+        raise Invalid(f"two files are named {name!r}")
+    try:
+        os.link(folder / "data", into / name)
+    except OSError:
+        shutil.copyfile(folder / "data", into / name)
     return name
 
 
@@ -308,10 +314,7 @@ async def publish(request: Request) -> Response:
         try:
             names = await anyio.to_thread.run_sync(_store, files, folder)
             for up, said in uploads:
-                name = await anyio.to_thread.run_sync(_take, up, said, folder)
-                if name in names:
-                    raise Invalid(f"two files are named {name!r}")
-                names.append(name)
+                names.append(await anyio.to_thread.run_sync(_take, up, said, folder))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -327,6 +330,8 @@ async def publish(request: Request) -> Response:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    for up, _ in uploads:  # queued: the job's folder holds them now
+        shutil.rmtree(up, ignore_errors=True)
     note(request, [layer_id], job=str(job_id), files=names)
     url = f"{base(request)}/jobs/{job_id}"
     return JSONResponse({"id": str(job_id), "state": "accepted", "layer": layer_id,

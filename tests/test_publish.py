@@ -376,6 +376,12 @@ def test_a_large_file_comes_in_chunks_and_resumes(live, keys, files):
     # Another principal does not see it.
     other = {"Authorization": f"Bearer {keys['pub_water']}"}
     assert httpx.head(url, headers=other).status_code == 404
+    # A form that fails after the upload was taken (the same file named twice) loses
+    # nothing: the upload is still there, whole.
+    twice = httpx.post(f"{live.url}/layers", headers=auth,
+                       data={"layer": "parks_big", "upload": [opened.json()["id"]] * 2})
+    assert twice.status_code == 400 and "two files" in twice.json()["detail"]
+    assert httpx.head(url, headers=auth).headers["upload-offset"] == str(len(data))
     r = httpx.post(f"{live.url}/layers", headers=auth,
                    data={"layer": "parks_big", "upload": opened.json()["id"]})
     assert r.status_code == 201, r.text
