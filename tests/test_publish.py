@@ -347,14 +347,19 @@ def test_the_command_line_says_as_whom_it_publishes(settings, keys, files):
                             " LIMIT 1").fetchone() == ("pub_parks", "parks")
 
 
-def test_a_large_file_comes_in_chunks_and_resumes(live, keys, files):
+def test_a_large_file_comes_in_chunks_and_resumes(live, keys, files, settings):
     key = keys["pub_parks"]
     auth = {"Authorization": f"Bearer {key}"}
     data = files["parks"].read_bytes()
+    stale = settings.uploads / "parts" / ("0" * 32)  # left unfinished two days ago
+    stale.mkdir(parents=True, exist_ok=True)
+    (stale / "data").write_bytes(b"half a file")
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
     opened = httpx.post(f"{live.url}/uploads", headers=auth,
                         json={"name": "parks-big.gpkg", "size": len(data)})
     assert opened.status_code == 201, opened.text
     url = opened.headers["location"]
+    assert not stale.exists()  # an upload nobody finished within a day is swept away
     third = len(data) // 3
 
     def put(start: int, end: int):
