@@ -30,8 +30,19 @@ sys.path.insert(0, str(ROOT))
 SCALE = float(os.environ.get("ONEMAP_BENCH_SCALE", "1"))
 
 
+# And its cases: the suite runs one of each list (``ONEMAP_BENCH_CASES=1``), since what it
+# checks is that every part still runs, not how fast.
+CASES = int(os.environ.get("ONEMAP_BENCH_CASES", "0")) or None
+
+
 def scaled(n: int) -> int:
     return max(20, int(n * SCALE))
+
+
+def few(cases):
+    """``cases`` (a sequence, or a dict's items), or only the first ``CASES`` of them."""
+    cases = list(cases)
+    return cases[:CASES] if CASES else cases
 
 
 def free_port() -> int:

@@ -30,7 +30,7 @@ import httpx
 import mercantile
 import numpy as np
 from dataset import BBOX, dataset
-from harness import ROOT, Server, bench_args, summarize_wrk, wrk
+from harness import ROOT, Server, bench_args, few, summarize_wrk, wrk
 from pyproj import Transformer
 from umn_mapserver import MapServer, available, wms_mapfile
 
@@ -138,8 +138,8 @@ def main() -> None:
             onemap.start("/healthz")
             ms.start("/mapserv?map=bench&SERVICE=WMS&REQUEST=GetCapabilities")
             for table in LAYERS:
-                for scale in SCALES:
-                    for size_name, size in SIZES.items():
+                for scale in few(SCALES):
+                    for size_name, size in few(SIZES.items()):
                         case = f"{table} {scale} {size_name}"
                         cells = boxes(scale, size, rng)
                         paths = {n: [getmap(prefix, table, b, size) for b in cells]

@@ -24,7 +24,7 @@ import morecantile
 import numpy as np
 import psycopg
 from dataset import BBOX, SEED, dataset
-from harness import Server, Summary, bench_args, drive, summarize_wrk, wrk
+from harness import Server, Summary, bench_args, drive, few, summarize_wrk, wrk
 from psycopg_pool import AsyncConnectionPool
 from umn_mapserver import MapServer
 
@@ -103,7 +103,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict:
         async with httpx.AsyncClient(timeout=120) as client:
             for kind, (layer_id, props) in layers.items():
                 source = sources[kind]
-                for name, tiles in ((n, lists[n]) for n in args.lists):
+                for name, tiles in ((n, lists[n]) for n in few(args.lists)):
                     paths = {
                         "onemap": [f"/tiles/{layer_id}/{t.z}/{t.x}/{t.y}.mvt" for t in tiles],
                         "tipg": [f"/collections/onemap_data.{layer_id}/tiles/WebMercatorQuad/"
