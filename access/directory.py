@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import select
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +58,7 @@ class Directory:
         self._subjects: dict[str, int] = {}
         self._departments: dict[str, dict[str, Any]] = {}
         self._keys: dict[str, Key] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
 
     def health(self) -> dict[str, Any]:
@@ -91,6 +93,8 @@ class Directory:
                                  tuple(r["layers"]) if r["layers"] is not None else None,
                                  r["rate_limit"], r["expires_at"], r["revoked_at"])
                     for r in await cur.fetchall()}
+            await cur.execute("SELECT name, role, url, public_key FROM onemap.nodes")
+            nodes = {r["name"]: r for r in await cur.fetchall()}
             await cur.execute("SELECT * FROM onemap.grants ORDER BY id")
             grants = [Grant(
                 r["id"], r["principal_id"], r["department_id"], r["layer_pattern"],
@@ -99,6 +103,7 @@ class Directory:
                 tuple(sorted((r["masked_fields"] or {}).items())),
                 r["area_id"], r["area_mode"], r["filter"]) for r in await cur.fetchall()]
         self._departments, self._principals, self._keys = departments, principals, keys
+        self.nodes = nodes  # the federated nodes this one knows, by name
         self._subjects = {r["subject"]: i for i, r in principals.items() if r["subject"]}
         self.policy = Policy(self.levels, grants, self.caps)
 
@@ -121,6 +126,32 @@ class Directory:
             publisher=row.get("publisher", False), key_id=key.id if key else None,
             key_layers=key.layers if key and key.kind == "embed" else None,
             embedded=key is not None and key.kind == "embed")
+
+    def federated(self, node: str, claims: dict[str, Any]) -> Principal:
+        """Rule 13: the caller ``node`` asserts (its claims verified), as this directory
+        sees it: read-only, in the node's department and the asserted one's here."""
+        sub = str(claims.get("sub") or "anonymous")
+        if claims.get("anon") or sub == "anonymous":
+            return Principal(None, f"{node}/anonymous", "anonymous", node=node)
+        asserted = [str(d) for d in claims.get("dep") or ()]
+        start = next((f"{node}-{d}" for d in asserted if f"{node}-{d}" in self._departments),
+                     node if node in self._departments else None)
+        chain: list[str] = []
+        area = None
+        dept = self._departments.get(start) if start else None
+        while dept is not None and dept["id"] not in chain:
+            chain.append(dept["id"])
+            if area is None:
+                area = dept["area_id"]
+            dept = self._departments.get(dept["parent_id"])
+        own = self._departments.get(start) if start else None
+        levels = [lv for lv in (claims.get("lvl"), own["max_level"] if own else None) if lv]
+        # The lower of the two; with neither, the lowest level (what anyone sees).
+        clearance = min(levels, key=self.policy.rank) if levels else self.levels[0]
+        return Principal(
+            id=None, name=f"{node}/{sub}", kind="user", departments=tuple(chain),
+            max_level=clearance, area_id=area, embedded=bool(claims.get("emb")), node=node,
+            key_layers=tuple(claims["layers"]) if claims.get("layers") is not None else None)
 
     def by_key(self, raw: str) -> tuple[Principal, Key]:
         key_id, secret = split_key(raw)
@@ -154,8 +185,10 @@ class Watch:
     ``current()`` is False and each request reads the version itself.
     """
 
-    def __init__(self, directory: Directory, url: str, recheck: float = 2.0) -> None:
+    def __init__(self, directory: Directory, url: str, recheck: float = 2.0,
+                 also: dict[str, Callable[[str], None]] | None = None) -> None:
         self.directory, self.url, self.recheck = directory, url, recheck
+        self.also = also or {}  # other channels heard on the same connection, and for whom
         self.heard = -1  # the newest version announced or read here
         self._conn: AsyncConnection | None = None
 
@@ -177,11 +210,15 @@ class Watch:
             try:
                 async with await AsyncConnection.connect(
                         self.url, autocommit=True, application_name=APPLICATION) as conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    for channel in (CHANNEL, *self.also):
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self._hear(await read_version(conn))
                     self._conn, delay = conn, 0.5
                     while True:
                         async for notice in conn.notifies(timeout=self.recheck):
+                            if notice.channel != CHANNEL:
+                                self.also[notice.channel](notice.payload)
+                                continue
                             self._hear(int(notice.payload) if notice.payload.isdigit()
                                        else self.directory.version + 1)
                         self._hear(await read_version(conn))

@@ -47,6 +47,17 @@ What a credential may do beyond reading is decided here too, each by one method:
     catalog entry only, to signed-in principals cleared for its level, so that their
     department may ask for it; its owning department decides (rule 11), and the grant it
     gives is an ordinary grant (rule 3).
+13. ``federated`` and ``sees_record``: a caller asserted by a federated node (another
+    OneMap that signed who is asking, ``federation.keys``) only reads, never writes or
+    administers. Its departments here are the node's department (named as the node) and,
+    under it, ``<node>-<department>`` for the asserted department or its nearest parent
+    that this directory has; its clearance is the lower of the asserted one and theirs.
+    Grants to those departments then decide as for anyone (rules 3 to 5). An anonymous
+    caller stays anonymous. A record harvested from a node is listed to callers cleared
+    for its level (anonymous callers: the lowest level, shared unconditionally); reading
+    its data is the node's own decision, made on the asserted caller. A caller asserted
+    by a node is not asked on of another node (``cascade_refusal``), and an embedding key
+    asks a node only for the layers it names as ``node:layer``.
 """
 
 from __future__ import annotations
@@ -105,6 +116,7 @@ class Principal:
     key_id: str | None = None
     key_layers: tuple[str, ...] | None = None  # an embedding key's layers
     embedded: bool = False  # the credential is an embedding key: read-only (rule 0)
+    node: str | None = None  # asserted by this federated node (rule 13)
 
     @property
     def department(self) -> str | None:
@@ -162,6 +174,26 @@ class Policy:
                 best, chosen = score, g
         return chosen
 
+    def sees_record(self, p: Principal, level: str, sharing_type: str) -> bool:
+        """Rule 13: whether a record harvested from a node is listed to ``p``."""
+        if p.admin and not p.embedded:
+            return True
+        if p.anonymous:
+            return self.rank(level) == 0 and sharing_type == "unconditional"
+        return self.rank(level) <= self.rank(p.max_level)
+
+    @staticmethod
+    def cascade_refusal(p: Principal, node: str, layer_id: str | None,
+                        asset: bool = False) -> str | None:
+        """Rule 13: why ``p`` may not ask ``node`` for ``layer_id`` (or for an ``asset`` of
+        no layer: glyphs, sprites, grids) through this node."""
+        if p.node is not None:
+            return "a request from another node is not passed on to a third"
+        if p.key_layers is not None and not asset and (layer_id is None
+                                         or f"{node}:{layer_id}" not in p.key_layers):
+            return f"this key does not open {node}:{layer_id or '*'}"
+        return None
+
     def administers(self, p: Principal) -> bool:
         """Rules 0 and 1: administration needs an administrator's own credential."""
         return p.admin and not p.embedded
@@ -169,7 +201,7 @@ class Policy:
     def may_write(self, p: Principal) -> bool:
         """Whether the credential may change anything at all (rule 0); each write then asks
         about its layer."""
-        return not p.embedded and not p.anonymous
+        return not p.embedded and not p.anonymous and p.node is None
 
     @staticmethod
     def _publisher_refusal(p: Principal, layer: Layer, a: LayerAccess | None, what: str,
@@ -351,13 +383,26 @@ class Access:
 
     principal: Principal
     policy: Policy
+    # What the request was told of each layer it read: "version.limits-token" by layer id;
+    # a federated node keys its cache of the answer by it (rule 13).
+    told: dict[str, str] = field(default_factory=dict, compare=False)
 
     def layer(self, layer: Layer) -> LayerAccess | None:
-        return self.policy.evaluate(self.principal, layer)
+        found = self.policy.evaluate(self.principal, layer)
+        if found is not None and found.read:
+            self.told[layer.id] = f"{layer.version}.{found.restriction.token}"
+        return found
 
     @property
     def administers(self) -> bool:
         return self.policy.administers(self.principal)
+
+    def sees_record(self, record_id: str, level: str, sharing_type: str) -> bool:
+        """Rule 13 for a harvested record, and rule 2 for an embedding key's layers."""
+        p = self.principal
+        if p.key_layers is not None and record_id not in p.key_layers:
+            return False
+        return self.policy.sees_record(p, level, sharing_type)
 
     def edit_refusal(self, layer: Layer) -> str | None:
         return self.policy.edit_refusal(self.principal, layer, self.layer(layer))

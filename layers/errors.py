@@ -69,3 +69,12 @@ class Unavailable(DomainError):
 
 class StoreFull(Unavailable):
     """The raster store (or the disk under it) has no room: not the input's fault."""
+
+
+class NodeUnreachable(Unavailable):
+    """Another node of the federation could not be reached, or answered with an error of
+    its own; nothing was changed here."""
+
+
+class NodeTimeout(NodeUnreachable):
+    """Another node of the federation did not answer within its time."""

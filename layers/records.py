@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from psycopg import AsyncConnection, sql
-from psycopg.rows import dict_row
 
 from layers import cql2sql
-from layers.catalog import SELECT_LAYERS, Layer, layer_from_row
 from layers.where import Box, Where, contains, lonlat_boxes
 
 
@@ -107,16 +105,23 @@ def _order(q: RecordsQuery) -> sql.Composable:
     return sql.SQL(", ").join([*keys, sql.SQL("l.id")])
 
 
-async def search(conn: AsyncConnection, q: RecordsQuery) -> tuple[list[Layer], int]:
-    """One page of matching layers, by id, and how many match in all."""
-    where, params = _where(q)
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(SELECT_LAYERS + sql.SQL(" WHERE {} ORDER BY {} LIMIT %(limit)s"
-                                                  " OFFSET %(offset)s").format(where, _order(q)),
-                          {**params, "limit": q.limit, "offset": q.offset})
-        layers = [layer_from_row(r) for r in await cur.fetchall()]
-        await cur.execute(sql.SQL("SELECT count(*) AS n FROM onemap.layers l WHERE {}").format(
-            where), params)
-        row = await cur.fetchone()
-    return layers, int(row["n"]) if row else 0
+# Every entry of the catalog: this node's layers and the records harvested from its
+# federation's nodes (``onemap.remote_records``, ids ``node:layer``), with the columns a
+# search filters and sorts on.
+_COLUMNS = ("id, kind, title, description, department, keywords, update_cycle, sharing_type,"
+            " role, feature_count, extent, created_at, updated_at")
+ENTRIES = sql.SQL(f"(SELECT {_COLUMNS} FROM onemap.layers UNION ALL"  # noqa: S608 (constant)
+                  f" SELECT {_COLUMNS} FROM onemap.remote_records) l")
 
+
+async def search(conn: AsyncConnection, q: RecordsQuery) -> tuple[list[str], int]:
+    """One page of matching entries' ids, in order, and how many match in all."""
+    where, params = _where(q)
+    await_ = await conn.execute(sql.SQL("SELECT l.id FROM {} WHERE {} ORDER BY {}"
+                                        " LIMIT %(limit)s OFFSET %(offset)s").format(
+        ENTRIES, where, _order(q)), {**params, "limit": q.limit, "offset": q.offset})
+    ids = [r[0] for r in await await_.fetchall()]
+    cur = await conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(ENTRIES, where),
+                             params)
+    row = await cur.fetchone()
+    return ids, int(row[0]) if row else 0

@@ -27,6 +27,10 @@ from access.directory import Directory, Watch
 from access.policy import Caps
 from access.quota import BaseQuota
 from access.ratelimit import RateLimiter
+from federation.cascade import Cascade
+from federation.keys import NodeKey
+from federation.sync import CHANNEL as FEDERATION
+from federation.sync import Sync
 from layers.db import prepare
 from layers.errors import DomainError
 from layers.rasters import RasterRegistry, RasterStore
@@ -39,6 +43,7 @@ from mapserver import (
     catalog,
     edits,
     features,
+    federation,
     images,
     ogctiles,
     openapi,
@@ -136,10 +141,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                          settings.budget_images_ms, settings.image_workers)
         writer = asyncio.create_task(audit.run(pool))
         watching = contextlib.AsyncExitStack()
+        state = app.state.onemap
+        state.node_key = NodeKey.load(settings.data_dir / "node.key")
+        state.cascade = Cascade(settings.node_name, settings.node_url, state.node_key,
+                                settings.federation_timeout, settings.federation_ttl,
+                                settings.federation_cache_mb * 1024 * 1024)
+        state.sync = await watching.enter_async_context(Sync(
+            pool, state.node_key, settings.node_name, settings.node_role == "city",
+            settings.harvest_seconds,
+            settings.federation_timeout).running())
         if settings.access_notices:
-            state = app.state.onemap
             state.watch = await watching.enter_async_context(
-                Watch(state.directory, url).running())
+                Watch(state.directory, url, also={
+                    FEDERATION: lambda payload: federation.heard(state, payload)}).running())
         try:
             yield
         finally:
@@ -148,6 +162,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
             await audit.flush(pool)
+            await state.cascade.close()
             await pool.close()
             app.state.onemap.images.close()
 
@@ -169,6 +184,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *wms.routes,
         *ogctiles.routes,
         *signin.routes,
+        *federation.routes,
         *publish.routes,
         *portal.routes,  # POST /layers before the catalog's GET /layers
         *catalog.routes,

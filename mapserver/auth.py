@@ -28,6 +28,8 @@ from access.credentials import PREFIX, CredentialError
 from access.directory import Key
 from access.policy import ANONYMOUS, Access, Principal
 from access.sessions import Session, find_session
+from federation.keys import HEADER as ASSERTION
+from federation.keys import TOLD, TOLD_MAX, issuer_of, verify
 from mapserver.errors import problem
 from mapserver.guard import gone
 
@@ -38,7 +40,8 @@ SESSION = "onemap.session"  # the scope's key for the session a request came wit
 OPEN_PREFIXES = ("/static/", "/vendor/", "/healthz", "/favicon.ico")
 # Methods that read; a POST to one of READ_POSTS is a lookup with a body, not a change.
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
-READ_POSTS = ("/registry/reuse",)
+# A node's notice changes nothing here but what this node trusts of that node's answers.
+READ_POSTS = ("/registry/reuse", "/federation/notify")
 
 
 def is_write(method: str, path: str) -> bool:
@@ -70,6 +73,15 @@ def _check_embed(request: Request, key: Key) -> None:
 
 
 async def authenticate(request: Request, state: Any) -> tuple[Principal, Key | None]:
+    assertion = request.headers.get(ASSERTION)
+    if assertion is not None:
+        # Another node asks for one of its callers (rule 13): signed with that node's key.
+        node = issuer_of(assertion)
+        known = state.directory.nodes.get(node)
+        if known is None:
+            raise CredentialError(f"node {node!r} is not a member of this federation")
+        claims = verify(assertion, known["public_key"], node, state.settings.node_name)
+        return state.directory.federated(node, claims), None
     header = request.headers.get("authorization")
     url_key = request.query_params.get("key")
     if header is not None:
@@ -209,10 +221,16 @@ class AccessMiddleware:
 
         status = 500
 
+        told = scope["state"]["access"].told
+
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if principal.node is not None and 0 < len(told) <= TOLD_MAX:
+                    message["headers"] = [*message.get("headers", ()), (
+                        TOLD.lower().encode(),
+                        ",".join(f"{k}={v}" for k, v in sorted(told.items())).encode())]
             await send(message)
 
         try:

@@ -54,6 +54,11 @@ class AppState:
     # sessions seen lately.
     login: OidcClient | None = None
     sessions: SessionCache = field(default_factory=SessionCache)
+    # The federation: this node's key, its cascade of other nodes, its harvests and
+    # notices (federation/).
+    node_key: Any = None
+    cascade: Any = None
+    sync: Any = None
     # Areas by id in lon/lat, for masking raster tiles; areas are never edited.
     areas: dict[int, Any] = field(default_factory=dict)
 

@@ -34,6 +34,8 @@ STATUS: tuple[tuple[type[errors.DomainError], int], ...] = (
     (errors.Forbidden, 403),
     (errors.TooCostly, 400),
     (errors.QuotaExceeded, 429),
+    (errors.NodeTimeout, 504),
+    (errors.NodeUnreachable, 502),
     (errors.Unavailable, 503),
 )
 # How long a client should wait after a spent budget or a lost database.

@@ -191,6 +191,22 @@ _OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
                              200),
     ("/jobs/{job}", "delete"): ("Dismiss a job: a waiting one never runs, a running one is "
                                 "rolled back", [], JSON, 200),
+    ("/federation", "get"): ("The federation's nodes: health, harvests, cascade counts "
+                             "(administrators)", [], JSON, 200),
+    ("/federation/nodes", "post"): ("A district joins with its city's one-time token "
+                                    "({token, name, url, public_key, jurisdiction})", [],
+                                    JSON, 201),
+    ("/federation/nodes/{name}", "delete"): ("Remove a node: its layers leave the catalog "
+                                             "at once (administrators)", [], "", 204),
+    ("/federation/tokens", "post"): ("Issue a one-time join token ({hours}; administrators)",
+                                     [], JSON, 201),
+    ("/federation/notify", "post"): ("A node's signed notice that it published or changed "
+                                     "its grants ({what})", [], "", 202),
+    ("/federation/harvest", "post"): ("Harvest every district's catalog now "
+                                      "(administrators)", [], JSON, 200),
+    ("/federation/{node}/{path}", "get"): (
+        "A node's tiles, features, styles, images or 3D tiles, asked of it for the caller "
+        "(its grants decide) and kept by what it told", [], "tile", 200),
     ("/tileMatrixSets", "get"): ("The tile matrix sets", ["f"], JSON, 200),
     ("/tileMatrixSets/{tms}", "get"): ("One tile matrix set", ["f"], JSON, 200),
     ("/collections/{collectionId}/tiles", "get"): ("A collection's tilesets", ["f"], JSON,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from starlette.exceptions import HTTPException
@@ -10,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
+from federation.nodes import record_levels, remote_records
 from layers import cql2sql
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.records import QUERYABLES, SORTABLES, RecordsQuery, filter_sql, search
@@ -82,7 +84,7 @@ def record(request: Request, layer: Layer, a: LayerAccess) -> dict:
         "onemap:updateCycle": layer.update_cycle, "onemap:sharingType": layer.sharing_type,
         "onemap:featureCount": layer.feature_count, "onemap:crs": layer.crs,
         "onemap:geometryType": layer.geometry_type, "onemap:key": layer.key_field,
-        "onemap:version": layer.version,
+        "onemap:version": layer.version, "onemap:level": layer.level,
         "onemap:dataDictionary": [f.as_dict() for f in layer.fields],
     }
     if layer.department:
@@ -175,6 +177,8 @@ async def records(request: Request) -> Response:
     async with db(request, "items") as conn:
         pairs = access(request).readable(await fetch_layers(conn))
         readable = {ly.id: a for ly, a in pairs}
+        harvested = [i for i, level, sharing in await record_levels(conn)
+                     if access(request).sees_record(i, level, sharing)]
         # A caller who sees part of a layer finds it by the part it sees.
         partial = {ly.id: (await seen(conn, ly, a.restriction)).extent for ly, a in pairs
                    if bbox is not None and a.restriction.rows_limited}
@@ -183,14 +187,19 @@ async def records(request: Request) -> Response:
                      start=start or instant, end=end or instant,
                      keywords=parse_terms(request, "keywords") or (),
                      department=request.query_params.get("department"), kind=kind,
-                     ids=tuple(readable), where=where, sortby=sortby,
+                     ids=(*readable, *harvested), where=where, sortby=sortby,
                      wanted=parse_terms(request, "ids") or None)
     async with db(request, "items") as conn:
-        layers, matched = await search(conn, q)
-        layers = [await seen(conn, ly, readable[ly.id].restriction) for ly in layers]
+        ids, matched = await search(conn, q)
+        local = {ly.id: await seen(conn, ly, readable[ly.id].restriction)
+                 for ly in await fetch_layers(conn, ids=[i for i in ids if i in readable])}
+        remote = await remote_records(conn, [i for i in ids if i not in readable])
+    entries = [local.get(i) or harvested_record(request, remote[i]) for i in ids
+               if i in local or i in remote]
+    layers = [e for e in entries if isinstance(e, Layer)]
     note(request, [ly.id for ly in layers], len(layers))
     links = [page_link(request, "self", offset, limit), alternate(request)]
-    if offset + len(layers) < matched:
+    if offset + len(entries) < matched:
         links.append(page_link(request, "next", offset + limit, limit))
     if wants_html(request):
         here = f"{base(request)}/collections/{CATALOG_ID}"
@@ -199,23 +208,64 @@ async def records(request: Request) -> Response:
         return listing(request, "OneMap catalog: records",
                        [("Collections", f"{base(request)}/collections?f=html"),
                         (CATALOG_ID, f"{here}?f=html")],
-                       description=f"{len(layers)} of {matched} records",
+                       description=f"{len(entries)} of {matched} records",
                        columns=["Record", "Title", "Kind", "Department", "Features",
                                 "Updated"],
-                       rows=[[(ly.id, f"{here}/items/{ly.id}?f=html"), ly.title, ly.kind,
-                              ly.department_name or ly.department, ly.feature_count,
-                              ly.updated_at.date().isoformat()] for ly in layers],
+                       rows=[_row(here, e) for e in entries],
                        links=tuple(nexts), geojson=True)
     head = {"type": "FeatureCollection", "numberMatched": matched,
-            "numberReturned": len(layers), "links": links,
-            "features": [record(request, ly, readable[ly.id]) for ly in layers]}
-    return Response(json.dumps(head), media_type=GEOJSON)
+            "numberReturned": len(entries), "links": links,
+            "features": [record(request, e, readable[e.id]) if isinstance(e, Layer) else e
+                         for e in entries]}
+    body = json.dumps(head).encode()
+    # A harvesting node asks again with If-None-Match: unchanged, the answer is a 304.
+    etag = f'"{hashlib.sha1(body).hexdigest()[:20]}"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=GEOJSON, headers=headers)
+
+
+def _row(here: str, e: Layer | dict) -> list:
+    if isinstance(e, Layer):
+        return [(e.id, f"{here}/items/{e.id}?f=html"), e.title, e.kind,
+                e.department_name or e.department, e.feature_count,
+                e.updated_at.date().isoformat()]
+    p = e["properties"]
+    return [(e["id"], f"{here}/items/{e['id']}"), p.get("title"), p.get("onemap:kind"),
+            f"{p.get('onemap:department')} ({p['onemap:origin']})",
+            p.get("onemap:featureCount"), str(p.get("updated", ""))[:10]]
+
+
+def harvested_record(request: Request, row: dict) -> dict:
+    """A record harvested from a node, as this node serves it: its id ``node:layer``, its
+    links to this node's cascade of that node (``/federation/{node}/...``)."""
+    node, theirs = row["node"], row["url"].rstrip("/")
+    ours = f"{base(request)}/federation/{node}"
+    doc = json.loads(json.dumps(row["record"]).replace(json.dumps(theirs)[1:-1], ours))
+    doc["id"] = row["id"]
+    doc["properties"]["onemap:origin"] = node
+    for link in doc.get("links", []):
+        if link.get("rel") == "self":
+            link["href"] = f"{base(request)}/collections/{CATALOG_ID}/items/{row['id']}"
+        elif link.get("rel") == "collection":
+            link["href"] = f"{base(request)}/collections/{CATALOG_ID}"
+    return doc
 
 
 async def one_record(request: Request) -> Response:
     record_id = request.path_params["recordId"]
     note(request, [record_id])
     found = []
+    if ":" in record_id:
+        async with db(request, "items") as conn:
+            rows = await remote_records(conn, [record_id])
+        row = rows.get(record_id)
+        if row is None or not access(request).sees_record(
+                record_id, row["level"], row["record"]["properties"].get(
+                    "onemap:sharingType", "unconditional")):
+            raise HTTPException(404, f"no record {record_id!r}")
+        return Response(json.dumps(harvested_record(request, row)), media_type=GEOJSON)
     if LAYER_ID.match(record_id):
         async with db(request, "items") as conn:
             found = [(await seen(conn, ly, a.restriction), a) for ly, a in

@@ -562,8 +562,10 @@ def parser() -> argparse.ArgumentParser:
     bm.set_defaults(func=_basemap)
 
     from access.cli import add_parser
+    from federation.cli import add_parser as add_federation
 
     add_parser(sub)
+    add_federation(sub)
     return p
 
 

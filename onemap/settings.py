@@ -104,6 +104,19 @@ class Settings:
     upload_max_mb: int = 1024
     job_workers: int = 1
     job_stale_seconds: int = 60
+    # Federation (docs/federation.md): this node's name and role ('city' or 'district'),
+    # the URL others reach it at (default: http://host:port), how long a cascaded request
+    # may wait for the other node, how long what a node said about a caller's rights is
+    # trusted before it is asked again (a notice from the node ends it sooner), and how
+    # often a city harvests its districts' catalogs. The node's signing key is
+    # data_dir/node.key, made at first use.
+    node_name: str = "city"
+    node_role: str = "city"
+    public_url: str | None = None
+    federation_timeout: float = 2.0
+    federation_ttl: float = 30.0
+    harvest_seconds: float = 300.0
+    federation_cache_mb: int = 128
     # The glyphs (fonts/) and sprites (sprites/) the styles name, made by make setup.
     map_assets: Path = Path(__file__).resolve().parents[1] / ".tools" / "map-assets"
 
@@ -114,6 +127,10 @@ class Settings:
     @property
     def uploads(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def node_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def raster_root(self) -> str:
@@ -130,6 +147,9 @@ class Settings:
             values[f.name] = _coerce(f.name, str(f.type), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
+        if settings.node_role not in ("city", "district"):
+            raise ValueError(f"ONEMAP_NODE_ROLE {settings.node_role!r} is neither city nor "
+                             "district")
         if settings.default_level not in settings.levels:
             raise ValueError(f"ONEMAP_DEFAULT_LEVEL {settings.default_level!r} is not one of "
                              f"ONEMAP_LEVELS {','.join(settings.levels)}")

@@ -223,14 +223,15 @@ class Live:
 
 
 @contextlib.contextmanager
-def server_process(settings: Settings, log: Path, **env: str) -> Iterator[Live]:
-    """``onemap serve`` on a free port against the test cluster, its output in ``log``;
-    ``env`` adds ONEMAP_* settings."""
-    port = free_port()
+def server_process(settings: Settings, log: Path, port: int | None = None,
+                   **env: str) -> Iterator[Live]:
+    """``onemap serve`` on a free port (or ``port``) against the test cluster, its output
+    in ``log``; ``env`` adds ONEMAP_* settings."""
+    port = port or free_port()
     environ = {**os.environ, "ONEMAP_DATABASE_URL": str(settings.database_url),
                "ONEMAP_DATA_DIR": str(settings.data_dir), "ONEMAP_PORT": str(port),
                "ONEMAP_DEFAULT_LEVEL": "public", **env}
-    out = log.open("wb")
+    out = log.open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "onemap.cli", "serve"], cwd=ROOT,
                             env=environ, stdout=out, stderr=subprocess.STDOUT)
     live = Live(f"http://127.0.0.1:{port}", proc, log)

@@ -1,6 +1,7 @@
-"""Every benchmark runs, at a thousandth of its size and on one case of each list: figures nobody can reproduce are
-worth nothing, so a benchmark that breaks is found here, not on the day it is needed.
-What they measure is in docs/benchmarks.md; nothing here is timed."""
+"""Every benchmark runs, at a thousandth of its size and on one case of each list:
+figures nobody can reproduce are worth nothing, so a benchmark that breaks is found here,
+not on the day it is needed. What they measure is in docs/benchmarks.md; nothing here is
+timed."""
 
 from __future__ import annotations
 
