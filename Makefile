@@ -17,7 +17,7 @@ STYLE_SPEC := .tools/node_modules/@maplibre/maplibre-gl-style-spec/package.json
 MAP_ASSETS := .tools/map-assets/fonts/stacks.json
 MAP_ASSET_TOOLS := .tools/node_modules/fontnik/package.json
 
-.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-emap bench-images bench-registry bench-3d clean
+.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-emap bench-images bench-registry bench-3d bench-federation clean
 
 setup: $(STAMP) $(STYLE_SPEC) $(MAP_ASSETS)
 
@@ -190,6 +190,11 @@ bench-registry: setup
 bench-3d: setup
 	bash scripts/system-packages.sh wrk
 	$(BIN)/python bench/scenes3d.py
+
+# The cascade against the district it asks, cached and uncached: ratios in one run.
+bench-federation: setup
+	bash scripts/system-packages.sh wrk
+	$(BIN)/python bench/federation.py
 
 clean:
 	-$(BIN)/onemap db stop

@@ -35,6 +35,8 @@ FORBIDDEN = {
     "scenes3d": ("mapserver", "ingest", "starlette"),
     # jobs: run ingest and the like outside requests; no HTTP
     "jobs": ("mapserver", "registry", "starlette", "uvicorn"),
+    # federation: talks to other nodes as an HTTP client, never serves; no loaders
+    "federation": ("mapserver", "ingest", "registry", "starlette", "uvicorn"),
     # drawing: knows styles and pixels, not callers, storage or HTTP
     "mapimages": ("mapserver", "ingest", "registry", "access", "layers", "starlette"),
 }

@@ -20,6 +20,7 @@ RUNS = {
     "authorization": ["--rounds", "1", "--seconds", "1", "--lists", "z14"],
     "raster_tiles": ["--rounds", "1", "--seconds", "1"],
     "emap_tiles": ["--rounds", "1", "--seconds", "1"],
+    "federation": ["--rounds", "1", "--seconds", "1"],
     "map_images": ["--rounds", "1", "--seconds", "1"],
     "scenes3d": ["--rounds", "1", "--seconds", "1"],
     "registry": ["--lookups", "5", "--warm", "2"],

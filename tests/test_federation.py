@@ -342,3 +342,34 @@ def test_removing_a_node_withdraws_its_layers(joined):
     r = httpx.get(f"{city.url}/federation/north/collections/wards/items",
                   headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 404
+
+
+def test_rule_13_who_an_asserted_caller_is_here():
+    """Pure: the departments, clearance and rights of a caller another node asserts."""
+    from access.directory import Directory
+    from access.policy import ANONYMOUS, Policy
+
+    d = Directory(("public", "internal", "sensitive", "secret"))
+    d._departments = {
+        "city": {"id": "city", "parent_id": None, "max_level": "internal", "area_id": 7},
+        "city-planning": {"id": "city-planning", "parent_id": "city",
+                          "max_level": "sensitive", "area_id": None}}
+    planner = d.federated("city", {"sub": "ann", "dep": ["planning", "gov"],
+                                   "lvl": "secret"})
+    assert planner.departments == ("city-planning", "city") and planner.area_id == 7
+    assert planner.max_level == "sensitive"  # the lower of the two
+    assert planner.name == "city/ann" and planner.node == "city" and not planner.admin
+    clerk = d.federated("city", {"sub": "bo", "dep": ["records"], "lvl": "public"})
+    assert clerk.departments == ("city",) and clerk.max_level == "public"
+    stranger = d.federated("east", {"sub": "cy", "dep": ["planning"]})
+    assert stranger.departments == () and stranger.max_level == "public"
+    anon = d.federated("city", {"sub": "anonymous"})
+    assert anon.anonymous and anon.node == "city"
+    p = Policy(d.levels)
+    assert not p.may_write(planner) and not p.may_write(clerk)
+    assert p.cascade_refusal(planner, "south", "roads") is not None  # never a third node
+    assert p.cascade_refusal(ANONYMOUS, "south", "roads") is None
+    assert p.sees_record(ANONYMOUS, "public", "unconditional")
+    assert not p.sees_record(ANONYMOUS, "public", "conditional")
+    assert not p.sees_record(clerk, "internal", "unconditional")
+    assert p.sees_record(planner, "sensitive", "conditional")
