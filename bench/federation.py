@@ -35,7 +35,7 @@ from layers.migrate import migrate
 
 CONCURRENCY = 8
 WORKERS = 2
-ZOOMS = (12, 13, 14)
+ZOOMS = (14, 15, 16)
 
 
 def _cli(env: dict[str, str], *args: str) -> str:

@@ -16,7 +16,6 @@ is quick (the node is not asked again for a few seconds).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import re
@@ -134,24 +133,23 @@ class Cascade:
         if self.down(node):
             return self._stale_or_fail(node, kept, told, stats, None)
         flying = (node, target, told.value if told else fp)
-        waiting = self._flying.get(flying)
-        if waiting is not None:
+        task = self._flying.get(flying)
+        if task is None:
+            # The asking is a task of its own: a caller that goes away (its request
+            # cancelled) takes it from no one else waiting for the same answer.
+            task = asyncio.ensure_future(self._ask(node, node_url, target, accept, claims,
+                                                   told_key, kept, told, stats))
+            self._flying[flying] = task
+            task.add_done_callback(lambda t: self._landed(flying, t))
+        else:
             stats.counts["collapsed"] += 1
-            return await asyncio.shield(waiting)
-        future = asyncio.get_running_loop().create_future()
-        self._flying[flying] = future
-        try:
-            answer = await self._ask(node, node_url, target, accept, claims, told_key, kept,
-                                     told, stats)
-            future.set_result(answer)
-            return answer
-        except BaseException as exc:
-            future.set_exception(exc)
-            with contextlib.suppress(BaseException):
-                future.exception()  # retrieved: no warning when nobody else waited
-            raise
-        finally:
-            self._flying.pop(flying, None)
+        return await asyncio.shield(task)
+
+    def _landed(self, key: tuple[str, str, str], task: asyncio.Future) -> None:
+        if self._flying.get(key) is task:
+            del self._flying[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: each waiter has it raised as well
 
     async def _ask(self, node: str, node_url: str, target: str, accept: str | None,
                    claims: dict[str, Any], told_key: tuple[str, str, str],

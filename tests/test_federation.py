@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -293,6 +296,71 @@ def test_a_district_serves_the_citys_emap_from_a_cascade(joined):
     assert tilejson["tiles"] and all(u.startswith(here) for u in tilejson["tiles"]), tilejson
     # Never a bulk copy: the city's administration is not reachable this way.
     assert north.get("/federation/city/federation", "resident").status_code == 404
+
+
+def _admin_key(node: Node) -> str:
+    import asyncio
+
+    async def make() -> str:
+        async with await psycopg.AsyncConnection.connect(node.settings.database_url,
+                                                         autocommit=True) as conn:
+            actor = Actor("test")
+            await admin.create_department(conn, actor, node.settings.levels, id="it",
+                                          name="IT")
+            await admin.create_principal(conn, actor, name="root", kind="user",
+                                         department="it", admin=True)
+            return (await admin.create_key(conn, actor, principal="root"))["key"]
+
+    node.keys["root"] = asyncio.run(make())
+    return node.keys["root"]
+
+
+def test_concurrent_misses_are_asked_once_and_counted(joined):
+    city = joined["city"]
+    _admin_key(city)
+    before = city.get("/federation", "root").json()
+    south = next(n for n in before["nodes"] if n["name"] == "south")
+    asked = south["cascade"].get("asked", 0)
+    barrier = threading.Barrier(12)
+
+    def fetch(_: int) -> int:
+        barrier.wait()
+        return city.get("/federation/south/tiles/parcels/11/1686/775.mvt").status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(fetch, range(12)))
+    assert codes == [200] * 12
+    after = next(n for n in city.get("/federation", "root").json()["nodes"]
+                 if n["name"] == "south")
+    counts = after["cascade"]
+    assert counts["asked"] - asked < 12 and counts.get("collapsed", 0) >= 1, counts
+    assert after["health"] == "up" and after["records"] >= 1 and after["answering"]
+    assert city.get("/federation", "planner").status_code == 403
+
+
+def test_a_slow_node_costs_its_timeout_not_the_citys_time(joined):
+    """A node that takes the connection and never answers: 504 within the 2 s timeout,
+    then refused at once for a few seconds, and nothing else waits on it."""
+    city = joined["city"]
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)  # the kernel accepts; nobody ever answers
+    _sql(city, "INSERT INTO onemap.nodes (name, role, url, public_key) VALUES"
+               " ('slow', 'district', %s, 'none')", (f"http://127.0.0.1:{hang.getsockname()[1]}",))
+    try:
+        def timed() -> tuple[int, float]:
+            started = time.monotonic()
+            r = city.get("/federation/slow/tiles/roads/1/1/1.mvt")
+            return r.status_code, time.monotonic() - started
+
+        status, took = _wait(lambda: (t := timed())[0] != 404 and t, 5)
+        assert status == 504 and took < 3, (status, took)
+        status, took = timed()
+        assert status == 502 and took < 0.5, (status, took)
+        assert city.get(f"/tiles/boundaries/{TILE}.mvt").status_code == 200
+    finally:
+        _sql(city, "DELETE FROM onemap.nodes WHERE name = 'slow'")
+        hang.close()
 
 
 def test_a_district_down_then_back(joined, tmp_path):
