@@ -128,6 +128,10 @@ class Cascade:
         if kept is not None:
             self._kept.move_to_end((node, target, told.value))
             if told.epoch == self._epochs[node] and now - told.confirmed < self.ttl:
+                if self.down(node):  # still trusted, but say how old it is
+                    stats.counts["stale"] += 1
+                    return Answer(kept.status, kept.body, kept.headers, "stale",
+                                  now - told.confirmed)
                 stats.counts["hits"] += 1
                 return Answer(kept.status, kept.body, kept.headers, "hit")
         if self.down(node):
