@@ -229,3 +229,36 @@ class Cascade:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+async def search_nodes(cascade: Cascade, nodes: dict[str, str], query: str,
+                       claims: dict[str, dict[str, Any]], timeout: float
+                       ) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The catalog search ``query`` asked of every node at once, live, for the caller:
+    by node, its status (``ok``, ``timeout``, ``unreachable`` or ``error``, with the time
+    it took) and the records it returned. A node that is slow costs ``timeout`` at most,
+    and holds up no other."""
+
+    async def one(node: str, url: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        started = time.monotonic()
+        status: dict[str, Any] = {"node": node}
+        records: list[dict[str, Any]] = []
+        try:
+            r = await asyncio.wait_for(cascade.client.get(
+                f"{url}/collections/catalog/items?{query}",
+                headers={HEADER: cascade.assertion(node, claims[node]),
+                         "Accept": "application/geo+json"}), timeout)
+            if r.status_code == 200:
+                records = list(r.json().get("features", []))
+                status.update(status="ok", returned=len(records))
+            else:
+                status.update(status="error", detail=f"answered {r.status_code}")
+        except (TimeoutError, httpx.TimeoutException):
+            status["status"] = "timeout"
+        except (httpx.HTTPError, ValueError) as exc:
+            status.update(status="unreachable", detail=type(exc).__name__)
+        status["ms"] = round((time.monotonic() - started) * 1000, 1)
+        return status, records
+
+    found = await asyncio.gather(*(one(n, u) for n, u in nodes.items()))
+    return dict(zip(nodes, found, strict=True))

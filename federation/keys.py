@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from access.credentials import CredentialError
+from access.policy import Principal
 
 HEADER = "OneMap-Assertion"
 # What the asked node tells of each layer the answer read ("id=version.limits,..."): the
@@ -86,3 +87,16 @@ def verify(token: str, public_pem: str, issuer: str, audience: str) -> dict[str,
                           leeway=LEEWAY, options={"require": ["exp", "iat", "iss", "aud"]})
     except jwt.PyJWTError as exc:
         raise BadAssertion(f"the assertion of node {issuer!r} is not valid: {exc}") from None
+
+
+def claims_of(p: Principal, node: str) -> dict[str, Any]:
+    """Who is asking, as told to ``node``: name, departments (nearest first), clearance."""
+    if p.anonymous:
+        return {"sub": "anonymous"}
+    claims: dict[str, Any] = {"sub": p.name, "dep": list(p.departments), "lvl": p.max_level}
+    if p.embedded:
+        claims["emb"] = True
+    if p.key_layers is not None:
+        claims["layers"] = sorted(k.split(":", 1)[1] for k in p.key_layers
+                                  if k.startswith(f"{node}:"))
+    return claims

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from access.policy import Principal
 from federation import nodes
+from federation.keys import claims_of
 from federation.nodes import jurisdiction_of
 from federation.sync import CHANNEL
 from layers.errors import Forbidden, Invalid, NotFound, Unauthenticated
@@ -31,19 +31,6 @@ def _admin(request: Request) -> None:
         raise Unauthenticated("the federation is administered by a signed-in administrator")
     if not a.administers:
         raise Forbidden("the federation is administered by administrators")
-
-
-def claims_of(p: Principal, node: str) -> dict[str, Any]:
-    """Who is asking, as told to ``node``: name, departments (nearest first), clearance."""
-    if p.anonymous:
-        return {"sub": "anonymous"}
-    claims: dict[str, Any] = {"sub": p.name, "dep": list(p.departments), "lvl": p.max_level}
-    if p.embedded:
-        claims["emb"] = True
-    if p.key_layers is not None:
-        claims["layers"] = sorted(k.split(":", 1)[1] for k in p.key_layers
-                                  if k.startswith(f"{node}:"))
-    return claims
 
 
 async def join(request: Request) -> Response:

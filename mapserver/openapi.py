@@ -79,6 +79,10 @@ _Q = {
     "keywords": {"style": "form", "explode": False,
                  "schema": {"type": "array", "items": {"type": "string"}}},
     "department": {"schema": {"type": "string"}},
+    "distributedSearch": {"schema": {"type": "boolean", "default": False},
+                          "description": "ask every node of the federation live as well "
+                                         "(OGC API - Records Part 4); each node's status "
+                                         "is in onemap:nodes"},
     "f": {"schema": {"type": "string", "enum": ["json", "html"]}},
     "key": {"schema": {"type": "string"},
             "description": "an embedding key (read-only, limited to its layers and origins)"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -11,13 +12,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
+from federation.cascade import search_nodes
+from federation.keys import claims_of
 from federation.nodes import record_levels, remote_records
 from layers import cql2sql
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.records import QUERYABLES, SORTABLES, RecordsQuery, filter_sql, search
 from layers.restrict import visible
 from layers.summary import seen
-from mapserver.deps import access, db, note
+from mapserver.deps import access, app_state, db, note
 from mapserver.html import alternate, listing, page, wants_html
 from mapserver.ogc import (
     GEOJSON,
@@ -48,7 +51,11 @@ KINDS = ("vector", "raster", "3d")
 
 def catalog_doc(request: Request) -> dict:
     here = f"{base(request)}/collections/{CATALOG_ID}"
-    return {
+    nodes = sorted(app_state(request).directory.nodes)
+    federated = {"federatedCatalogs": [
+        {"node": n, "href": f"{base(request)}/federation/{n}/collections/{CATALOG_ID}"}
+        for n in nodes]} if nodes else {}
+    return {**federated,
         "id": CATALOG_ID, "type": "Catalog", "itemType": "record",
         "title": "OneMap catalog",
         "description": "Every layer on OneMap, with its data dictionary, owner, update cycle, "
@@ -143,7 +150,11 @@ async def catalog_sortables(request: Request) -> Response:
 
 # What a search of the catalog takes (OGC API - Records, Part 1: core, sorting, filtering).
 RECORDS_PARAMS = ("limit", "offset", "q", "bbox", "datetime", "type", "kind", "keywords",
-                  "department", "ids", "sortby", "filter", "filter-lang", "f", "key")
+                  "department", "ids", "sortby", "filter", "filter-lang", "f", "key",
+                  "distributedSearch")
+# What a distributed search passes on to each node (its first page there).
+PASSED_ON = ("limit", "q", "bbox", "datetime", "type", "kind", "keywords", "sortby",
+             "filter", "filter-lang")
 
 
 def _records_filter(request: Request) -> tuple | None:
@@ -196,6 +207,9 @@ async def records(request: Request) -> Response:
         remote = await remote_records(conn, [i for i in ids if i not in readable])
     entries = [local.get(i) or harvested_record(request, remote[i]) for i in ids
                if i in local or i in remote]
+    searched = None
+    if request.query_params.get("distributedSearch", "false").lower() == "true":
+        entries, searched = await _distributed(request, entries)
     layers = [e for e in entries if isinstance(e, Layer)]
     note(request, [ly.id for ly in layers], len(layers))
     links = [page_link(request, "self", offset, limit), alternate(request)]
@@ -215,6 +229,7 @@ async def records(request: Request) -> Response:
                        links=tuple(nexts), geojson=True)
     head = {"type": "FeatureCollection", "numberMatched": matched,
             "numberReturned": len(entries), "links": links,
+            **({"onemap:nodes": searched} if searched is not None else {}),
             "features": [record(request, e, readable[e.id]) if isinstance(e, Layer) else e
                          for e in entries]}
     body = json.dumps(head).encode()
@@ -224,6 +239,30 @@ async def records(request: Request) -> Response:
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=GEOJSON, headers=headers)
+
+
+async def _distributed(request: Request, entries: list) -> tuple[list, list[dict]]:
+    """OGC API – Records Part 4's distributed search: the same search asked of every node
+    live (each within the federation's timeout); a node that answered gives its records
+    as they are now, one that did not keeps those last harvested, and each node's status
+    is in the answer."""
+    state = app_state(request)
+    nodes = {n: r["url"] for n, r in state.directory.nodes.items()}
+    p = access(request).principal
+    if not nodes or p.node is not None:  # a node's own caller searches here only
+        return entries, []
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items()
+                       if k in PASSED_ON])
+    found = await search_nodes(state.cascade, nodes, query,
+                               {n: claims_of(p, n) for n in nodes},
+                               state.settings.federation_timeout)
+    answered = {n for n, (status, _) in found.items() if status["status"] == "ok"}
+    kept = [e for e in entries if isinstance(e, Layer)
+            or e["properties"].get("onemap:origin") not in answered]
+    live = [harvested_record(request, {"node": n, "url": nodes[n], "id": f"{n}:{r.get('id')}",
+                                       "record": r})
+            for n in sorted(answered) for r in found[n][1] if ":" not in str(r.get("id"))]
+    return kept + live, [status for status, _ in found.values()]
 
 
 def _row(here: str, e: Layer | dict) -> list:
