@@ -235,6 +235,15 @@ def test_tiles_and_features_through_the_city_are_the_districts(joined):
     etag = again.headers["etag"]
     assert city.get(f"/federation/south/tiles/parcels/{TILE}.mvt",
                     headers={"If-None-Match": etag}).status_code == 304
+    # Map images and their capabilities too, the capabilities' links through the city.
+    getmap = ("/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetMap&LAYERS=parcels&STYLES="
+              "&CRS=EPSG:4490&BBOX=39.6,116.0,40.3,116.8&WIDTH=256&HEIGHT=256&FORMAT=image/png")
+    image = city.get(f"/federation/south{getmap}")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    assert image.content == south.get(getmap).content
+    caps = city.get("/federation/south/wms?SERVICE=WMS&REQUEST=GetCapabilities")
+    assert caps.status_code == 200 and f"{city.url}/federation/south/wms" in caps.text
+    assert south.url not in caps.text and "<Name>parcels</Name>" in caps.text
     # Only what a node serves to readers is passed on.
     assert city.get("/federation/south/admin/keys").status_code == 404
     assert city.get("/federation/nowhere/tiles/parcels/1/1/1.mvt").status_code == 404
