@@ -48,6 +48,7 @@ from mapserver import (
     ogctiles,
     openapi,
     portal,
+    processes,
     publish,
     rasters,
     records,
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *ogctiles.routes,
         *signin.routes,
         *federation.routes,
+        *processes.routes,
         *publish.routes,
         *portal.routes,  # POST /layers before the catalog's GET /layers
         *catalog.routes,

@@ -19,7 +19,7 @@ from access.policy import LayerAccess
 from layers import cql2sql, features, rasters, restrict
 from layers.catalog import LAYER_ID, Layer, fetch_layers
 from layers.summary import seen
-from mapserver import ogctiles, records
+from mapserver import ogctiles, processes, records
 from mapserver.deps import access, app_state, db, note
 from mapserver.html import alternate, listing, wants_html
 from mapserver.html import page as _page
@@ -84,12 +84,15 @@ def landing(request: Request) -> Response:
             {"rel": "service-desc", "type": OPENAPI, "href": f"{b}/api"},
             {"rel": "conformance", "type": "application/json", "href": f"{b}/conformance"},
             {"rel": "data", "type": "application/json", "href": f"{b}/collections"},
+            {"rel": "http://www.opengis.net/def/rel/ogc/1.0/processes",
+             "type": "application/json", "href": f"{b}/processes"},
         ],
     })
 
 
 async def conformance(request: Request) -> Response:
-    classes = CONFORMANCE + records.CONFORMANCE + ogctiles.CONFORMANCE
+    classes = (CONFORMANCE + records.CONFORMANCE + ogctiles.CONFORMANCE
+               + processes.CONFORMANCE)
     if wants_html(request):
         return listing(request, "Conformance", [], columns=["Conformance class"],
                        description="The OGC standards, and the parts of them, that OneMap "

@@ -211,6 +211,12 @@ _OPS: dict[tuple[str, str], tuple[str, list[str], str, int]] = {
     ("/federation/{node}/{path}", "get"): (
         "A node's tiles, features, styles, images or 3D tiles, asked of it for the caller "
         "(its grants decide) and kept by what it told", [], "tile", 200),
+    ("/processes", "get"): ("The analysis processes (OGC API - Processes)", [], JSON, 200),
+    ("/processes/{process}", "get"): ("A process's description: its inputs and output", [],
+                                      JSON, 200),
+    ("/processes/{process}/execution", "post"): (
+        "Run a process on the layers, under the caller's grants ({inputs, response})", [],
+        JSON, 200),
     ("/tileMatrixSets", "get"): ("The tile matrix sets", ["f"], JSON, 200),
     ("/tileMatrixSets/{tms}", "get"): ("One tile matrix set", ["f"], JSON, 200),
     ("/collections/{collectionId}/tiles", "get"): ("A collection's tilesets", ["f"], JSON,

@@ -37,6 +37,8 @@ FORBIDDEN = {
     "jobs": ("mapserver", "registry", "starlette", "uvicorn"),
     # federation: talks to other nodes as an HTTP client, never serves; no loaders
     "federation": ("mapserver", "ingest", "registry", "starlette", "uvicorn"),
+    # analysis: processes over the layers' statements; no HTTP, no decisions of its own
+    "analysis": ("mapserver", "ingest", "registry", "access", "starlette", "uvicorn"),
     # drawing: knows styles and pixels, not callers, storage or HTTP
     "mapimages": ("mapserver", "ingest", "registry", "access", "layers", "starlette"),
 }
@@ -55,7 +57,8 @@ def test_packages_import_only_what_their_layer_may(package):
 def test_http_statuses_are_chosen_in_one_place():
     """Domain errors carry no HTTP status: outside mapserver/ nothing names one."""
     bad = []
-    for package in ("layers", "access", "registry", "ingest", "scenes3d", "mapimages", "jobs"):
+    for package in ("layers", "access", "registry", "ingest", "scenes3d", "mapimages", "jobs",
+                    "analysis"):
         for module in _imports(package):
             text = (ROOT / module).read_text(encoding="utf-8")
             for word in ("status_code", "HTTPException", "starlette"):

@@ -18,6 +18,7 @@ from shapely.geometry import Point, shape
 from ingest.vector import ingest_vector
 from mapserver.features import CONFORMANCE, MAX_LIMIT
 from mapserver.ogctiles import CONFORMANCE as TILES
+from mapserver.processes import CONFORMANCE as PROCESSES
 from mapserver.records import CONFORMANCE as RECORDS
 
 BBOX = (24.94, 60.165, 24.95, 60.172)
@@ -43,7 +44,7 @@ def test_landing_page_is_negotiated(http, sample_layers):
     page = http.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
     assert page.headers["content-type"].startswith("text/html")
     declared = http.get(rels["conformance"]).json()["conformsTo"]
-    assert declared == CONFORMANCE + RECORDS + TILES
+    assert declared == CONFORMANCE + RECORDS + TILES + PROCESSES
 
 
 def test_collections_describe_the_catalog(http, db, sample_layers):
