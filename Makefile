@@ -17,7 +17,7 @@ STYLE_SPEC := .tools/node_modules/@maplibre/maplibre-gl-style-spec/package.json
 MAP_ASSETS := .tools/map-assets/fonts/stacks.json
 MAP_ASSET_TOOLS := .tools/node_modules/fontnik/package.json
 
-.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-emap bench-images bench-registry bench-3d bench-federation clean
+.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-emap bench-images bench-registry bench-3d bench-federation bench-analysis clean
 
 setup: $(STAMP) $(STYLE_SPEC) $(MAP_ASSETS)
 
@@ -195,6 +195,10 @@ bench-3d: setup
 bench-federation: setup
 	bash scripts/system-packages.sh wrk
 	$(BIN)/python bench/federation.py
+
+# locate, nearest and aggregate against geopandas in-process: latencies and ratios.
+bench-analysis: setup
+	$(BIN)/python bench/analysis.py
 
 clean:
 	-$(BIN)/onemap db stop

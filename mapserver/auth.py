@@ -45,7 +45,10 @@ READ_POSTS = ("/registry/reuse", "/federation/notify")
 
 
 def is_write(method: str, path: str) -> bool:
-    return method not in READ_METHODS and not (method == "POST" and path in READ_POSTS)
+    # Running an analysis process reads layers and changes nothing.
+    reads = path in READ_POSTS or (path.startswith("/processes/")
+                                   and path.endswith("/execution"))
+    return method not in READ_METHODS and not (method == "POST" and reads)
 
 
 class Refused(Exception):

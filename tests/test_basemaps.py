@@ -471,3 +471,26 @@ def test_viewer_search_and_popup_titles(server, city, settings):
             assert "layers=roads%2Cdistricts" in page.url or "layers=roads,districts" in page.url
         finally:
             browser.close()
+
+
+def test_a_click_outside_every_feature_says_which_district_it_is_in(server, city, settings,
+                                                                   tmp_path):
+    """Where no feature is drawn, a click asks the locate process which polygons of the
+    areal layers hold the point, and shows them."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 600})
+            # Central Beijing, with only Helsinki's roads shown: nothing drawn under the click.
+            page.goto(f"{server}/?base=none&layers=roads#13/39.9087/116.3975")
+            _idle(page)
+            box = page.locator("#map").bounding_box()
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.wait_for_selector(".popup[data-locate]", timeout=10_000)
+            text = page.locator(".popup[data-locate]").inner_text()
+            assert "39.9" in text and ("西城区" in text or "东城区" in text), text
+            page.screenshot(path=str(tmp_path / "viewer-locate.png"))
+        finally:
+            browser.close()

@@ -345,9 +345,43 @@
   const near = p => map.queryRenderedFeatures([[p.x - 4, p.y - 4], [p.x + 4, p.y + 4]])
     .filter(f => f.source === 'onemap-onemap');
   map.on('mousemove', e => { map.getCanvas().style.cursor = near(e.point).length ? 'pointer' : ''; });
+  // Where a click lands: the polygons of the areal layers (districts, streets, grid cells)
+  // that hold it, through the locate process, under the caller's grants.
+  const areal = all.filter(l => l.kind === 'vector' && /Polygon/.test(l.geometry_type || '')
+    && l.feature_count > 0 && l.feature_count <= 5000 && l.extent)
+    .sort((a, b) => a.feature_count - b.feature_count);
+  async function locate(lngLat) {
+    const { lng, lat } = lngLat;
+    const here = areal.filter(l => l.extent[0] <= lng && lng <= l.extent[2]
+      && l.extent[1] <= lat && lat <= l.extent[3]).slice(0, 4);
+    const found = await Promise.all(here.map(async l => {
+      const r = await fetch('/processes/locate/execution', {
+        method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ inputs: { layer: l.id, point: [lngLat.lng, lngLat.lat] } }) });
+      const f = r.ok ? (await r.json()).result.features[0] : null;
+      if (!f) return null;
+      const p = f.properties;
+      return [l.title, p.name || p.title || Object.values(p)[0] || f.id];
+    }));
+    const rows = found.filter(Boolean);
+    const div = document.createElement('div');
+    div.className = 'popup';
+    div.dataset.locate = '';
+    const h = document.createElement('h3');
+    h.textContent = `${lngLat.lat.toFixed(5)}, ${lngLat.lng.toFixed(5)}`;
+    div.appendChild(h);
+    const table = document.createElement('table');
+    for (const [what, name] of rows.length ? rows : [['Here', 'outside every area layer']]) {
+      const tr = table.insertRow();
+      tr.insertCell().textContent = what;
+      tr.insertCell().textContent = name;
+    }
+    div.appendChild(table);
+    new maplibregl.Popup({ maxWidth: '420px' }).setLngLat(lngLat).setDOMContent(div).addTo(map);
+  }
   map.on('click', e => {
     const hits = near(e.point);
-    if (!hits.length) return;
+    if (!hits.length) { if (areal.length) locate(e.lngLat); return; }
     const f = hits[0];
     const layer = byId[f.sourceLayer];
     const div = document.createElement('div');
