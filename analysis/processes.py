@@ -11,6 +11,8 @@ import json
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -43,7 +45,8 @@ class Process:
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "description": self.description,
-                "version": "1.0.0", "jobControlOptions": ["sync-execute"],
+                "version": "1.0.0", "jobControlOptions": ["sync-execute", "async-execute",
+                                                            "dismiss"],
                 "outputTransmission": ["value"], "keywords": ["analysis"]}
 
     def describe(self) -> dict[str, Any]:
@@ -116,10 +119,19 @@ def _number(inputs: dict[str, Any], name: str, default: float | None, lo: float,
     return v
 
 
+def _plain(value: Any) -> Any:
+    """Numbers as JSON numbers (PostgreSQL's sums are decimals), times as ISO text."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
+
+
 def _feature(row: dict[str, Any], extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    props = {k: v for k, v in row.items() if not k.startswith("_")}
+    props = {k: _plain(v) for k, v in row.items() if not k.startswith("_")}
     for k in extra:
-        props[k.lstrip("_")] = row[f"_{k.lstrip('_')}"]
+        props[k.lstrip("_")] = _plain(row[f"_{k.lstrip('_')}"])
     return {"type": "Feature", "id": row["_fid"], "geometry": row.get("_geometry"),
             "properties": props}
 

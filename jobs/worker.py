@@ -10,6 +10,7 @@ job submitted while none listened is still found.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -161,15 +162,63 @@ def run_ingest(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, A
             "issues_total": len(issues)}
 
 
-KINDS = {"ingest": run_ingest}
+def run_process(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, Any]:
+    """An analysis process run for its principal, as it stands now (its grants read again
+    when the job starts, as rule 10's are for an upload), every layer under its limits."""
+    from access.directory import Directory
+    from access.policy import Access
+    from analysis.processes import execute as run_analysis
+    from layers.catalog import LAYER_ID, fetch_layers
+    from layers.errors import NotFound
+
+    p = job["params"]
+
+    async def go() -> dict[str, Any]:
+        async with await psycopg.AsyncConnection.connect(
+                database_url(settings), autocommit=True,
+                options=f"-c statement_timeout={settings.budget_ms('jobs')}") as conn:
+            directory = Directory(settings.levels)
+            await directory.refresh(conn)
+            who = directory.principal(job["principal_id"])
+            access = Access(who, directory.policy)
+
+            async def resolve(layer_id: str, kinds: tuple[str, ...]):  # noqa: ANN202
+                found = await fetch_layers(conn, ids=[layer_id]) \
+                    if LAYER_ID.match(layer_id) else []
+                a = access.layer(found[0]) if found else None
+                if not found or a is None or found[0].kind not in kinds:
+                    raise NotFound(f"no layer {layer_id!r}")
+                return found[0], a.restriction
+
+            run.report(10, f"running {p['process']}")
+            task = asyncio.ensure_future(run_analysis(p["process"], p["inputs"], conn,
+                                                      resolve))
+            while not task.done():  # dismissed meanwhile: its statement is cancelled
+                await asyncio.wait({task}, timeout=0.5)
+                if run.dismissed and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    raise Dismissed()
+            result, layers = task.result()
+        n = len(result.get("features", ())) if isinstance(result, dict) else 0
+        return {"kind": "process", "process": p["process"], "layers": layers,
+                "value": result, "summary": f"{p['process']}: {n} features"}
+
+    return asyncio.run(go())
+
+
+KINDS = {"ingest": run_ingest, "process": run_process}
 
 
 def audit(url: str, job: dict[str, Any], state: str, detail: dict[str, Any]) -> None:
     """The run in the audit log, as its principal."""
     entry = Entry(at=datetime.now(UTC), principal_id=job["principal_id"],
                   principal=job["principal"], department=job["department"], key_id=None,
-                  action="publish", method="JOB", path=f"/jobs/{job['id']}",
-                  layers=[job["layer_id"]] if job["layer_id"] else [],
+                  action="publish" if job["kind"] == "ingest" else "process", method="JOB",
+                  path=f"/jobs/{job['id']}",
+                  layers=[job["layer_id"]] if job["layer_id"] else job["params"].get(
+                      "layers", []),
                   detail={"job": str(job["id"]), "kind": job["kind"], "state": state,
                           **detail}, status=200 if state == "successful" else 422)
     with psycopg.connect(url, autocommit=True) as conn:

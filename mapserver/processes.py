@@ -4,7 +4,6 @@ execution (synchronous), every layer read under the caller's grants."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -12,9 +11,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from analysis.processes import PROCESSES, execute
+from jobs.queue import NOTIFY, SUBMIT, submit_params
 from layers.catalog import Layer
+from layers.errors import Invalid
 from layers.restrict import Restriction
-from mapserver.deps import db, json_body, note, readable_layer
+from mapserver.deps import access, db, json_body, note, readable_layer
 from mapserver.ogc import GEOJSON, base
 
 _CONF = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
@@ -54,12 +55,17 @@ async def execution(request: Request) -> Response:
     if int(request.headers.get("content-length") or 0) > MAX_BODY:
         raise HTTPException(413, f"an execution request is at most {MAX_BODY // 1024} KB")
     body = await json_body(request)
+    inputs = body.get("inputs", {})
+    p = access(request).principal
+    if "respond-async" in request.headers.get("prefer", "") and not p.anonymous \
+            and not p.embedded and p.node is None:
+        return await _submit(request, pid, inputs)
     async with db(request, "items") as conn:
         async def resolve(layer_id: str, kinds: tuple[str, ...]) -> tuple[Layer, Restriction]:
             layer, a = await readable_layer(request, conn, layer_id, kinds, "layer")
             return layer, a.restriction
 
-        result, layers = await execute(pid, body.get("inputs", {}), conn, resolve)
+        result, layers = await execute(pid, inputs, conn, resolve)
     note(request, layers, len(result.get("features", ())) or None)
     if body.get("response") == "raw":
         return Response(json.dumps(result, default=_plain), media_type=GEOJSON)
@@ -67,10 +73,31 @@ async def execution(request: Request) -> Response:
                     media_type="application/json")
 
 
+async def _submit(request: Request, pid: str, inputs: object) -> Response:
+    """The run queued as a job (``Prefer: respond-async``) on the queue that publishes
+    uploads; its worker reads the caller's grants again when it starts. Anonymous callers
+    and embedding keys are answered at once (they have no jobs to come back to)."""
+    if not isinstance(inputs, dict):
+        raise Invalid("inputs: an object of the process's inputs is needed")
+    p = access(request).principal
+    layers = [v for k, v in inputs.items() if k in ("layer", "by") and isinstance(v, str)]
+    async with db(request, "admin") as conn, conn.transaction():
+        cur = await conn.execute(SUBMIT, submit_params(
+            "process", p.id, p.name, p.department, None,
+            {"process": pid, "inputs": inputs, "layers": layers}))
+        job_id = (await cur.fetchone())[0]
+        await conn.execute(NOTIFY, (str(job_id),))
+    note(request, layers, job=str(job_id))
+    url = f"{base(request)}/jobs/{job_id}"
+    return JSONResponse({"jobID": str(job_id), "processID": pid, "type": "process",
+                         "status": "accepted",
+                         "links": [{"rel": "monitor", "type": "application/json",
+                                    "href": url}]},
+                        status_code=201, headers={"Location": url,
+                                                  "Preference-Applied": "respond-async"})
+
+
 def _plain(value: object) -> object:
-    """Numbers as JSON numbers (PostgreSQL's sums are decimals), anything else as text."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
     return str(value)
 
 

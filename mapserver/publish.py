@@ -346,7 +346,14 @@ def _shown(request: Request, row: tuple, columns: list[str]) -> dict[str, Any]:
     job["status"] = job["state"]  # OGC API - Processes' name for it
     for k in ("created_at", "started_at", "finished_at"):
         job[k] = job[k].isoformat() if job[k] else None
+    job["jobID"], job["type"] = job["id"], "process"  # OGC API - Processes' statusInfo
     job["links"] = [{"rel": "self", "href": f"{base(request)}/jobs/{job['id']}"}]
+    if job["kind"] == "process":  # the result is read at /results, not with the status
+        job["processID"] = (job.pop("result") or {}).get("process")
+        if job["state"] == "successful":
+            job["links"].append({"rel": "http://www.opengis.net/def/rel/ogc/1.0/results",
+                                 "type": "application/json",
+                                 "href": f"{base(request)}/jobs/{job['id']}/results"})
     if job["layer_id"] and job["state"] == "successful":
         job["links"].append({"rel": "related", "title": "the layer",
                              "href": f"{base(request)}/layers/{job['layer_id']}"})
@@ -384,6 +391,23 @@ async def job(request: Request) -> Response:
     return JSONResponse(found, headers={"Cache-Control": "private, no-store"})
 
 
+async def results(request: Request) -> Response:
+    """A finished analysis job's result (OGC API - Processes), for the one who ran it."""
+    async with db(request, "admin") as conn:
+        found = await _job(request, conn)
+        cur = await conn.execute("SELECT result FROM onemap.jobs WHERE id = %s",
+                                 (found["id"],))
+        row = await cur.fetchone()
+    if found["kind"] != "process":
+        raise NotFound(f"job {found['id']} is an upload: its report is the job itself")
+    if found["state"] != "successful":
+        raise NotFound(f"job {found['id']} has no result: it is {found['state']}"
+                       + (f" ({found['message']})" if found["message"] else ""))
+    note(request, list(row[0].get("layers", [])), job=found["id"])
+    return JSONResponse({"result": row[0]["value"]},
+                        headers={"Cache-Control": "private, no-store"})
+
+
 async def jobs(request: Request) -> Response:
     a = access(request)
     if a.principal.anonymous:
@@ -408,4 +432,5 @@ routes = [
     Route("/uploads/{upload}", upload_chunk, methods=["PUT", "HEAD"]),
     Route("/jobs", jobs),
     Route("/jobs/{job}", job, methods=["GET", "DELETE"]),
+    Route("/jobs/{job}/results", results),
 ]

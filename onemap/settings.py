@@ -75,6 +75,7 @@ class Settings:
     budget_admin_ms: int = 30_000  # the admin API
     budget_writes_ms: int = 60_000  # one feature edit or registry change
     budget_images_ms: int = 10_000  # the rows of one layer of a map image
+    budget_jobs_ms: int = 600_000  # one statement of an analysis run as a job
     # How long a write waits for a layer another change is writing; then 503.
     lock_timeout_ms: int = 5_000
     # Bounds checked before a tile is made: layers in one tile, and the low zoom below

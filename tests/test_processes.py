@@ -202,3 +202,39 @@ def test_bad_inputs_are_named(http, helsinki):
                     headers={"Content-Type": "application/json"})
     assert big.status_code == 413
     assert json.loads(http.get("/conformance").text)["conformsTo"]
+
+
+def test_an_async_run_is_a_job_of_its_principal(http, settings, helsinki):
+    from jobs.worker import work
+
+    keys = department_keys(settings, {"analyst": "analysts", "other": "others"})
+    inputs = {"layer": "hki_sites", "by": "hki_cells", "stat": "sum", "field": "capacity"}
+    sync = run(http, "aggregate", inputs, keys["analyst"]).json()["result"]
+    r = http.post("/processes/aggregate/execution", json={"inputs": inputs},
+                  headers={"Authorization": f"Bearer {keys['analyst']}",
+                           "Prefer": "respond-async"})
+    assert r.status_code == 201, r.text
+    assert r.headers["Preference-Applied"] == "respond-async"
+    job = r.json()["jobID"]
+    assert r.headers["Location"].endswith(f"/jobs/{job}")
+    mine = {"Authorization": f"Bearer {keys['analyst']}"}
+    assert http.get(f"/jobs/{job}", headers=mine).json()["status"] == "accepted"
+    assert work(settings, once=True) >= 1
+    status = http.get(f"/jobs/{job}", headers=mine).json()
+    assert status["status"] == "successful" and status["processID"] == "aggregate", status
+    results = [ln["href"] for ln in status["links"] if ln["rel"].endswith("/results")]
+    got = http.get(results[0].removeprefix(str(http.base_url).rstrip("/")), headers=mine)
+    assert got.status_code == 200 and got.json()["result"]["features"] == sync["features"]
+    # Another principal sees no such job, nor its result.
+    theirs = {"Authorization": f"Bearer {keys['other']}"}
+    assert http.get(f"/jobs/{job}", headers=theirs).status_code == 404
+    assert http.get(f"/jobs/{job}/results", headers=theirs).status_code == 404
+    # A run whose inputs are wrong fails as a job, saying why.
+    bad = http.post("/processes/aggregate/execution", headers={**mine,
+                    "Prefer": "respond-async"},
+                    json={"inputs": {"layer": "hki_sites", "by": "hki_cells",
+                                     "stat": "median"}}).json()["jobID"]
+    work(settings, once=True)
+    failed = http.get(f"/jobs/{bad}", headers=mine).json()
+    assert failed["status"] == "failed" and "median" in failed["message"]
+    assert http.get(f"/jobs/{bad}/results", headers=mine).status_code == 404
