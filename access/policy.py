@@ -389,7 +389,7 @@ class Access:
 
     def layer(self, layer: Layer) -> LayerAccess | None:
         found = self.policy.evaluate(self.principal, layer)
-        if found is not None and found.read:
+        if found is not None and found.read and self.principal.node is not None:
             self.told[layer.id] = f"{layer.version}.{found.restriction.token}"
         return found
 

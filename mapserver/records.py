@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
-from federation.cascade import search_nodes
+from federation.cascade import rebase, search_nodes
 from federation.keys import claims_of
 from federation.nodes import record_levels, remote_records
 from layers import cql2sql
@@ -281,7 +281,7 @@ def harvested_record(request: Request, row: dict) -> dict:
     links to this node's cascade of that node (``/federation/{node}/...``)."""
     node, theirs = row["node"], row["url"].rstrip("/")
     ours = f"{base(request)}/federation/{node}"
-    doc = json.loads(json.dumps(row["record"]).replace(json.dumps(theirs)[1:-1], ours))
+    doc = json.loads(rebase(json.dumps(row["record"]).encode(), theirs, ours))
     doc["id"] = row["id"]
     doc["properties"]["onemap:origin"] = node
     for link in doc.get("links", []):
