@@ -23,9 +23,12 @@ What a credential may do beyond reading is decided here too, each by one method:
 6. ``edit_refusal``: a feature edit needs the publish right, a thematic layer (base layers
    change by ingest only) and no limits on the layer (a caller who sees part of it cannot
    replace whole features).
-7. ``base_page`` and ``quota_left``: base data is served, never handed out in bulk: a page
-   of a base layer holds at most ``Caps.base_items`` features, paging goes at most
-   ``Caps.base_offset`` deep, and a caller gets ``Caps.base_daily`` features a day.
+7. ``base_page``, ``quota_left`` and ``shapes_refusal``: base data is served, never handed
+   out in bulk: a page of a base layer holds at most ``Caps.base_items`` features, paging
+   goes at most ``Caps.base_offset`` deep, a caller gets ``Caps.base_daily`` features a
+   day, and no analysis process hands out a base layer's own shapes (clip, intersect,
+   dissolve: up to thousands of shapes at once); statistics over it (aggregate, density,
+   zonal) may be computed, and ``nearest`` gives at most a page's worth.
 8. ``acting_department``, ``may_decide``: registry reservations are made and decided by a
    signed-in department (never anonymously, never through an embedding key), and only the
    carrier's owning department decides.
@@ -312,6 +315,13 @@ class Policy:
             raise QuotaExceeded(f"{layer.id!r} is a base layer: it is served, not copied; "
                                 f"your daily quota of {self.caps.base_daily} of its features "
                                 "is used up")
+
+    def shapes_refusal(self, layer: Layer) -> str | None:
+        """Rule 7: why a process may not hand out ``layer``'s own shapes, or None."""
+        if layer.role == "base":
+            return (f"{layer.id!r} is a base layer: it is served, not copied; a process may "
+                    "count or measure it (aggregate, density) but not hand out its shapes")
+        return None
 
     def acting_department(self, p: Principal) -> str:
         """Rule 8: the department a registry change is made as."""

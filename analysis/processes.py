@@ -7,6 +7,7 @@ as one that does not exist. Nothing here knows HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Awaitable, Callable
@@ -15,21 +16,33 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import shapely
 from psycopg import AsyncConnection
 
-from layers import analysis
+from layers import analysis, surfaces
 from layers.catalog import Layer
 from layers.errors import Invalid
+from layers.rasters import RasterSource
 from layers.restrict import Restriction
 
-Resolve = Callable[[str, tuple[str, ...]], Awaitable[tuple[Layer, Restriction]]]
+# A layer of the catalog by id with the caller's limits on it: ``(id, kinds, shapes)``,
+# ``shapes`` when the process hands out the layer's own shapes (the policy refuses base
+# layers there: base data is served, not copied).
+Resolve = Callable[[str, tuple[str, ...], bool], Awaitable[tuple[Layer, Restriction]]]
+# A raster layer's source (its scenes at the layer's version).
+Rasters = Callable[[Layer], Awaitable[RasterSource]]
 MAX_NEAREST = 100
+MAX_FEATURES = 10_000  # of an overlay's result
+MAX_SAMPLES = 2_000  # of a profile
+MAX_ZONES = 1_000  # of zonal statistics
 MAX_BUFFER_M = 50_000
 MAX_GEOJSON = 200_000  # characters of a GeoJSON input
 
 _POINT = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
           "description": "[longitude, latitude] in WGS84 / CGCS2000"}
 _LAYER = {"type": "string", "description": "a layer id of the catalog"}
+_GEOMETRY = {"type": "object", "description": "a GeoJSON geometry (lon/lat)"}
+MIN_CELL_M, MAX_CELL_M = 10, 100_000
 _FC = {"type": "object", "contentMediaType": "application/geo+json",
        "description": "a GeoJSON FeatureCollection"}
 
@@ -91,7 +104,57 @@ PROCESSES = {p.id: p for p in (
              "field": {"type": "string", "description": "the field of sum, mean, min, max"},
              "geometry": {"type": "boolean", "default": False}},
             ("layer", "by"), "each polygon of `by` with its value"),
+    Process("clip", "A layer cut to a shape",
+            "The features of a layer cut to a GeoJSON polygon (lon/lat), each with the "
+            "length (length_m) or area (area_m2) of its part inside.",
+            {"layer": _LAYER, "geometry": _GEOMETRY}, ("layer", "geometry"),
+            "the features' parts inside the shape"),
+    Process("intersect", "Where the features of two layers meet",
+            "Each part where a feature of `layer` meets one of `overlay`: the common shape, "
+            "the fields of both (the overlay's as overlay_<field>, its id as "
+            "overlay_fid) and the part's length or area.",
+            {"layer": _LAYER, "overlay": _LAYER}, ("layer", "overlay"),
+            "the common parts"),
+    Process("dissolve", "A layer merged by a field",
+            "The features of a layer merged into one shape per value of `field` (into one "
+            "without it), each with how many features it holds (count) and its length or "
+            "area.",
+            {"layer": _LAYER, "field": {"type": "string",
+                                        "description": "the field whose values group"}},
+            ("layer",), "one merged shape per value"),
+    Process("density", "A grid of counts",
+            "How many features of a layer (or the sum of a numeric `weight` field) fall in "
+            "each square cell of `cell` metres (on the ground at the box's middle "
+            "latitude), over `bbox` or the layer's extent; empty cells are left out; each "
+            "cell with value and per_km2.",
+            {"layer": _LAYER, "cell": {"type": "number", "minimum": MIN_CELL_M,
+                                       "maximum": MAX_CELL_M, "description": "metres"},
+             "bbox": {"type": "array", "items": {"type": "number"}, "minItems": 4,
+                      "maxItems": 4, "description": "[min lon, min lat, max lon, max lat]"},
+             "weight": {"type": "string", "description": "a numeric field to sum"}},
+            ("layer", "cell"), "the grid's non-empty cells"),
+    Process("zonal-statistics", "A raster's statistics over zones",
+            "For each polygon of `zones` (a layer) or for `geometry`, the count, min, max, "
+            "mean, sum and standard deviation of a raster band over the pixels whose "
+            "centres lie inside.",
+            {"raster": {**_LAYER, "description": "a raster layer"}, "zones": _LAYER,
+             "geometry": _GEOMETRY, "band": {"type": "integer", "minimum": 1, "default": 1},
+             "shapes": {"type": "boolean", "default": False,
+                        "description": "return the zones' shapes too"}},
+            ("raster",), "each zone with its statistics"),
+    Process("profile", "Heights along a line",
+            "Heights from an elevation layer at `samples` points spaced equally along a "
+            "line on the ellipsoid, with their distances from its start, the line's "
+            "length, lowest and highest point, and total ascent and descent.",
+            {"raster": {**_LAYER, "description": "an elevation layer"},
+             "line": {"type": "object", "description": "a GeoJSON LineString (lon/lat)"},
+             "samples": {"type": "integer", "minimum": 2, "maximum": MAX_SAMPLES,
+                         "default": 100}},
+            ("raster", "line"), "the line with a height at each sample"),
 )}
+# The inputs naming a layer whose own shapes a process hands out.
+SHAPES = {"clip": ("layer",), "intersect": ("layer", "overlay"),
+          "dissolve": ("layer",)}
 
 
 def _point(inputs: dict[str, Any]) -> tuple[float, float]:
@@ -141,8 +204,200 @@ def _collection(features: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
             **extra}
 
 
-async def execute(process_id: str, inputs: Any, conn: AsyncConnection,
-                  resolve: Resolve) -> tuple[dict[str, Any], list[str]]:
+def _geojson(inputs: dict[str, Any], name: str, kinds: tuple[str, ...] = ()) -> str:
+    g = inputs.get(name)
+    text = json.dumps(g) if isinstance(g, dict) else ""
+    if not text or "type" not in g or len(text) > MAX_GEOJSON:
+        raise Invalid(f"{name}: a GeoJSON geometry of at most {MAX_GEOJSON} characters")
+    if kinds and g.get("type") not in kinds:
+        raise Invalid(f"{name}: a GeoJSON {' or '.join(kinds)} is needed, not {g['type']}")
+    return text
+
+
+def _shape(inputs: dict[str, Any], name: str, kinds: tuple[str, ...]) -> shapely.Geometry:
+    text = _geojson(inputs, name, kinds)
+    try:
+        g = shapely.from_geojson(text)
+    except shapely.errors.GEOSException as exc:
+        raise Invalid(f"{name}: not a GeoJSON geometry ({exc})") from None
+    if g.is_empty or not g.is_valid and "Polygon" in g.geom_type:
+        g = shapely.make_valid(g)
+    if g.is_empty:
+        raise Invalid(f"{name}: the geometry is empty")
+    return g
+
+
+def _text(inputs: dict[str, Any], name: str) -> str | None:
+    v = inputs.get(name)
+    if v is not None and not isinstance(v, str):
+        raise Invalid(f"{name}: a field name is needed")
+    return v
+
+
+def _unreadable(exc: Exception, name: str) -> Exception:
+    """PostGIS could not read a GeoJSON input: the client's error, not the server's."""
+    if exc.__class__.__module__.startswith("psycopg"):
+        return Invalid(f"{name}: not a GeoJSON geometry PostGIS reads "
+                       f"({str(exc).splitlines()[0]})")
+    return exc
+
+
+def _measured(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(k for k in ("_length_m", "_area_m2") if k in row)
+
+
+async def _locate(inputs, conn, layers) -> tuple[dict[str, Any], list[str]]:
+    layer, r = await layers("layer")
+    if "Polygon" not in (layer.geometry_type or ""):
+        raise Invalid(f"locate needs a polygon layer; {layer.id} has {layer.geometry_type}")
+    rows = await analysis.locate(conn, layer, r, *_point(inputs),
+                                 geometry=inputs.get("geometry") is True)
+    return _collection([_feature(x) for x in rows]), [layer.id]
+
+
+async def _nearest(inputs, conn, layers) -> tuple[dict[str, Any], list[str]]:
+    layer, r = await layers("layer")
+    n = int(_number(inputs, "n", 5, 1, MAX_NEAREST, integer=True))
+    within = _number(inputs, "within", None, 0)
+    rows = await analysis.nearest(conn, layer, r, *_point(inputs), n, within)
+    return _collection([_feature(x, ("distance_m",)) for x in
+                        ({**x, "_distance_m": x["_distance"]} for x in rows)]), [layer.id]
+
+
+async def _buffer(inputs, conn, layers) -> tuple[dict[str, Any], list[str]]:
+    text = _geojson(inputs, "geometry")
+    distance = _number(inputs, "distance", None, 0, MAX_BUFFER_M)
+    try:
+        out = await analysis.buffer(conn, text, float(distance))
+    except Exception as exc:
+        raise _unreadable(exc, "geometry") from None
+    return {"type": "Feature", "geometry": out["geometry"],
+            "properties": {"distance_m": distance, "area_m2": out["area_m2"]}}, []
+
+
+async def _aggregate(inputs, conn, layers) -> tuple[dict[str, Any], list[str]]:
+    items, ri = await layers("layer")
+    zones, rz = await layers("by")
+    if "Polygon" not in (zones.geometry_type or ""):
+        raise Invalid(f"by: a polygon layer is needed; {zones.id} has {zones.geometry_type}")
+    stat = inputs.get("stat", "count")
+    field = _text(inputs, "field")
+    rows = await analysis.aggregate(conn, items, ri, zones, rz, str(stat), field,
+                                    inputs.get("geometry") is True)
+    return _collection([_feature(x, ("value",)) for x in rows], stat=stat,
+                       field=field), [items.id, zones.id]
+
+
+async def _clip(inputs, conn, layers) -> tuple[dict[str, Any], list[str]]:
+    text = _geojson(inputs, "geometry", ("Polygon", "MultiPolygon"))
+    layer, r = await layers("layer")
+    try:
+        rows = await analysis.clip(conn, layer, r, text, MAX_FEATURES)
+    except Exception as exc:
+        raise _unreadable(exc, "geometry") from None
+    return _collection([_feature(x, _measured(x)) for x in rows]), [layer.id]
+
+
+async def _intersect(inputs, conn, layers) -> tuple[dict[str, Any], list[str]]:
+    layer, r = await layers("layer")
+    overlay, ro = await layers("overlay")
+    rows = await analysis.intersect(conn, layer, r, overlay, ro, MAX_FEATURES)
+    return _collection([_feature(x, ("overlay_fid", *_measured(x))) for x in rows]), [
+        layer.id, overlay.id]
+
+
+async def _dissolve(inputs, conn, layers) -> tuple[dict[str, Any], list[str]]:
+    layer, r = await layers("layer")
+    field = _text(inputs, "field")
+    rows = await analysis.dissolve(conn, layer, r, field, MAX_FEATURES)
+    out = []
+    for n, x in enumerate(rows):
+        props = {**({field: _plain(x["_key"])} if field else {}), "count": x["_count"]}
+        props |= {k[1:]: x[k] for k in _measured(x)}
+        out.append({"type": "Feature", "id": n + 1, "geometry": x["_geometry"],
+                    "properties": props})
+    return _collection(out, field=field), [layer.id]
+
+
+async def _density(inputs, conn, layers) -> tuple[dict[str, Any], list[str]]:
+    layer, r = await layers("layer")
+    cell = float(_number(inputs, "cell", None, MIN_CELL_M, MAX_CELL_M))
+    bbox = inputs.get("bbox")
+    if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in bbox)):
+        raise Invalid("bbox: [min lon, min lat, max lon, max lat] is needed")
+    weight = _text(inputs, "weight")
+    rows, side = await analysis.density(conn, layer, r, tuple(bbox) if bbox else None, cell,
+                                        weight)
+    cells = [{"type": "Feature", "id": f"{x['_i']},{x['_j']}", "geometry": x["_geometry"],
+              "properties": {"i": x["_i"], "j": x["_j"], "value": _plain(x["_value"]),
+                             "per_km2": float(x["_value"]) / (x["_area"] / 1e6)}}
+             for x in rows]
+    return _collection(cells, cell_m=cell, grid="EPSG:3857", side=side,
+                       weight=weight), [layer.id]
+
+
+async def _zonal(inputs, conn, layers, rasters) -> tuple[dict[str, Any], list[str]]:
+    raster, rr = await layers("raster", ("raster",))
+    band = int(_number(inputs, "band", 1, 1, None, integer=True))
+    shapes = inputs.get("shapes") is True
+    read = [raster.id]
+    if ("zones" in inputs) == ("geometry" in inputs):
+        raise Invalid("zonal-statistics takes either zones (a polygon layer) or geometry")
+    if "geometry" in inputs:
+        zones = [{"_fid": 1, "_geometry": json.loads(_geojson(inputs, "geometry")),
+                  "_shape": _shape(inputs, "geometry", ("Polygon", "MultiPolygon"))}]
+    else:
+        zl, rz = await layers("zones")
+        if "Polygon" not in (zl.geometry_type or ""):
+            raise Invalid(f"zones: a polygon layer is needed; {zl.id} has {zl.geometry_type}")
+        read.append(zl.id)
+        zones = await analysis.zones(conn, zl, rz, MAX_ZONES)
+        for z in zones:
+            z["_shape"] = shapely.from_geojson(json.dumps(z["_geometry"]))
+    area = await analysis.area(conn, rr.area_id)
+    source = await rasters(raster)
+    stats = await asyncio.to_thread(surfaces.zone_stats, source, [z["_shape"] for z in zones],
+                                    band, area)
+    out = []
+    for z, st in zip(zones, stats, strict=True):
+        f = _feature({k: v for k, v in z.items() if k not in ("_shape", "_geometry")})
+        f["geometry"] = z["_geometry"] if shapes else None
+        f["properties"] |= st
+        out.append(f)
+    return _collection(out, band=band), read
+
+
+async def _profile(inputs, conn, layers, rasters) -> tuple[dict[str, Any], list[str]]:
+    raster, rr = await layers("raster", ("raster",))
+    line = _shape(inputs, "line", ("LineString",))
+    samples = int(_number(inputs, "samples", 100, 2, MAX_SAMPLES, integer=True))
+    if line.length == 0:
+        raise Invalid("line: its ends are the same point")
+    area = await analysis.area(conn, rr.area_id)
+    source = await rasters(raster)
+    points, dists = surfaces.along(line, samples)
+    hs = await asyncio.to_thread(surfaces.heights, source, points, 1, area)
+    known = [h for h in hs if h is not None]
+    steps = [b - a for a, b in zip(hs, hs[1:], strict=False) if a is not None and b is not None]
+    props = {"length_m": dists[-1], "distances_m": dists, "heights": hs,
+             "min": min(known) if known else None, "max": max(known) if known else None,
+             "ascent_m": sum(s for s in steps if s > 0),
+             "descent_m": -sum(s for s in steps if s < 0), "samples": samples}
+    coords = [[lon, lat, h] if h is not None else [lon, lat]
+              for (lon, lat), h in zip(points, hs, strict=True)]
+    return {"type": "Feature", "geometry": {"type": "LineString", "coordinates": coords},
+            "properties": props}, [raster.id]
+
+
+RUN = {"locate": _locate, "nearest": _nearest, "buffer": _buffer, "aggregate": _aggregate,
+       "clip": _clip, "intersect": _intersect, "dissolve": _dissolve, "density": _density}
+RUN_RASTER = {"zonal-statistics": _zonal, "profile": _profile}
+
+
+async def execute(process_id: str, inputs: Any, conn: AsyncConnection, resolve: Resolve,
+                  rasters: Rasters) -> tuple[dict[str, Any], list[str]]:
     """The result of a process, and the layers it read (for the audit)."""
     if not isinstance(inputs, dict):
         raise Invalid("inputs: an object of the process's inputs is needed")
@@ -154,46 +409,23 @@ async def execute(process_id: str, inputs: Any, conn: AsyncConnection,
     missing = [k for k in p.required if k not in inputs]
     if missing:
         raise Invalid(f"{process_id} needs the input {missing[0]!r}")
-    for k in ("layer", "by"):
-        if k in inputs and not isinstance(inputs[k], str):
-            raise Invalid(f"{k}: a layer id is needed")
-    geometry = inputs.get("geometry") is True
-    if process_id == "locate":
-        layer, r = await resolve(inputs["layer"], ("vector",))
-        if "Polygon" not in (layer.geometry_type or ""):
-            raise Invalid(f"locate needs a polygon layer; {layer.id} has {layer.geometry_type}")
-        rows = await analysis.locate(conn, layer, r, *_point(inputs), geometry=geometry)
-        return _collection([_feature(x) for x in rows]), [layer.id]
-    if process_id == "nearest":
-        layer, r = await resolve(inputs["layer"], ("vector",))
-        n = int(_number(inputs, "n", 5, 1, MAX_NEAREST, integer=True))
-        within = _number(inputs, "within", None, 0)
-        rows = await analysis.nearest(conn, layer, r, *_point(inputs), n, within)
-        return _collection([_feature(x, ("distance_m",)) for x in
-                            ({**x, "_distance_m": x["_distance"]} for x in rows)]), [layer.id]
-    if process_id == "buffer":
-        g = inputs["geometry"]
-        text = json.dumps(g) if isinstance(g, dict) else ""
-        if not text or "type" not in g or len(text) > MAX_GEOJSON:
-            raise Invalid(f"geometry: a GeoJSON geometry of at most {MAX_GEOJSON} characters")
-        distance = _number(inputs, "distance", None, 0, MAX_BUFFER_M)
-        try:
-            out = await analysis.buffer(conn, text, float(distance))
-        except Exception as exc:  # PostGIS could not read it
-            if exc.__class__.__module__.startswith("psycopg"):
-                raise Invalid(f"geometry: not a GeoJSON geometry PostGIS reads "
-                              f"({str(exc).splitlines()[0]})") from None
-            raise
-        return {"type": "Feature", "geometry": out["geometry"],
-                "properties": {"distance_m": distance, "area_m2": out["area_m2"]}}, []
-    items, ri = await resolve(inputs["layer"], ("vector",))
-    zones, rz = await resolve(inputs["by"], ("vector",))
-    if "Polygon" not in (zones.geometry_type or ""):
-        raise Invalid(f"by: a polygon layer is needed; {zones.id} has {zones.geometry_type}")
-    stat = inputs.get("stat", "count")
-    field = inputs.get("field")
-    if field is not None and not isinstance(field, str):
-        raise Invalid("field: a field name is needed")
-    rows = await analysis.aggregate(conn, items, ri, zones, rz, str(stat), field, geometry)
-    return _collection([_feature(x, ("value",)) for x in rows], stat=stat,
-                       field=field), [items.id, zones.id]
+
+    async def layers(name: str, kinds: tuple[str, ...] = ("vector",)
+                     ) -> tuple[Layer, Restriction]:
+        if not isinstance(inputs.get(name), str):
+            raise Invalid(f"{name}: a layer id is needed")
+        return await resolve(inputs[name], kinds, name in SHAPES.get(process_id, ()))
+
+    if process_id in RUN_RASTER:
+        return await RUN_RASTER[process_id](inputs, conn, layers, rasters)
+    return await RUN[process_id](inputs, conn, layers)
+
+
+def layer_inputs(inputs: Any) -> list[str]:
+    """The layer ids an execution request names (for its audit before it runs)."""
+    if not isinstance(inputs, dict):
+        return []
+    return [v for k, v in inputs.items() if k in LAYER_INPUTS and isinstance(v, str)]
+
+
+LAYER_INPUTS = ("layer", "by", "overlay", "raster", "zones")

@@ -169,7 +169,8 @@ def run_process(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, 
     from access.policy import Access
     from analysis.processes import execute as run_analysis
     from layers.catalog import LAYER_ID, fetch_layers
-    from layers.errors import NotFound
+    from layers.errors import Forbidden, NotFound
+    from layers.rasters import RasterSource, RasterStore, fetch_scenes
 
     p = job["params"]
 
@@ -182,17 +183,27 @@ def run_process(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, 
             who = directory.principal(job["principal_id"])
             access = Access(who, directory.policy)
 
-            async def resolve(layer_id: str, kinds: tuple[str, ...]):  # noqa: ANN202
+            async def resolve(layer_id: str, kinds: tuple[str, ...],  # noqa: ANN202
+                              shapes: bool):
                 found = await fetch_layers(conn, ids=[layer_id]) \
                     if LAYER_ID.match(layer_id) else []
                 a = access.layer(found[0]) if found else None
                 if not found or a is None or found[0].kind not in kinds:
                     raise NotFound(f"no layer {layer_id!r}")
+                refusal = access.policy.shapes_refusal(found[0]) if shapes else None
+                if refusal:
+                    raise Forbidden(refusal)
                 return found[0], a.restriction
+
+            store = RasterStore(settings.raster_root)
+
+            async def rasters(layer):  # noqa: ANN001, ANN202
+                return RasterSource(layer, layer.version, await fetch_scenes(conn, layer.id),
+                                    store)
 
             run.report(10, f"running {p['process']}")
             task = asyncio.ensure_future(run_analysis(p["process"], p["inputs"], conn,
-                                                      resolve))
+                                                      resolve, rasters))
             while not task.done():  # dismissed meanwhile: its statement is cancelled
                 await asyncio.wait({task}, timeout=0.5)
                 if run.dismissed and not task.done():

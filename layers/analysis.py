@@ -4,14 +4,17 @@ and images are. Distances are metres on the ellipsoid (PostGIS geography)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import shapely
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+from pyproj import Transformer
 
 from layers import restrict
 from layers.catalog import Layer, table_of
-from layers.errors import Forbidden, Invalid
+from layers.errors import Forbidden, Invalid, TooCostly
 from layers.restrict import Restriction
 from layers.store import alive
 
@@ -136,3 +139,193 @@ async def aggregate(conn: AsyncConnection, items: Layer, ri: Restriction, zones:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(q, {**pi, **pz})
         return list(await cur.fetchall())
+
+
+# ---- overlays: clip, intersect, dissolve ------------------------------------------------
+
+# The dimension PostGIS extracts from an overlay's result (1 points, 2 lines, 3 polygons),
+# and what is measured of each part on the ellipsoid.
+MEASURES = {2: ("length_m", "ST_Length"), 3: ("area_m2", "ST_Area")}
+
+
+def dimension(layer: Layer) -> int:
+    kind = layer.geometry_type or ""
+    return 3 if "Polygon" in kind else 2 if "Line" in kind else 1
+
+
+def _measured(dim: int, expr: str = "q._x") -> sql.Composable:
+    if dim not in MEASURES:
+        return sql.SQL("")
+    name, fn = MEASURES[dim]
+    return sql.SQL(", {}({}::geography) AS {}").format(sql.SQL(fn), sql.SQL(expr),
+                                                       sql.Identifier("_" + name))
+
+
+def _capped(rows: list[dict[str, Any]], cap: int, what: str) -> list[dict[str, Any]]:
+    if len(rows) > cap:
+        raise TooCostly(f"{what} gives more than {cap} features; narrow it (a smaller "
+                        "geometry, a filter on the layer) and ask again")
+    return rows
+
+
+async def _rows(conn: AsyncConnection, q: sql.Composable, params: dict) -> list[dict]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(q, params)
+        return list(await cur.fetchall())
+
+
+async def clip(conn: AsyncConnection, layer: Layer, r: Restriction, geojson: str,
+               cap: int) -> list[dict[str, Any]]:
+    """The features of ``layer`` cut to a GeoJSON shape (lon/lat), each with the length
+    or area of its part inside, in metres on the ellipsoid."""
+    frm, params = _limited(layer, r, "a")
+    dim = dimension(layer)
+    q = sql.SQL(
+        "WITH c AS MATERIALIZED (SELECT ST_MakeValid(ST_SetSRID(ST_GeomFromGeoJSON("
+        "%(clip)s), 4326)) AS g)"
+        " SELECT q.*, ST_AsGeoJSON(q._x, 7)::json AS _geometry{measure} FROM ("
+        " SELECT {fid} AS _fid{cols}, ST_CollectionExtract(ST_Intersection({geom},"
+        " (SELECT g FROM c)), {dim}) AS _x {frm} AND t.geom && (SELECT g FROM c)"
+        " AND ST_Intersects(t.geom, (SELECT g FROM c))) q"
+        " WHERE NOT ST_IsEmpty(q._x) ORDER BY q._fid LIMIT %(cap)s").format(
+        measure=_measured(dim), fid=restrict.fid(layer, r), cols=_columns(layer, r),
+        geom=restrict.clipped(sql.SQL("t.geom"), r), dim=sql.Literal(dim), frm=frm)
+    rows = await _rows(conn, q, {**params, "clip": geojson, "cap": cap + 1,
+                                 "_area": r.area_id})
+    return _capped(rows, cap, f"clip of {layer.id}")
+
+
+def _overlay_columns(layer: Layer, r: Restriction) -> tuple[sql.Composable, list[str]]:
+    """The overlay's fields as the caller reads them, named ``overlay_<field>``."""
+    out, names = [], []
+    for f in restrict.visible_fields(layer, r):
+        how = r.mask_of(f.name)
+        col = sql.SQL("t.{}").format(sql.Identifier(f.name))
+        if how is not None:
+            col = sql.SQL("onemap.mask({}, {})").format(col, sql.Literal(how))
+        names.append(f"overlay_{f.name}")
+        out.append(sql.SQL(", {} AS {}").format(col, sql.Identifier(names[-1])))
+    return sql.SQL("").join(out), names
+
+
+async def intersect(conn: AsyncConnection, layer: Layer, r: Restriction, overlay: Layer,
+                    ro: Restriction, cap: int) -> list[dict[str, Any]]:
+    """Each part where a feature of ``layer`` meets one of ``overlay``: their common shape,
+    the fields of both (the overlay's as ``overlay_<field>``), its length or area."""
+    frm, params = _limited(layer, r, "a")
+    frm_o, params_o = _limited(overlay, ro, "o")
+    dim = min(dimension(layer), dimension(overlay))
+    ocols, onames = _overlay_columns(overlay, ro)
+    # The overlay's clip to the caller's area is its own; the layer's too.
+    if ro.clip and ro.area_id is not None and not (r.clip and r.area_id == ro.area_id):
+        raise Invalid(f"{overlay.id} and {layer.id} are limited to different areas for this "
+                      "caller; intersect each with its area first")
+    q = sql.SQL(
+        "WITH o AS MATERIALIZED (SELECT {ofid} AS _overlay_fid, t.geom AS _og{ocols} {fo})"
+        " SELECT q.*, ST_AsGeoJSON(q._x, 7)::json AS _geometry{measure} FROM ("
+        " SELECT x.*{onames}, o._overlay_fid FROM o CROSS JOIN LATERAL ("
+        "  SELECT {fid} AS _fid{cols}, ST_CollectionExtract(ST_Intersection({geom}, o._og),"
+        "  {dim}) AS _x {frm} AND t.geom && o._og AND ST_Intersects(t.geom, o._og)) x) q"
+        " WHERE NOT ST_IsEmpty(q._x) ORDER BY q._fid, q._overlay_fid LIMIT %(cap)s").format(
+        ofid=restrict.fid(overlay, ro), ocols=ocols, fo=frm_o, measure=_measured(dim),
+        onames=sql.SQL("").join(sql.SQL(", o.") + sql.Identifier(n) for n in onames),
+        fid=restrict.fid(layer, r), cols=_columns(layer, r),
+        geom=restrict.clipped(sql.SQL("t.geom"), r), dim=sql.Literal(dim), frm=frm)
+    rows = await _rows(conn, q, {**params, **params_o, "cap": cap + 1, "_area": r.area_id})
+    return _capped(rows, cap, f"intersect of {layer.id} and {overlay.id}")
+
+
+async def dissolve(conn: AsyncConnection, layer: Layer, r: Restriction, field: str | None,
+                   cap: int) -> list[dict[str, Any]]:
+    """The features of ``layer`` merged into one shape per value of ``field`` (all into
+    one without it), with how many each holds and its length or area."""
+    frm, params = _limited(layer, r, "a")
+    dim = dimension(layer)
+    key = (sql.SQL("t.{}").format(sql.Identifier(readable_field(layer, r, field)))
+           if field else sql.SQL("NULL::text"))
+    q = sql.SQL(
+        "SELECT q._key, q._count, ST_AsGeoJSON(q._x, 7)::json AS _geometry{measure} FROM ("
+        " SELECT {key} AS _key, count(*) AS _count,"
+        " ST_CollectionExtract(ST_UnaryUnion(ST_Collect({geom})), {dim}) AS _x {frm}"
+        " GROUP BY 1) q ORDER BY q._key NULLS LAST LIMIT %(cap)s").format(
+        measure=_measured(dim), key=key, geom=restrict.clipped(sql.SQL("t.geom"), r),
+        dim=sql.Literal(dim), frm=frm)
+    rows = await _rows(conn, q, {**params, "cap": cap + 1, "_area": r.area_id})
+    return _capped(rows, cap, f"dissolve of {layer.id}")
+
+
+# ---- density ------------------------------------------------------------------------------
+
+MAX_CELLS = 100_000
+
+
+async def density(conn: AsyncConnection, layer: Layer, r: Restriction,
+                  bbox: tuple[float, float, float, float] | None, cell_m: float,
+                  weight: str | None = None) -> tuple[list[dict[str, Any]], float]:
+    """How many features (or the sum of ``weight``) fall in each square of a grid with
+    sides of ``cell_m`` metres on the ground at the box's middle latitude (a Web Mercator
+    grid: PostGIS's ``ST_Square`` cells), empty cells left out; and the grid's side in
+    Web Mercator units. Lines and polygons count at a point on their surface."""
+    if bbox is None:
+        if layer.extent is None:
+            return [], 0.0
+        bbox = layer.extent
+    x0, y0, x1, y1 = bbox
+    if not (x0 < x1 and y0 < y1):
+        raise Invalid("bbox: [min lon, min lat, max lon, max lat] with min < max is needed")
+    mid = math.radians(max(-85.0, min(85.0, (y0 + y1) / 2)))
+    side = cell_m / math.cos(mid)  # Web Mercator units of cell_m metres there
+    lo, hi = _mercator(x0, y0), _mercator(x1, y1)
+    cells = math.ceil((hi[0] - lo[0]) / side) * math.ceil((hi[1] - lo[1]) / side)
+    if cells > MAX_CELLS:
+        raise TooCostly(f"a grid of {cell_m:g} m cells over that box has {cells} cells; at "
+                        f"most {MAX_CELLS}: take larger cells or a smaller bbox")
+    frm, params = _limited(layer, r, "a")
+    at = sql.SQL("t._geom_3857") if dimension(layer) == 1 else sql.SQL(
+        "ST_PointOnSurface(t._geom_3857)")
+    value = (sql.SQL("sum(t.{})").format(sql.Identifier(readable_field(layer, r, weight,
+                                                                       numeric=True)))
+             if weight else sql.SQL("count(*)"))
+    q = sql.SQL(
+        "SELECT g.i AS _i, g.j AS _j, g._value, ST_AsGeoJSON(ST_Transform("
+        "ST_Square(%(side)s, g.i, g.j, {origin}), 4326), 7)::json AS _geometry,"
+        " ST_Area(ST_Transform(ST_Square(%(side)s, g.i, g.j, {origin}), 4326)::geography) AS _area"
+        " FROM (SELECT floor(ST_X(p) / %(side)s)::int AS i, floor(ST_Y(p) / %(side)s)::int AS j,"
+        " {value} AS _value FROM (SELECT {at} AS p, t.* {frm} AND t._geom_3857 &&"
+        " ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 3857)) t"
+        " WHERE ST_X(p) BETWEEN %(x0)s AND %(x1)s AND ST_Y(p) BETWEEN %(y0)s AND %(y1)s"
+        " GROUP BY 1, 2) g ORDER BY g.j, g.i").format(
+        value=value, at=at, frm=frm, origin=sql.SQL("ST_SetSRID(ST_MakePoint(0, 0), 3857)"))
+    rows = await _rows(conn, q, {**params, "side": side, "x0": lo[0], "y0": lo[1],
+                                 "x1": hi[0], "y1": hi[1]})
+    return rows, side
+
+
+_TO_MERCATOR = Transformer.from_crs(4326, 3857, always_xy=True)
+
+
+def _mercator(lon: float, lat: float) -> tuple[float, float]:
+    return _TO_MERCATOR.transform(lon, max(-85.05112878, min(85.05112878, lat)))
+
+
+async def zones(conn: AsyncConnection, layer: Layer, r: Restriction, cap: int
+                ) -> list[dict[str, Any]]:
+    """The polygons of ``layer`` the caller sees (cut to its area where it says clip), with
+    their fields, as GeoJSON, for statistics over a raster."""
+    frm, params = _limited(layer, r, "a")
+    q = sql.SQL("SELECT {fid} AS _fid{cols}, ST_AsGeoJSON({geom}, 9)::json AS _geometry {frm}"
+                " ORDER BY 1 LIMIT %(cap)s").format(
+        fid=restrict.fid(layer, r), cols=_columns(layer, r),
+        geom=restrict.clipped(sql.SQL("t.geom"), r), frm=frm)
+    rows = await _rows(conn, q, {**params, "cap": cap + 1, "_area": r.area_id})
+    return _capped(rows, cap, f"zones of {layer.id}")
+
+
+async def area(conn: AsyncConnection, area_id: int | None) -> shapely.Geometry | None:
+    """A caller's area (lon/lat), None for no limit; one that is gone leaves nothing."""
+    if area_id is None:
+        return None
+    cur = await conn.execute("SELECT ST_AsBinary(geom) FROM onemap.areas WHERE id = %s",
+                             (area_id,))
+    row = await cur.fetchone()
+    return shapely.from_wkb(bytes(row[0])) if row else shapely.Polygon()

@@ -10,12 +10,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from analysis.processes import PROCESSES, execute
+from analysis.processes import PROCESSES, execute, layer_inputs
 from jobs.queue import NOTIFY, SUBMIT, submit_params
 from layers.catalog import Layer
-from layers.errors import Invalid
+from layers.errors import Forbidden, Invalid
+from layers.rasters import RasterSource
 from layers.restrict import Restriction
-from mapserver.deps import access, db, json_body, note, readable_layer
+from mapserver.deps import access, app_state, db, json_body, note, readable_layer
 from mapserver.ogc import GEOJSON, base
 
 _CONF = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
@@ -61,11 +62,18 @@ async def execution(request: Request) -> Response:
             and not p.embedded and p.node is None:
         return await _submit(request, pid, inputs)
     async with db(request, "items") as conn:
-        async def resolve(layer_id: str, kinds: tuple[str, ...]) -> tuple[Layer, Restriction]:
+        async def resolve(layer_id: str, kinds: tuple[str, ...], shapes: bool
+                          ) -> tuple[Layer, Restriction]:
             layer, a = await readable_layer(request, conn, layer_id, kinds, "layer")
+            refusal = access(request).policy.shapes_refusal(layer) if shapes else None
+            if refusal:
+                raise Forbidden(refusal)
             return layer, a.restriction
 
-        result, layers = await execute(pid, inputs, conn, resolve)
+        async def rasters(layer: Layer) -> RasterSource:
+            return await app_state(request).rasters.source(conn, layer)
+
+        result, layers = await execute(pid, inputs, conn, resolve, rasters)
     note(request, layers, len(result.get("features", ())) or None)
     if body.get("response") == "raw":
         return Response(json.dumps(result, default=_plain), media_type=GEOJSON)
@@ -80,7 +88,7 @@ async def _submit(request: Request, pid: str, inputs: object) -> Response:
     if not isinstance(inputs, dict):
         raise Invalid("inputs: an object of the process's inputs is needed")
     p = access(request).principal
-    layers = [v for k, v in inputs.items() if k in ("layer", "by") and isinstance(v, str)]
+    layers = layer_inputs(inputs)
     async with db(request, "admin") as conn, conn.transaction():
         cur = await conn.execute(SUBMIT, submit_params(
             "process", p.id, p.name, p.department, None,

@@ -250,3 +250,236 @@ def test_an_async_run_is_a_job_of_its_principal(http, settings, helsinki):
     failed = _finished(http, settings, bad, mine, work)
     assert failed["status"] == "failed" and "median" in failed["message"]
     assert http.get(f"/jobs/{bad}/results", headers=mine).status_code == 404
+
+
+# ---- overlays, density and rasters ----------------------------------------------------------
+
+
+def _geodesic(g) -> float:
+    """Length of lines or area of polygons on the ellipsoid."""
+    if "Polygon" in g.geom_type:
+        return abs(GEOD.geometry_area_perimeter(g)[0])
+    return GEOD.geometry_length(g)
+
+
+def test_clip_and_intersect_match_geopandas_overlays(http, helsinki):
+    cells = helsinki["cells"]
+    roads = gpd.read_file(SAMPLES / "helsinki-centre.osm.pbf", layer="lines",
+                          where="highway IS NOT NULL")
+    window = cells.geometry[4].buffer(0.0008)
+    r = run(http, "clip", {"layer": "roads", "geometry": window.__geo_interface__})
+    assert r.status_code == 200, r.text
+    got = {f["properties"]["osm_id"]: f for f in r.json()["result"]["features"]}
+    want = gpd.clip(roads, window)
+    want = want[~want.geometry.is_empty]
+    assert set(got) == set(want["osm_id"])
+    for _, row in want.iterrows():
+        f = got[row["osm_id"]]
+        assert f["properties"]["length_m"] == pytest.approx(_geodesic(row.geometry),
+                                                            rel=1e-3, abs=0.05)
+        assert shape(f["geometry"]).difference(window.buffer(1e-6)).is_empty  # 7 decimals
+    # Buildings where they meet the cells: the common parts, with both layers' fields.
+    buildings = gpd.read_file(SAMPLES / "helsinki-centre.osm.pbf", layer="multipolygons",
+                              where="building IS NOT NULL", on_invalid="ignore")
+    buildings = buildings[buildings.geometry.notna() & buildings.is_valid]
+    r = run(http, "intersect", {"layer": "buildings", "overlay": "hki_cells"})
+    assert r.status_code == 200, r.text
+    parts = r.json()["result"]["features"]
+    def osm(props) -> str:
+        way = props["osm_way_id"]
+        return str(props["osm_id"] if way is None or way != way else way)
+
+    by_pair = {(osm(f["properties"]), f["properties"]["overlay_cell"]):
+               f["properties"]["area_m2"] for f in parts}
+    over = gpd.overlay(buildings, cells, how="intersection", keep_geom_type=True)
+    checked = 0
+    for _, row in over.iterrows():
+        key = (osm(row), row["cell"])
+        assert by_pair[key] == pytest.approx(_geodesic(row.geometry), rel=1e-3, abs=0.1), key
+        checked += 1
+    assert checked > 100
+    assert {f["properties"]["overlay_population"] for f in parts} <= set(cells["population"])
+
+
+def test_dissolve_and_density_match_shapely_and_pyproj(http, settings, helsinki):
+    from pyproj import Transformer
+
+    # The buildings as the layer holds them (ingest repaired or refused the broken ones).
+    with psycopg.connect(settings.database_url) as conn:
+        valid = gpd.read_postgis("SELECT building, geom FROM onemap_data.buildings"
+                                 " WHERE _valid_to IS NULL", conn, geom_col="geom")
+    r = run(http, "dissolve", {"layer": "buildings", "field": "building"})
+    assert r.status_code == 200, r.text
+    got = {f["properties"]["building"]: f["properties"]
+           for f in r.json()["result"]["features"]}
+    for value, group in valid.groupby("building"):
+        assert got[value]["count"] == len(group), value
+        merged = group.geometry.union_all()
+        assert got[value]["area_m2"] == pytest.approx(_geodesic(merged), rel=0.01), value
+    # Lamps in 100 m squares of Web Mercator, scaled to the ground at the middle latitude.
+    lamps = helsinki["lamps"]
+    x0, y0, x1, y1 = lamps.total_bounds
+    r = run(http, "density", {"layer": "lamps", "cell": 100, "bbox": [x0, y0, x1, y1]})
+    assert r.status_code == 200, r.text
+    out = r.json()["result"]
+    side = 100 / math.cos(math.radians((y0 + y1) / 2))
+    assert out["side"] == pytest.approx(side)
+    xs, ys = Transformer.from_crs(4326, 3857, always_xy=True).transform(
+        lamps.geometry.x.to_numpy(), lamps.geometry.y.to_numpy())
+    want: dict = {}
+    for i, j in zip(np.floor(xs / side).astype(int), np.floor(ys / side).astype(int),
+                    strict=True):
+        want[(int(i), int(j))] = want.get((int(i), int(j)), 0) + 1
+    got = {(f["properties"]["i"], f["properties"]["j"]): f["properties"]["value"]
+           for f in out["features"]}
+    assert got == want
+    cell = out["features"][0]
+    assert cell["properties"]["per_km2"] == pytest.approx(
+        cell["properties"]["value"] / (_geodesic(shape(cell["geometry"])) / 1e6), rel=1e-3)
+    assert sum(got.values()) == len(lamps)
+    weighted = run(http, "density", {"layer": "hki_sites", "cell": 250, "weight": "capacity"})
+    assert sum(f["properties"]["value"] for f in weighted.json()["result"]["features"]) \
+        == int(helsinki["sites"]["capacity"].sum())
+    huge = run(http, "density", {"layer": "lamps", "cell": 10, "bbox": [0, 0, 20, 20]})
+    assert huge.status_code in (400, 413, 422) and "cells" in huge.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def dem(settings, tmp_path_factory):
+    """The sample elevation model as a raster layer, zones over it, and its stored COG."""
+    from datetime import UTC, datetime
+
+    import rasterio
+
+    from ingest.raster import ingest_raster
+    from layers.rasters import RasterStore
+
+    ingest_raster(SAMPLES / "olinda-dem.tif", "an_dem", settings=settings, elevation=True,
+                  time=datetime(2000, 2, 11, tzinfo=UTC))
+    with psycopg.connect(settings.database_url) as conn:
+        path = conn.execute("SELECT path FROM onemap.scenes WHERE layer_id = 'an_dem'"
+                            ).fetchone()[0]
+    uri = RasterStore(settings.raster_root).uri(path)
+    with rasterio.open(uri) as ds:
+        x0, y0, x1, y1 = ds.bounds
+    w, h = (x1 - x0) / 2, (y1 - y0) / 2
+    zones = gpd.GeoDataFrame(
+        {"zone": ["sw", "se", "nw", "ne"]},
+        geometry=[box(x0 + i * w + w * 0.1, y0 + j * h + h * 0.1, x0 + (i + 1) * w - w * 0.1,
+                      y0 + (j + 1) * h - h * 0.1).buffer(w * 0.05)
+                  for j in range(2) for i in range(2)], crs=4326)
+    folder = tmp_path_factory.mktemp("zones")
+    zones.to_file(folder / "zones.geojson", driver="GeoJSON")
+    ingest_vector(folder / "zones.geojson", "an_zones", key="zone", settings=settings,
+                  meta=LayerMeta(title="Zones"))
+    return {"uri": uri, "zones": zones, "bounds": (x0, y0, x1, y1)}
+
+
+def test_zonal_statistics_agree_with_rasterio_mask(http, dem):
+    import rasterio
+    from rasterio.mask import mask
+
+    r = run(http, "zonal-statistics", {"raster": "an_dem", "zones": "an_zones"})
+    assert r.status_code == 200, r.text
+    got = {f["properties"]["zone"]: f["properties"] for f in r.json()["result"]["features"]}
+    with rasterio.open(dem["uri"]) as ds:
+        for _, z in dem["zones"].iterrows():
+            data, _ = mask(ds, [z.geometry.__geo_interface__], crop=True, filled=False,
+                           indexes=1)
+            v = data.compressed().astype("float64")
+            v = v[np.isfinite(v)]
+            st = got[z["zone"]]
+            assert st["count"] == v.size > 100, z["zone"]
+            assert st["mean"] == pytest.approx(float(v.mean()), rel=1e-6)
+            assert st["min"] == pytest.approx(float(v.min()))
+            assert st["max"] == pytest.approx(float(v.max()))
+            assert st["std"] == pytest.approx(float(v.std()), rel=1e-6)
+    one = run(http, "zonal-statistics", {"raster": "an_dem", "shapes": True,
+                                         "geometry": dem["zones"].geometry[0].__geo_interface__})
+    props = one.json()["result"]["features"][0]["properties"]
+    assert props["count"] == got["sw"]["count"] and props["mean"] == got["sw"]["mean"]
+    bad = run(http, "zonal-statistics", {"raster": "lamps", "zones": "an_zones"})
+    assert bad.status_code == 404  # not a raster layer: as a missing one
+    assert run(http, "zonal-statistics", {"raster": "an_dem", "zones": "an_zones",
+                                          "band": 3}).status_code == 400
+
+
+def test_profile_samples_the_heights_rasterio_reads(http, dem):
+    import rasterio
+
+    x0, y0, x1, y1 = dem["bounds"]
+    a = (x0 + (x1 - x0) * 0.1, y0 + (y1 - y0) * 0.2)
+    b = (x0 + (x1 - x0) * 0.9, y0 + (y1 - y0) * 0.7)
+    r = run(http, "profile", {"raster": "an_dem", "samples": 50, "line": {
+        "type": "LineString", "coordinates": [list(a), list(b)]}})
+    assert r.status_code == 200, r.text
+    out = r.json()["result"]
+    props = out["properties"]
+    _, _, length = GEOD.inv(*a, *b)
+    assert props["length_m"] == pytest.approx(length, rel=1e-9)
+    inner = GEOD.npts(*a, *b, 48)
+    points = [a, *inner, b]
+    for (lon, lat), c in zip(points, out["geometry"]["coordinates"], strict=True):
+        assert c[0] == pytest.approx(lon, abs=1e-9) and c[1] == pytest.approx(lat, abs=1e-9)
+    with rasterio.open(dem["uri"]) as ds:
+        want = [float(v[0]) for v in ds.sample(points, indexes=1)]
+    assert props["heights"] == pytest.approx(want)
+    assert props["max"] == pytest.approx(max(want)) and props["min"] == pytest.approx(min(want))
+    steps = np.diff(want)
+    assert props["ascent_m"] == pytest.approx(float(steps[steps > 0].sum()))
+    assert run(http, "profile", {"raster": "an_dem", "line": {
+        "type": "Point", "coordinates": list(a)}}).status_code == 400
+
+
+def test_base_layers_are_counted_not_handed_out(http, settings, helsinki):
+    folder = SAMPLES
+    ingest_vector(folder / "beijing-districts-cgcs2000.geojson", "an_base_districts",
+                  key="gb", settings=settings, meta=LayerMeta(title="Base", role="base"))
+    window = {"type": "Polygon", "coordinates": [[[116, 39.5], [117, 39.5], [117, 40.5],
+                                                  [116, 40.5], [116, 39.5]]]}
+    for pid, inputs in (("clip", {"layer": "an_base_districts", "geometry": window}),
+                        ("dissolve", {"layer": "an_base_districts"}),
+                        ("intersect", {"layer": "districts", "overlay": "an_base_districts"})):
+        r = run(http, pid, inputs)
+        assert r.status_code == 403 and "base layer" in r.json()["detail"], (pid, r.text)
+    counted = run(http, "density", {"layer": "an_base_districts", "cell": 20_000})
+    assert counted.status_code == 200
+    assert sum(f["properties"]["value"] for f in counted.json()["result"]["features"]) == 16
+
+
+def test_an_area_limited_caller_gets_nothing_outside_its_area(http, settings, helsinki, dem):
+    cells = helsinki["cells"]
+    area = cells.geometry[0]
+    z = dem["zones"].geometry[0]
+    half = box(*z.bounds).intersection(box(z.bounds[0], z.bounds[1],
+                                           (z.bounds[0] + z.bounds[2]) / 2, z.bounds[3]))
+
+    async def limit() -> None:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            actor = Actor("test")
+            a = await admin.create_area(conn, actor, name="one_cell",
+                                        geojson=area.__geo_interface__)
+            b = await admin.create_area(conn, actor, name="half_zone",
+                                        geojson=half.__geo_interface__)
+            await admin.create_department(conn, actor, settings.levels, id="clipped_dept",
+                                          name="Clipped")
+            await admin.grant(conn, actor, settings.levels, to="department:clipped_dept",
+                              layers="roads", area_id=a, area_mode="clip")
+            await admin.grant(conn, actor, settings.levels, to="department:clipped_dept",
+                              layers="an_dem", area_id=b, area_mode="clip")
+
+    asyncio.run(limit())
+    key = department_keys(settings, {"clipped_user": "clipped_dept"})["clipped_user"]
+    everything = box(*cells.total_bounds).buffer(0.01)
+    r = run(http, "clip", {"layer": "roads", "geometry": everything.__geo_interface__}, key)
+    assert r.status_code == 200, r.text
+    parts = r.json()["result"]["features"]
+    assert parts and all(shape(f["geometry"]).difference(area.buffer(1e-6)).is_empty
+                         for f in parts)
+    full = run(http, "zonal-statistics", {"raster": "an_dem", "geometry": z.__geo_interface__})
+    limited = run(http, "zonal-statistics", {"raster": "an_dem",
+                                             "geometry": z.__geo_interface__}, key)
+    n_full = full.json()["result"]["features"][0]["properties"]["count"]
+    n_half = limited.json()["result"]["features"][0]["properties"]["count"]
+    assert 0.3 * n_full < n_half < 0.7 * n_full
