@@ -19,7 +19,7 @@ from typing import Any
 import shapely
 from psycopg import AsyncConnection
 
-from layers import analysis, surfaces
+from layers import analysis, routing, surfaces
 from layers.catalog import Layer
 from layers.errors import Invalid
 from layers.rasters import RasterSource
@@ -151,22 +151,38 @@ PROCESSES = {p.id: p for p in (
              "samples": {"type": "integer", "minimum": 2, "maximum": MAX_SAMPLES,
                          "default": 100}},
             ("raster", "line"), "the line with a height at each sample"),
+    Process("route", "The shortest way along a network",
+            "The shortest way from `start` to `end` along a line layer (roads, paths): "
+            "ways meet where they share a vertex, each is walked both ways; its length in "
+            "metres on the ellipsoid, the ids of the features it runs along, and how far "
+            "each end lies from the network.",
+            {"layer": {**_LAYER, "description": "a line layer: the network"},
+             "start": _POINT, "end": _POINT}, ("layer", "start", "end"), "the way"),
+    Process("service-area", "What lies within a distance along a network",
+            "For each distance (metres along the network from `start`), the network's "
+            "nodes reached, the length of the ways wholly within it and the shape around "
+            "them (a concave hull).",
+            {"layer": {**_LAYER, "description": "a line layer: the network"},
+             "start": _POINT,
+             "distances": {"type": "array", "minItems": 1, "maxItems": 10, "items": {
+                 "type": "number", "minimum": 1, "maximum": routing.MAX_REACH_M}}},
+            ("layer", "start", "distances"), "one area per distance"),
 )}
 # The inputs naming a layer whose own shapes a process hands out.
 SHAPES = {"clip": ("layer",), "intersect": ("layer", "overlay"),
           "dissolve": ("layer",)}
 
 
-def _point(inputs: dict[str, Any]) -> tuple[float, float]:
-    p = inputs.get("point")
+def _point(inputs: dict[str, Any], name: str = "point") -> tuple[float, float]:
+    p = inputs.get(name)
     if isinstance(p, dict) and p.get("type") == "Point":  # a GeoJSON point is taken too
         p = p.get("coordinates")
     if not (isinstance(p, list) and len(p) == 2
             and all(isinstance(v, int | float) and math.isfinite(v) for v in p)):
-        raise Invalid("point: [longitude, latitude] is needed")
+        raise Invalid(f"{name}: [longitude, latitude] is needed")
     lon, lat = float(p[0]), float(p[1])
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-        raise Invalid(f"point: [{lon}, {lat}] is not a longitude and latitude")
+        raise Invalid(f"{name}: [{lon}, {lat}] is not a longitude and latitude")
     return lon, lat
 
 
@@ -391,7 +407,36 @@ async def _profile(inputs, conn, layers, rasters) -> tuple[dict[str, Any], list[
             "properties": props}, [raster.id]
 
 
-RUN = {"locate": _locate, "nearest": _nearest, "buffer": _buffer, "aggregate": _aggregate,
+async def _route(inputs, conn, layers) -> tuple[dict[str, Any], list[str]]:
+    layer, r = await layers("layer")
+    start, end = _point(inputs, "start"), _point(inputs, "end")
+    way = await routing.route(conn, layer, r, start, end)
+    return {"type": "Feature", "geometry": {"type": "MultiLineString",
+                                            "coordinates": way["lines"]},
+            "properties": {"length_m": way["length_m"], "features": way["fids"],
+                           "edges": len(way["lines"]), "snapped_m": way["snapped_m"]}
+            }, [layer.id]
+
+
+async def _service_area(inputs, conn, layers) -> tuple[dict[str, Any], list[str]]:
+    layer, r = await layers("layer")
+    start = _point(inputs, "start")
+    d = inputs["distances"]
+    if not (isinstance(d, list) and 1 <= len(d) <= 10 and all(
+            isinstance(v, int | float) and not isinstance(v, bool)
+            and 1 <= v <= routing.MAX_REACH_M for v in d)):
+        raise Invalid(f"distances: 1 to 10 numbers of metres, each from 1 to "
+                      f"{routing.MAX_REACH_M}, are needed")
+    got = await routing.reach(conn, layer, r, start, [float(v) for v in d])
+    return _collection([
+        {"type": "Feature", "id": n + 1, "geometry": b["shape"],
+         "properties": {"distance_m": b["m"], "nodes": b["nodes"],
+                        "length_m": float(b["length_m"])}}
+        for n, b in enumerate(got["breaks"])], snapped_m=got["snapped_m"]), [layer.id]
+
+
+RUN = {"route": _route, "service-area": _service_area,
+       "locate": _locate, "nearest": _nearest, "buffer": _buffer, "aggregate": _aggregate,
        "clip": _clip, "intersect": _intersect, "dissolve": _dissolve, "density": _density}
 RUN_RASTER = {"zonal-statistics": _zonal, "profile": _profile}
 

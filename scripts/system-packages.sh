@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what OneMap needs from the system's packages (Debian/Ubuntu): PostgreSQL 15+ with
-# PostGIS 3, Python's venv, GDAL's command-line tools (the tests drive ogr2ogr against
+# PostGIS 3 and pgRouting (routes and service areas), Python's venv, GDAL's command-line tools (the tests drive ogr2ogr against
 # OneMap); and any extra commands or packages named as arguments (the benchmarks' wrk,
 # MapServer and lighttpd; the tests' Chromium and QGIS).
 # Does nothing when all of it is there already.
@@ -21,11 +21,12 @@ for cmd in "$@"; do
 done
 
 have_postgis() { ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1; }
+have_pgrouting() { ls /usr/share/postgresql/*/extension/pgrouting.control >/dev/null 2>&1; }
 have_server() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
 have_venv() { python3 -c 'import venv, ensurepip' >/dev/null 2>&1; }
 have_gdal() { command -v ogr2ogr >/dev/null; }
 
-if have_postgis && have_server && have_venv && have_gdal && [ ${#extra[@]} -eq 0 ]; then
+if have_postgis && have_pgrouting && have_server && have_venv && have_gdal && [ ${#extra[@]} -eq 0 ]; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null; then
@@ -44,5 +45,5 @@ if [ -z "$pgv" ] || [ "$pgv" -lt 15 ]; then
   exit 1
 fi
 $SUDO apt-get install -y -qq --no-install-recommends \
-  "postgresql-$pgv" "postgresql-$pgv-postgis-3" postgresql-client python3-venv python3-dev gdal-bin \
+  "postgresql-$pgv" "postgresql-$pgv-postgis-3" "postgresql-$pgv-pgrouting" postgresql-client python3-venv python3-dev gdal-bin \
   ${extra[@]+"${extra[@]}"}

@@ -483,3 +483,66 @@ def test_an_area_limited_caller_gets_nothing_outside_its_area(http, settings, he
     n_full = full.json()["result"]["features"][0]["properties"]["count"]
     n_half = limited.json()["result"]["features"][0]["properties"]["count"]
     assert 0.3 * n_full < n_half < 0.7 * n_full
+
+
+def _network(settings):
+    """The stored roads as networkx sees them: a node per vertex (to 1e-7 degrees), an edge
+    per segment, weighed by its length on the ellipsoid."""
+    import networkx as nx
+
+    with psycopg.connect(settings.database_url) as conn:
+        roads = gpd.read_postgis("SELECT _fid, geom FROM onemap_data.roads"
+                                 " WHERE _valid_to IS NULL", conn, geom_col="geom")
+    g = nx.MultiGraph()
+    for geom in roads.geometry:
+        for line in getattr(geom, "geoms", [geom]):
+            pts = [(round(x * 1e7), round(y * 1e7)) for x, y in line.coords]
+            for a, b in zip(pts, pts[1:], strict=False):
+                if a != b:
+                    _, _, d = GEOD.inv(a[0] / 1e7, a[1] / 1e7, b[0] / 1e7, b[1] / 1e7)
+                    g.add_edge(a, b, weight=d)
+    return g
+
+
+def test_routes_and_service_areas_agree_with_networkx(http, settings, sample_layers):
+    import networkx as nx
+
+    g = _network(settings)
+    main = g.subgraph(max(nx.connected_components(g), key=len))
+    nodes = sorted(main.nodes)
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        a, b = (nodes[i] for i in rng.choice(len(nodes), 2, replace=False))
+        want = nx.shortest_path_length(main, a, b, weight="weight")
+        r = run(http, "route", {"layer": "roads", "start": [a[0] / 1e7, a[1] / 1e7],
+                                "end": [b[0] / 1e7, b[1] / 1e7]})
+        assert r.status_code == 200, r.text
+        way = r.json()["result"]
+        assert way["properties"]["length_m"] == pytest.approx(want, rel=1e-6, abs=0.01)
+        drawn = sum(GEOD.line_length([p[0] for p in seg], [p[1] for p in seg])
+                    for seg in way["geometry"]["coordinates"])
+        assert drawn == pytest.approx(want, rel=1e-4)
+        assert way["properties"]["snapped_m"][0] < 0.02
+    start = nodes[len(nodes) // 2]
+    r = run(http, "service-area", {"layer": "roads", "start": [start[0] / 1e7, start[1] / 1e7],
+                                   "distances": [300, 600]})
+    assert r.status_code == 200, r.text
+    areas = r.json()["result"]["features"]
+    for f in areas:
+        m = f["properties"]["distance_m"]
+        reached = nx.single_source_dijkstra_path_length(main, start, cutoff=m,
+                                                        weight="weight")
+        assert f["properties"]["nodes"] == len(reached), m
+        within = sum(d["weight"] for u, v, d in main.edges(data=True)
+                     if u in reached and v in reached)
+        assert f["properties"]["length_m"] == pytest.approx(within, rel=1e-6)
+        hull = shape(f["geometry"])
+        inside = sum(hull.buffer(1e-6).contains(Point(n[0] / 1e7, n[1] / 1e7))
+                     for n in reached)
+        assert inside == len(reached)
+    assert areas[0]["properties"]["nodes"] < areas[1]["properties"]["nodes"]
+    far = run(http, "route", {"layer": "roads", "start": [24.0, 60.0], "end": list(
+        (nodes[0][0] / 1e7, nodes[0][1] / 1e7))})
+    assert far.status_code == 400 and "start" in far.json()["detail"]
+    assert run(http, "route", {"layer": "lamps", "start": [24.9, 60.1],
+                               "end": [24.9, 60.1]}).status_code == 400
