@@ -37,6 +37,7 @@ log = logging.getLogger("onemap.jobs")
 
 POLL = 2.0  # seconds between looks at the queue when no notice comes
 BEAT = 10.0  # seconds between heartbeats of a running job
+DISMISS_LOOK = 1.0  # seconds between looks whether a running process was dismissed
 SHOWN_ISSUES = 1000  # a report keeps this many repaired or rejected features, and counts all
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
 # The file of a multi-file upload that GDAL opens (a shapefile's .shp, not its .dbf).
@@ -205,12 +206,17 @@ def run_process(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, 
             task = asyncio.ensure_future(run_analysis(p["process"], p["inputs"], conn,
                                                       resolve, rasters))
             while not task.done():  # dismissed meanwhile: its statement is cancelled
-                await asyncio.wait({task}, timeout=0.5)
-                if run.dismissed and not task.done():
+                await asyncio.wait({task}, timeout=DISMISS_LOOK)
+                if task.done():
+                    break
+                try:  # a heartbeat that says whether it was dismissed, each second
+                    await asyncio.to_thread(run.report, 10)
+                except Dismissed:
+                    await conn.cancel_safe(timeout=5)
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
+                    with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
                         await task
-                    raise Dismissed()
+                    raise
             result, layers = task.result()
         n = len(result.get("features", ())) if isinstance(result, dict) else 0
         return {"kind": "process", "process": p["process"], "layers": layers,

@@ -546,3 +546,65 @@ def test_routes_and_service_areas_agree_with_networkx(http, settings, sample_lay
     assert far.status_code == 400 and "start" in far.json()["detail"]
     assert run(http, "route", {"layer": "lamps", "start": [24.9, 60.1],
                                "end": [24.9, 60.1]}).status_code == 400
+
+
+def test_a_process_job_outlives_its_worker_and_a_dismissed_one_stops(http, settings,
+                                                                       helsinki):
+    import threading
+    import time
+
+    from jobs.queue import FINISH, SUBMIT, submit_params
+    from jobs.worker import work
+
+    keys = department_keys(settings, {"job_analyst": "job_analysts"})
+    mine = {"Authorization": f"Bearer {keys['job_analyst']}"}
+    inputs = {"layer": "hki_sites", "by": "hki_cells"}
+    want = run(http, "aggregate", inputs, keys["job_analyst"]).json()["result"]["features"]
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        pid = conn.execute("SELECT id FROM onemap.principals WHERE name = 'job_analyst'"
+                           ).fetchone()[0]
+        job = conn.execute(SUBMIT, submit_params(
+            "process", pid, "job_analyst", "job_analysts", None,
+            {"process": "aggregate", "inputs": inputs, "layers": ["hki_sites"]})).fetchone()[0]
+        # Its worker was killed while it ran, a while ago.
+        conn.execute("UPDATE onemap.jobs SET state = 'running', worker = 'gone:1',"
+                     " attempts = 1, beat_at = now() - interval '10 minutes' WHERE id = %s",
+                     (job,))
+    status = _finished(http, settings, str(job), mine, work)
+    assert status["status"] == "successful", status
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        attempts = conn.execute("SELECT attempts FROM onemap.jobs WHERE id = %s",
+                                (job,)).fetchone()[0]
+        # The dead worker, had it come back, could not finish it a second time.
+        late = conn.execute(FINISH, {"state": "failed", "message": "late", "result": None,
+                                     "id": job, "worker": "gone:1"}).fetchone()
+    assert attempts == 2 and late is None
+    got = http.get(f"/jobs/{job}/results", headers=mine).json()["result"]["features"]
+    assert got == want
+    # A run held up (its table locked here) and dismissed: its statement is cancelled and
+    # it never ends successful, whichever worker had it.
+    with psycopg.connect(settings.database_url) as lock:
+        lock.execute("LOCK TABLE onemap_data.hki_sites IN ACCESS EXCLUSIVE MODE")
+        r = http.post("/processes/aggregate/execution", json={"inputs": inputs},
+                      headers={**mine, "Prefer": "respond-async"})
+        held = r.json()["jobID"]
+        runner = threading.Thread(target=work, args=(settings,), kwargs={"once": True})
+        runner.start()
+        deadline = time.monotonic() + 30
+        while http.get(f"/jobs/{held}", headers=mine).json()["status"] != "running":
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.1)
+        assert http.delete(f"/jobs/{held}", headers=mine).status_code in (200, 204)
+        time.sleep(2.5)  # the worker looks each second
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            # Still locked here: a statement not cancelled would still be waiting.
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                " AND wait_event_type = 'Lock' AND query LIKE %s",
+                ("%hki_sites%",)).fetchone()[0]
+        lock.rollback()
+    runner.join(timeout=30)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        state, result = conn.execute("SELECT state, result FROM onemap.jobs WHERE id = %s",
+                                     (held,)).fetchone()
+    assert state == "dismissed" and result is None and waiting == 0
