@@ -491,6 +491,28 @@ def test_a_click_outside_every_feature_says_which_district_it_is_in(server, city
             page.wait_for_selector(".popup[data-locate]", timeout=10_000)
             text = page.locator(".popup[data-locate]").inner_text()
             assert "39.9" in text and ("西城区" in text or "东城区" in text), text
-            page.screenshot(path=str(tmp_path / "viewer-locate.png"))
+            # From there: the nearest districts, then what lies within 500 m, drawn.
+            popup = page.locator(".popup[data-locate]")
+            popup.locator("select").select_option("districts")
+            popup.locator("[data-nearest]").click()
+            page.wait_for_function("document.querySelectorAll('.popup .result li').length"
+                                   " === 5", timeout=10_000)
+            first = popup.locator(".result li").first.inner_text()
+            assert first.endswith(" 0 m") and ("西城区" in first or "东城区" in first), first
+            popup.locator("[data-buffer]").click()
+            page.wait_for_function("document.querySelector('.popup .result li')"
+                                   ".textContent.includes('km²')", timeout=10_000)
+            assert "0.78" in popup.locator(".result").inner_text()  # π × 500² m²
+            page.wait_for_timeout(500)
+            shot = tmp_path / "viewer-locate.png"
+            page.screenshot(path=str(shot))
+            # The buffer is drawn: its tinted fill just beside the click, not the page's.
+            import imagecodecs
+
+            img = imagecodecs.png_decode(shot.read_bytes())
+            cx, cy = int(box["x"] + box["width"] / 2), int(box["y"] + box["height"] / 2)
+            inside, outside = img[cy + 12, cx - 12, :3], img[cy + 120, cx - 300, :3]
+            assert int(inside[2]) - int(inside[0]) > 15 > int(outside[2]) - int(outside[0]), (
+                inside, outside)
         finally:
             browser.close()

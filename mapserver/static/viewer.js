@@ -377,7 +377,78 @@
       tr.insertCell().textContent = name;
     }
     div.appendChild(table);
+    div.appendChild(tools(lngLat));
     new maplibregl.Popup({ maxWidth: '420px' }).setLngLat(lngLat).setDOMContent(div).addTo(map);
+  }
+
+  // From a clicked point: the nearest features of a layer and a buffer, through the
+  // nearest and buffer processes, drawn over the map until the next run.
+  const nearable = all.filter(l => l.kind === 'vector' && l.feature_count > 0);
+  const shown = { type: 'FeatureCollection', features: [] };
+  function overlay() {
+    if (!map.getSource('onemap-analysis')) {
+      map.addSource('onemap-analysis', { type: 'geojson', data: shown });
+      map.addLayer({ id: 'analysis-fill', type: 'fill', source: 'onemap-analysis',
+        filter: ['==', ['geometry-type'], 'Polygon'],
+        paint: { 'fill-color': '#1f78b4', 'fill-opacity': 0.2 } });
+      map.addLayer({ id: 'analysis-line', type: 'line', source: 'onemap-analysis',
+        paint: { 'line-color': '#1f78b4', 'line-width': 2, 'line-dasharray': [2, 1] } });
+      map.addLayer({ id: 'analysis-point', type: 'circle', source: 'onemap-analysis',
+        filter: ['==', ['geometry-type'], 'Point'],
+        paint: { 'circle-radius': 7, 'circle-color': 'rgba(0,0,0,0)',
+                 'circle-stroke-color': '#e31a1c', 'circle-stroke-width': 2.5 } });
+    } else map.getSource('onemap-analysis').setData(shown);
+  }
+  map.on('styledata', () => { if (shown.features.length && !map.getSource('onemap-analysis')) overlay(); });
+  async function run(id, inputs) {
+    const r = await fetch(`/processes/${id}/execution`, {
+      method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ inputs }) });
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.detail || r.statusText);
+    return body.result;
+  }
+  function tools(lngLat) {
+    const at = [lngLat.lng, lngLat.lat];
+    const box = document.createElement('div');
+    box.className = 'tools';
+    box.innerHTML = '<div><button type="button" data-nearest>Nearest</button> 5 of <select></select></div>'
+      + '<div><button type="button" data-buffer>Within</button> <input type="number" min="1" max="50000" value="500"> m</div>'
+      + '<ol class="result"></ol>';
+    const select = box.querySelector('select');
+    const order = [...nearable.filter(l => state.shown.has(l.id)), ...nearable.filter(l => !state.shown.has(l.id))];
+    for (const l of order) select.add(new Option(l.title, l.id));
+    const out = box.querySelector('.result');
+    const say = text => { out.innerHTML = ''; const li = document.createElement('li'); li.className = 'note'; li.textContent = text; out.appendChild(li); };
+    box.querySelector('[data-nearest]').addEventListener('click', async () => {
+      const layer = byId[select.value];
+      try {
+        const fc = await run('nearest', { layer: select.value, point: at, n: 5 });
+        out.innerHTML = '';
+        for (const f of fc.features) {
+          const li = document.createElement('li');
+          const p = f.properties;
+          li.textContent = `${p.name || p.title || f.id} — ${Math.round(p.distance_m)} m`;
+          out.appendChild(li);
+        }
+        if (!fc.features.length) say(`no feature of ${layer.title} here`);
+        // Each feature, and from a point feature a line to the click.
+        shown.features = fc.features.flatMap(f => f.geometry && f.geometry.type === 'Point'
+          ? [f, { type: 'Feature', properties: {}, geometry: { type: 'LineString', coordinates: [at, f.geometry.coordinates] } }]
+          : [f]);
+        overlay();
+      } catch (err) { say(err.message); }
+    });
+    box.querySelector('[data-buffer]').addEventListener('click', async () => {
+      const metres = Number(box.querySelector('input').value);
+      try {
+        const f = await run('buffer', { geometry: { type: 'Point', coordinates: at }, distance: metres });
+        say(`${metres} m around here: ${(f.properties.area_m2 / 1e6).toFixed(3)} km²`);
+        shown.features = [f];
+        overlay();
+      } catch (err) { say(err.message); }
+    });
+    return box;
   }
   map.on('click', e => {
     const hits = near(e.point);
