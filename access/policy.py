@@ -41,7 +41,10 @@ What a credential may do beyond reading is decided here too, each by one method:
     on it (rule 3 or 4) seen without limits; a new one a publisher of its department (a
     principal marked so) or a grant to publish that layer id. The layer belongs to the
     publisher's department (an administrator names any), and its level is within that
-    department's clearance.
+    department's clearance. A process's result kept as a layer (``keep_refusal``) is
+    written the same way for a signed-in principal of a department (never an embedding
+    key, never a node's caller), belongs to that department, is shared with no one and is
+    classified at the highest level of the layers it was computed from.
 11. ``manage_refusal``: a layer's catalog entry, dictionary notes and classification are
     changed, and the layer withdrawn or restored, by those who may publish it (rule 10's
     existing-layer case, a withdrawn layer included), within their clearance. A withdrawn
@@ -315,6 +318,16 @@ class Policy:
             raise QuotaExceeded(f"{layer.id!r} is a base layer: it is served, not copied; "
                                 f"your daily quota of {self.caps.base_daily} of its features "
                                 "is used up")
+
+    def keep_refusal(self, p: Principal) -> str | None:
+        """Rule 10: why ``p``'s process result may not be kept as a layer, or None."""
+        if p.anonymous or p.department is None:
+            return "a result kept as a layer belongs to a department: sign in with its key"
+        if p.embedded:
+            return "embedding keys are read-only: they keep no results"
+        if p.node is not None:
+            return "a federated node's caller keeps no results here"
+        return None
 
     def shapes_refusal(self, layer: Layer) -> str | None:
         """Rule 7: why a process may not hand out ``layer``'s own shapes, or None."""

@@ -10,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import shapely
 from psycopg import AsyncConnection
 
-from layers import analysis, routing, surfaces
-from layers.catalog import Layer
+from layers import analysis, results, routing, surfaces
+from layers.catalog import Layer, fetch_layers
 from layers.errors import Invalid
+from layers.meta import LayerMeta
 from layers.rasters import RasterSource
 from layers.restrict import Restriction
 
@@ -474,3 +476,42 @@ def layer_inputs(inputs: Any) -> list[str]:
 
 
 LAYER_INPUTS = ("layer", "by", "overlay", "raster", "zones")
+
+
+def by_reference(body: dict[str, Any]) -> bool:
+    """Whether an execution request asks for its result as a reference (a new layer)
+    rather than as a value: ``"outputs": {"result": {"transmissionMode": "reference"}}``."""
+    out = body.get("outputs")
+    if out is None:
+        return False
+    mode = out.get("result", {}).get("transmissionMode") if isinstance(out, dict) else None
+    if mode not in (None, "value", "reference") or not isinstance(out, dict) or set(out) - {
+            "result"}:
+        raise Invalid("outputs: {\"result\": {\"transmissionMode\": \"value\" or "
+                      "\"reference\"}} is the one output")
+    return mode == "reference"
+
+
+async def keep(conn: AsyncConnection, url: str, process_id: str, result: dict[str, Any],
+               read: list[str], department: str, levels: tuple[str, ...], *, hours: float,
+               detail_zoom: int, default_level: str) -> dict[str, Any]:
+    """The result written as a new layer of ``department``'s, shared with no one, at the
+    highest level of the layers it was computed from, until ``hours`` from now; the link
+    to it, as the result by reference."""
+    if result.get("type") != "FeatureCollection":
+        raise Invalid(f"{process_id} gives one feature: ask for it as a value")
+    found = await fetch_layers(conn, ids=read) if read else []
+    ranks = [levels.index(ly.level) for ly in found if ly.level in levels]
+    level = levels[max(ranks)] if ranks else default_level
+    layer_id = f"result_{process_id.replace('-', '_')}_{secrets.token_hex(4)}"
+    until = datetime.now(UTC) + timedelta(hours=hours)
+    meta = LayerMeta(title=f"{process_id} of {', '.join(read) or 'inputs'}", role="thematic",
+                     department=department, level=level, sharing_type="not_shared",
+                     description=f"the result of the {process_id} process over "
+                                 f"{', '.join(read) or 'its inputs'}, kept until "
+                                 f"{until:%Y-%m-%d %H:%M} UTC")
+    layer = await asyncio.to_thread(results.write, url, layer_id, result, meta, until,
+                                    detail_zoom=detail_zoom, default_level=default_level)
+    return {"href": f"/collections/{layer.id}", "rel": "item", "type": "application/json",
+            "title": layer.title, "layer": layer.id, "level": layer.level,
+            "count": layer.feature_count, "expires": until.isoformat()}

@@ -37,6 +37,7 @@ log = logging.getLogger("onemap.jobs")
 
 POLL = 2.0  # seconds between looks at the queue when no notice comes
 BEAT = 10.0  # seconds between heartbeats of a running job
+SWEEP = 60.0  # seconds between looks for expired result layers
 DISMISS_LOOK = 1.0  # seconds between looks whether a running process was dismissed
 SHOWN_ISSUES = 1000  # a report keeps this many repaired or rejected features, and counts all
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt", ".png", ".jpg", ".jpeg")
@@ -169,6 +170,7 @@ def run_process(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, 
     from access.directory import Directory
     from access.policy import Access
     from analysis.processes import execute as run_analysis
+    from analysis.processes import keep
     from layers.catalog import LAYER_ID, fetch_layers
     from layers.errors import Forbidden, NotFound
     from layers.rasters import RasterSource, RasterStore, fetch_scenes
@@ -218,6 +220,16 @@ def run_process(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, 
                         await task
                     raise
             result, layers = task.result()
+            if p.get("reference"):
+                refusal = access.policy.keep_refusal(who)
+                if refusal:
+                    raise Forbidden(refusal)
+                run.report(80, "keeping the result as a layer")
+                result = await keep(conn, database_url(settings), p["process"], result,
+                                    layers, str(who.department), settings.levels,
+                                    hours=settings.result_hours,
+                                    detail_zoom=settings.detail_zoom,
+                                    default_level=settings.default_level)
         n = len(result.get("features", ())) if isinstance(result, dict) else 0
         return {"kind": "process", "process": p["process"], "layers": layers,
                 "value": result, "summary": f"{p['process']}: {n} features"}
@@ -271,6 +283,18 @@ def execute(settings: Settings, url: str, job: dict[str, Any], worker: str) -> s
     return state
 
 
+def _expire(settings: Settings, url: str) -> None:
+    """Results kept as layers whose time is up are withdrawn (any worker may do it)."""
+    from layers.results import expire
+
+    try:
+        for layer_id in expire(url, settings.levels, lock_timeout_ms=settings.lock_timeout_ms,
+                               statement_ms=settings.budget_ms("writes")):
+            log.info("result layer %s expired and was withdrawn", layer_id)
+    except (psycopg.Error, DomainError) as exc:  # the next sweep tries again
+        log.warning("result layers could not be expired now: %s", exc)
+
+
 def work(settings: Settings, *, once: bool = False, stop: threading.Event | None = None,
          name: str | None = None) -> int:
     """Claim and run jobs until ``stop`` is set (or, ``once``, until none waits); the number
@@ -281,7 +305,11 @@ def work(settings: Settings, *, once: bool = False, stop: threading.Event | None
     done = 0
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"LISTEN {CHANNEL}")
+        swept = 0.0
         while not stop.is_set():
+            if time.monotonic() - swept > SWEEP:
+                swept = time.monotonic()
+                _expire(settings, url)
             job = claim(conn, worker, settings.job_stale_seconds)
             if job is None:
                 if once:

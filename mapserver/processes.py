@@ -10,10 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from analysis.processes import PROCESSES, execute, layer_inputs
+from analysis.processes import PROCESSES, by_reference, execute, keep, layer_inputs
 from jobs.queue import NOTIFY, SUBMIT, submit_params
 from layers.catalog import Layer
-from layers.errors import Forbidden, Invalid
+from layers.db import database_url
+from layers.errors import Forbidden, Invalid, Unauthenticated
 from layers.rasters import RasterSource
 from layers.restrict import Restriction
 from mapserver.deps import access, app_state, db, json_body, note, readable_layer
@@ -58,9 +59,13 @@ async def execution(request: Request) -> Response:
     body = await json_body(request)
     inputs = body.get("inputs", {})
     p = access(request).principal
+    reference = by_reference(body)
+    refusal = access(request).policy.keep_refusal(p) if reference else None
+    if refusal:
+        raise (Unauthenticated if p.anonymous else Forbidden)(refusal)
     if "respond-async" in request.headers.get("prefer", "") and not p.anonymous \
             and not p.embedded and p.node is None:
-        return await _submit(request, pid, inputs)
+        return await _submit(request, pid, inputs, reference)
     async with db(request, "items") as conn:
         async def resolve(layer_id: str, kinds: tuple[str, ...], shapes: bool
                           ) -> tuple[Layer, Restriction]:
@@ -74,6 +79,13 @@ async def execution(request: Request) -> Response:
             return await app_state(request).rasters.source(conn, layer)
 
         result, layers = await execute(pid, inputs, conn, resolve, rasters)
+        if reference:
+            settings = app_state(request).settings
+            result = await keep(conn, database_url(settings), pid, result, layers,
+                                str(p.department), settings.levels,
+                                hours=settings.result_hours, detail_zoom=settings.detail_zoom,
+                                default_level=settings.default_level)
+            result["href"] = base(request) + result["href"]
     note(request, layers, len(result.get("features", ())) or None)
     if body.get("response") == "raw":
         return Response(json.dumps(result, default=_plain), media_type=GEOJSON)
@@ -81,7 +93,7 @@ async def execution(request: Request) -> Response:
                     media_type="application/json")
 
 
-async def _submit(request: Request, pid: str, inputs: object) -> Response:
+async def _submit(request: Request, pid: str, inputs: object, reference: bool) -> Response:
     """The run queued as a job (``Prefer: respond-async``) on the queue that publishes
     uploads; its worker reads the caller's grants again when it starts. Anonymous callers
     and embedding keys are answered at once (they have no jobs to come back to)."""
@@ -92,7 +104,7 @@ async def _submit(request: Request, pid: str, inputs: object) -> Response:
     async with db(request, "admin") as conn, conn.transaction():
         cur = await conn.execute(SUBMIT, submit_params(
             "process", p.id, p.name, p.department, None,
-            {"process": pid, "inputs": inputs, "layers": layers}))
+            {"process": pid, "inputs": inputs, "layers": layers, "reference": reference}))
         job_id = (await cur.fetchone())[0]
         await conn.execute(NOTIFY, (str(job_id),))
     note(request, layers, job=str(job_id))

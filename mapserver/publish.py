@@ -404,7 +404,10 @@ async def results(request: Request) -> Response:
         raise NotFound(f"job {found['id']} has no result: it is {found['state']}"
                        + (f" ({found['message']})" if found["message"] else ""))
     note(request, list(row[0].get("layers", [])), job=found["id"])
-    return JSONResponse({"result": row[0]["value"]},
+    value = row[0]["value"]
+    if isinstance(value, dict) and str(value.get("href", "")).startswith("/"):
+        value = {**value, "href": base(request) + value["href"]}  # a result kept as a layer
+    return JSONResponse({"result": value},
                         headers={"Cache-Control": "private, no-store"})
 
 

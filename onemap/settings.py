@@ -105,6 +105,8 @@ class Settings:
     upload_max_mb: int = 1024
     job_workers: int = 1
     job_stale_seconds: int = 60
+    # How long a process's result kept as a layer (outputs by reference) is served.
+    result_hours: float = 24.0
     # Federation (docs/federation.md): this node's name and role ('city' or 'district'),
     # the URL others reach it at (default: http://host:port), how long a cascaded request
     # may wait for the other node, how long what a node said about a caller's rights is

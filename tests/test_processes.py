@@ -608,3 +608,67 @@ def test_a_process_job_outlives_its_worker_and_a_dismissed_one_stops(http, setti
         state, result = conn.execute("SELECT state, result FROM onemap.jobs WHERE id = %s",
                                      (held,)).fetchone()
     assert state == "dismissed" and result is None and waiting == 0
+
+
+def test_a_result_by_reference_is_a_layer_of_the_callers_department(http, settings,
+                                                                     helsinki):
+    import mapbox_vector_tile
+    import mercantile
+
+    from layers.results import expire
+
+    keys = department_keys(settings, {"keeper": "keepers", "stranger": "strangers"})
+    mine = {"Authorization": f"Bearer {keys['keeper']}"}
+    theirs = {"Authorization": f"Bearer {keys['stranger']}"}
+    inputs = {"layer": "buildings", "overlay": "hki_cells"}
+    value = run(http, "intersect", inputs, keys["keeper"]).json()["result"]
+    r = http.post("/processes/intersect/execution", headers=mine, json={
+        "inputs": inputs, "outputs": {"result": {"transmissionMode": "reference"}}})
+    assert r.status_code == 200, r.text
+    link = r.json()["result"]
+    layer_id = link["layer"]
+    assert link["href"].endswith(f"/collections/{layer_id}")
+    assert link["count"] == len(value["features"]) > 100
+    entry = http.get(f"/collections/{layer_id}", headers=mine)
+    assert entry.status_code == 200, entry.text
+    with psycopg.connect(settings.database_url) as conn:
+        dept, level, sharing, levels = conn.execute(
+            "SELECT department, level, sharing_type, (SELECT array_agg(level) FROM"
+            " onemap.layers WHERE id IN ('buildings', 'hki_cells')) FROM onemap.layers"
+            " WHERE id = %s", (layer_id,)).fetchone()
+    assert dept == "keepers" and sharing == "not_shared"
+    assert level == max(levels, key=settings.levels.index)
+    items = http.get(f"/collections/{layer_id}/items", params={"limit": 1000},
+                     headers=mine).json()
+    assert items["numberMatched"] == len(value["features"])
+    kept = sorted(round(f["properties"]["area_m2"], 3) for f in items["features"])
+    assert kept == sorted(round(f["properties"]["area_m2"], 3) for f in value["features"])
+    # Drawn as tiles at once, for its department alone.
+    x, y = helsinki["cells"].geometry[4].centroid.coords[0]
+    t = mercantile.tile(x, y, 16)
+    tile = http.get(f"/tiles/{layer_id}/{t.z}/{t.x}/{t.y}.mvt", headers=mine)
+    assert tile.status_code == 200 and mapbox_vector_tile.decode(tile.content)[layer_id][
+        "features"]
+    assert http.get(f"/collections/{layer_id}", headers=theirs).status_code == 404
+    # Anonymous callers and embedding keys keep nothing.
+    anon = http.post("/processes/intersect/execution", json={
+        "inputs": inputs, "outputs": {"result": {"transmissionMode": "reference"}}})
+    assert anon.status_code == 401
+    # As a job too: its result is the link.
+    from jobs.worker import work
+
+    job = http.post("/processes/dissolve/execution", headers={**mine, "Prefer": "respond-async"},
+                    json={"inputs": {"layer": "buildings", "field": "building"},
+                          "outputs": {"result": {"transmissionMode": "reference"}}}
+                    ).json()["jobID"]
+    assert _finished(http, settings, job, mine, work)["status"] == "successful"
+    later = http.get(f"/jobs/{job}/results", headers=mine).json()["result"]
+    assert later["href"].startswith("http") and later["layer"].startswith("result_dissolve_")
+    assert http.get(f"/collections/{later['layer']}", headers=mine).status_code == 200
+    # Its time up, it is withdrawn: served to no one.
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE onemap.layers SET expires_at = now() - interval '1 minute'"
+                     " WHERE id = %s", (layer_id,))
+    assert layer_id in expire(settings.database_url, settings.levels, lock_timeout_ms=5000,
+                              statement_ms=30_000)
+    assert http.get(f"/collections/{layer_id}", headers=mine).status_code == 404
