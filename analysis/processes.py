@@ -37,6 +37,7 @@ MAX_NEAREST = 100
 MAX_FEATURES = 10_000  # of an overlay's result
 MAX_SAMPLES = 2_000  # of a profile
 MAX_ZONES = 1_000  # of zonal statistics
+MAX_VIEW_M = 20_000  # a viewshed's radius
 MAX_BUFFER_M = 50_000
 MAX_GEOJSON = 200_000  # characters of a GeoJSON input
 
@@ -153,6 +154,19 @@ PROCESSES = {p.id: p for p in (
              "samples": {"type": "integer", "minimum": 2, "maximum": MAX_SAMPLES,
                          "default": 100}},
             ("raster", "line"), "the line with a height at each sample"),
+    Process("viewshed", "What can be seen from a point",
+            "The ground visible from `height` metres above a point, out to `radius` "
+            "metres, over an elevation layer (GDAL's viewshed in the point's UTM zone, with "
+            "the earth's curvature and refraction): the visible area as a shape, its m² "
+            "and its share of the circle.",
+            {"raster": {**_LAYER, "description": "an elevation layer"}, "point": _POINT,
+             "height": {"type": "number", "minimum": 0, "maximum": 1000, "default": 1.7,
+                        "description": "the observer's eye above the ground, metres"},
+             "target": {"type": "number", "minimum": 0, "maximum": 1000, "default": 0,
+                        "description": "the seen point's height above the ground"},
+             "radius": {"type": "number", "minimum": 10, "maximum": MAX_VIEW_M,
+                        "default": 1000}},
+            ("raster", "point"), "the visible ground"),
     Process("route", "The shortest way along a network",
             "The shortest way from `start` to `end` along a line layer (roads, paths): "
             "ways meet where they share a vertex, each is walked both ways; its length in "
@@ -440,7 +454,25 @@ async def _service_area(inputs, conn, layers) -> tuple[dict[str, Any], list[str]
 RUN = {"route": _route, "service-area": _service_area,
        "locate": _locate, "nearest": _nearest, "buffer": _buffer, "aggregate": _aggregate,
        "clip": _clip, "intersect": _intersect, "dissolve": _dissolve, "density": _density}
-RUN_RASTER = {"zonal-statistics": _zonal, "profile": _profile}
+async def _viewshed(inputs, conn, layers, rasters) -> tuple[dict[str, Any], list[str]]:
+    raster, rr = await layers("raster", ("raster",))
+    lon, lat = _point(inputs)
+    height = float(_number(inputs, "height", 1.7, 0, 1000))
+    target = float(_number(inputs, "target", 0, 0, 1000))
+    radius = float(_number(inputs, "radius", 1000, 10, MAX_VIEW_M))
+    area = await analysis.area(conn, rr.area_id)
+    source = await rasters(raster)
+    if not source.elevation:
+        raise Invalid(f"raster: {raster.id} is not an elevation layer")
+    seen = await asyncio.to_thread(surfaces.viewshed, source, lon, lat, height, target,
+                                   radius, area)
+    return {"type": "Feature", "geometry": seen["geometry"], "properties": {
+        "visible_m2": seen["visible_m2"], "share": seen["visible_m2"] / seen["circle_m2"],
+        "radius_m": radius, "height_m": height, "target_m": target,
+        "pixel_m": seen["pixel_m"], "crs": seen["crs"]}}, [raster.id]
+
+
+RUN_RASTER = {"zonal-statistics": _zonal, "profile": _profile, "viewshed": _viewshed}
 
 
 async def execute(process_id: str, inputs: Any, conn: AsyncConnection, resolve: Resolve,

@@ -9,20 +9,25 @@ as its image tiles do. Where a slice's scenes overlap, the first scene's pixels 
 from __future__ import annotations
 
 import math
+import subprocess
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
 import shapely
 from pyproj import Geod, Transformer
-from rasterio.features import geometry_mask
+from rasterio.features import geometry_mask, shapes
+from rasterio.transform import from_origin
 from rasterio.windows import Window
-from shapely.geometry import box, mapping
+from shapely.geometry import box, mapping, shape
 from shapely.ops import transform as reproject
 
 from layers.errors import Invalid
 from layers.rasters import RasterSource, Scene
+from layers.render import apply_area
 
 MAX_PIXELS = 16_000_000  # of one zone, read at full resolution; more comes from overviews
 GEOD = Geod(ellps="WGS84")
@@ -142,3 +147,67 @@ def heights(source: RasterSource, points: Sequence[tuple[float, float]], band: i
                 if not np.ma.getmaskarray(v).any() and math.isfinite(float(v[0])):
                     out[i] = float(v[0])
     return out
+
+
+MAX_VIEW_PIXELS = 2_000  # a viewshed's grid is at most this many pixels across
+CURVATURE = 0.85714  # GDAL's default: the earth's curvature less the air's refraction (1/7)
+
+
+def local_crs(lon: float, lat: float) -> str:
+    """The UTM zone holding a point: metres for a viewshed around it."""
+    zone = min(60, int((lon + 180) // 6) + 1)
+    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+
+
+def viewshed(source: RasterSource, lon: float, lat: float, observer_m: float,
+             target_m: float, radius_m: float, area: shapely.Geometry | None
+             ) -> dict[str, Any]:
+    """What can be seen from ``observer_m`` above the ground at a point, out to
+    ``radius_m``: the elevation read around it in its UTM zone, at the model's resolution
+    (coarser where the circle would hold more than ``MAX_VIEW_PIXELS`` across), and GDAL's
+    viewshed (``gdal_viewshed``, with the curvature and refraction of its default). The
+    visible cells as one lon/lat shape, their area and that of the circle they lie in."""
+    scenes = _scenes(source)
+    if not scenes:
+        raise Invalid(f"{source.layer.id} has no heights")
+    with rasterio.open(source.store.uri(scenes[0].path)) as ds:
+        res = ds.res if ds.crs.is_projected else (
+            ds.res[0] * 111_320.0 * math.cos(math.radians(lat)), ds.res[1] * 111_320.0)
+    pixel = max(min(res), 2 * radius_m / MAX_VIEW_PIXELS)
+    crs = local_crs(lon, lat)
+    x, y = _to(crs).transform(lon, lat)
+    n = int(math.ceil(radius_m / pixel)) * 2 + 1
+    half = n * pixel / 2
+    bbox = (x - half, y - half, x + half, y + half)
+    img = source.part(bbox, crs, n, n, scenes, indexes=[1])
+    if img is None or not apply_area(img, area):
+        raise Invalid("no heights around that point that this caller may see")
+    heights = img.array[0]
+    if np.ma.getmaskarray(heights)[n // 2, n // 2]:
+        raise Invalid("point: the elevation layer has no height there")
+    nodata = -32768.0
+    with tempfile.TemporaryDirectory(prefix="onemap-view-") as tmp:
+        src, dst = Path(tmp) / "dem.tif", Path(tmp) / "view.tif"
+        profile = {"driver": "GTiff", "width": n, "height": n, "count": 1,
+                   "dtype": "float32", "crs": crs, "nodata": nodata,
+                   "transform": from_origin(bbox[0], bbox[3], pixel, pixel)}
+        with rasterio.open(src, "w", **profile) as out:
+            out.write(heights.filled(nodata).astype("float32"), 1)
+        done = subprocess.run(
+            ["gdal_viewshed", "-q", "-ox", repr(x), "-oy", repr(y), "-oz", repr(observer_m),
+             "-tz", repr(target_m), "-md", repr(radius_m), "-cc", repr(CURVATURE),
+             "-vv", "1", "-iv", "0", "-ov", "0", "-a_nodata", "255", str(src), str(dst)],
+            capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"gdal_viewshed failed: {done.stderr.strip()[:500]}")
+        with rasterio.open(dst) as view:
+            seen = view.read(1)
+            transform = view.transform
+    seen = (seen == 1) & ~np.ma.getmaskarray(heights)
+    parts = [shape(g) for g, v in shapes(seen.astype("uint8"), mask=seen,
+                                                           transform=transform) if v == 1]
+    visible = shapely.union_all(parts) if parts else shapely.Polygon()
+    back = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return {"geometry": mapping(reproject(back.transform, visible)),
+            "visible_m2": float(seen.sum()) * pixel * pixel,
+            "circle_m2": math.pi * radius_m ** 2, "pixel_m": pixel, "crs": crs}

@@ -66,13 +66,20 @@ def helsinki(settings, sample_layers, tmp_path_factory):
 def test_processes_are_listed_and_described_for_owslib(server, helsinki):
     p = Processes(server)
     ids = {x["id"] for x in p.processes()}
-    assert {"locate", "nearest", "buffer", "aggregate"} <= ids
+    assert {"locate", "nearest", "buffer", "aggregate", "clip", "intersect", "dissolve",
+            "density", "zonal-statistics", "profile", "viewshed", "route",
+            "service-area"} <= ids
     d = p.process("aggregate")
     assert d["inputs"]["stat"]["schema"]["enum"][0] == "count"
     assert d["outputs"]["result"]["schema"]["contentMediaType"] == "application/geo+json"
     done = p.execute("locate", {"layer": "hki_cells", "point": list(
         helsinki["cells"].geometry[4].centroid.coords[0])})
     assert [f["properties"]["cell"] for f in done["result"]["features"]] == ["c11"]
+    grid = p.execute("density", {"layer": "hki_sites", "cell": 500})
+    assert sum(f["properties"]["value"] for f in grid["result"]["features"]) == len(
+        helsinki["sites"])
+    for pid in ids:  # every description names its inputs with a schema
+        assert all("schema" in v for v in p.process(pid)["inputs"].values()), pid
 
 
 def test_locate_finds_the_district_shapely_finds(http, sample_layers):
@@ -672,3 +679,52 @@ def test_a_result_by_reference_is_a_layer_of_the_callers_department(http, settin
     assert layer_id in expire(settings.database_url, settings.levels, lock_timeout_ms=5000,
                               statement_ms=30_000)
     assert http.get(f"/collections/{layer_id}", headers=mine).status_code == 404
+
+
+def test_a_viewshed_agrees_with_lines_of_sight(http, dem):
+    """GDAL's viewshed against a line of sight drawn here: the heights along the way to
+    each of 400 targets (the model read with rasterio, between pixel centres as the
+    viewshed reads it), the earth's curvature less refraction taken off, and
+    the target seen when nothing on the way rises above the line to it."""
+    import rasterio
+
+    x0, y0, x1, y1 = dem["bounds"]
+    here = ((x0 + x1) / 2, (y0 + y1) / 2)
+    r = run(http, "viewshed", {"raster": "an_dem", "point": list(here), "height": 10,
+                               "radius": 2500})
+    assert r.status_code == 200, r.text
+    out = r.json()["result"]
+    seen = shape(out["geometry"])
+    assert 0.02 < out["properties"]["share"] < 0.98
+    rng = np.random.default_rng(5)
+    earth, cc = 6_371_008.8, 0.85714
+    agree = clear = 0
+    with rasterio.open(dem["uri"]) as ds:
+        grid, inverse = ds.read(1).astype("float64"), ~ds.transform
+
+    def heights(points) -> np.ndarray:
+        """The ground between the model's pixel centres, interpolated bilinearly."""
+        cr = np.array([inverse @ p for p in points]) - 0.5
+        c0 = np.clip(np.floor(cr[:, 0]).astype(int), 0, grid.shape[1] - 2)
+        r0 = np.clip(np.floor(cr[:, 1]).astype(int), 0, grid.shape[0] - 2)
+        fc, fr = cr[:, 0] - c0, cr[:, 1] - r0
+        return ((grid[r0, c0] * (1 - fc) + grid[r0, c0 + 1] * fc) * (1 - fr)
+                + (grid[r0 + 1, c0] * (1 - fc) + grid[r0 + 1, c0 + 1] * fc) * fr)
+
+    h0 = float(heights([here])[0]) + 10
+    for _ in range(400):
+        az, dist = rng.uniform(0, 360), rng.uniform(150, 2400)
+        lon, lat, _ = GEOD.fwd(*here, az, dist)
+        way = GEOD.npts(*here, lon, lat, 120)
+        hs = heights([*way, (lon, lat)])
+        along_m = np.linspace(dist / 121, dist, 121)
+        drop = cc * along_m ** 2 / (2 * earth)
+        angles = np.degrees(np.arctan2(hs - drop - h0, along_m))
+        margin = angles[-1] - angles[:-1].max()
+        if abs(margin) < 1.0:
+            continue  # too close to call between two samplings of the ground
+        clear += 1
+        agree += (margin > 0) == seen.buffer(1e-5).contains(Point(lon, lat))
+    assert clear > 120 and agree / clear > 0.97, (agree, clear)
+    far = run(http, "viewshed", {"raster": "an_dem", "point": [0, 0]})
+    assert far.status_code == 400
