@@ -208,7 +208,10 @@ class AccessMiddleware:
                                    "anything, whoever they belong to")
             limit = key.rate_limit if key and key.rate_limit is not None else (
                 state.settings.key_rate_limit)
-            wait = state.limiter.check(key.id, limit) if key else None
+            wait = None
+            if key and limit > 0:
+                async with state.pool.connection() as conn:
+                    wait = await state.limiter.check(conn, key.id, limit)
             if wait is not None:
                 raise Refused(429, f"rate limit of {limit} requests per minute reached",
                               {"Retry-After": str(max(1, round(wait)))})

@@ -374,8 +374,8 @@ async def items(request: Request) -> Response:
                 request.client.host if request.client else None)
             policy.quota_left(layer, used)
         page = await features.items(conn, layer, q)
-    if who is not None:
-        state.quota.add(who, len(page.rows))
+        if who is not None:
+            await state.quota.add(conn, who, len(page.rows))
     note(request, [layer.id], len(page.rows))
     return _feature_page(request, layer, page, offset, limit, window, crs,
                          page.last if by_key else None)
