@@ -45,6 +45,7 @@ from mapserver import (
     features,
     federation,
     images,
+    metrics,
     ogctiles,
     openapi,
     portal,
@@ -99,6 +100,24 @@ async def healthz(request: Request) -> Response:
     if not audit["ok"]:
         return JSONResponse({"status": "degraded", **shown}, status_code=503)
     return JSONResponse({"status": "ok", **shown})
+
+
+async def livez(request: Request) -> Response:
+    """Alive: the process answers (a supervisor restarts it when this fails)."""
+    return JSONResponse({"status": "alive"}, headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready for traffic: the database answers (a balancer sends nothing here while this
+    says 503). A stopping server closes its socket first and finishes what is in flight."""
+    state = app_state(request)
+    try:
+        async with state.pool.connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+    except Exception as exc:  # any failure to reach the database means not ready
+        log.warning("readiness check failed: %s", type(exc).__name__)
+        return problem(503, None, "database unreachable")
+    return JSONResponse({"status": "ready"}, headers={"Cache-Control": "no-store"})
 
 
 async def root(request: Request) -> Response:
@@ -174,6 +193,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *images.routes,
         Route("/", root),
         Route("/healthz", healthz),
+        Route("/livez", livez),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics.endpoint),
         Route("/api", openapi.api),
         *records.routes,  # before the features' /collections/{id} routes
         *edits.routes,
@@ -198,6 +220,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes.append(Mount("/vendor/cesium", StaticFiles(directory=str(settings.cesium_dir)),
                             name="cesium"))
     middleware = [
+        Middleware(metrics.Observe),
         Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                    allow_methods=["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"],
                    allow_headers=["Authorization", "Content-Type", "If-Match",

@@ -37,7 +37,8 @@ SESSION_COOKIE = "onemap_session"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION = "onemap.session"  # the scope's key for the session a request came with
 # Served to anyone, about no layer: nothing to authorize or audit.
-OPEN_PREFIXES = ("/static/", "/vendor/", "/healthz", "/favicon.ico")
+OPEN_PREFIXES = ("/static/", "/vendor/", "/healthz", "/livez", "/readyz", "/metrics",
+                 "/favicon.ico")
 # Methods that read; a POST to one of READ_POSTS is a lookup with a body, not a change.
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 # A node's notice changes nothing here but what this node trusts of that node's answers.

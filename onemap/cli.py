@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -48,13 +48,19 @@ def _uvicorn(settings: Settings) -> None:
 
     from mapserver.app import create_app
 
+    # A stop (SIGTERM) closes the socket, lets the requests in flight finish (for up to
+    # this long), then flushes the audit queue.
+    graceful = {"timeout_graceful_shutdown": 30, "proxy_headers": True, "log_level": "info"}
     if settings.workers > 1:  # each process builds its own app from the same ONEMAP_* env
+        # One metrics directory for all of them, so a scrape adds up every process.
+        shared = settings.data_dir / "metrics"
+        shutil.rmtree(shared, ignore_errors=True)
+        shared.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
         uvicorn.run("mapserver.app:create_app", factory=True, host=settings.host,
-                    port=settings.port, log_level="info", workers=settings.workers,
-                    proxy_headers=True)
+                    port=settings.port, workers=settings.workers, **graceful)
     else:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level="info", proxy_headers=True)
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **graceful)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -571,8 +577,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from onemap.logs import configure
+
+    configure(args.verbose, os.environ.get("ONEMAP_LOG_FORMAT", "text"))
     overrides = {k: getattr(args, k, None) for k in ("host", "port", "workers")}
     try:
         settings = Settings.from_env(**overrides)
