@@ -4,15 +4,22 @@ and what nodes on one database must agree on (rate limits, base quotas, fresh da
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 import httpx
 import mercantile
 import psycopg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from access import admin
 from access.admin import Actor
-from tests.conftest import department_keys, server_process
+from tests.conftest import ROOT, department_keys, free_port, server_process
 
 
 def _metrics(url: str) -> dict[tuple[str, tuple], float]:
@@ -84,3 +91,119 @@ def test_two_nodes_share_one_rate_limit_and_one_state(settings, sample_layers, t
             conn.execute("UPDATE onemap.layers SET version = version + 1 WHERE id = 'lamps'")
         for n in (a, b):
             assert httpx.get(n.url + path, timeout=10).headers["etag"] != tags[n.url]
+
+
+@contextlib.contextmanager
+def nginx_in_front(upstreams: list[str]):
+    """The shipped docker/nginx.conf, run by the system's nginx on loopback in front of
+    ``upstreams`` (host:port)."""
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx is not installed (make test installs it)")
+    run = Path(tempfile.mkdtemp(prefix="onemap-nginx-"))
+    run.chmod(0o755)
+    cache = run / "cache"
+    cache.mkdir()
+    for d in (run, cache):
+        d.chmod(0o777)  # nginx's workers run as another user
+    port = free_port()
+    text = (ROOT / "docker" / "nginx.conf").read_text()
+    text = (text.replace("ONEMAP_UPSTREAMS", " ".join(f"server {u} max_fails=1 fail_timeout=5s;"
+                                                       for u in upstreams))
+            .replace("ONEMAP_CACHE_DIR", str(cache)).replace("ONEMAP_RUN_DIR", str(run))
+            .replace("ONEMAP_LISTEN", f"127.0.0.1:{port}"))
+    conf = run / "nginx.conf"
+    conf.write_text(text)
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(run), "-e", str(run / "err"),
+                             "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(f"{url}/livez", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def test_nginx_keeps_pinned_tiles_never_private_ones_and_nothing_stale(settings,
+                                                                        sample_layers,
+                                                                        tmp_path):
+    department_keys(settings, {"cache_user": "cachers"})
+    key = department_keys(settings, {"cache_user2": "cachers"})["cache_user2"]
+    with server_process(settings, tmp_path / "a.log") as a, \
+            server_process(settings, tmp_path / "b.log") as b, \
+            nginx_in_front([a.url.removeprefix("http://"), b.url.removeprefix("http://")]) as front:
+        t = mercantile.tile(24.945, 60.17, 14)
+        path = f"/tiles/lamps/{t.z}/{t.x}/{t.y}.mvt"
+        first = httpx.get(front + path, timeout=10)
+        assert first.status_code == 200
+        etag = first.headers["etag"]
+        pinned = f"{path}?v={etag.strip(chr(34))}"
+        got = [httpx.get(front + pinned, timeout=10) for _ in range(3)]
+        assert [r.headers["x-cache-status"] for r in got][1:] == ["HIT", "HIT"]
+        assert got[2].content == httpx.get(a.url + pinned, timeout=10).content
+        # Unpinned answers must be revalidated: never served from the cache.
+        plain = [httpx.get(front + path, timeout=10).headers["x-cache-status"]
+                 for _ in range(3)]
+        assert "HIT" not in plain
+        # Conditional requests reach OneMap, which says 304.
+        assert httpx.get(front + path, headers={"If-None-Match": etag},
+                         timeout=10).status_code == 304
+        # A signed-in caller's answers are neither kept nor served from the cache.
+        mine = [httpx.get(front + pinned, headers={"Authorization": f"Bearer {key}"},
+                          timeout=10) for _ in range(2)]
+        assert {r.headers["x-cache-status"] for r in mine} == {"BYPASS"}
+        assert all(r.headers["cache-control"].startswith("private") for r in mine)
+        # New data: a new ETag through the front at once, so a new pinned URL.
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE onemap.layers SET version = version + 1 WHERE id = 'lamps'")
+        assert httpx.get(front + path, timeout=10).headers["etag"] != etag
+        # One node stopped under load: the front goes on with the other.
+        codes = []
+        for i in range(40):
+            if i == 10:
+                a.proc.kill()
+            codes.append(httpx.get(f"{front}/collections/lamps/items?limit=1&offset={i}",
+                                   timeout=10).status_code)
+        assert codes.count(200) >= 39, codes
+
+
+def test_the_image_holds_every_package_and_its_files(tmp_path):
+    """The Dockerfile's steps without a container engine: what it copies (everything but
+    .dockerignore's list) holds every package pyproject.toml names, and the wheel
+    `pip install .` builds from it holds every file of theirs that OneMap reads."""
+    import fnmatch
+    import sys
+    import tomllib
+    import zipfile
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in
+                project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")]
+    docker = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "COPY . ." in docker and "pip install --no-cache-dir ." in docker
+    for package in packages:
+        assert not any(fnmatch.fnmatch(package, p.lstrip("!")) for p in ignored
+                       if not p.startswith("!")), package
+    tops = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    assert tops - {"tests", "bench"} <= set(packages), tops - set(packages)
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                          "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    names = set(zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist())
+    for package in packages:
+        for f in (ROOT / package).rglob("*"):
+            if f.is_file() and "__pycache__" not in f.parts:
+                assert str(f.relative_to(ROOT)) in names, f"{f.relative_to(ROOT)} not installed"
