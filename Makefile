@@ -17,7 +17,7 @@ STYLE_SPEC := .tools/node_modules/@maplibre/maplibre-gl-style-spec/package.json
 MAP_ASSETS := .tools/map-assets/fonts/stacks.json
 MAP_ASSET_TOOLS := .tools/node_modules/fontnik/package.json
 
-.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-emap bench-images bench-registry bench-3d bench-federation bench-analysis clean
+.PHONY: setup demo demo-data serve test lint bench bench-features bench-auth bench-raster bench-emap bench-images bench-registry bench-3d bench-federation bench-analysis bench-scaling clean
 
 setup: $(STAMP) $(STYLE_SPEC) $(MAP_ASSETS)
 
@@ -200,6 +200,12 @@ bench-federation: setup
 # locate, nearest and aggregate against geopandas in-process: latencies and ratios.
 bench-analysis: setup
 	$(BIN)/python bench/analysis.py
+
+# The shared cache and a second node: nginx (docker/nginx.conf) and wrk from the system's
+# packages.
+bench-scaling: setup $(BENCH_STAMP)
+	bash scripts/system-packages.sh wrk nginx
+	$(BIN)/python bench/scaling.py
 
 clean:
 	-$(BIN)/onemap db stop

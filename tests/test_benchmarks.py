@@ -22,6 +22,7 @@ RUNS = {
     "emap_tiles": ["--rounds", "1", "--seconds", "1"],
     "federation": ["--rounds", "1", "--seconds", "1"],
     "analysis": ["--rounds", "1"],
+    "scaling": ["--rounds", "1", "--seconds", "1"],
     "map_images": ["--rounds", "1", "--seconds", "1"],
     "scenes3d": ["--rounds", "1", "--seconds", "1"],
     "registry": ["--lookups", "5", "--warm", "2"],
