@@ -67,6 +67,7 @@ from mapserver.deps import STATIC, AppState, app_state
 from mapserver.errors import http_error, known_error, problem, server_error
 from mapserver.guard import Guard
 from mapserver.html import wants_html
+from mapserver.replicas import open_replicas, opened
 from onemap.settings import Settings
 
 log = logging.getLogger("onemap.http")
@@ -97,6 +98,8 @@ async def healthz(request: Request) -> Response:
         return problem(503, None, "database unreachable")
     shown = {"audit": audit, "access": state.watch.health() if state.watch else {
         "notices": False, **state.directory.health()}}
+    if state.replicas is not None:
+        shown["replicas"] = state.replicas.health()
     if not audit["ok"]:
         return JSONResponse({"status": "degraded", **shown}, status_code=503)
     return JSONResponse({"status": "ok", **shown})
@@ -143,6 +146,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                    check=check_alive,
                                    open=False)
         await pool.open(wait=True)
+        replicas = await opened(open_replicas(
+            settings.database_replica_urls, f"{SESSION} -c statement_timeout="
+            f"{settings.budget_ms('tiles')}", settings.pool_max, check_alive))
         oidc = (OidcVerifier(settings.oidc_issuer, settings.oidc_audience,
                              settings.oidc_jwks_url) if settings.oidc_issuer else None)
         audit = AuditLog()
@@ -162,6 +168,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         writer = asyncio.create_task(audit.run(pool))
         watching = contextlib.AsyncExitStack()
         state = app.state.onemap
+        state.replicas = replicas if replicas.replicas else None
         state.node_key = NodeKey.load(settings.data_dir / "node.key")
         state.cascade = Cascade(settings.node_name, settings.node_url, state.node_key,
                                 settings.federation_timeout, settings.federation_ttl,
@@ -183,6 +190,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await writer
             await audit.flush(pool)
             await state.cascade.close()
+            await replicas.close()
             await pool.close()
             app.state.onemap.images.close()
 

@@ -61,6 +61,8 @@ class AppState:
     sync: Any = None
     # Areas by id in lon/lat, for masking raster tiles; areas are never edited.
     areas: dict[int, Any] = field(default_factory=dict)
+    # Streaming replicas that tiles and feature pages are read from (mapserver/replicas.py).
+    replicas: Any = None
 
 
 def app_state(request: Request) -> AppState:

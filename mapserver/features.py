@@ -36,6 +36,7 @@ from mapserver.ogc import (
     parse_terms,
     refuse_unknown,
 )
+from mapserver.replicas import VERSIONS
 
 OPENAPI = "application/vnd.oai.openapi+json;version=3.0"
 CRS84 = features.CRS84.uri
@@ -364,7 +365,8 @@ async def items(request: Request) -> Response:
                                  "see, without an offset" + (
                                      "; base data pages by offset" if window else ""))
     state = app_state(request)
-    async with db(request, "filters" if q.where is not None else "items") as conn:
+    kind = "filters" if q.where is not None else "items"
+    async with db(request, kind) as conn:
         who = None
         if layer.role == "base":
             who = f"{_caller(request)}|{layer.id}"
@@ -373,12 +375,26 @@ async def items(request: Request) -> Response:
                 conn, who, p.key_id, None if p.anonymous else p.name, [layer.id],
                 request.client.host if request.client else None)
             policy.quota_left(layer, used)
-        page = await features.items(conn, layer, q)
+        if state.replicas is None or q.as_of is not None:
+            page = await features.items(conn, layer, q)
+        else:  # read on a replica unless it is behind the primary on this layer
+            page = await state.replicas.read(
+                conn, [layer.id], state.settings.budget_ms(kind),
+                lambda c: replica_page(c, layer, q), lambda made: made[1])
+            page = page[0]
         if who is not None:
             await state.quota.add(conn, who, len(page.rows))
     note(request, [layer.id], len(page.rows))
     return _feature_page(request, layer, page, offset, limit, window, crs,
                          page.last if by_key else None)
+
+
+async def replica_page(conn, layer: Layer, q: features.ItemsQuery
+                       ) -> tuple[features.Page, dict[str, int]]:
+    """A page made on a replica, with the version of the layer the replica holds."""
+    cur = await conn.execute(VERSIONS, ([layer.id],))
+    seen = {i: int(v) for i, v in await cur.fetchall()}
+    return await features.items(conn, layer, q), seen
 
 
 def _feature_page(request: Request, layer: Layer, page: features.Page, offset: int,

@@ -139,7 +139,14 @@ async def vector_tile(request: Request, layers: str, zs: str, xs: str, ys: str,
             if hit is not None:
                 note(request, ids, _kept(hit[1]), tile=f"{z}/{x}/{y}")
                 return tile_response(request, etag, hit[0], MVT, report=hit[1], cache="hit")
-        rows, limits = await _render(request, conn, ids, z, x, y, as_of, wanted, geographic)
+        if state.replicas is None or as_of is not None:
+            rows, limits = await _render(request, conn, ids, z, x, y, as_of, wanted,
+                                         geographic)
+        else:  # made on a replica unless it is behind the primary on one of the layers
+            rows, limits = await state.replicas.read(
+                conn, ids, state.settings.budget_ms("tiles"),
+                lambda c: _render(request, c, ids, z, x, y, as_of, wanted, geographic),
+                lambda made: {i: row[3] for i, row in zip(ids, made[0], strict=True)})
     versions = [(layer_id, row[3], r) for layer_id, row, r in zip(ids, rows, limits,
                                                                   strict=True)]
     token = version_token(versions, as_of, tms)

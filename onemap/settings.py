@@ -21,6 +21,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     cors_origins: tuple[str, ...] = ("*",)
+    # Streaming replicas that tiles and feature pages are read from (comma-separated URLs);
+    # an answer a replica makes for an older version of a layer is made again on the
+    # primary (mapserver/replicas.py).
+    database_replica_urls: tuple[str, ...] = ()
     pool_min: int = 2
     pool_max: int = 10
     # Versioned tile URLs (``?v=N`` matching the layer version) may be cached this long.
