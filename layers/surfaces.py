@@ -23,7 +23,6 @@ from rasterio.features import geometry_mask, shapes
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 from shapely.geometry import box, mapping, shape
-from shapely.ops import transform as reproject
 
 from layers.errors import Invalid
 from layers.rasters import RasterSource, Scene
@@ -81,7 +80,7 @@ def _pixels_in(uri: str, zone: shapely.Geometry, band: int) -> tuple[np.ndarray 
     """The valid values of ``band`` at pixels whose centres are inside ``zone`` (lon/lat),
     and the overview level read (0: full resolution)."""
     with rasterio.open(uri) as ds:
-        shape = reproject(_to(ds.crs).transform, zone) if ds.crs.to_epsg() != 4326 else zone
+        shape = _moved(_to(ds.crs), zone) if ds.crs.to_epsg() != 4326 else zone
         b = shape.bounds
         inv = ~ds.transform
         c0, r0 = inv @ (b[0], b[3])
@@ -153,6 +152,11 @@ MAX_VIEW_PIXELS = 2_000  # a viewshed's grid is at most this many pixels across
 CURVATURE = 0.85714  # GDAL's default: the earth's curvature less the air's refraction (1/7)
 
 
+def _moved(t: Transformer, geom: shapely.Geometry) -> shapely.Geometry:
+    """A shape's coordinates through a pyproj transformer."""
+    return shapely.transform(geom, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+
+
 def local_crs(lon: float, lat: float) -> str:
     """The UTM zone holding a point: metres for a viewshed around it."""
     zone = min(60, int((lon + 180) // 6) + 1)
@@ -208,6 +212,6 @@ def viewshed(source: RasterSource, lon: float, lat: float, observer_m: float,
                                                            transform=transform) if v == 1]
     visible = shapely.union_all(parts) if parts else shapely.Polygon()
     back = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    return {"geometry": mapping(reproject(back.transform, visible)),
+    return {"geometry": mapping(_moved(back, visible)),
             "visible_m2": float(seen.sum()) * pixel * pixel,
             "circle_m2": math.pi * radius_m ** 2, "pixel_m": pixel, "crs": crs}

@@ -8,6 +8,7 @@ import hashlib
 import html
 import json
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -30,9 +31,10 @@ import psycopg
 import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
+from psycopg.conninfo import conninfo_to_dict
 
 from ingest.vector import ingest_vector
-from layers.cluster import Cluster
+from layers.cluster import Cluster, find_bindir
 from layers.migrate import migrate
 from mapserver.app import create_app
 from onemap.settings import Settings
@@ -328,3 +330,40 @@ def department_keys(settings: Settings, users: dict[str, str]) -> dict[str, str]
             return out
 
     return asyncio.run(create())
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture
+def replica(settings):
+    """A streaming replica of the test cluster (pg_basebackup -R), on a port of its own;
+    ``stop`` kills it."""
+    info = conninfo_to_dict(str(settings.database_url))
+    bindir = find_bindir()
+    root = Path(tempfile.mkdtemp(prefix="onemap-replica-"))
+    root.chmod(0o755)
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+    data, port = root / "data", free_port()
+    done = subprocess.run(_as_postgres([
+        str(bindir / "pg_basebackup"), "-h", info.get("host", "127.0.0.1"), "-p",
+        str(info["port"]), "-U", info["user"], "-D", str(data), "-R", "-X", "stream",
+        "-c", "fast"]), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with open(data / "postgresql.auto.conf", "a") as fh:
+        fh.write(f"\nport = {port}\nunix_socket_directories = '{root}'\nhot_standby = on\n")
+    ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w"]
+    subprocess.run(_as_postgres([*ctl, "start"]), check=True, capture_output=True, timeout=60)
+    url = f"postgresql://{info['user']}@127.0.0.1:{port}/{info['dbname']}"
+    try:
+        yield {"url": url, "stop": lambda: subprocess.run(
+            _as_postgres([*ctl, "stop", "-m", "immediate"]), capture_output=True, timeout=60)}
+    finally:
+        subprocess.run(_as_postgres([*ctl, "stop", "-m", "immediate"]), capture_output=True,
+                       timeout=60)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import subprocess
 import tempfile
@@ -207,3 +208,79 @@ def test_the_image_holds_every_package_and_its_files(tmp_path):
         for f in (ROOT / package).rglob("*"):
             if f.is_file() and "__pycache__" not in f.parts:
                 assert str(f.relative_to(ROOT)) in names, f"{f.relative_to(ROOT)} not installed"
+
+
+def test_two_nodes_a_replica_and_nginx_serve_as_one(settings, replica, tmp_path):
+    """The whole of it on loopback: a primary and its streaming replica, two nodes reading
+    from it, nginx in front. A publish through one node is seen through the other and
+    through nginx at once with the replica behind; one rate limit; a node killed under
+    load; the replica killed."""
+    from ingest.vector import ingest_vector
+    from layers.meta import LayerMeta
+
+    x0, y0 = 116.3, 39.9
+    src = tmp_path / "ops_works.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point",
+                                         "coordinates": [x0 + 0.001 * i, y0 + 0.001 * i]},
+         "properties": {"code": f"W{i}", "kind": "pothole"}} for i in range(10)]}))
+    keys = department_keys(settings, {"ops_publisher": "ops_pub"})
+    ingest_vector(src, "ops_works", key="code", settings=settings,
+                  meta=LayerMeta(department="ops_pub", level="public"))
+    limited = asyncio.run(_limited_key(settings, "ops_publisher", 4))
+    mine = {"Authorization": f"Bearer {keys['ops_publisher']}"}
+    env = {"ONEMAP_DATABASE_REPLICA_URLS": replica["url"]}
+    with server_process(settings, tmp_path / "a.log", **env) as a, \
+            server_process(settings, tmp_path / "b.log", **env) as b, \
+            nginx_in_front([a.url.removeprefix("http://"),
+                            b.url.removeprefix("http://")]) as front:
+        t = mercantile.tile(x0 + 0.0045, y0 + 0.0045, 12)
+        tile = f"/tiles/ops_works/{t.z}/{t.x}/{t.y}.mvt"
+        before = httpx.get(front + tile, timeout=10)
+        assert before.status_code == 200
+        with psycopg.connect(replica["url"], autocommit=True) as r:
+            r.execute("SELECT pg_wal_replay_pause()")
+        made = httpx.post(f"{a.url}/collections/ops_works/items", headers=mine, timeout=10,
+                          json={"type": "Feature", "geometry": {
+                              "type": "Point", "coordinates": [x0 + 0.0047, y0 + 0.0047]},
+                              "properties": {"code": "NEW", "kind": "crack"}})
+        assert made.status_code == 201, made.text
+        # Seen at once through the other node and through the front, the replica behind.
+        got = httpx.get(f"{b.url}/collections/ops_works/items/NEW", timeout=10)
+        assert got.status_code == 200 and got.json()["properties"]["kind"] == "crack"
+        page = httpx.get(f"{b.url}/collections/ops_works/items", timeout=10).json()
+        assert page["numberMatched"] == 11
+        after = httpx.get(front + tile, timeout=10)
+        assert after.headers["etag"] != before.headers["etag"]
+        assert _covered(after) == _covered(before) + 1
+        with psycopg.connect(replica["url"], autocommit=True) as r:
+            r.execute("SELECT pg_wal_replay_resume()")
+        # One rate limit over both nodes.
+        codes = [httpx.get(f"{(a, b)[i % 2].url}/collections", timeout=10, headers={
+            "Authorization": f"Bearer {limited}"}).status_code for i in range(8)]
+        assert codes.count(200) == 4, codes
+        # A node killed under load: the front goes on with the other.
+        codes = []
+        for i in range(30):
+            if i == 8:
+                a.proc.kill()
+            codes.append(httpx.get(f"{front}/collections/ops_works/items?offset={i % 5}",
+                                   timeout=10).status_code)
+        assert codes.count(200) >= 29, codes
+        # The replica killed: reads go on from the primary.
+        replica["stop"]()
+        codes = [httpx.get(front + (tile if i % 2 else "/collections/ops_works/items"),
+                           timeout=10).status_code for i in range(10)]
+        assert codes == [200] * 10, codes
+
+
+def _covered(r: httpx.Response) -> int:
+    return int(r.headers["OneMap-Tile-Features"].split("covered=")[1].split(";")[0])
+
+
+async def _limited_key(settings, principal: str, per_minute: int) -> str:
+    async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                     autocommit=True) as conn:
+        made = await admin.create_key(conn, Actor("test"), principal=principal,
+                                      rate_limit=per_minute)
+        return made["key"]

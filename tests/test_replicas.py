@@ -5,54 +5,13 @@ primary's, and the primary serves while the replica is away."""
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import subprocess
-import tempfile
-from pathlib import Path
 
 import httpx
 import mapbox_vector_tile
 import mercantile
 import psycopg
-import pytest
-from psycopg.conninfo import conninfo_to_dict
 
-from layers.cluster import find_bindir
-from tests.conftest import free_port, server_process
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-@pytest.fixture
-def replica(settings):
-    info = conninfo_to_dict(str(settings.database_url))
-    bindir = find_bindir()
-    root = Path(tempfile.mkdtemp(prefix="onemap-replica-"))
-    root.chmod(0o755)
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-    data, port = root / "data", free_port()
-    done = subprocess.run(_as_postgres([
-        str(bindir / "pg_basebackup"), "-h", info.get("host", "127.0.0.1"), "-p",
-        str(info["port"]), "-U", info["user"], "-D", str(data), "-R", "-X", "stream",
-        "-c", "fast"]), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    with open(data / "postgresql.auto.conf", "a") as fh:
-        fh.write(f"\nport = {port}\nunix_socket_directories = '{root}'\nhot_standby = on\n")
-    ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w"]
-    subprocess.run(_as_postgres([*ctl, "start"]), check=True, capture_output=True, timeout=60)
-    url = f"postgresql://{info['user']}@127.0.0.1:{port}/{info['dbname']}"
-    try:
-        yield {"url": url, "stop": lambda: subprocess.run(
-            _as_postgres([*ctl, "stop", "-m", "immediate"]), capture_output=True, timeout=60)}
-    finally:
-        subprocess.run(_as_postgres([*ctl, "stop", "-m", "immediate"]), capture_output=True,
-                       timeout=60)
-        subprocess.run(["rm", "-rf", str(root)], check=False)
+from tests.conftest import server_process
 
 
 def _features(body: bytes) -> list:
