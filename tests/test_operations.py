@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -203,11 +204,39 @@ def test_the_image_holds_every_package_and_its_files(tmp_path):
                           "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    names = set(zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist())
+    wheel = next(tmp_path.glob("*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
     for package in packages:
         for f in (ROOT / package).rglob("*"):
             if f.is_file() and "__pycache__" not in f.parts:
                 assert str(f.relative_to(ROOT)) in names, f"{f.relative_to(ROOT)} not installed"
+
+    # Installed on its own (not this checkout), it imports, finds its migrations, pages
+    # and styles, and builds its app.
+    target = tmp_path / "installed"
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                          "--target", str(target), str(wheel)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    probe = (
+        "import importlib, pathlib, sys\n"
+        f"pkgs = {packages!r}\n"
+        "mods = [importlib.import_module(p) for p in pkgs]\n"
+        "assert all(str(m.__path__[0]).startswith(sys.argv[1]) for m in mods), mods\n"
+        "from layers import migrate\n"
+        "root = pathlib.Path(migrate.__file__).parent / 'migrations'\n"
+        "assert len(list(root.glob('*.sql'))) >= 20\n"
+        "from mapserver.deps import STATIC\n"
+        "assert (STATIC / 'index.html').exists() and str(STATIC).startswith(sys.argv[1])\n"
+        "import styles\n"
+        "assert (pathlib.Path(styles.__path__[0]) / 'icons' / 'camera.svg').exists()\n"
+        "from mapserver.app import create_app\n"
+        "create_app()\n"
+        "print('ok')\n")
+    run = subprocess.run([sys.executable, "-c", probe, str(target)], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
 
 
 def test_two_nodes_a_replica_and_nginx_serve_as_one(settings, replica, tmp_path):
@@ -284,3 +313,4 @@ async def _limited_key(settings, principal: str, per_minute: int) -> str:
         made = await admin.create_key(conn, Actor("test"), principal=principal,
                                       rate_limit=per_minute)
         return made["key"]
+
