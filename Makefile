@@ -148,10 +148,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	touch $(BENCH_STAMP)
 
 # The tests also draw a scene in CesiumJS in a headless Chromium, open the service in QGIS,
-# put the shipped nginx cache in front of two nodes, and run every benchmark once at a
+# put the shipped nginx cache in front of two nodes, run OneMap behind pgbouncer, and run every benchmark once at a
 # thousandth of its size (wrk and the peers).
 test: setup $(BENCH_STAMP) $(GLTF_VALIDATOR) $(CESIUM)
-	bash scripts/system-packages.sh chromium wrk python3-qgis cgi-mapserver lighttpd nginx
+	bash scripts/system-packages.sh chromium wrk python3-qgis cgi-mapserver lighttpd nginx pgbouncer
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
