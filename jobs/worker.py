@@ -28,7 +28,8 @@ from ingest.errors import IngestError
 from ingest.raster import ingest_raster
 from ingest.vector import ingest_vector
 from jobs.queue import CHANNEL, Dismissed, beat, claim, finish
-from layers.db import database_url
+from layers import db as db_setup
+from layers.db import database_url, direct_url
 from layers.errors import DomainError, Forbidden
 from layers.meta import LayerMeta
 from onemap.settings import Settings
@@ -179,7 +180,7 @@ def run_process(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, 
 
     async def go() -> dict[str, Any]:
         async with await psycopg.AsyncConnection.connect(
-                database_url(settings), autocommit=True,
+                database_url(settings), autocommit=True, **db_setup.CONNECT,
                 options=f"-c statement_timeout={settings.budget_ms('jobs')}") as conn:
             directory = Directory(settings.levels)
             await directory.refresh(conn)
@@ -303,7 +304,7 @@ def work(settings: Settings, *, once: bool = False, stop: threading.Event | None
     worker = name or f"{socket.gethostname()}:{os.getpid()}"
     stop = stop or threading.Event()
     done = 0
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(direct_url(settings), autocommit=True) as conn:
         conn.execute(f"LISTEN {CHANNEL}")
         swept = 0.0
         while not stop.is_set():

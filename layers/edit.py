@@ -23,7 +23,7 @@ import psycopg
 import shapely
 from psycopg import sql
 
-from layers import overviews, writer
+from layers import db, overviews, writer
 from layers.catalog import PG_TYPES, Layer, table_of
 from layers.errors import Conflict, Invalid, NotFound, Stale
 from layers.geometry import check
@@ -231,8 +231,11 @@ def save(url: str, layer: Layer, detail_zoom: int, fid: str | None,
     ``statement_ms``: each statement's budget; ``abandoned``: asked just before the commit,
     true rolls the edit back (its client has gone)."""
     options = f"-c statement_timeout={statement_ms}" if statement_ms else ""
-    with psycopg.connect(url, options=options) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
+    with psycopg.connect(url, options=options, **db.CONNECT) as conn:
+        conn.execute("SET LOCAL TIME ZONE 'UTC'")
+        if statement_ms:  # in the transaction too: a pooler may not pass start-up options
+            conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                         (f"{statement_ms}ms",))
         writer.lock(conn, layer.id, lock_timeout_ms)
         props: dict[str, Any] = {}
         geom = None

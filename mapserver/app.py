@@ -31,7 +31,8 @@ from federation.cascade import Cascade
 from federation.keys import NodeKey
 from federation.sync import CHANNEL as FEDERATION
 from federation.sync import Sync
-from layers.db import prepare
+from layers import db as db_setup
+from layers.db import direct_url, prepare
 from layers.errors import DomainError
 from layers.rasters import RasterRegistry, RasterStore
 from layers.registry import SourceRegistry
@@ -138,7 +139,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         url = prepare(settings)
         pool = AsyncConnectionPool(url, min_size=settings.pool_min, max_size=settings.pool_max,
-                                   kwargs={"autocommit": True, "options": (
+                                   kwargs={"autocommit": True, **db_setup.CONNECT,
+                                           "options": (
                                        f"{SESSION} -c statement_timeout="
                                        f"{settings.budget_ms('tiles')}")},
                                    # A connection that died with a database restart is
@@ -163,7 +165,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.onemap.login = OidcClient(
                 settings.oidc_issuer, settings.oidc_client_id or settings.oidc_audience or "",
                 settings.oidc_client_secret, settings.oidc_jwks_url)
-        app.state.onemap.images = Images(url, settings.map_assets / "icons",
+        app.state.onemap.images = Images(direct_url(settings), settings.map_assets / "icons",
                                          settings.budget_images_ms, settings.image_workers)
         writer = asyncio.create_task(audit.run(pool))
         watching = contextlib.AsyncExitStack()
@@ -179,7 +181,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.federation_timeout).running())
         if settings.access_notices:
             state.watch = await watching.enter_async_context(
-                Watch(state.directory, url, also={
+                Watch(state.directory, direct_url(settings), also={
                     FEDERATION: lambda payload: federation.heard(state, payload)}).running())
         try:
             yield

@@ -30,6 +30,7 @@ from access.policy import ANONYMOUS, Access, Principal
 from access.sessions import Session, find_session
 from federation.keys import HEADER as ASSERTION
 from federation.keys import TOLD, TOLD_MAX, issuer_of, verify
+from mapserver.deps import budgeted
 from mapserver.errors import problem
 from mapserver.guard import gone
 
@@ -211,7 +212,7 @@ class AccessMiddleware:
                 state.settings.key_rate_limit)
             wait = None
             if key and limit > 0:
-                async with state.pool.connection() as conn:
+                async with budgeted(state, "items") as conn:
                     wait = await state.limiter.check(conn, key.id, limit)
             if wait is not None:
                 raise Refused(429, f"rate limit of {limit} requests per minute reached",

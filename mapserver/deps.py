@@ -81,8 +81,22 @@ _BUDGETS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 async def db(request: Request, kind: str) -> AsyncIterator[Any]:
     """A pooled connection whose statements have this kind of request's time budget
     (``Settings.budget_ms``); past it PostgreSQL cancels the statement (a 503)."""
-    state = app_state(request)
+    async with budgeted(app_state(request), kind) as conn:
+        yield conn
+
+
+@contextlib.asynccontextmanager
+async def budgeted(state: AppState, kind: str) -> AsyncIterator[Any]:
+    """``db`` for code that has the app's state but no request (the access middleware)."""
     ms = state.settings.budget_ms(kind)
+    if state.settings.database_pooling == "transaction":
+        # Behind a transaction pooler a connection's settings do not last: the request is
+        # one transaction, its budget set for that transaction alone.
+        async with state.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                               (f"{ms}ms",))
+            yield conn
+        return
     async with state.pool.connection() as conn:
         if _BUDGETS.get(conn) != ms:
             await conn.execute("SELECT set_config('statement_timeout', %s, false)",

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
+from layers import db as db_setup
 from layers import writer
 from layers.catalog import Layer
 from layers.errors import DomainError, Invalid
@@ -316,7 +317,7 @@ async def _sync(request: Request, fn: Callable[[psycopg.Connection], Any]) -> An
                f" -c lock_timeout={settings.lock_timeout_ms}")
 
     def run() -> Any:
-        with psycopg.connect(url, options=options) as conn:
+        with psycopg.connect(url, options=options, **db_setup.CONNECT) as conn:
             out = fn(conn)
             writer.commit(conn, lambda: gone(request.scope))
             return out

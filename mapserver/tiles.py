@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from access.policy import LayerAccess
+from layers import db as db_setup
 from layers.catalog import LAYER_ID, Layer
 from layers.errors import TooCostly
 from layers.grids import CGCS2000, WEB_MERCATOR, fit_zoom
@@ -181,7 +182,7 @@ async def _render(request: Request, conn, ids: list[str], z: int, x: int, y: int
             query, method, extra = source.query_bytes(z, as_of is not None, conn, limit,
                                                       geographic)
             cur = await conn.execute(query, {**params(source.id, z, x, y, as_of, geographic),
-                                             **extra}, prepare=True)
+                                             **extra}, prepare=db_setup.PREPARE)
             row = await cur.fetchone()
             # No row: the layer was removed since its source was built.
             if row is None or row[4] != source.schema_version:

@@ -583,6 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: getattr(args, k, None) for k in ("host", "port", "workers")}
     try:
         settings = Settings.from_env(**overrides)
+        from layers.db import configure
+
+        configure(settings)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,11 @@ class Settings:
     # an answer a replica makes for an older version of a layer is made again on the
     # primary (mapserver/replicas.py).
     database_replica_urls: tuple[str, ...] = ()
+    # Behind pgbouncer in transaction pooling ('transaction'; default 'session', which is
+    # also a direct connection): no prepared statements, each request's budget set in its
+    # own transaction, and the listeners and migrations on ONEMAP_DATABASE_DIRECT_URL.
+    database_pooling: str = "session"
+    database_direct_url: str | None = None
     pool_min: int = 2
     pool_max: int = 10
     # Versioned tile URLs (``?v=N`` matching the layer version) may be cached this long.

@@ -1,9 +1,11 @@
-"""OneMap behind pgbouncer (the system's) in session pooling, as docs/scaling.md says to run
-it: tiles, features, filters, edits, the access notices and the statement budget all work
-through it, and pgbouncer holds fewer server connections than OneMap's clients."""
+"""OneMap behind pgbouncer (the system's 1.18) in session and in transaction pooling
+(``ONEMAP_DATABASE_POOLING=transaction``): tiles and feature pages past psycopg's threshold
+for preparing statements, the statement budget, edits through the layers' writer and the
+access notices all work through it."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -18,11 +20,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.conftest import free_port, server_process
+from ingest.vector import ingest_vector
+from layers.meta import LayerMeta
+from tests.conftest import department_keys, free_port, server_process
 
 
-@pytest.fixture
-def pgbouncer(settings):
+@pytest.fixture(params=["session", "transaction"])
+def pgbouncer(settings, request):
     if shutil.which("pgbouncer") is None:
         pytest.skip("pgbouncer is not installed (make test installs it)")
     info = conninfo_to_dict(str(settings.database_url))
@@ -34,7 +38,7 @@ def pgbouncer(settings):
         f"[databases]\n{info['dbname']} = host={info.get('host', '127.0.0.1')}"
         f" port={info['port']} dbname={info['dbname']} user={info['user']}\n"
         f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n"
-        f"auth_file = {run}/users.txt\npool_mode = session\n"
+        f"auth_file = {run}/users.txt\npool_mode = {request.param}\n"
         # OneMap's connections name their session settings at start-up; pgbouncer passes
         # none, OneMap sets its statement budget on each connection itself.
         "ignore_startup_parameters = options\nmax_client_conn = 500\n"
@@ -57,18 +61,28 @@ def pgbouncer(settings):
             assert proc.poll() is None and time.monotonic() < deadline, "pgbouncer did not start"
             time.sleep(0.2)
     try:
-        yield {"url": url, "admin": f"postgresql://{info['user']}@127.0.0.1:{port}/pgbouncer"}
+        yield {"url": url, "mode": request.param, "direct": str(settings.database_url),
+               "admin": f"postgresql://{info['user']}@127.0.0.1:{port}/pgbouncer"}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         shutil.rmtree(run, ignore_errors=True)
 
 
-def test_onemap_works_behind_pgbouncer_in_session_mode(settings, sample_layers, pgbouncer,
-                                                       tmp_path):
+def test_onemap_works_behind_pgbouncer(settings, sample_layers, pgbouncer, tmp_path):
     t = mercantile.tile(24.945, 60.17, 15)
+    pooled = {"ONEMAP_DATABASE_POOLING": pgbouncer["mode"],
+              "ONEMAP_DATABASE_DIRECT_URL": pgbouncer["direct"]}
+    keys = department_keys(settings, {f"pgb_{pgbouncer['mode']}": "pgb_publishers"})
+    layer = f"pgb_works_{pgbouncer['mode']}"
+    src = tmp_path / "works.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [24.94, 60.17]},
+         "properties": {"code": "W1", "kind": "pothole"}}]}))
+    ingest_vector(src, layer, key="code", settings=settings,
+                  meta=LayerMeta(department="pgb_publishers", level="public"))
     with server_process(settings, tmp_path / "node.log", ONEMAP_DATABASE_URL=pgbouncer["url"],
-                        ONEMAP_BUDGET_FILTERS_MS="1") as node:
+                        ONEMAP_BUDGET_FILTERS_MS="1", **pooled) as node:
         for _ in range(8):  # past psycopg's threshold for preparing a statement
             assert httpx.get(f"{node.url}/tiles/lamps/{t.z}/{t.x}/{t.y}.mvt",
                              timeout=10).status_code == 200
@@ -81,6 +95,17 @@ def test_onemap_works_behind_pgbouncer_in_session_mode(settings, sample_layers, 
                                  "limit": 1000})
         assert slow.status_code == 503, slow.text
         assert httpx.get(f"{node.url}/healthz", timeout=10).json()["access"]["notices"]
+        # An edit: the layers' writer, its lock and its budget, through the pooler.
+        key = next(iter(keys.values()))
+        for i in range(7):
+            made = httpx.post(f"{node.url}/collections/{layer}/items", timeout=10,
+                              headers={"Authorization": f"Bearer {key}"}, json={
+                                  "type": "Feature", "properties": {"code": f"N{i}",
+                                                                   "kind": "crack"},
+                                  "geometry": {"type": "Point", "coordinates": [24.941, 60.17]}})
+            assert made.status_code == 201, made.text
+        assert httpx.get(f"{node.url}/collections/{layer}/items", timeout=10
+                         ).json()["numberMatched"] == 8
         with psycopg.connect(pgbouncer["admin"], autocommit=True) as admin:
             pools = admin.execute("SHOW POOLS").fetchall()
         assert pools  # pgbouncer served OneMap's connections
