@@ -182,6 +182,10 @@ def run_process(settings: Settings, job: dict[str, Any], run: Run) -> dict[str, 
         async with await psycopg.AsyncConnection.connect(
                 database_url(settings), autocommit=True, **db_setup.CONNECT,
                 options=f"-c statement_timeout={settings.budget_ms('jobs')}") as conn:
+            if db_setup.transaction_pooled(settings):  # a pooler passes no start-up options
+                await conn.set_autocommit(False)
+                await conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                                   (f"{settings.budget_ms('jobs')}ms",))
             directory = Directory(settings.levels)
             await directory.refresh(conn)
             who = directory.principal(job["principal_id"])
