@@ -4,6 +4,7 @@ administer access."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -25,7 +26,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Job workers run beside the server, as processes of their own, and end with it.
     started = [subprocess.Popen([sys.executable, "-m", "onemap.cli",
                                  *(["-v"] if args.verbose else []), "worker"],
-                                env={**os.environ, "ONEMAP_DATA_DIR": str(settings.data_dir)})
+                                env={**os.environ, "ONEMAP_DATA_DIR": str(settings.data_dir)},
+                                preexec_fn=_end_with_parent)
                for _ in range(job_workers)]
     print(f"OneMap at http://{settings.host}:{settings.port}/"
           + (f" ({job_workers} job worker{'s' if job_workers > 1 else ''})"
@@ -41,6 +43,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
     return 0
+
+
+def _end_with_parent() -> None:
+    """In a job worker before it starts: told to stop (SIGTERM, it ends after its job)
+    when the server that started it ends, however it ends — killed too (Linux)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _uvicorn(settings: Settings) -> None:
