@@ -137,14 +137,6 @@ def test_nginx_keeps_pinned_tiles_never_private_ones_and_nothing_stale(settings,
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             conn.execute("UPDATE onemap.layers SET version = version + 1 WHERE id = 'lamps'")
         assert httpx.get(front + path, timeout=10).headers["etag"] != etag
-        # One node stopped under load: the front goes on with the other.
-        codes = []
-        for i in range(40):
-            if i == 10:
-                a.proc.kill()
-            codes.append(httpx.get(f"{front}/collections/lamps/items?limit=1&offset={i}",
-                                   timeout=10).status_code)
-        assert codes.count(200) >= 39, codes
 
 
 def test_the_image_holds_every_package_and_its_files(tmp_path):
