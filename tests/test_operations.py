@@ -297,3 +297,36 @@ async def _limited_key(settings, principal: str, per_minute: int) -> str:
                                       rate_limit=per_minute)
         return made["key"]
 
+
+
+def test_a_stop_finishes_what_is_in_flight_and_writes_its_audit(settings, sample_layers,
+                                                               tmp_path):
+    """SIGTERM while a request waits (its table locked here): the socket closes, the request
+    is answered, and its audit row is written before the process ends."""
+    import signal
+    import threading
+
+    with psycopg.connect(settings.database_url) as conn:
+        since = conn.execute("SELECT now()").fetchone()[0]
+    with server_process(settings, tmp_path / "node.log") as node:
+        answers: list[httpx.Response] = []
+        with psycopg.connect(settings.database_url) as lock:
+            lock.execute("LOCK TABLE onemap_data.lamps IN ACCESS EXCLUSIVE MODE")
+            asking = threading.Thread(target=lambda: answers.append(httpx.get(
+                f"{node.url}/collections/lamps/items", params={"limit": 2},
+                timeout=30)))
+            asking.start()
+            time.sleep(1.0)  # the request is waiting on the lock
+            node.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(httpx.HTTPError):  # no new request is taken
+                httpx.get(f"{node.url}/livez", timeout=2)
+            lock.rollback()
+        asking.join(timeout=30)
+        # Ended by the signal once it was done (uvicorn raises it again after its shutdown).
+        assert node.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert answers and answers[0].status_code == 200, answers
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT status FROM onemap.audit WHERE path ="
+                            " '/collections/lamps/items' AND at >= %s", (since,)).fetchall()
+    assert rows == [(200,)], rows
