@@ -78,8 +78,11 @@ class Replicas:
             return await make(primary)
         try:
             async with self.connection(replica, budget_ms) as conn:
+                # Both run to their end (the primary's connection is used again after).
                 answer, current = await asyncio.gather(
-                    make(conn), _versions(primary, layer_ids))
+                    make(conn), _versions(primary, layer_ids), return_exceptions=True)
+            if isinstance(answer, BaseException):
+                raise answer
         except psycopg.errors.QueryCanceled:
             raise  # the request's own budget: the primary would take as long
         except psycopg.errors.SerializationFailure:  # a conflict with the replay
@@ -89,6 +92,8 @@ class Replicas:
             log.warning("replica %s left alone for %.0f s: %s", _safe(replica.url),
                         REST_SECONDS, type(exc).__name__)
             return await make(primary)
+        if isinstance(current, BaseException):
+            raise current  # the primary's own failure, not the replica's
         seen = versions_of(answer)
         if any(seen.get(i, -1) < v for i, v in current.items()):
             replica.behind += 1
