@@ -236,7 +236,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                    allow_headers=["Authorization", "Content-Type", "If-Match",
                                   "If-None-Match"],
                    expose_headers=["ETag", "Location", "OneMap-Tile-Features",
-                                   "OneMap-Cache", "Retry-After"]),
+                                   "OneMap-Cache", "Retry-After", "X-Request-Id"]),
         Middleware(GZipMiddleware, minimum_size=500),
         Middleware(AccessMiddleware),
         Middleware(Guard),  # inside the access path, so a refused request is audited
