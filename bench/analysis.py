@@ -27,7 +27,7 @@ import numpy as np
 import psycopg
 import shapely
 from dataset import BBOX, dataset
-from harness import ROOT, SCALE, Server, bench_args, scaled
+from harness import ROOT, SCALE, Server, bench_args, scaled, write_figures
 
 from ingest.vector import ingest_vector
 from onemap.settings import Settings
@@ -144,10 +144,7 @@ def main() -> None:
     for case, v in out.items():
         if isinstance(v, dict):
             print(f"{case:40} {json.dumps(v)}", flush=True)
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path}")
+    write_figures(args.out, out)
 
 
 if __name__ == "__main__":

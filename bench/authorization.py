@@ -14,16 +14,14 @@ round starting with the next caller. Usage:
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import statistics
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
 from dataset import BBOX, SEED, dataset
-from harness import Server, bench_args, wrk
+from harness import Server, bench_args, write_figures, wrk
 from vector_tiles import LISTS, tile_lists
 
 from access import admin
@@ -123,11 +121,8 @@ def main() -> None:
                     flush=True)
         finally:
             server.stop()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"tiles": results, "rounds": args.rounds,
-                               "concurrency": CONCURRENCY, "seconds": args.seconds}, indent=2))
-    print(f"wrote {out}")
+    write_figures(args.out, {"tiles": results, "rounds": args.rounds,
+                             "concurrency": CONCURRENCY, "seconds": args.seconds})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ the sizes are checked against the bound of 500 KB a tile. Usage:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import statistics
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 import mercantile
 import psycopg
-from harness import ROOT, Server, bench_args, few, free_port, summarize_wrk, wrk
+from harness import ROOT, Server, bench_args, few, free_port, summarize_wrk, write_figures, wrk
 
 from ingest.vector import ingest_vector
 from layers.cluster import Cluster
@@ -119,11 +118,8 @@ def main() -> None:
         finally:
             for s in servers.values():
                 s.stop()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"tiles": results, "rounds": args.rounds, "workers": WORKERS,
-                               "concurrency": CONCURRENCY, "seconds": args.seconds}, indent=2))
-    print(f"wrote {out}")
+    write_figures(args.out, {"tiles": results, "rounds": args.rounds, "workers": WORKERS,
+                             "concurrency": CONCURRENCY, "seconds": args.seconds})
 
 
 if __name__ == "__main__":

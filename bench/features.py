@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import httpx
 from dataset import dataset
-from harness import Server, bench_args, few, free_port, summarize_wrk, wrk
+from harness import Server, bench_args, few, free_port, summarize_wrk, write_figures, wrk
 from umn_mapserver import MapServer
 
 CONCURRENCY = 8
@@ -167,11 +167,8 @@ def main() -> None:
         finally:
             for server in servers.values():
                 server.stop()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"items": results, "rounds": args.rounds,
-                               "seconds": args.seconds, "concurrency": CONCURRENCY}, indent=2))
-    print(f"wrote {out}")
+    write_figures(args.out, {"items": results, "rounds": args.rounds,
+                             "seconds": args.seconds, "concurrency": CONCURRENCY})
 
 
 if __name__ == "__main__":

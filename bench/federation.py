@@ -15,7 +15,6 @@ Each OneMap runs 2 worker processes; the servers alternate between rounds. Usage
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -28,7 +27,7 @@ import httpx
 import mercantile
 import psycopg
 from emap_tiles import city as emap_cluster
-from harness import ROOT, Server, bench_args, few, summarize_wrk, wrk
+from harness import ROOT, Server, bench_args, few, summarize_wrk, write_figures, wrk
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from layers.migrate import migrate
@@ -120,13 +119,10 @@ def main() -> None:
                 s.stop()
             shutil.rmtree(root, ignore_errors=True)
     ratios = {k: v["ratio"] for k, v in results.items() if "ratio" in v}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"tiles": results, "rounds": args.rounds, "workers": WORKERS,
-                               "concurrency": CONCURRENCY, "seconds": args.seconds,
-                               "median_ratio": statistics.median(ratios.values())
-                               if ratios else None}, indent=2, default=str))
-    print(f"wrote {out}")
+    write_figures(args.out, {"tiles": results, "rounds": args.rounds, "workers": WORKERS,
+                             "concurrency": CONCURRENCY, "seconds": args.seconds,
+                             "median_ratio": statistics.median(ratios.values())
+                             if ratios else None}, default=str)
 
 
 if __name__ == "__main__":

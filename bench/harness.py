@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -195,3 +196,13 @@ def bench_args(doc: str, result: str, lists: tuple[list[str], str] | None = None
         ap.add_argument("--peers", nargs="+", choices=choices, default=default_peers or choices,
                         help=text)
     return ap.parse_args()
+
+
+def write_figures(path: str | Path, doc: dict,
+                  default: Callable[[Any], Any] | None = None) -> None:
+    """A benchmark's figures as JSON (bench/results/<name>.json by default); ``default``
+    turns what JSON cannot hold into something it can."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2, default=default))
+    print(f"wrote {out}")

@@ -24,13 +24,12 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import httpx
 import mercantile
 import numpy as np
 from dataset import BBOX, dataset
-from harness import ROOT, Server, bench_args, few, summarize_wrk, wrk
+from harness import ROOT, Server, bench_args, few, summarize_wrk, write_figures, wrk
 from pyproj import Transformer
 from umn_mapserver import MapServer, available, wms_mapfile
 
@@ -180,12 +179,9 @@ def main() -> None:
         finally:
             onemap.stop()
             ms.stop()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"images": results, "rounds": args.rounds,
-                               "concurrency": CONCURRENCY, "seconds": args.seconds,
-                               "onemap_workers": WORKERS}, indent=2))
-    print(f"wrote {out}")
+    write_figures(args.out, {"images": results, "rounds": args.rounds,
+                             "concurrency": CONCURRENCY, "seconds": args.seconds,
+                             "onemap_workers": WORKERS})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ layer version). Usage:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import statistics
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 import mercantile
 import psycopg
-from harness import ROOT, Server, bench_args, few, free_port, wrk
+from harness import ROOT, Server, bench_args, few, free_port, write_figures, wrk
 
 from ingest.raster import ingest_raster
 from layers.cluster import Cluster
@@ -118,11 +117,8 @@ def main() -> None:
         finally:
             for s in servers.values():
                 s.stop()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"tiles": results, "rounds": args.rounds, "workers": WORKERS,
-                               "concurrency": CONCURRENCY, "seconds": args.seconds}, indent=2))
-    print(f"wrote {out}")
+    write_figures(args.out, {"tiles": results, "rounds": args.rounds, "workers": WORKERS,
+                             "concurrency": CONCURRENCY, "seconds": args.seconds})
 
 
 if __name__ == "__main__":

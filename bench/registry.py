@@ -26,7 +26,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import free_port, scaled  # noqa: E402
+from bench.harness import free_port, scaled, write_figures  # noqa: E402
 from layers.cluster import Cluster  # noqa: E402
 from layers.migrate import migrate  # noqa: E402
 from registry import codes, coverage, reuse  # noqa: E402
@@ -196,13 +196,10 @@ def main() -> None:
         cluster.stop()
         if not args.workdir:
             shutil.rmtree(root, ignore_errors=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"counts": {"carriers": CARRIERS, "fronts": FRONTS,
-                                          "mounted": MOUNTED, "claims": CLAIMS},
-                               "lookups": args.lookups, "warm": args.warm,
-                               "results": results}, indent=2))
-    print(f"wrote {out}")
+    write_figures(args.out, {"counts": {"carriers": CARRIERS, "fronts": FRONTS,
+                                        "mounted": MOUNTED, "claims": CLAIMS},
+                             "lookups": args.lookups, "warm": args.warm,
+                             "results": results})
 
 
 if __name__ == "__main__":

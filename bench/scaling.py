@@ -10,7 +10,6 @@ give them, so the shared cache may keep them. Usage:
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import httpx
 from dataset import dataset
-from harness import ROOT, Server, bench_args, free_port, summarize_wrk, wrk
+from harness import ROOT, Server, bench_args, free_port, summarize_wrk, write_figures, wrk
 from vector_tiles import tile_lists
 
 CONCURRENCY = 16
@@ -104,12 +103,9 @@ def main() -> None:
                 shutil.rmtree(run, ignore_errors=True)
             one.stop()
             two.stop()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"scaling": results, "rounds": args.rounds,
-                               "concurrency": CONCURRENCY, "seconds": args.seconds,
-                               "workers_per_node": WORKERS, "tiles": len(paths)}, indent=2))
-    print(f"wrote {out}")
+    write_figures(args.out, {"scaling": results, "rounds": args.rounds,
+                             "concurrency": CONCURRENCY, "seconds": args.seconds,
+                             "workers_per_node": WORKERS, "tiles": len(paths)})
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ import asyncio
 import json
 import statistics
 import time
-from pathlib import Path
 
 import httpx
 import psycopg
 from dataset import dataset
-from harness import Server, bench_args, wrk
+from harness import Server, bench_args, write_figures, wrk
 
 from access import admin
 from access.admin import Actor
@@ -94,9 +93,7 @@ def main() -> None:
         "errors": sum(r["errors"] for r in runs),
         "tile_kb_median": statistics.median(sizes) / 1024, "tile_kb_max": max(sizes) / 1024}
     print(json.dumps(result, indent=2))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_figures(args.out, result)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-from pathlib import Path
 
 import httpx
 import mapbox_vector_tile
@@ -24,7 +22,7 @@ import morecantile
 import numpy as np
 import psycopg
 from dataset import BBOX, SEED, dataset
-from harness import Server, Summary, bench_args, drive, few, summarize_wrk, wrk
+from harness import Server, Summary, bench_args, drive, few, summarize_wrk, write_figures, wrk
 from psycopg_pool import AsyncConnectionPool
 from umn_mapserver import MapServer
 
@@ -173,12 +171,9 @@ def main() -> None:
     with dataset(args.workdir, args.port) as (url, loads):
         sweep = size_sweep(url, "bench_points", range(0, 15))
         results = asyncio.run(measure(args, url)) if args.rounds else {}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"ingest": loads, "sweep": sweep, "tiles": results,
-                               "rounds": args.rounds, "concurrency": CONCURRENCY,
-                               "seconds": args.seconds}, indent=2))
-    print(f"wrote {out}")
+    write_figures(args.out, {"ingest": loads, "sweep": sweep, "tiles": results,
+                             "rounds": args.rounds, "concurrency": CONCURRENCY,
+                             "seconds": args.seconds})
 
 
 if __name__ == "__main__":
