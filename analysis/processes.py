@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import shapely
 from psycopg import AsyncConnection
 
@@ -25,7 +26,7 @@ from layers.catalog import Layer, fetch_layers
 from layers.errors import Invalid
 from layers.meta import LayerMeta
 from layers.rasters import RasterSource
-from layers.restrict import Restriction
+from layers.restrict import Restriction, area_shape
 
 # A layer of the catalog by id with the caller's limits on it: ``(id, kinds, shapes)``,
 # ``shapes`` when the process hands out the layer's own shapes (the policy refuses base
@@ -267,7 +268,10 @@ def _text(inputs: dict[str, Any], name: str) -> str | None:
 
 
 def _unreadable(exc: Exception, name: str) -> Exception:
-    """PostGIS could not read a GeoJSON input: the client's error, not the server's."""
+    """PostGIS could not read a GeoJSON input: the client's error, not the server's (a
+    statement out of its budget, or a database gone, stays what it is)."""
+    if isinstance(exc, psycopg.OperationalError):  # a cancelled statement is one too
+        return exc
     if exc.__class__.__module__.startswith("psycopg"):
         return Invalid(f"{name}: not a GeoJSON geometry PostGIS reads "
                        f"({str(exc).splitlines()[0]})")
@@ -388,7 +392,7 @@ async def _zonal(inputs, conn, layers, rasters) -> tuple[dict[str, Any], list[st
         zones = await analysis.zones(conn, zl, rz, MAX_ZONES)
         for z in zones:
             z["_shape"] = shapely.from_geojson(json.dumps(z["_geometry"]))
-    area = await analysis.area(conn, rr.area_id)
+    area = await area_shape(conn, rr.area_id)
     source = await rasters(raster)
     stats = await asyncio.to_thread(surfaces.zone_stats, source, [z["_shape"] for z in zones],
                                     band, area)
@@ -407,7 +411,7 @@ async def _profile(inputs, conn, layers, rasters) -> tuple[dict[str, Any], list[
     samples = int(_number(inputs, "samples", 100, 2, MAX_SAMPLES, integer=True))
     if line.length == 0:
         raise Invalid("line: its ends are the same point")
-    area = await analysis.area(conn, rr.area_id)
+    area = await area_shape(conn, rr.area_id)
     source = await rasters(raster)
     points, dists = surfaces.along(line, samples)
     hs = await asyncio.to_thread(surfaces.heights, source, points, 1, area)
@@ -460,7 +464,7 @@ async def _viewshed(inputs, conn, layers, rasters) -> tuple[dict[str, Any], list
     height = float(_number(inputs, "height", 1.7, 0, 1000))
     target = float(_number(inputs, "target", 0, 0, 1000))
     radius = float(_number(inputs, "radius", 1000, 10, MAX_VIEW_M))
-    area = await analysis.area(conn, rr.area_id)
+    area = await area_shape(conn, rr.area_id)
     source = await rasters(raster)
     if not source.elevation:
         raise Invalid(f"raster: {raster.id} is not an elevation layer")

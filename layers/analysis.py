@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import shapely
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from pyproj import Transformer
@@ -319,13 +318,3 @@ async def zones(conn: AsyncConnection, layer: Layer, r: Restriction, cap: int
         geom=restrict.clipped(sql.SQL("t.geom"), r), frm=frm)
     rows = await _rows(conn, q, {**params, "cap": cap + 1, "_area": r.area_id})
     return _capped(rows, cap, f"zones of {layer.id}")
-
-
-async def area(conn: AsyncConnection, area_id: int | None) -> shapely.Geometry | None:
-    """A caller's area (lon/lat), None for no limit; one that is gone leaves nothing."""
-    if area_id is None:
-        return None
-    cur = await conn.execute("SELECT ST_AsBinary(geom) FROM onemap.areas WHERE id = %s",
-                             (area_id,))
-    row = await cur.fetchone()
-    return shapely.from_wkb(bytes(row[0])) if row else shapely.Polygon()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 
+import shapely
 from psycopg import sql
 
 from layers import cql2sql
@@ -144,3 +145,14 @@ def clipped(geom: sql.Composable, r: Restriction, mercator: bool = False) -> sql
     a = "geom_3857" if mercator else "geom"
     return sql.SQL("ST_Intersection({}, (SELECT {} FROM onemap.areas WHERE id = %(_area)s))"
                    ).format(geom, sql.Identifier(a))
+
+
+async def area_shape(conn, area_id: int | None) -> shapely.Geometry | None:
+    """A caller's area as a lon/lat shape, None for no limit; an area that is gone leaves
+    nothing visible rather than everything."""
+    if area_id is None:
+        return None
+    cur = await conn.execute("SELECT ST_AsBinary(geom) FROM onemap.areas WHERE id = %s",
+                             (area_id,))
+    row = await cur.fetchone()
+    return shapely.from_wkb(bytes(row[0])) if row else shapely.Polygon()

@@ -50,9 +50,10 @@ def dictionary(features: list[dict[str, Any]]) -> list[Field]:
             names.setdefault(k, []).append(v)
     fields = []
     for name, values in names.items():
-        if not name.replace("_", "a").isalnum() or not name[:1].isalpha():
+        # The layers' own columns start with "_"; PostgreSQL names hold 63 bytes.
+        if not name or name.startswith("_") or len(name.encode()) > 63:
             raise Invalid(f"a result's field {name!r} cannot be a layer's field name")
-        fields.append(Field(name.lower(), _type(values)))
+        fields.append(Field(name, _type(values)))
     return fields
 
 

@@ -180,7 +180,7 @@ async def route(conn: AsyncConnection, layer: Layer, r: Restriction,
             fids.append(s["fid"])
     return {"lines": [s["g"]["coordinates"] for s in walked],
             "length_m": float(steps[-1]["agg_cost"]), "fids": fids,
-            "snapped_m": [a["d"], b["d"]], "nodes": [s["node"] for s in steps]}
+            "snapped_m": [a["d"], b["d"]]}
 
 
 async def reach(conn: AsyncConnection, layer: Layer, r: Restriction, start: tuple[float, float],

@@ -26,6 +26,7 @@ from layers.catalog import Layer
 from layers.grids import CGCS2000, fit_zoom, grid
 from layers.rasters import RasterSource
 from layers.render import FORMATS, RenderError, Style, apply_area, render, style_for
+from layers.restrict import area_shape
 from layers.summary import seen
 from mapserver.deps import app_state, db, note, readable_layer
 from mapserver.ogc import base, carry_key, int_value, number, numbers, parse_datetime
@@ -86,11 +87,7 @@ async def area_of(request: Request, conn, area_id: int | None) -> Polygon | Mult
         return None
     cache: dict[int, Any] = app_state(request).areas
     if area_id not in cache:
-        cur = await conn.execute("SELECT ST_AsBinary(geom) FROM onemap.areas WHERE id = %s",
-                                 (area_id,))
-        row = await cur.fetchone()
-        # An area that is gone leaves nothing visible rather than everything.
-        cache[area_id] = shapely.from_wkb(bytes(row[0])) if row else Polygon()
+        cache[area_id] = await area_shape(conn, area_id)
     return cache[area_id]
 
 

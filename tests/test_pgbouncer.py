@@ -19,6 +19,7 @@ import mercantile
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
 
 from ingest.vector import ingest_vector
 from layers.meta import LayerMeta
@@ -106,6 +107,12 @@ def test_onemap_works_behind_pgbouncer(settings, sample_layers, pgbouncer, tmp_p
             assert made.status_code == 201, made.text
         assert httpx.get(f"{node.url}/collections/{layer}/items", timeout=10
                          ).json()["numberMatched"] == 8
-        with psycopg.connect(pgbouncer["admin"], autocommit=True) as admin:
-            pools = admin.execute("SHOW POOLS").fetchall()
-        assert pools  # pgbouncer served OneMap's connections
+        # OneMap's pool is pgbouncer's clients, in the mode asked for, over server
+        # connections pgbouncer holds.
+        with psycopg.connect(pgbouncer["admin"], autocommit=True,
+                             row_factory=dict_row) as admin:
+            pools = [p for p in admin.execute("SHOW POOLS").fetchall()
+                     if p["database"] != "pgbouncer"]
+        assert pools and all(p["pool_mode"] == pgbouncer["mode"] for p in pools)
+        assert sum(p["cl_active"] + p["cl_waiting"] for p in pools) >= 1
+        assert sum(p["sv_active"] + p["sv_idle"] + p["sv_used"] for p in pools) >= 1

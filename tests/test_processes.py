@@ -649,6 +649,7 @@ def test_a_result_by_reference_is_a_layer_of_the_callers_department(http, settin
                      headers=mine).json()
     assert items["numberMatched"] == len(value["features"])
     kept = sorted(round(f["properties"]["area_m2"], 3) for f in items["features"])
+    assert all(f["properties"]["overlay_cell"] for f in items["features"])  # fields kept
     assert kept == sorted(round(f["properties"]["area_m2"], 3) for f in value["features"])
     # Drawn as tiles at once, for its department alone.
     x, y = helsinki["cells"].geometry[4].centroid.coords[0]
@@ -728,3 +729,29 @@ def test_a_viewshed_agrees_with_lines_of_sight(http, dem):
     assert clear > 120 and agree / clear > 0.97, (agree, clear)
     far = run(http, "viewshed", {"raster": "an_dem", "point": [0, 0]})
     assert far.status_code == 400
+
+
+def test_a_kept_result_keeps_each_field_as_it_is_named(settings):
+    from datetime import UTC, datetime, timedelta
+
+    from layers import results
+    from layers.errors import Invalid
+
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [24.94, 60.17]},
+         "properties": {"Name": "A", "名称": "乙", "n": 1, "share": 0.5}}]}
+    until = datetime.now(UTC) + timedelta(hours=1)
+    layer = results.write(settings.database_url, "result_names_test", doc,
+                          LayerMeta(title="names", level="public"), until,
+                          detail_zoom=settings.detail_zoom,
+                          default_level=settings.default_level)
+    assert {f.name: f.type for f in layer.fields} == {
+        "Name": "string", "名称": "string", "n": "integer", "share": "number"}
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute('SELECT "Name", "名称", n, share FROM onemap_data.result_names_test'
+                           " WHERE _valid_to IS NULL").fetchone()
+    assert row == ("A", "乙", 1, 0.5)
+    bad = {**doc, "features": [{**doc["features"][0], "properties": {"_fid": 1}}]}
+    with pytest.raises(Invalid, match="_fid"):
+        results.write(settings.database_url, "result_names_bad", bad, LayerMeta(), until,
+                      detail_zoom=settings.detail_zoom, default_level=settings.default_level)
