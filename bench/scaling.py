@@ -68,7 +68,7 @@ def main() -> None:
                 base = f"/tiles/bench_points/{t.z}/{t.x}/{t.y}.mvt"
                 r = httpx.get(one.url + base, timeout=60)
                 paths.append(f"{base}?v={r.headers['etag'].strip(chr(34))}")
-            wrk(cached, paths, CONCURRENCY, max(args.seconds, 4))  # warms the shared cache
+            wrk(cached, paths, CONCURRENCY, max(args.seconds, 1))  # warms the shared cache
             # Asked as wrk asks (no Accept-Encoding: the cache keeps one copy per encoding).
             with httpx.Client(timeout=60) as plain:
                 plain.headers.pop("accept-encoding", None)
