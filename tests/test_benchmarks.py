@@ -1,7 +1,8 @@
 """Every benchmark runs, at a thousandth of its size and on one case of each list:
 figures nobody can reproduce are worth nothing, so a benchmark that breaks is found here,
 not on the day it is needed. What they measure is in docs/benchmarks.md; nothing here is
-timed."""
+timed. Benchmarks of one dataset share its cluster (``--workdir``, as a second run of a
+benchmark does): it is made by the first of them and reused by the rest."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ RUNS = {
     "registry": ["--lookups", "5", "--warm", "2"],
     "profile_tiles": ["--seconds", "1"],  # prints its profile; writes no figures
 }
+# The dataset each benchmark reads, where it has a ``--workdir`` to keep it in.
+DATASETS = {
+    **dict.fromkeys(("analysis", "authorization", "features", "map_images", "profile_tiles",
+                     "scaling", "scenes3d", "vector_tiles"), "points"),
+    **dict.fromkeys(("emap_tiles", "federation"), "emap"),
+}
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory):
+    return {d: tmp_path_factory.mktemp(f"bench-{d}") for d in set(DATASETS.values())}
 
 
 def _numbers(doc: object) -> list[float]:
@@ -39,11 +51,13 @@ def _numbers(doc: object) -> list[float]:
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_the_benchmark_runs(name, tmp_path):
+def test_the_benchmark_runs(name, tmp_path, workdirs):
     out = tmp_path / f"{name}.json"
     writes = name != "profile_tiles"
+    shared = ["--workdir", str(workdirs[DATASETS[name]])] if name in DATASETS else []
     run = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *RUNS[name],
-                          *(["--out", str(out)] if writes else [])], capture_output=True,
+                          *shared, *(["--out", str(out)] if writes else [])],
+                         capture_output=True,
                          text=True, timeout=300, cwd=tmp_path,
                          env={**os.environ, "ONEMAP_BENCH_SCALE": "0.001",
                               "ONEMAP_BENCH_CASES": "1"})
