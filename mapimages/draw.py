@@ -60,6 +60,12 @@ class View:
             px /= max(math.cos(math.radians(self.lat)), 0.01)
         return max(0.0, min(24.0, math.log2(MERCATOR_Z0 / max(px, 1e-9))))
 
+    @property
+    def style_zoom(self) -> float:
+        """The zoom its style is read at: to a tenth, so images of nearly one scale share
+        a loaded map (and read the same fields)."""
+        return round(self.zoom, 1)
+
 
 def srs_of(srid: int) -> str:
     return f"epsg:{4326 if srid in LONLAT else srid}"
@@ -190,8 +196,7 @@ class Images:
     async def draw(self, drawn: list[Drawn], view: View, background: str | None = None,
                    buffer: int = 0, fmt: str | None = None) -> np.ndarray | bytes:
         """The image encoded in ``fmt``, or as straight-alpha RGBA (height, width, 4)."""
-        # The zoom to a tenth: images of nearly one scale share a loaded map.
-        xml = map_xml(drawn, srs_of(view.srid), round(view.zoom, 1), self.icons, background)
+        xml = map_xml(drawn, srs_of(view.srid), view.style_zoom, self.icons, background)
         return await self.draw_xml(xml, view.bbox, view.width, view.height, buffer, fmt)
 
     async def draw_xml(self, xml: str, bbox: tuple[float, float, float, float], width: int,

@@ -36,7 +36,7 @@ from layers.grids import CGCS2000, WEB_MERCATOR
 from layers.rasters import RasterSource
 from layers.render import FORMATS, Style, apply_area, encode, pixels
 from layers.restrict import filterable, narrowed
-from mapimages.compose import Drawn, background_of, groups
+from mapimages.compose import Drawn, background_of, groups, visible_at
 from mapimages.draw import LONLAT, DrawError, View, over
 from mapserver.deps import app_state, db, layer_access, note
 from mapserver.rasters import area_of, parse_style, pick_slice, raster_tile
@@ -226,7 +226,10 @@ def _sources(request, conn, part: Part, n: int, view: View) -> dict[str, Any]:
             continue  # nothing of it drawn at this zoom
         r = narrowed(layer, a.restriction, None, need.rows) if part.name.startswith(BASEMAP) \
             else a.restriction
-        every, keyed = _fields([e for e in part.entries if e["source-layer"] == key])
+        # Only what is drawn at this zoom is read (a street's labels are not read for a
+        # city's million points).
+        every, keyed = _fields([e for e in part.entries if e["source-layer"] == key
+                                and visible_at(e, view.style_zoom)])
         out[key] = images.source(key, _statement(conn, layer, r, every, keyed, view.srid),
                                  view.srid, image_rows.area_of_use(view.srid))
     return out
