@@ -49,8 +49,7 @@ def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
     ``keyed``: the fields whose values change how a point is drawn (its category, its
     class); points are read once per pixel and such values. None: every point is read."""
     t = table_of(layer.id)
-    visible = {f.name for f in restrict.visible_fields(layer, r)}
-    names = sorted(n for n in fields if n in visible)
+    names = columns(layer, r, fields)
     cols = sql.SQL("").join(sql.SQL(", ") + restrict.column(n, r) for n in names)
     box, px = sql.SQL("!bbox!"), sql.SQL("!pixel_width!")
     if srid == MERCATOR:
@@ -88,6 +87,12 @@ def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
         body = sql.SQL("SELECT DISTINCT ON ({keys}) * FROM ({body}) q").format(
             keys=sql.SQL(", ").join(keys), body=body)
     return sql.SQL("({}) AS q").format(body)
+
+
+def columns(layer: Layer, r: Restriction, fields: set[str]) -> list[str]:
+    """The fields of ``fields`` that ``statement`` reads: those the caller may see."""
+    visible = {f.name for f in restrict.visible_fields(layer, r)}
+    return sorted(n for n in fields if n in visible)
 
 
 def limit_params(layer: Layer, r: Restriction, srid: int) -> dict[str, object]:

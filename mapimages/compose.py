@@ -49,6 +49,7 @@ class Source:
 
     layer_id: str
     params: dict[str, str]
+    columns: tuple[str, ...] = ()  # the fields its rows carry
 
 
 @dataclass

@@ -71,8 +71,9 @@ def fold(e: Any, zoom: float) -> Any:
     return [op, *(fold(x, zoom) for x in e[1:])]
 
 
-def evaluate(e: Any, zoom: float) -> Any:
-    """The value of ``e`` at ``zoom``; raises ``_Feature`` if it reads the feature."""
+def evaluate(e: Any, zoom: float, props: dict[str, Any] | None = None) -> Any:
+    """The value of ``e`` at ``zoom`` for a feature of properties ``props`` (its geometry's
+    type as ``$type``); without them, raises ``_Feature`` if it reads the feature."""
     if not isinstance(e, list):
         return e
     if not e or not isinstance(e[0], str) or e[0] not in OPERATORS:
@@ -82,74 +83,101 @@ def evaluate(e: Any, zoom: float) -> Any:
         # OneMap's own tile properties (``_count`` of a cell): an image's rows are the
         # features themselves, one each
         return None if op == "get" else False
-    if op in ("get", "has", "geometry-type", "id", "properties", "feature-state"):
-        raise _Feature
+    if op in _FEATURE:
+        if props is None:
+            raise _Feature
+        return _feature(op, args, props)
     if op == "zoom":
         return zoom
     if op == "literal":
         return args[0]
     if op in ("interpolate", "interpolate-hcl", "interpolate-lab"):
-        x = evaluate(args[1], zoom)
-        return _interpolate(args[0], float(x), [evaluate(v, zoom) for v in args[2:]])
+        x = evaluate(args[1], zoom, props)
+        return _interpolate(args[0], float(x), [evaluate(v, zoom, props) for v in args[2:]])
     if op == "step":
-        x = evaluate(args[0], zoom)
-        out = evaluate(args[1], zoom)
+        x = evaluate(args[0], zoom, props)
+        out = evaluate(args[1], zoom, props)
         for stop, value in zip(args[2::2], args[3::2], strict=False):
             if x >= stop:
-                out = evaluate(value, zoom)
+                out = evaluate(value, zoom, props)
         return out
     if op == "coalesce":
         for a in args:
-            v = evaluate(a, zoom)
+            v = evaluate(a, zoom, props)
             if v is not None:
                 return v
         return None
     if op == "case":
         for cond, value in zip(args[:-1:2], args[1::2], strict=False):
-            if evaluate(cond, zoom):
-                return evaluate(value, zoom)
-        return evaluate(args[-1], zoom)
+            if evaluate(cond, zoom, props):
+                return evaluate(value, zoom, props)
+        return evaluate(args[-1], zoom, props)
     if op == "match":
-        x = evaluate(args[0], zoom)
+        x = evaluate(args[0], zoom, props)
         for labels, value in zip(args[1:-1:2], args[2::2], strict=False):
             if x in (labels if isinstance(labels, list) else [labels]):
-                return evaluate(value, zoom)
-        return evaluate(args[-1], zoom)
+                return evaluate(value, zoom, props)
+        return evaluate(args[-1], zoom, props)
     if op in _COMPARE:
-        a, b = evaluate(args[0], zoom), evaluate(args[1], zoom)
+        a, b = evaluate(args[0], zoom, props), evaluate(args[1], zoom, props)
         return _compare(op, a, b)
     if op == "all":
-        return all(evaluate(a, zoom) for a in args)
+        return all(evaluate(a, zoom, props) for a in args)
     if op == "any":
-        return any(evaluate(a, zoom) for a in args)
+        return any(evaluate(a, zoom, props) for a in args)
+    if op == "none":
+        return not any(evaluate(a, zoom, props) for a in args)
+    if op == "format":
+        return "".join(str(evaluate(a, zoom, props)) for a in args if not isinstance(a, dict))
     if op == "!":
-        return not evaluate(args[0], zoom)
+        return not evaluate(args[0], zoom, props)
     if op in ("+", "*"):
-        vals = [float(evaluate(a, zoom)) for a in args]
+        vals = [float(evaluate(a, zoom, props)) for a in args]
         return sum(vals) if op == "+" else math.prod(vals)
     if op == "-":
-        vals = [float(evaluate(a, zoom)) for a in args]
+        vals = [float(evaluate(a, zoom, props)) for a in args]
         return -vals[0] if len(vals) == 1 else vals[0] - vals[1]
     if op == "/":
-        return float(evaluate(args[0], zoom)) / float(evaluate(args[1], zoom))
+        return float(evaluate(args[0], zoom, props)) / float(evaluate(args[1], zoom, props))
     if op in ("min", "max"):
-        vals = [float(evaluate(a, zoom)) for a in args]
+        vals = [float(evaluate(a, zoom, props)) for a in args]
         return min(vals) if op == "min" else max(vals)
     if op in ("to-string", "string"):
-        return str(evaluate(args[0], zoom))
+        return str(evaluate(args[0], zoom, props))
     if op in ("to-number", "number"):
-        return float(evaluate(args[0], zoom))
+        return float(evaluate(args[0], zoom, props))
     if op in ("to-color", "to-boolean", "boolean"):
-        return evaluate(args[0], zoom)
+        return evaluate(args[0], zoom, props)
     if op == "concat":
-        return "".join(str(evaluate(a, zoom)) for a in args)
+        return "".join(str(evaluate(a, zoom, props)) for a in args)
     if op in ("upcase", "downcase"):
-        s = str(evaluate(args[0], zoom))
+        s = str(evaluate(args[0], zoom, props))
         return s.upper() if op == "upcase" else s.lower()
     if op in ("rgb", "rgba"):
-        vals = [evaluate(a, zoom) for a in args]
+        vals = [evaluate(a, zoom, props) for a in args]
         return f"rgba({vals[0]:g},{vals[1]:g},{vals[2]:g},{vals[3] if len(vals) > 3 else 1:g})"
     raise Unsupported(f"the expression {op!r}")
+
+
+_FEATURE = frozenset({"get", "has", "!has", "geometry-type", "id", "properties",
+                      "feature-state"})
+
+
+def _feature(op: str, args: list[Any], props: dict[str, Any]) -> Any:
+    if op == "geometry-type":
+        return props.get("$type")
+    if op == "id":
+        return props.get("$id")
+    if op == "properties":
+        return {k: v for k, v in props.items() if not k.startswith("$")}
+    if op == "feature-state":
+        return None
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise Unsupported(f"the expression {op!r} of an object")
+    if op == "get":
+        return props.get(args[0])
+    found = props.get(args[0]) is not None
+    return found if op == "has" else not found
 
 
 def _compare(op: str, a: Any, b: Any) -> bool:

@@ -195,18 +195,21 @@ def _fields(entries: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
     return every, keyed
 
 
-# Each layer's statement under each limit, bound once (``layers/images.py``).
-_STATEMENTS: OrderedDict[tuple, str] = OrderedDict()
+# Each layer's statement under each limit, bound once (``layers/images.py``), and the
+# fields its rows carry.
+_STATEMENTS: OrderedDict[tuple, tuple[str, tuple[str, ...]]] = OrderedDict()
 KEPT_STATEMENTS = 512
 
 
-def _statement(conn, layer: Layer, r, every: set[str], keyed: set[str], srid: int) -> str:
+def _statement(conn, layer: Layer, r, every: set[str], keyed: set[str], srid: int
+               ) -> tuple[str, tuple[str, ...]]:
     key = (layer.id, layer.schema_version, r, frozenset(every), frozenset(keyed), srid)
     found = _STATEMENTS.get(key)
     if found is None:
         statement = image_rows.statement(layer, r, every, srid, keyed)
-        found = AsyncClientCursor(conn).mogrify(statement,
-                                                image_rows.limit_params(layer, r, srid))
+        found = (AsyncClientCursor(conn).mogrify(statement,
+                                                 image_rows.limit_params(layer, r, srid)),
+                 tuple(image_rows.columns(layer, r, every)))
         _STATEMENTS[key] = found
         while len(_STATEMENTS) > KEPT_STATEMENTS:
             _STATEMENTS.popitem(last=False)
@@ -230,8 +233,9 @@ def _sources(request, conn, part: Part, n: int, view: View) -> dict[str, Any]:
         # city's million points).
         every, keyed = _fields([e for e in part.entries if e["source-layer"] == key
                                 and visible_at(e, view.style_zoom)])
-        out[key] = images.source(key, _statement(conn, layer, r, every, keyed, view.srid),
-                                 view.srid, image_rows.area_of_use(view.srid))
+        table, columns = _statement(conn, layer, r, every, keyed, view.srid)
+        out[key] = images.source(key, table, view.srid, image_rows.area_of_use(view.srid),
+                                 columns)
     return out
 
 

@@ -1,0 +1,397 @@
+"""Point labels drawn with Skia over the image Mapnik drew.
+
+A style layer of ``symbol`` type placed at points (text only, no icon) is not given to
+Mapnik when every label of the image is of that kind and drawn after everything else:
+its rows are read here (the same statement as Mapnik's source, so under the same limits,
+with a label point per row: the point, a line's middle, a polygon's point on its surface),
+its values evaluated per feature at the image's zoom (``mapimages.expr``), the labels laid
+out (wrapped, anchored, offset as MapLibre does), kept apart with their padding, first
+come first placed, and drawn with their halos by Skia. Mapnik's own text path spends most
+of a street's image on label halos (it composites each glyph pixel's neighbourhood one
+pixel at a time); Skia strokes the glyphs' outlines, at a fraction of the time.
+
+Line labels, icons and labels drawn beneath other style layers stay with Mapnik
+(``split``), which places them along lines and against its other symbols.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from mapimages.compose import Drawn, visible_at
+from mapimages.expr import OPERATORS, Unsupported, constant, evaluate, fold, rgba
+
+log = logging.getLogger(__name__)
+
+# MapLibre's defaults for what a label leaves out (the style specification's).
+DEFAULTS: dict[str, Any] = {
+    "text-size": 16, "text-color": "#000000", "text-halo-width": 0,
+    "text-halo-color": "rgba(0,0,0,0)", "text-opacity": 1, "text-max-width": 10,
+    "text-padding": 2, "text-offset": [0, 0], "text-anchor": "center",
+    "text-transform": "none", "text-line-height": 1.2, "text-justify": "center",
+    "text-allow-overlap": False, "text-ignore-placement": False, "text-font": [],
+}
+# What a label at a point may use; any other property keeps the style layer with Mapnik.
+KNOWN = frozenset(DEFAULTS) | {"text-field", "symbol-placement", "visibility",
+                               "text-optional", "symbol-sort-key", "text-rotation-alignment",
+                               "text-pitch-alignment", "text-halo-blur", "symbol-z-order"}
+# Which part of the label's box is at its point: (share of width, share of height) left
+# and above the point.
+ANCHORS = {"center": (0.5, 0.5), "top": (0.5, 0.0), "bottom": (0.5, 1.0),
+           "left": (0.0, 0.5), "right": (1.0, 0.5), "top-left": (0.0, 0.0),
+           "top-right": (1.0, 0.0), "bottom-left": (0.0, 1.0), "bottom-right": (1.0, 1.0)}
+FACES = {  # family, then the one that has what it lacks (Chinese)
+    "regular": (("Noto Sans", 400), ("Noto Sans CJK SC", 400)),
+    "bold": (("Noto Sans", 700), ("Noto Sans CJK SC", 700)),
+}
+TYPES = {0: "Point", 1: "LineString", 2: "Polygon"}
+CELL = 64  # pixels: the grid that finds a label's neighbours
+MOST_LABELS = 20_000  # rows one label layer reads for an image
+
+
+@dataclass(frozen=True)
+class LabelLayer:
+    """The point labels of one source: its statement (Mapnik's ``table``, with ``!bbox!``
+    and ``!pixel_width!`` to fill in), the fields it has, its label style layers."""
+
+    table: str
+    columns: tuple[str, ...]
+    entries: tuple[dict[str, Any], ...]
+    db: tuple[tuple[str, str], ...]
+
+
+def _folded(entry: dict[str, Any], zoom: float) -> dict[str, Any]:
+    props = {**(entry.get("layout") or {}), **(entry.get("paint") or {})}
+    return {k: fold(constant(v), zoom) for k, v in props.items()}
+
+
+def is_point_label(entry: dict[str, Any], zoom: float) -> bool:
+    """A style layer these labels draw: text at points, nothing else."""
+    if entry.get("type") != "symbol":
+        return False
+    try:
+        props = _folded(entry, zoom)
+    except (Unsupported, TypeError, ValueError, IndexError, KeyError):
+        return False
+    if set(props) - KNOWN or props.get("text-field") in (None, ""):
+        return False
+    return props.get("symbol-placement", "point") == "point"
+
+
+def _feature_dependent(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and isinstance(v[0], str) and v[0] in OPERATORS
+
+
+def split(groups: list[Drawn], zoom: float) -> tuple[list[Drawn], list[LabelLayer]]:
+    """``groups`` without the point labels drawn here, and those labels: when every
+    label drawn at ``zoom`` is one and they come after all else; otherwise ``groups`` as
+    they are, and no labels."""
+    shown = [(g, e) for g in groups for e in g.entries if visible_at(e, zoom)]
+    symbols = [i for i, (_, e) in enumerate(shown) if e.get("type") == "symbol"]
+    if not symbols or symbols[0] != len(shown) - len(symbols):
+        return groups, []  # no labels, or a label beneath something else
+    if not all(is_point_label(shown[i][1], zoom) for i in symbols):
+        return groups, []
+    taken = {id(shown[i][1]) for i in symbols}
+    labels: list[LabelLayer] = []
+    for g, e in (shown[i] for i in symbols):
+        if labels and labels[-1].table == g.source.params["table"]:
+            last = labels[-1]
+            labels[-1] = LabelLayer(last.table, last.columns, (*last.entries, e), last.db)
+            continue
+        db = tuple((k, v) for k, v in g.source.params.items()
+                   if k in ("host", "port", "dbname", "user", "password"))
+        labels.append(LabelLayer(g.source.params["table"], tuple(g.source.columns), (e,), db))
+    rest = [Drawn(g.source, [e for e in g.entries if id(e) not in taken]) for g in groups]
+    return [g for g in rest if g.entries], labels
+
+
+# ---- in a drawing process -----------------------------------------------------------
+
+
+_CONNS: dict[tuple, Any] = {}
+
+
+def _connection(db: tuple[tuple[str, str], ...]):
+    import psycopg
+
+    conn = _CONNS.get(db)
+    if conn is None or conn.closed or conn.broken:
+        # The statement budget comes with PGOPTIONS, as for Mapnik's own connections.
+        conn = psycopg.connect(**dict(db), autocommit=True, connect_timeout=4,
+                               options=os.environ.get("PGOPTIONS", ""))
+        _CONNS[db] = conn
+    return conn
+
+
+def read(layer: LabelLayer, box: tuple[float, float, float, float], srid: int,
+         pixel: float) -> list[tuple[float, float, dict[str, Any]]]:
+    """The label point and the fields of each row of ``layer`` in ``box``."""
+    from psycopg import sql
+
+    conn = _connection(layer.db)
+    envelope = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
+        *map(sql.Literal, (*box, srid))).as_string(conn)
+    table = layer.table.replace("!bbox!", envelope).replace(
+        "!pixel_width!", sql.Literal(float(pixel)).as_string(conn))
+    query = sql.SQL(
+        "SELECT ST_X(l.p), ST_Y(l.p), ST_Dimension(q.geom){cols} FROM {table} CROSS JOIN"
+        " LATERAL (SELECT CASE ST_Dimension(q.geom) WHEN 0 THEN ST_GeometryN(q.geom, 1)"
+        " WHEN 1 THEN ST_LineInterpolatePoint(ST_GeometryN(q.geom, 1), 0.5)"
+        " ELSE ST_PointOnSurface(q.geom) END AS p) l LIMIT {most}").format(
+        cols=sql.SQL("").join(sql.SQL(", ") + sql.Identifier("q", c) for c in layer.columns),
+        table=sql.SQL(table), most=sql.Literal(MOST_LABELS))
+    out = []
+    for x, y, dim, *values in conn.execute(query):
+        if x is None:
+            continue
+        props = {c: float(v) if isinstance(v, Decimal) else v
+                 for c, v in zip(layer.columns, values, strict=True) if v is not None}
+        props["$type"] = TYPES.get(dim, "Polygon")
+        out.append((x, y, props))
+    return out
+
+
+@functools.cache
+def _typeface(family: str, weight: int):
+    import skia
+
+    style = skia.FontStyle(weight, skia.FontStyle.kNormal_Width, skia.FontStyle.kUpright_Slant)
+    return skia.FontMgr().matchFamilyStyle(family, style) or skia.Typeface.MakeDefault()
+
+
+@functools.cache
+def _font(face: str, size: float, fallback: bool):
+    import skia
+
+    family, weight = FACES[face][1 if fallback else 0]
+    font = skia.Font(_typeface(family, weight), size)
+    font.setEdging(skia.Font.Edging.kAntiAlias)
+    font.setSubpixel(True)
+    font.setHinting(skia.FontHinting.kSlight)
+    return font
+
+
+def _font_for(text: str, face: str, size: float):
+    font = _font(face, size, False)
+    if 0 in font.textToGlyphs(text):  # a character Noto Sans lacks: CJK's face has both
+        return _font(face, size, True)
+    return font
+
+
+def _wrap(text: str, font, most: float) -> list[str]:
+    """Lines no wider than ``most`` pixels where the text can break (at spaces, and
+    between Chinese characters)."""
+    if "\n" not in text and font.measureText(text) <= most:
+        return [text]
+    out: list[str] = []
+    for para in text.split("\n"):
+        words = para.split(" ")
+        if len(words) == 1 and font.measureText(para) > most and any(
+                ord(c) > 0x2E80 for c in para):
+            words = list(para)
+            joiner = ""
+        else:
+            joiner = " "
+        line = ""
+        for w in words:
+            trial = f"{line}{joiner}{w}" if line else w
+            if line and font.measureText(trial) > most:
+                out.append(line)
+                line = w
+            else:
+                line = trial
+        out.append(line)
+    return [ln for ln in out if ln]
+
+
+def _text(value: Any, props: dict[str, Any]) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):  # the legacy {field} tokens
+        out, rest = [], value
+        while "{" in rest and "}" in rest[rest.index("{"):]:
+            i = rest.index("{")
+            j = rest.index("}", i)
+            v = props.get(rest[i + 1:j])
+            out += [rest[:i], "" if v is None else _str(v)]
+            rest = rest[j + 1:]
+        return "".join(out) + rest
+    return _str(value)
+
+
+def _str(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _colour(v: Any, opacity: float):
+    import skia
+
+    c = rgba(v)
+    if c is None:
+        return None
+    return skia.Color(round(c[0]), round(c[1]), round(c[2]),
+                      round(255 * max(0.0, min(1.0, c[3] * opacity))))
+
+
+class _Placed:
+    """The boxes of the labels placed so far, by grid cell."""
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[int, int], list[tuple[float, float, float, float]]] = {}
+
+    def _keys(self, b: tuple[float, float, float, float]) -> Iterable[tuple[int, int]]:
+        for i in range(int(b[0] // CELL), int(b[2] // CELL) + 1):
+            for j in range(int(b[1] // CELL), int(b[3] // CELL) + 1):
+                yield i, j
+
+    def free(self, b: tuple[float, float, float, float]) -> bool:
+        for key in self._keys(b):
+            for o in self.cells.get(key, ()):
+                if b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3]:
+                    return False
+        return True
+
+    def add(self, b: tuple[float, float, float, float]) -> None:
+        for key in self._keys(b):
+            self.cells.setdefault(key, []).append(b)
+
+
+class _Style:
+    """A label style layer read at the image's zoom: its constant values once, what
+    depends on the feature evaluated per feature."""
+
+    def __init__(self, entry: dict[str, Any], zoom: float) -> None:
+        self.zoom = zoom
+        self.filter = entry.get("filter")
+        values = {**DEFAULTS, **_folded(entry, zoom)}
+        self.dynamic = {k: v for k, v in values.items() if _feature_dependent(v)}
+        self.fixed = {k: v for k, v in values.items() if k not in self.dynamic}
+        self._paints: dict[tuple, tuple] = {}
+
+    def values(self, feature: dict[str, Any]) -> dict[str, Any]:
+        if not self.dynamic:
+            return self.fixed
+        return {**self.fixed, **{k: evaluate(v, self.zoom, feature)
+                                 for k, v in self.dynamic.items()}}
+
+    def paints(self, v: dict[str, Any]) -> tuple[Any, Any, float]:
+        """The fill's and the halo's colours (None: not drawn) and the halo's width."""
+        key = (v["text-color"], v["text-halo-color"], v["text-opacity"], v["text-halo-width"])
+        found = self._paints.get(key)
+        if found is None:
+            opacity = float(v["text-opacity"])
+            halo = _colour(v["text-halo-color"], opacity)
+            width = float(v["text-halo-width"])
+            import skia
+
+            if halo is not None and (width <= 0 or skia.ColorGetA(halo) == 0):
+                halo = None
+            found = self._paints[key] = (_colour(v["text-color"], opacity), halo, width)
+        return found
+
+
+def draw(pixels: np.ndarray, layers: list[LabelLayer], srid: int,
+         bbox: tuple[float, float, float, float], buffer: int, zoom: float) -> None:
+    """The labels drawn onto ``pixels`` (premultiplied RGBA, rows top first, in place);
+    ``buffer`` pixels around the image are read and placed too (a tile's neighbours'
+    labels near its edges are placed alike)."""
+    import skia
+
+    height, width = pixels.shape[:2]
+    x0, y0, x1, y1 = bbox
+    sx, sy = width / (x1 - x0), height / (y1 - y0)
+    pixel = 1 / min(sx, sy)
+    grow = buffer * pixel
+    box = (x0 - grow, y0 - grow, x1 + grow, y1 + grow)
+    canvas = skia.Canvas(pixels, colorType=skia.kRGBA_8888_ColorType,
+                         alphaType=skia.kPremul_AlphaType)
+    placed = _Placed()
+    paints = (skia.Paint(AntiAlias=True, Style=skia.Paint.kStroke_Style,
+                         StrokeJoin=skia.Paint.kRound_Join), skia.Paint(AntiAlias=True))
+    for layer in layers:
+        rows = read(layer, box, srid, pixel)
+        for entry in layer.entries:
+            style = _Style(entry, zoom)
+            for x, y, feature in rows:
+                try:
+                    if style.filter is not None and not evaluate(style.filter, zoom, feature):
+                        continue
+                    _label(canvas, placed, style, style.values(feature), feature,
+                           (x - x0) * sx, (y1 - y) * sy, width, height, paints)
+                except (Unsupported, TypeError, ValueError, IndexError, KeyError,
+                        ZeroDivisionError) as exc:
+                    log.warning("a label of %r is not drawn: %s", entry.get("id"), exc)
+                    break
+
+
+def _label(canvas, placed: _Placed, style: _Style, v: dict[str, Any],
+           feature: dict[str, Any], px: float, py: float, width: int, height: int,
+           paints: tuple[Any, Any]) -> None:
+    import skia
+
+    text = _text(v["text-field"], feature).strip()
+    if not text:
+        return
+    transform = v["text-transform"]
+    if transform == "uppercase":
+        text = text.upper()
+    elif transform == "lowercase":
+        text = text.lower()
+    size = float(v["text-size"])
+    face = "bold" if any("Bold" in str(f) for f in v["text-font"] or ()) else "regular"
+    font = _font_for(text, face, size)
+    lines = _wrap(text, font, float(v["text-max-width"]) * size)
+    widths = [font.measureText(ln) for ln in lines]
+    line_h = float(v["text-line-height"]) * size
+    w, h = max(widths), line_h * len(lines)
+    ax, ay = ANCHORS.get(str(v["text-anchor"]), (0.5, 0.5))
+    offset = v["text-offset"]
+    dx, dy = (float(offset[0]) * size, float(offset[1]) * size) if isinstance(
+        offset, list) and len(offset) == 2 else (0.0, 0.0)
+    left, top = px + dx - ax * w, py + dy - ay * h
+    pad = float(v["text-padding"])
+    b = (left - pad, top - pad, left + w + pad, top + h + pad)
+    if not v["text-allow-overlap"] and not placed.free(b):
+        return
+    if not v["text-ignore-placement"]:
+        placed.add(b)
+    if b[2] < 0 or b[3] < 0 or b[0] > width or b[1] > height:
+        return  # placed in the margin, for its neighbours; not on this image
+    fill, halo, halo_w = style.paints(v)
+    ascent, descent = _metrics(face, size, font)
+    halo_paint, fill_paint = paints
+    for i, (ln, lw) in enumerate(zip(lines, widths, strict=True)):
+        blob = skia.TextBlob.MakeFromString(ln, font)
+        bx = left + (w - lw) / 2
+        by = top + i * line_h + (line_h + ascent - descent) / 2
+        if halo is not None:
+            halo_paint.setColor(halo)
+            halo_paint.setStrokeWidth(2 * halo_w)
+            canvas.drawTextBlob(blob, bx, by, halo_paint)
+        if fill is not None:
+            fill_paint.setColor(fill)
+            canvas.drawTextBlob(blob, bx, by, fill_paint)
+
+
+_METRICS: dict[tuple[str, float, int], tuple[float, float]] = {}
+
+
+def _metrics(face: str, size: float, font) -> tuple[float, float]:
+    """A font's ascent and descent in pixels (above and below the baseline)."""
+    key = (face, size, id(font))
+    found = _METRICS.get(key)
+    if found is None:
+        m = font.getMetrics()
+        found = _METRICS[key] = (-m.fAscent, m.fDescent)
+    return found
