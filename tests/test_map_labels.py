@@ -1,0 +1,109 @@
+"""Point labels in map images, against a running OneMap: placed as the style anchors and
+offsets them, kept apart, haloed, Chinese drawn in its own face; in every image format."""
+
+from __future__ import annotations
+
+import asyncio
+
+import geopandas as gpd
+import imagecodecs
+import numpy as np
+import psycopg
+import pyproj
+import pytest
+import shapely
+
+from ingest.vector import ingest_vector
+from layers.catalog import fetch_layers
+from styles import store
+
+SIDE = 256
+METRES = 10.0  # per pixel
+CENTRE = pyproj.Transformer.from_crs(4326, 3857, always_xy=True).transform(116.40, 39.91)
+# Points by their offset from the centre in pixels (right, down), and their names.
+POINTS = {"a1": ((0, 0), "ALPHA"), "a2": ((0, 8), "BRAVO"),
+          "c1": ((-80, -60), "朝阳"), "c2": ((80, -60), "公园")}
+STYLE = [{"id": "lb-label", "type": "symbol", "filter": ["has", "name"], "layout": {
+    "text-field": ["get", "name"], "text-size": 12, "text-font": ["Noto Sans Regular"],
+    "text-anchor": "top", "text-offset": [0, 0.8]},
+    "paint": {"text-color": "#000000", "text-halo-color": "#ffffff", "text-halo-width": 1.5}}]
+
+
+@pytest.fixture(scope="module")
+def labelled(settings, server, tmp_path_factory) -> str:
+    to_lonlat = pyproj.Transformer.from_crs(3857, 4326, always_xy=True)
+    rows = {k: to_lonlat.transform(CENTRE[0] + dx * METRES, CENTRE[1] - dy * METRES)
+            for k, ((dx, dy), _) in POINTS.items()}
+    frame = gpd.GeoDataFrame({"pid": list(POINTS), "name": [n for _, n in POINTS.values()]},
+                             geometry=[shapely.Point(*rows[k]) for k in POINTS], crs=4326)
+    path = tmp_path_factory.mktemp("labels") / "named.geojson"
+    frame.to_file(path)
+    ingest_vector(path, "lb_points", key="pid", settings=settings)
+
+    async def styled() -> None:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            layer = (await fetch_layers(conn, ids=["lb_points"]))[0]
+            await store.put(conn, layer, store.checked(layer, STYLE), "test")
+
+    asyncio.run(styled())
+    return "lb_points"
+
+
+def _image(http, layer: str, fmt: str = "image/png") -> bytes:
+    half = SIDE / 2 * METRES
+    box = (CENTRE[0] - half, CENTRE[1] - half, CENTRE[0] + half, CENTRE[1] + half)
+    r = http.get("/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetMap&STYLES=&CRS=EPSG:3857"
+                 f"&LAYERS={layer}&BBOX={','.join(f'{v:.2f}' for v in box)}"
+                 f"&WIDTH={SIDE}&HEIGHT={SIDE}&FORMAT={fmt}&TRANSPARENT=TRUE")
+    assert r.status_code == 200 and r.headers["content-type"] == fmt, r.text[:300]
+    return r.content
+
+
+def _dark(a: np.ndarray) -> np.ndarray:
+    """The text's ink: grey to black, opaque (its halo is white)."""
+    return (a[..., :3].astype(int).sum(axis=-1) < 500) & (a[..., 3] > 200)
+
+
+def _at(offset: tuple[int, int]) -> tuple[int, int]:
+    return SIDE // 2 + offset[0], SIDE // 2 + offset[1]
+
+
+def test_labels_are_anchored_kept_apart_and_haloed(http, labelled):
+    a = imagecodecs.png_decode(_image(http, labelled))
+    assert a.shape == (SIDE, SIDE, 4)
+    dark = _dark(a)
+    col, row = _at(POINTS["a1"][0])
+    band = dark[:, col - 40:col + 40]
+    rows = np.flatnonzero(band.any(axis=1))
+    assert rows.size, "ALPHA's label is drawn"
+    # Anchored by its top, 0.8 em below the point: nothing above it, its text below.
+    assert rows.min() >= row + 7, (rows.min(), row)
+    # BRAVO's point is 8 px below ALPHA's: their labels would overlap, one is drawn.
+    assert rows.max() - rows.min() <= 14, (rows.min(), rows.max())
+    # ALPHA or BRAVO, whichever came first: one line of 12 px text, not two 8 px apart.
+    # The halo: opaque white around the black glyphs.
+    near = a[rows.min() - 2:rows.max() + 3, col - 40:col + 40]
+    white = (near[..., :3].min(axis=-1) > 240) & (near[..., 3] == 255)
+    assert white.sum() > dark[rows.min():rows.max() + 1, col - 40:col + 40].sum() / 2
+    # Chinese names in the CJK face: two different names, two different drawings (a face
+    # without them would draw the same empty boxes for both).
+    marks = []
+    for key in ("c1", "c2"):
+        c, r = _at(POINTS[key][0])
+        cut = dark[r + 7:r + 28, c - 30:c + 30]
+        assert cut.sum() > 40, f"{key}'s name is drawn"
+        ys, xs = np.nonzero(cut)
+        marks.append(cut[ys.min():, xs.min():][:14, :24])
+    h = min(m.shape[0] for m in marks)
+    w = min(m.shape[1] for m in marks)
+    assert (marks[0][:h, :w] != marks[1][:h, :w]).sum() > 30
+
+
+@pytest.mark.parametrize("fmt", ["image/jpeg", "image/webp"])
+def test_labelled_images_in_other_formats(http, labelled, fmt):
+    body = _image(http, labelled, fmt)
+    a = (imagecodecs.jpeg8_decode if fmt == "image/jpeg" else imagecodecs.webp_decode)(body)
+    col, row = _at(POINTS["a1"][0])
+    text = a[row + 7:row + 24, col - 40:col + 40, :3].astype(int).sum(axis=-1)
+    assert (text < 450).sum() > 20, "the label is drawn"
