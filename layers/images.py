@@ -40,7 +40,7 @@ def area_of_use(srid: int) -> tuple[float, float, float, float]:
 
 
 def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
-              keyed: set[str] | None = None) -> sql.Composed:
+              keyed: set[str] | None = None, cell: float = 1.0) -> sql.Composed:
     """``(SELECT geom, fields...) AS q`` for Mapnik's PostGIS source, which fills in the
     image's box (``!bbox!``, in ``srid``) and its pixel (``!pixel_width!``): the statement
     is the same for every image of the layer under these limits, so it is made once. Its
@@ -81,9 +81,11 @@ def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
     body = sql.SQL("SELECT {geom} AS geom{cols} FROM {t} t WHERE {where}").format(
         geom=geom, cols=cols, t=t, where=where)
     if point and keyed is not None and layer.geometry_type == "Point":
-        keys = [sql.SQL("round(ST_X(q.geom) / {})").format(px),
-                sql.SQL("round(ST_Y(q.geom) / {})").format(px)]
-        keys += [sql.Identifier("q", n) for n in sorted(keyed & set(names))]
+        side = px if cell <= 1 else sql.SQL("({} * {})").format(px, sql.Literal(float(cell)))
+        keys = [sql.SQL("round(ST_X(q.geom) / {})").format(side),
+                sql.SQL("round(ST_Y(q.geom) / {})").format(side)]
+        if cell <= 1:
+            keys += [sql.Identifier("q", n) for n in sorted(keyed & set(names))]
         body = sql.SQL("SELECT DISTINCT ON ({keys}) * FROM ({body}) q").format(
             keys=sql.SQL(", ").join(keys), body=body)
     return sql.SQL("({}) AS q").format(body)

@@ -81,6 +81,38 @@ def visible_at(entry: dict[str, Any], zoom: float) -> bool:
     return entry.get("minzoom", 0) <= zoom < entry.get("maxzoom", 24.01)
 
 
+def marker_cell(entries: Iterable[dict[str, Any]], zoom: float) -> float:
+    """The side, in pixels, of a cell whose points one marker may stand for: half the
+    smallest radius when every style layer drawn is an opaque circle of a constant size,
+    unfiltered (a marker kept covers the pixels of those left out, which drawn over
+    each other show only the last); else 1, a pixel."""
+    radii = []
+    for e in entries:
+        paint = e.get("paint") or {}
+        if e.get("type") != "circle" or "filter" in e:
+            return 1.0
+        try:
+            values = {p: fold(constant(paint.get(p, DEFAULTS.get(p, 1))), zoom) for p in (
+                "circle-radius", "circle-opacity", "circle-stroke-opacity", "circle-color")}
+        except (Unsupported, TypeError, ValueError, IndexError, KeyError):
+            return 1.0
+        if not isinstance(values["circle-radius"], (int, float)) \
+                or _translucent(values["circle-color"]) or values["circle-opacity"] != 1 \
+                or values["circle-stroke-opacity"] != 1:
+            return 1.0
+        radii.append(float(values["circle-radius"]))
+    return max(1.0, min(radii) / 2) if radii else 1.0
+
+
+def _translucent(value: Any) -> bool:
+    """Whether a colour, or any colour a category or class may take, lets what is
+    beneath show through."""
+    if isinstance(value, list):
+        return any(_translucent(v) for v in value)
+    c = rgba(value) if isinstance(value, str) else None
+    return c is not None and c[3] < 1
+
+
 def map_xml(drawn: list[Drawn], srs: str, zoom: float, icons: Path | None,
             background: str | None = None) -> str:
     root = ET.Element("Map", {"srs": srs, "background-color": background or "transparent"})

@@ -36,7 +36,7 @@ from layers.grids import CGCS2000, WEB_MERCATOR
 from layers.rasters import RasterSource
 from layers.render import FORMATS, Style, apply_area, encode, pixels
 from layers.restrict import filterable, narrowed
-from mapimages.compose import Drawn, background_of, groups, visible_at
+from mapimages.compose import Drawn, background_of, groups, marker_cell, visible_at
 from mapimages.draw import LONLAT, DrawError, View, over
 from mapserver.deps import app_state, db, layer_access, note
 from mapserver.rasters import area_of, parse_style, pick_slice, raster_tile
@@ -201,12 +201,12 @@ _STATEMENTS: OrderedDict[tuple, tuple[str, tuple[str, ...]]] = OrderedDict()
 KEPT_STATEMENTS = 512
 
 
-def _statement(conn, layer: Layer, r, every: set[str], keyed: set[str], srid: int
-               ) -> tuple[str, tuple[str, ...]]:
-    key = (layer.id, layer.schema_version, r, frozenset(every), frozenset(keyed), srid)
+def _statement(conn, layer: Layer, r, every: set[str], keyed: set[str], srid: int,
+               cell: float) -> tuple[str, tuple[str, ...]]:
+    key = (layer.id, layer.schema_version, r, frozenset(every), frozenset(keyed), srid, cell)
     found = _STATEMENTS.get(key)
     if found is None:
-        statement = image_rows.statement(layer, r, every, srid, keyed)
+        statement = image_rows.statement(layer, r, every, srid, keyed, cell)
         found = (AsyncClientCursor(conn).mogrify(statement,
                                                  image_rows.limit_params(layer, r, srid)),
                  tuple(image_rows.columns(layer, r, every)))
@@ -231,9 +231,11 @@ def _sources(request, conn, part: Part, n: int, view: View) -> dict[str, Any]:
             else a.restriction
         # Only what is drawn at this zoom is read (a street's labels are not read for a
         # city's million points).
-        every, keyed = _fields([e for e in part.entries if e["source-layer"] == key
-                                and visible_at(e, view.style_zoom)])
-        table, columns = _statement(conn, layer, r, every, keyed, view.srid)
+        drawn = [e for e in part.entries if e["source-layer"] == key
+                 and visible_at(e, view.style_zoom)]
+        every, keyed = _fields(drawn)
+        table, columns = _statement(conn, layer, r, every, keyed, view.srid,
+                                    marker_cell(drawn, view.style_zoom))
         out[key] = images.source(key, table, view.srid, image_rows.area_of_use(view.srid),
                                  columns)
     return out
