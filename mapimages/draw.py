@@ -236,6 +236,7 @@ class Images:
         self._budget = budget_ms
         self._workers = max(1, workers)
         self._executor: ProcessPoolExecutor | None = None
+        self._made: OrderedDict[tuple, tuple[str, tuple[LabelLayer, ...]]] = OrderedDict()
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -253,10 +254,26 @@ class Images:
                    buffer: int = 0, fmt: str | None = None) -> np.ndarray | bytes:
         """The image encoded in ``fmt``, or as straight-alpha RGBA (height, width, 4)."""
         zoom = view.style_zoom
-        drawn, point_labels = labels.split(drawn, zoom)
-        xml = map_xml(drawn, srs_of(view.srid), zoom, self.icons, background)
+        xml, point_labels = self._composed(drawn, view.srid, zoom, background)
         return await self.draw_xml(xml, view.bbox, view.width, view.height, buffer, fmt,
-                                   tuple(point_labels), view.srid, zoom)
+                                   point_labels, view.srid, zoom)
+
+    def _composed(self, drawn: list[Drawn], srid: int, zoom: float, background: str | None
+                  ) -> tuple[str, tuple[LabelLayer, ...]]:
+        """The Mapnik map and the labels drawn over it, made once for the same sources
+        (statements under the same limits), style layers, zoom and background."""
+        key = (repr([(g.source.params, g.entries) for g in drawn]), srid, zoom, background)
+        found = self._made.get(key)
+        if found is None:
+            rest, point_labels = labels.split(drawn, zoom)
+            found = (map_xml(rest, srs_of(srid), zoom, self.icons, background),
+                     tuple(point_labels))
+            self._made[key] = found
+            while len(self._made) > KEPT_MAPS * 4:
+                self._made.popitem(last=False)
+        else:
+            self._made.move_to_end(key)
+        return found
 
     async def draw_xml(self, xml: str, bbox: tuple[float, float, float, float], width: int,
                        height: int, buffer: int = 0, fmt: str | None = None,

@@ -135,22 +135,10 @@ def _connection(db: tuple[tuple[str, str], ...]):
 def read(layer: LabelLayer, box: tuple[float, float, float, float], srid: int,
          pixel: float) -> list[tuple[float, float, dict[str, Any]]]:
     """The label point and the fields of each row of ``layer`` in ``box``."""
-    from psycopg import sql
-
     conn = _connection(layer.db)
-    envelope = sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, {})").format(
-        *map(sql.Literal, (*box, srid))).as_string(conn)
-    table = layer.table.replace("!bbox!", envelope).replace(
-        "!pixel_width!", sql.Literal(float(pixel)).as_string(conn))
-    query = sql.SQL(
-        "SELECT ST_X(l.p), ST_Y(l.p), ST_Dimension(q.geom){cols} FROM {table} CROSS JOIN"
-        " LATERAL (SELECT CASE ST_Dimension(q.geom) WHEN 0 THEN ST_GeometryN(q.geom, 1)"
-        " WHEN 1 THEN ST_LineInterpolatePoint(ST_GeometryN(q.geom, 1), 0.5)"
-        " ELSE ST_PointOnSurface(q.geom) END AS p) l LIMIT {most}").format(
-        cols=sql.SQL("").join(sql.SQL(", ") + sql.Identifier("q", c) for c in layer.columns),
-        table=sql.SQL(table), most=sql.Literal(MOST_LABELS))
     out = []
-    for x, y, dim, *values in conn.execute(query):
+    for x, y, dim, *values in conn.execute(_query(layer.table, layer.columns, srid), {
+            "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "px": float(pixel)}):
         if x is None:
             continue
         props = {c: float(v) if isinstance(v, Decimal) else v
@@ -158,6 +146,32 @@ def read(layer: LabelLayer, box: tuple[float, float, float, float], srid: int,
         props["$type"] = TYPES.get(dim, "Polygon")
         out.append((x, y, props))
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _query(statement: str, columns: tuple[str, ...], srid: int):
+    """The statement reading the label points of a source's rows (``statement``: its
+    Mapnik table), the box and the pixel as parameters: one text per layer and limits,
+    so the server prepares it once."""
+    from psycopg import sql
+
+    # The statement is bound already (its literals quoted): only the box and the pixel
+    # Mapnik would fill in are left, taken here as parameters.
+    envelope = sql.SQL("ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {})").format(
+        sql.Literal(int(srid)))
+    pieces: list[sql.Composable] = []
+    for i, part in enumerate(statement.replace("%", "%%").split("!bbox!")):
+        if i:
+            pieces.append(envelope)
+        pieces.append(sql.SQL("%(px)s").join(sql.SQL(b) for b in part.split("!pixel_width!")))
+    table = sql.Composed(pieces)
+    return sql.SQL(
+        "SELECT ST_X(l.p), ST_Y(l.p), ST_Dimension(q.geom){cols} FROM {table} CROSS JOIN"
+        " LATERAL (SELECT CASE ST_Dimension(q.geom) WHEN 0 THEN ST_GeometryN(q.geom, 1)"
+        " WHEN 1 THEN ST_LineInterpolatePoint(ST_GeometryN(q.geom, 1), 0.5)"
+        " ELSE ST_PointOnSurface(q.geom) END AS p) l LIMIT {most}").format(
+        cols=sql.SQL("").join(sql.SQL(", ") + sql.Identifier("q", c) for c in columns),
+        table=table, most=sql.Literal(MOST_LABELS))
 
 
 @functools.cache
