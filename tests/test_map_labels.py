@@ -107,3 +107,42 @@ def test_labelled_images_in_other_formats(http, labelled, fmt):
     col, row = _at(POINTS["a1"][0])
     text = a[row + 7:row + 24, col - 40:col + 40, :3].astype(int).sum(axis=-1)
     assert (text < 450).sum() > 20, "the label is drawn"
+
+
+def test_dense_markers_read_once_per_cell_cover_what_every_marker_covers(
+        settings, server, http, tmp_path):
+    """Circles of one size drawn over each other are read once per cell of half their
+    radius: the image covers the same pixels, in every category's colour, as one that
+    reads every point (a filter keeps every point read)."""
+    to_lonlat = pyproj.Transformer.from_crs(3857, 4326, always_xy=True)
+    step = METRES / 2  # two points per pixel each way
+    xy = [(CENTRE[0] + i * step, CENTRE[1] + j * step) for i in range(-60, 60, 3)
+          for j in range(-60, 60, 2)]
+    kinds = ["a" if (k * 7) % 3 else "b" for k in range(len(xy))]
+    frame = gpd.GeoDataFrame(
+        {"pid": [f"d{k}" for k in range(len(xy))], "kind": kinds},
+        geometry=[shapely.Point(*to_lonlat.transform(x, y)) for x, y in xy], crs=4326)
+    path = tmp_path / "dense.geojson"
+    frame.to_file(path)
+    colour = ["match", ["get", "kind"], "a", "#d62728", "#1f77b4"]
+    looks = {}
+    for name, extra in (("lb_dense", {}), ("lb_dense_all", {"filter": ["has", "kind"]})):
+        ingest_vector(path, name, key="pid", settings=settings)
+        looks[name] = [{"id": name, "type": "circle", **extra, "paint": {
+            "circle-radius": 4, "circle-color": colour}}]
+
+    async def styled() -> None:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            for name, style in looks.items():
+                layer = (await fetch_layers(conn, ids=[name]))[0]
+                await store.put(conn, layer, store.checked(layer, style), "test")
+
+    asyncio.run(styled())
+    thinned, every = (imagecodecs.png_decode(_image(http, n)) for n in looks)
+    covered, all_covered = thinned[..., 3] > 0, every[..., 3] > 0
+    assert all_covered.sum() > 3000
+    # The same area, to a pixel or two at its edges.
+    assert (covered ^ all_covered).sum() < 0.05 * all_covered.sum()
+    for rgb in ((0xd6, 0x27, 0x28), (0x1f, 0x77, 0xb4)):
+        assert (np.abs(thinned[..., :3].astype(int) - rgb).sum(axis=-1) < 30).sum() > 100
