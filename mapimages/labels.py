@@ -3,7 +3,8 @@
 A style layer of ``symbol`` type placed at points (text only, no icon) is not given to
 Mapnik when every label of the image is of that kind and drawn after everything else:
 its rows are read here (the same statement as Mapnik's source, so under the same limits,
-with a label point per row: the point, a line's middle, a polygon's point on its surface),
+with a label point per row: the point, a line's middle, a polygon's point on its surface;
+one per cell of ``SPACING`` pixels, as two there could not both be placed),
 its values evaluated per feature at the image's zoom (``mapimages.expr``), the labels laid
 out (wrapped, anchored, offset as MapLibre does), kept apart with their padding, first
 come first placed, and drawn with their halos by Skia. Mapnik's own text path spends most
@@ -55,6 +56,9 @@ FACES = {  # family, then the one that has what it lacks (Chinese)
 TYPES = {0: "Point", 1: "LineString", 2: "Polygon"}
 CELL = 64  # pixels: the grid that finds a label's neighbours
 MOST_LABELS = 20_000  # rows one label layer reads for an image
+# Pixels between the label candidates read: labels of 8 px text and more, padded, whose
+# points are closer both ways always overlap.
+SPACING = 8
 
 
 @dataclass(frozen=True)
@@ -165,13 +169,21 @@ def _query(statement: str, columns: tuple[str, ...], srid: int):
             pieces.append(envelope)
         pieces.append(sql.SQL("%(px)s").join(sql.SQL(b) for b in part.split("!pixel_width!")))
     table = sql.Composed(pieces)
+    cols = [sql.Identifier("q", c) for c in columns]
+    # One candidate per cell of SPACING pixels (two labels there would collide), those
+    # with the fields labels read first: a city's labels are read over all of it.
+    cell = sql.SQL("(%(px)s * {})").format(sql.Literal(SPACING))
+    keys = sql.SQL("floor(ST_X(l.p) / {c}), floor(ST_Y(l.p) / {c})").format(c=cell)
     return sql.SQL(
-        "SELECT ST_X(l.p), ST_Y(l.p), ST_Dimension(q.geom){cols} FROM {table} CROSS JOIN"
+        "SELECT DISTINCT ON ({keys}) ST_X(l.p), ST_Y(l.p), ST_Dimension(q.geom){cols}"
+        " FROM {table} CROSS JOIN"
         " LATERAL (SELECT CASE ST_Dimension(q.geom) WHEN 0 THEN ST_GeometryN(q.geom, 1)"
         " WHEN 1 THEN ST_LineInterpolatePoint(ST_GeometryN(q.geom, 1), 0.5)"
-        " ELSE ST_PointOnSurface(q.geom) END AS p) l LIMIT {most}").format(
-        cols=sql.SQL("").join(sql.SQL(", ") + sql.Identifier("q", c) for c in columns),
-        table=table, most=sql.Literal(MOST_LABELS))
+        " ELSE ST_PointOnSurface(q.geom) END AS p) l WHERE l.p IS NOT NULL"
+        " ORDER BY {keys}{missing} LIMIT {most}").format(
+        keys=keys, cols=sql.SQL("").join(sql.SQL(", ") + c for c in cols), table=table,
+        missing=sql.SQL("").join(sql.SQL(", {} IS NULL").format(c) for c in cols),
+        most=sql.Literal(MOST_LABELS))
 
 
 @functools.cache
