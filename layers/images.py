@@ -4,7 +4,9 @@ An image of a box in a CRS at a resolution reads, through the same limits as til
 features (``layers.restrict``: area, filter, clip, hidden and masked fields), only the
 current rows that touch the box, only the fields its style reads, shapes in the image's CRS
 simplified to half a pixel; points that would fall on one pixel with the same drawn values
-are read once (a second marker on the same pixel changes nothing on the image).
+are read once (a second marker on the same pixel changes nothing on the image), or once
+per cell of half a marker's radius, whatever their values, where markers of one size cover
+each other.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
     parameters are the limits' (``limit_params``).
 
     ``keyed``: the fields whose values change how a point is drawn (its category, its
-    class); points are read once per pixel and such values. None: every point is read."""
+    class); points are read once per pixel and such values. None: every point is read.
+    ``cell`` > 1: points are read once per cell of that many pixels, whatever their values
+    (where every marker covers more than its cell and they are drawn over each other)."""
     t = table_of(layer.id)
     names = columns(layer, r, fields)
     cols = sql.SQL("").join(sql.SQL(", ") + restrict.column(n, r) for n in names)

@@ -99,13 +99,17 @@ def source(db: dict[str, str], layer_id: str, table: str, srid: int,
 
 
 class DrawError(Exception):
-    """Mapnik could not draw: its message, without the connection's password; ``spent``
-    when a read ran out of its statement budget."""
+    """An image could not be drawn: the message, without the connection's password;
+    ``spent`` when a read ran out of its statement budget, ``lost`` when the database
+    could not be reached."""
 
     def __init__(self, message: str) -> None:
         clean = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", message)
         super().__init__(clean[:2000])
         self.spent = "statement timeout" in message
+        self.lost = any(s in message for s in (
+            "could not connect", "connection failed", "server closed the connection",
+            "terminating connection", "Connection refused"))
 
     def __reduce__(self):  # crosses back from the drawing process
         return (DrawError, (str(self),))
@@ -196,7 +200,7 @@ def _draw(xml: str, bbox: tuple[float, float, float, float], width: int, height:
 
 def straight(premultiplied, width: int, height: int) -> np.ndarray:
     """Premultiplied RGBA (bytes or an array, rows top first) as straight alpha, by Skia
-    (a third of Mapnik's ``demultiply``)."""
+    (1.2 to 1.6 times as fast as Mapnik's ``demultiply`` at 1024 x 768)."""
     import skia
 
     info = skia.ImageInfo.Make(width, height, skia.kRGBA_8888_ColorType,

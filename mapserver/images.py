@@ -260,6 +260,8 @@ async def render(request, conn, found: list[Part], view: View, transparent: bool
         if exc.spent:
             raise Unavailable("the image ran out of its time budget and was stopped; draw a "
                               "smaller area or fewer layers, or try again later") from None
+        if exc.lost:
+            raise Unavailable("the database is not reachable; try again later") from None
         raise
 
 
