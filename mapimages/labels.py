@@ -27,18 +27,20 @@ from typing import Any
 
 import numpy as np
 
+from mapimages.compose import DEFAULTS as COMPOSE_DEFAULTS
 from mapimages.compose import Drawn, visible_at
 from mapimages.expr import OPERATORS, Unsupported, constant, evaluate, fold, rgba
 
 log = logging.getLogger(__name__)
 
-# MapLibre's defaults for what a label leaves out (the style specification's).
+# MapLibre's defaults for what a label leaves out (the style specification's): the text's
+# that Mapnik's labels use too (but letter spacing, which these do not draw), and what only
+# these read.
 DEFAULTS: dict[str, Any] = {
-    "text-size": 16, "text-color": "#000000", "text-halo-width": 0,
-    "text-halo-color": "rgba(0,0,0,0)", "text-opacity": 1, "text-max-width": 10,
-    "text-padding": 2, "text-offset": [0, 0], "text-anchor": "center",
-    "text-transform": "none", "text-line-height": 1.2, "text-justify": "center",
-    "text-allow-overlap": False, "text-ignore-placement": False, "text-font": [],
+    **{k: v for k, v in COMPOSE_DEFAULTS.items()
+       if k.startswith("text-") and k != "text-letter-spacing"},
+    "text-line-height": 1.2, "text-justify": "center", "text-allow-overlap": False,
+    "text-ignore-placement": False, "text-font": [],
 }
 # What a label at a point may use; any other property keeps the style layer with Mapnik.
 KNOWN = frozenset(DEFAULTS) | {"text-field", "symbol-placement", "visibility",

@@ -15,6 +15,7 @@ import shapely
 
 from ingest.vector import ingest_vector
 from layers.catalog import fetch_layers
+from mapimages.compose import marker_cell
 from styles import store
 
 SIDE = 256
@@ -139,6 +140,9 @@ def test_dense_markers_read_once_per_cell_cover_what_every_marker_covers(
                 await store.put(conn, layer, store.checked(layer, style), "test")
 
     asyncio.run(styled())
+    # Read once per cell of 2 px (half the radius) without the filter, per pixel with it.
+    assert marker_cell(looks["lb_dense"], 16) == 2.0
+    assert marker_cell(looks["lb_dense_all"], 16) == 1.0
     thinned, every = (imagecodecs.png_decode(_image(http, n)) for n in looks)
     covered, all_covered = thinned[..., 3] > 0, every[..., 3] > 0
     assert all_covered.sum() > 3000
