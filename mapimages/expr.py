@@ -4,7 +4,9 @@ A style's values are expressions of the zoom and of each feature's properties. A
 drawn at one zoom, so the zoom is folded in here, leaving what depends on the feature; that
 part becomes Mapnik rules: ``cases`` splits a value into (condition, constant) pairs, the
 conditions as Mapnik filter expressions, so categories (``match``), classes (``step``) and
-ramps (``interpolate`` on a field) draw as the viewer draws them.
+ramps (``interpolate`` on a field) draw as the viewer draws them. The labels Skia draws
+(``mapimages.labels``) evaluate the rest per feature instead (``evaluate`` with its
+properties).
 """
 
 from __future__ import annotations
