@@ -276,13 +276,13 @@ def execute(settings: Settings, url: str, job: dict[str, Any], worker: str) -> s
     except Exception as exc:  # a bug must not end the worker; the job says it failed
         log.exception("job %s failed", job["id"])
         message = f"failed: {type(exc).__name__}"
+    if job["kind"] == "ingest":  # gone before the job says it ended
+        shutil.rmtree(settings.uploads / job["params"]["dir"], ignore_errors=True)
     run.end(state, message, result)
     counts = {k: result[k] for k in ("inserted", "changed", "unchanged", "closed",
                                      "repaired", "rejected") if result and k in result}
     audit(url, job, state, {"message": message, "seconds": round(time.monotonic() - started,
                                                                   1), **counts})
-    if job["kind"] == "ingest":
-        shutil.rmtree(settings.uploads / job["params"]["dir"], ignore_errors=True)
     log.info("job %s (%s %s): %s: %s", job["id"], job["kind"], job["layer_id"], state,
              message)
     return state
