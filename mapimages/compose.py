@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "text-transform": "none", "line-gap-width": 0, "line-offset": 0,
 }
 MOST_RULES = 256  # rules one style layer may become
+# A source's connection parameters, among its Mapnik datasource parameters.
+DB_KEYS = ("host", "port", "dbname", "user", "password")
 
 
 @dataclass
@@ -255,6 +257,22 @@ def _circle(v: dict[str, Any], icons: Path | None) -> list[ET.Element]:
     return [ET.Element("MarkersSymbolizer", attrs)]
 
 
+def text_parts(value: str) -> list[tuple[str, bool]]:
+    """A constant text with ``{field}`` tokens as its pieces: (text, False) and
+    (field name, True), in order."""
+    out, rest = [], value
+    while "{" in rest and "}" in rest[rest.index("{"):]:
+        i = rest.index("{")
+        j = rest.index("}", i)
+        if i:
+            out.append((rest[:i], False))
+        out.append((rest[i + 1:j], True))
+        rest = rest[j + 1:]
+    if rest:
+        out.append((rest, False))
+    return out
+
+
 def _text_expression(value: Any) -> str | None:
     """A label's text as a Mapnik expression: a field's value or a constant with
     ``{field}`` tokens."""
@@ -266,17 +284,8 @@ def _text_expression(value: Any) -> str | None:
         parts = [p for p in value[1:] if not isinstance(p, dict)]
         return _text_expression(parts[0]) if parts else None
     if isinstance(value, str):
-        out, rest = [], value
-        while "{" in rest and "}" in rest[rest.index("{"):]:
-            i = rest.index("{")
-            j = rest.index("}", i)
-            if i:
-                out.append("'" + rest[:i].replace("'", "\\'") + "'")
-            out.append(f"[{rest[i + 1:j]}]")
-            rest = rest[j + 1:]
-        if rest:
-            out.append("'" + rest.replace("'", "\\'") + "'")
-        return " + ".join(out)
+        return " + ".join(f"[{piece}]" if field else "'" + piece.replace("'", "\\'") + "'"
+                          for piece, field in text_parts(value))
     raise Unsupported(f"the text {value!r}")
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from psycopg.conninfo import conninfo_to_dict
 
 from mapimages import labels
-from mapimages.compose import FONT_DIRS, Drawn, Source, map_xml
+from mapimages.compose import DB_KEYS, FONT_DIRS, Drawn, Source, map_xml
 from mapimages.labels import LabelLayer
 
 # Metres per pixel at MapLibre zoom 0 (a 512 px world) on the equator.
@@ -78,8 +78,7 @@ def srs_of(srid: int) -> str:
 def database_params(url: str) -> dict[str, str]:
     """The connection parameters Mapnik's PostGIS source takes, from OneMap's URL."""
     info = conninfo_to_dict(url)
-    return {k: str(info[k]) for k in ("host", "port", "dbname", "user", "password")
-            if info.get(k)}
+    return {k: str(info[k]) for k in DB_KEYS if info.get(k)}
 
 
 def source(db: dict[str, str], layer_id: str, table: str, srid: int,

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from mapimages.compose import DB_KEYS, Drawn, text_parts, visible_at
 from mapimages.compose import DEFAULTS as COMPOSE_DEFAULTS
-from mapimages.compose import Drawn, visible_at
 from mapimages.expr import OPERATORS, Unsupported, constant, evaluate, fold, rgba
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,7 @@ def split(groups: list[Drawn], zoom: float) -> tuple[list[Drawn], list[LabelLaye
             last = labels[-1]
             labels[-1] = LabelLayer(last.table, last.columns, (*last.entries, e), last.db)
             continue
-        db = tuple((k, v) for k, v in g.source.params.items()
-                   if k in ("host", "port", "dbname", "user", "password"))
+        db = tuple((k, v) for k, v in g.source.params.items() if k in DB_KEYS)
         labels.append(LabelLayer(g.source.params["table"], tuple(g.source.columns), (e,), db))
     rest = [Drawn(g.source, [e for e in g.entries if id(e) not in taken]) for g in groups]
     return [g for g in rest if g.entries], labels
@@ -245,14 +244,8 @@ def _text(value: Any, props: dict[str, Any]) -> str:
     if value is None:
         return ""
     if isinstance(value, str):  # the legacy {field} tokens
-        out, rest = [], value
-        while "{" in rest and "}" in rest[rest.index("{"):]:
-            i = rest.index("{")
-            j = rest.index("}", i)
-            v = props.get(rest[i + 1:j])
-            out += [rest[:i], "" if v is None else _str(v)]
-            rest = rest[j + 1:]
-        return "".join(out) + rest
+        return "".join(("" if props.get(piece) is None else _str(props[piece])) if field
+                       else piece for piece, field in text_parts(value))
     return _str(value)
 
 
@@ -397,7 +390,7 @@ def _label(canvas, placed: _Placed, style: _Style, v: dict[str, Any],
     if b[2] < 0 or b[3] < 0 or b[0] > width or b[1] > height:
         return  # placed in the margin, for its neighbours; not on this image
     fill, halo, halo_w = style.paints(v)
-    ascent, descent = _metrics(face, size, font)
+    ascent, descent = _metrics(font)
     halo_paint, fill_paint = paints
     for i, (ln, lw) in enumerate(zip(lines, widths, strict=True)):
         blob = skia.TextBlob.MakeFromString(ln, font)
@@ -412,12 +405,13 @@ def _label(canvas, placed: _Placed, style: _Style, v: dict[str, Any],
             canvas.drawTextBlob(blob, bx, by, fill_paint)
 
 
-_METRICS: dict[tuple[str, float, int], tuple[float, float]] = {}
+_METRICS: dict[int, tuple[float, float]] = {}
 
 
-def _metrics(face: str, size: float, font) -> tuple[float, float]:
-    """A font's ascent and descent in pixels (above and below the baseline)."""
-    key = (face, size, id(font))
+def _metrics(font) -> tuple[float, float]:
+    """A font's ascent and descent in pixels (above and below the baseline); fonts are
+    kept for good (``_font``), so one is known by its identity."""
+    key = id(font)
     found = _METRICS.get(key)
     if found is None:
         m = font.getMetrics()
