@@ -52,6 +52,7 @@ class Source:
     layer_id: str
     params: dict[str, str]
     columns: tuple[str, ...] = ()  # the fields its rows carry
+    points: bool = False  # its rows are points (or several points)
 
 
 @dataclass

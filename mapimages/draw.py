@@ -27,7 +27,7 @@ import imagecodecs
 import numpy as np
 from psycopg.conninfo import conninfo_to_dict
 
-from mapimages import labels
+from mapimages import labels, marks
 from mapimages.compose import DB_KEYS, FONT_DIRS, Drawn, Source, map_xml
 from mapimages.labels import LabelLayer
 
@@ -82,16 +82,18 @@ def database_params(url: str) -> dict[str, str]:
 
 
 def source(db: dict[str, str], layer_id: str, table: str, srid: int,
-           extent: tuple[float, float, float, float], columns: tuple[str, ...] = ()) -> Source:
+           extent: tuple[float, float, float, float], columns: tuple[str, ...] = (),
+           points: bool = False) -> Source:
     """A Mapnik PostGIS source reading ``table`` (``layers.images.statement``, bound,
-    its rows carrying ``columns``), over ``extent`` (the CRS's area, in its units)."""
+    its rows carrying ``columns``, points if ``points``), over ``extent`` (the CRS's area,
+    in its units)."""
     return Source(layer_id, {
         "type": "postgis", **db, "table": table, "geometry_field": "geom",
         "srid": str(4326 if srid in LONLAT else srid),
         "extent": ",".join(f"{v:.6f}" for v in extent),
         "estimate_extent": "false", "persist_connection": "true", "max_size": "4",
         "connect_timeout": "4",
-    }, columns)
+    }, columns, points)
 
 
 # ---- in a worker process ------------------------------------------------------------
@@ -124,6 +126,9 @@ ENCODINGS = {"jpg": "jpeg90", "webp": "webp:quality=90"}
 PNG_LEVEL = 2
 _MAPS: OrderedDict[str, object] = OrderedDict()  # loaded maps by their XML, newest last
 KEPT_MAPS = 32
+# Maps (by their XML) whose images Mapnik draws for now, though Skia could (``marks``):
+# how many more images it draws.
+_DENSE: dict[str, int] = {}
 
 
 def _start(budget_ms: int) -> None:
@@ -146,11 +151,49 @@ def _start(budget_ms: int) -> None:
 def _draw(xml: str, bbox: tuple[float, float, float, float], width: int, height: int,
           buffer: int = 0, fmt: str | None = None,
           point_labels: tuple[LabelLayer, ...] = (), srid: int = 3857,
-          zoom: float = 0.0) -> bytes:
-    """The image encoded in ``fmt``, or straight-alpha RGBA bytes (rows top first); the
-    map is loaded once per XML (its sources read each image's box through ``!bbox!``),
-    then ``point_labels`` drawn over it. ``buffer`` pixels around the image are drawn too (a
-    tile's labels near its edges)."""
+          zoom: float = 0.0, whole: marks.Whole | None = None) -> bytes:
+    """The image encoded in ``fmt``, or straight-alpha RGBA bytes (rows top first): drawn
+    whole by Skia if ``whole`` says how and it has few rows (``marks``), else by Mapnik
+    (the map loaded once per XML, its sources reading each image's box through
+    ``!bbox!``), then ``point_labels`` drawn over it. ``buffer`` pixels around the image
+    are drawn too (a tile's labels near its edges)."""
+    import psycopg
+
+    lonlat = 4326 if srid in LONLAT else srid
+    premultiplied = None
+    try:
+        if whole is not None and _DENSE.get(xml, 0) == 0:
+            premultiplied = marks.draw(whole, lonlat, bbox, width, height, buffer, zoom)
+            if premultiplied is None:
+                if len(_DENSE) > KEPT_MAPS * 4:
+                    _DENSE.clear()
+                _DENSE[xml] = marks.DENSE_SKIP
+        elif whole is not None:
+            _DENSE[xml] -= 1
+        if premultiplied is None:
+            im = _mapnik(xml, bbox, width, height, buffer)
+            if not point_labels and fmt is not None and fmt != "png":
+                return im.to_string(ENCODINGS[fmt])
+            premultiplied = im.to_string()
+            if point_labels:
+                premultiplied = np.frombuffer(premultiplied, np.uint8).reshape(
+                    height, width, 4).copy()
+                labels.draw(premultiplied, list(point_labels), lonlat, bbox, buffer, zoom)
+    except psycopg.Error as exc:
+        raise DrawError(str(exc)) from None
+    rgba = straight(premultiplied, width, height)
+    if fmt == "png":
+        return png(rgba)
+    if fmt == "jpg":
+        return imagecodecs.jpeg8_encode(np.ascontiguousarray(rgba[..., :3]), level=90)
+    if fmt == "webp":
+        return imagecodecs.webp_encode(rgba, level=90)
+    return rgba.tobytes()
+
+
+def _mapnik(xml: str, bbox: tuple[float, float, float, float], width: int, height: int,
+            buffer: int):
+    """The map of ``xml`` drawn by Mapnik (premultiplied)."""
     import mapnik
 
     m = _MAPS.get(xml)
@@ -174,27 +217,7 @@ def _draw(xml: str, bbox: tuple[float, float, float, float], width: int, height:
         mapnik.render(m, im)
     except RuntimeError as exc:
         raise DrawError(str(exc)) from None
-    premultiplied = im.to_string()
-    if point_labels:
-        import psycopg
-
-        pixels = np.frombuffer(premultiplied, np.uint8).reshape(height, width, 4).copy()
-        try:
-            labels.draw(pixels, list(point_labels), 4326 if srid in LONLAT else srid, bbox,
-                        buffer, zoom)
-        except psycopg.Error as exc:
-            raise DrawError(str(exc)) from None
-        premultiplied = pixels
-    elif fmt is not None and fmt != "png":
-        return im.to_string(ENCODINGS[fmt])
-    rgba = straight(premultiplied, width, height)
-    if fmt == "png":
-        return png(rgba)
-    if fmt == "jpg":
-        return imagecodecs.jpeg8_encode(np.ascontiguousarray(rgba[..., :3]), level=90)
-    if fmt == "webp":
-        return imagecodecs.webp_encode(rgba, level=90)
-    return rgba.tobytes()
+    return im
 
 
 def straight(premultiplied, width: int, height: int) -> np.ndarray:
@@ -239,7 +262,8 @@ class Images:
         self._budget = budget_ms
         self._workers = max(1, workers)
         self._executor: ProcessPoolExecutor | None = None
-        self._made: OrderedDict[tuple, tuple[str, tuple[LabelLayer, ...]]] = OrderedDict()
+        self._made: OrderedDict[tuple, tuple[str, tuple[LabelLayer, ...], marks.Whole | None]
+                                ] = OrderedDict()
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -249,28 +273,29 @@ class Images:
         return self._executor
 
     def source(self, layer_id: str, table: str, srid: int,
-               extent: tuple[float, float, float, float], columns: tuple[str, ...] = ()
-               ) -> Source:
-        return source(self.db, layer_id, table, srid, extent, columns)
+               extent: tuple[float, float, float, float], columns: tuple[str, ...] = (),
+               points: bool = False) -> Source:
+        return source(self.db, layer_id, table, srid, extent, columns, points)
 
     async def draw(self, drawn: list[Drawn], view: View, background: str | None = None,
                    buffer: int = 0, fmt: str | None = None) -> np.ndarray | bytes:
         """The image encoded in ``fmt``, or as straight-alpha RGBA (height, width, 4)."""
         zoom = view.style_zoom
-        xml, point_labels = self._composed(drawn, view.srid, zoom, background)
+        xml, point_labels, whole = self._composed(drawn, view.srid, zoom, background)
         return await self.draw_xml(xml, view.bbox, view.width, view.height, buffer, fmt,
-                                   point_labels, view.srid, zoom)
+                                   point_labels, view.srid, zoom, whole)
 
     def _composed(self, drawn: list[Drawn], srid: int, zoom: float, background: str | None
-                  ) -> tuple[str, tuple[LabelLayer, ...]]:
-        """The Mapnik map and the labels drawn over it, made once for the same sources
-        (statements under the same limits), style layers, zoom and background."""
+                  ) -> tuple[str, tuple[LabelLayer, ...], marks.Whole | None]:
+        """The Mapnik map and the labels drawn over it, and how Skia draws it whole if it
+        can (``marks``), made once for the same sources (statements under the same
+        limits), style layers, zoom and background."""
         key = (repr([(g.source.params, g.entries) for g in drawn]), srid, zoom, background)
         found = self._made.get(key)
         if found is None:
             rest, point_labels = labels.split(drawn, zoom)
             found = (map_xml(rest, srs_of(srid), zoom, self.icons, background),
-                     tuple(point_labels))
+                     tuple(point_labels), marks.plan(drawn, zoom, background))
             self._made[key] = found
             while len(self._made) > KEPT_MAPS * 4:
                 self._made.popitem(last=False)
@@ -281,12 +306,13 @@ class Images:
     async def draw_xml(self, xml: str, bbox: tuple[float, float, float, float], width: int,
                        height: int, buffer: int = 0, fmt: str | None = None,
                        point_labels: tuple[LabelLayer, ...] = (), srid: int = 3857,
-                       zoom: float = 0.0) -> np.ndarray | bytes:
+                       zoom: float = 0.0, whole: marks.Whole | None = None
+                       ) -> np.ndarray | bytes:
         """A Mapnik map given as XML (a legend, a message), drawn the same way, with
-        ``point_labels`` over it."""
+        ``point_labels`` over it (or drawn by Skia as ``whole`` says)."""
         raw = await asyncio.get_running_loop().run_in_executor(
             self._pool(), _draw, xml, bbox, width, height, buffer, fmt, point_labels, srid,
-            zoom)
+            zoom, whole)
         if fmt is not None:
             return raw
         return np.frombuffer(raw, np.uint8).reshape(height, width, 4)

@@ -182,6 +182,32 @@ def _feature(op: str, args: list[Any], props: dict[str, Any]) -> Any:
     return found if op == "has" else not found
 
 
+def fields_read(e: Any) -> frozenset[str] | None:
+    """The feature's fields ``e`` reads (by ``get``, ``has``, ``!has``, ``geometry-type``
+    as ``$type``): its value is the same for features that agree on them. None if it
+    reads the feature otherwise (its id, all its properties)."""
+    if not isinstance(e, list) or not e or not isinstance(e[0], str) or e[0] == "literal":
+        return frozenset()
+    op = e[0]
+    if op == "geometry-type":
+        return frozenset({"$type"})
+    if op in ("get", "has", "!has"):
+        if len(e) != 2 or not isinstance(e[1], str):
+            return None
+        return frozenset({e[1]})
+    if op in _FEATURE:
+        return None
+    out: set[str] = set()
+    for i, x in enumerate(e[1:], 1):
+        if op == "match" and 2 <= i < len(e) - 1 and i % 2 == 0:
+            continue  # a match's labels are values, not expressions
+        found = fields_read(x)
+        if found is None:
+            return None
+        out |= found
+    return frozenset(out)
+
+
 def _compare(op: str, a: Any, b: Any) -> bool:
     if op == "==":
         return a == b

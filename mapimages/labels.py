@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -140,17 +139,41 @@ def _connection(db: tuple[tuple[str, str], ...]):
 def read(layer: LabelLayer, box: tuple[float, float, float, float], srid: int,
          pixel: float) -> list[tuple[float, float, dict[str, Any]]]:
     """The label point and the fields of each row of ``layer`` in ``box``."""
-    conn = _connection(layer.db)
+    return rows(layer.db, _query(layer.table, layer.columns, srid), layer.columns, box,
+                pixel)
+
+
+def rows(db: tuple[tuple[str, str], ...], query, columns: tuple[str, ...],
+         box: tuple[float, float, float, float], pixel: float
+         ) -> list[tuple[float, float, dict[str, Any]]]:
+    """The rows of ``query`` (its point's x and y, its shape's dimension, ``columns``) in
+    ``box``: each as its point and its fields (and its geometry's type as ``$type``)."""
     out = []
-    for x, y, dim, *values in conn.execute(_query(layer.table, layer.columns, srid), {
+    for x, y, dim, *values in _connection(db).execute(query, {
             "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "px": float(pixel)}):
         if x is None:
             continue
         props = {c: float(v) if isinstance(v, Decimal) else v
-                 for c, v in zip(layer.columns, values, strict=True) if v is not None}
+                 for c, v in zip(columns, values, strict=True) if v is not None}
         props["$type"] = TYPES.get(dim, "Polygon")
         out.append((x, y, props))
     return out
+
+
+def bound(statement: str, srid: int):
+    """A source's statement (its Mapnik table, bound already: its literals quoted) with
+    the box and the pixel Mapnik would fill in taken as parameters instead (``x0`` ...
+    ``y1``, ``px``)."""
+    from psycopg import sql
+
+    envelope = sql.SQL("ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {})").format(
+        sql.Literal(int(srid)))
+    pieces: list[sql.Composable] = []
+    for i, part in enumerate(statement.replace("%", "%%").split("!bbox!")):
+        if i:
+            pieces.append(envelope)
+        pieces.append(sql.SQL("%(px)s").join(sql.SQL(b) for b in part.split("!pixel_width!")))
+    return sql.Composed(pieces)
 
 
 @functools.lru_cache(maxsize=256)
@@ -160,16 +183,6 @@ def _query(statement: str, columns: tuple[str, ...], srid: int):
     so the server prepares it once."""
     from psycopg import sql
 
-    # The statement is bound already (its literals quoted): only the box and the pixel
-    # Mapnik would fill in are left, taken here as parameters.
-    envelope = sql.SQL("ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, {})").format(
-        sql.Literal(int(srid)))
-    pieces: list[sql.Composable] = []
-    for i, part in enumerate(statement.replace("%", "%%").split("!bbox!")):
-        if i:
-            pieces.append(envelope)
-        pieces.append(sql.SQL("%(px)s").join(sql.SQL(b) for b in part.split("!pixel_width!")))
-    table = sql.Composed(pieces)
     cols = [sql.Identifier("q", c) for c in columns]
     # One candidate per cell of SPACING pixels (two labels there would collide), those
     # with the fields labels read first: a city's labels are read over all of it.
@@ -182,7 +195,8 @@ def _query(statement: str, columns: tuple[str, ...], srid: int):
         " WHEN 1 THEN ST_LineInterpolatePoint(ST_GeometryN(q.geom, 1), 0.5)"
         " ELSE ST_PointOnSurface(q.geom) END AS p) l WHERE l.p IS NOT NULL"
         " ORDER BY {keys}{missing} LIMIT {most}").format(
-        keys=keys, cols=sql.SQL("").join(sql.SQL(", ") + c for c in cols), table=table,
+        keys=keys, cols=sql.SQL("").join(sql.SQL(", ") + c for c in cols),
+        table=bound(statement, srid),
         missing=sql.SQL("").join(sql.SQL(", {} IS NULL").format(c) for c in cols),
         most=sql.Literal(MOST_LABELS))
 
@@ -209,16 +223,19 @@ def _font(face: str, size: float, fallback: bool):
 
 def _font_for(text: str, face: str, size: float):
     font = _font(face, size, False)
-    if 0 in font.textToGlyphs(text):  # a character Noto Sans lacks: CJK's face has both
+    # A character Noto Sans lacks: CJK's face has both.
+    if not text.isascii() and 0 in font.textToGlyphs(text):
         return _font(face, size, True)
     return font
 
 
-def _wrap(text: str, font, most: float) -> list[str]:
+def _wrap(text: str, font, most: float) -> tuple[list[str], list[float]]:
     """Lines no wider than ``most`` pixels where the text can break (at spaces, and
-    between Chinese characters)."""
-    if "\n" not in text and font.measureText(text) <= most:
-        return [text]
+    between Chinese characters), and their widths."""
+    if "\n" not in text:
+        width = font.measureText(text)
+        if width <= most:
+            return [text], [width]
     out: list[str] = []
     for para in text.split("\n"):
         words = para.split(" ")
@@ -237,7 +254,8 @@ def _wrap(text: str, font, most: float) -> list[str]:
             else:
                 line = trial
         out.append(line)
-    return [ln for ln in out if ln]
+    lines = [ln for ln in out if ln]
+    return lines, [font.measureText(ln) for ln in lines]
 
 
 def _text(value: Any, props: dict[str, Any]) -> str:
@@ -271,14 +289,16 @@ class _Placed:
     def __init__(self) -> None:
         self.cells: dict[tuple[int, int], list[tuple[float, float, float, float]]] = {}
 
-    def _keys(self, b: tuple[float, float, float, float]) -> Iterable[tuple[int, int]]:
-        for i in range(int(b[0] // CELL), int(b[2] // CELL) + 1):
-            for j in range(int(b[1] // CELL), int(b[3] // CELL) + 1):
-                yield i, j
+    def _keys(self, b: tuple[float, float, float, float]) -> list[tuple[int, int]]:
+        i0, i1, j0, j1 = int(b[0] // CELL), int(b[2] // CELL), int(b[1] // CELL), int(b[3] // CELL)
+        if i0 == i1 and j0 == j1:
+            return [(i0, j0)]
+        return [(i, j) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1)]
 
     def free(self, b: tuple[float, float, float, float]) -> bool:
+        cells = self.cells
         for key in self._keys(b):
-            for o in self.cells.get(key, ()):
+            for o in cells.get(key, ()):
                 if b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3]:
                     return False
         return True
@@ -330,30 +350,49 @@ def draw(pixels: np.ndarray, layers: list[LabelLayer], srid: int,
     import skia
 
     height, width = pixels.shape[:2]
-    x0, y0, x1, y1 = bbox
-    sx, sy = width / (x1 - x0), height / (y1 - y0)
-    pixel = 1 / min(sx, sy)
-    grow = buffer * pixel
-    box = (x0 - grow, y0 - grow, x1 + grow, y1 + grow)
+    pixel = pixel_of(bbox, width, height)
+    box = grown(bbox, buffer * pixel)
     canvas = skia.Canvas(pixels, colorType=skia.kRGBA_8888_ColorType,
                          alphaType=skia.kPremul_AlphaType)
+    place(canvas, [(e, rows) for layer in layers
+                   for rows in (read(layer, box, srid, pixel),) for e in layer.entries],
+          bbox, width, height, zoom)
+
+
+def pixel_of(bbox: tuple[float, float, float, float], width: int, height: int) -> float:
+    """One pixel of an image of ``bbox``, in its CRS's units (the larger side's)."""
+    return max((bbox[2] - bbox[0]) / width, (bbox[3] - bbox[1]) / height)
+
+
+def grown(bbox: tuple[float, float, float, float], by: float
+          ) -> tuple[float, float, float, float]:
+    return (bbox[0] - by, bbox[1] - by, bbox[2] + by, bbox[3] + by)
+
+
+def place(canvas, drawn: list[tuple[dict[str, Any], list[tuple[float, float, dict]]]],
+          bbox: tuple[float, float, float, float], width: int, height: int,
+          zoom: float) -> None:
+    """Each label style layer's labels of its rows (label point and fields, in the
+    image's CRS), laid out, kept apart and drawn on ``canvas``, first come first placed."""
+    import skia
+
+    x0, _, _, y1 = bbox
+    sx, sy = width / (bbox[2] - x0), height / (y1 - bbox[1])
     placed = _Placed()
     paints = (skia.Paint(AntiAlias=True, Style=skia.Paint.kStroke_Style,
                          StrokeJoin=skia.Paint.kRound_Join), skia.Paint(AntiAlias=True))
-    for layer in layers:
-        rows = read(layer, box, srid, pixel)
-        for entry in layer.entries:
-            style = _Style(entry, zoom)
-            for x, y, feature in rows:
-                try:
-                    if style.filter is not None and not evaluate(style.filter, zoom, feature):
-                        continue
-                    _label(canvas, placed, style, style.values(feature), feature,
-                           (x - x0) * sx, (y1 - y) * sy, width, height, paints)
-                except (Unsupported, TypeError, ValueError, IndexError, KeyError,
-                        ZeroDivisionError) as exc:
-                    log.warning("a label of %r is not drawn: %s", entry.get("id"), exc)
-                    break
+    for entry, rows in drawn:
+        style = _Style(entry, zoom)
+        for x, y, feature in rows:
+            try:
+                if style.filter is not None and not evaluate(style.filter, zoom, feature):
+                    continue
+                _label(canvas, placed, style, style.values(feature), feature,
+                       (x - x0) * sx, (y1 - y) * sy, width, height, paints)
+            except (Unsupported, TypeError, ValueError, IndexError, KeyError,
+                    ZeroDivisionError) as exc:
+                log.warning("a label of %r is not drawn: %s", entry.get("id"), exc)
+                break
 
 
 def _label(canvas, placed: _Placed, style: _Style, v: dict[str, Any],
@@ -372,8 +411,7 @@ def _label(canvas, placed: _Placed, style: _Style, v: dict[str, Any],
     size = float(v["text-size"])
     face = "bold" if any("Bold" in str(f) for f in v["text-font"] or ()) else "regular"
     font = _font_for(text, face, size)
-    lines = _wrap(text, font, float(v["text-max-width"]) * size)
-    widths = [font.measureText(ln) for ln in lines]
+    lines, widths = _wrap(text, font, float(v["text-max-width"]) * size)
     line_h = float(v["text-line-height"]) * size
     w, h = max(widths), line_h * len(lines)
     ax, ay = ANCHORS.get(str(v["text-anchor"]), (0.5, 0.5))

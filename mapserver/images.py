@@ -236,8 +236,9 @@ def _sources(request, conn, part: Part, n: int, view: View) -> dict[str, Any]:
         every, keyed = _fields(drawn)
         table, columns = _statement(conn, layer, r, every, keyed, view.srid,
                                     marker_cell(drawn, view.style_zoom))
-        out[key] = images.source(key, table, view.srid, image_rows.area_of_use(view.srid),
-                                 columns)
+        out[key] = images.source(
+            key, table, view.srid, image_rows.area_of_use(view.srid), columns,
+            (layer.geometry_type or "").removeprefix("Multi") == "Point")
     return out
 
 

@@ -16,6 +16,7 @@ import shapely
 from ingest.vector import ingest_vector
 from layers.catalog import fetch_layers
 from mapimages.compose import marker_cell
+from mapimages.marks import MOST_MARKS
 from styles import store
 
 SIDE = 256
@@ -143,6 +144,8 @@ def test_dense_markers_read_once_per_cell_cover_what_every_marker_covers(
     # Read once per cell of 2 px (half the radius) without the filter, per pixel with it.
     assert marker_cell(looks["lb_dense"], 16) == 2.0
     assert marker_cell(looks["lb_dense_all"], 16) == 1.0
+    # More points than Skia draws whole (``marks``): Mapnik draws them.
+    assert len(xy) > MOST_MARKS
     thinned, every = (imagecodecs.png_decode(_image(http, n)) for n in looks)
     covered, all_covered = thinned[..., 3] > 0, every[..., 3] > 0
     assert all_covered.sum() > 3000
@@ -150,3 +153,56 @@ def test_dense_markers_read_once_per_cell_cover_what_every_marker_covers(
     assert (covered ^ all_covered).sum() < 0.05 * all_covered.sum()
     for rgb in ((0xd6, 0x27, 0x28), (0x1f, 0x77, 0xb4)):
         assert (np.abs(thinned[..., :3].astype(int) - rgb).sum(axis=-1) < 30).sum() > 100
+
+
+def test_few_points_drawn_whole_agree_with_mapnik(settings, server, http, tmp_path):
+    """A street's few points, circles of a category's colour with a white stroke and their
+    labels, are drawn whole by Skia from one read (``mapimages.marks``): each circle's
+    middle in its category's colour, the stroke around it, nothing past it, its label
+    below; and the same pixels covered, in the same colours, as Mapnik draws them (a
+    circle sort key, which only Mapnik's path takes, sends the twin layer there)."""
+    to_lonlat = pyproj.Transformer.from_crs(3857, 4326, always_xy=True)
+    spots = {"w1": ((-60, -40), "a", "NORTH"), "w2": ((50, -30), "b", "EAST"),
+             "w3": ((-30, 50), "b", "SOUTH"), "w4": ((70, 70), "a", "CORNER")}
+    frame = gpd.GeoDataFrame(
+        {"pid": list(spots), "kind": [k for _, k, _ in spots.values()],
+         "name": [n for _, _, n in spots.values()]},
+        geometry=[shapely.Point(*to_lonlat.transform(CENTRE[0] + dx * METRES,
+                                                     CENTRE[1] - dy * METRES))
+                  for (dx, dy), _, _ in spots.values()], crs=4326)
+    path = tmp_path / "few.geojson"
+    frame.to_file(path)
+    red, blue = (0xd6, 0x27, 0x28), (0x1f, 0x77, 0xb4)
+    circle = {"id": "c", "type": "circle", "paint": {
+        "circle-radius": 6, "circle-color": ["match", ["get", "kind"], "a", "#d62728",
+                                             "#1f77b4"],
+        "circle-stroke-color": "#ffffff", "circle-stroke-width": 2}}
+    looks = {"lb_few": [circle, {**STYLE[0], "filter": ["has", "name"]}],
+             "lb_few_mapnik": [{**circle, "layout": {"circle-sort-key": 1}}, STYLE[0]]}
+    for name in looks:
+        ingest_vector(path, name, key="pid", settings=settings)
+
+    async def styled() -> None:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            for name, style in looks.items():
+                layer = (await fetch_layers(conn, ids=[name]))[0]
+                await store.put(conn, layer, store.checked(layer, style), "test")
+
+    asyncio.run(styled())
+    whole, mapnik = (imagecodecs.png_decode(_image(http, n)) for n in looks)
+    for (dx, dy), kind, _ in spots.values():
+        col, row = _at((dx, dy))
+        assert tuple(whole[row, col]) == (*(red if kind == "a" else blue), 255)
+        # The stroke lies outside the radius (6 to 8 px), nothing past it.
+        assert whole[row, col + 6, :3].min() > 240 and whole[row, col + 6, 3] == 255
+        assert whole[row, col + 10, 3] == 0 and whole[row - 10, col, 3] == 0
+        # The label, anchored below the circle.
+        assert _dark(whole[row + 9:row + 26, col - 30:col + 30]).sum() > 20
+    covered, by_mapnik = whole[..., 3] > 128, mapnik[..., 3] > 128
+    assert by_mapnik.sum() > 400
+    assert (covered ^ by_mapnik).sum() < 0.08 * by_mapnik.sum()
+    for rgb in (red, blue):
+        near = [(np.abs(a[..., :3].astype(int) - rgb).sum(axis=-1) < 30).sum()
+                for a in (whole, mapnik)]
+        assert abs(near[0] - near[1]) <= 0.15 * near[1], near
