@@ -15,6 +15,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import pickle
 import re
 import struct
 import zlib
@@ -129,6 +130,7 @@ KEPT_MAPS = 32
 # Maps (by their XML) whose images Mapnik draws for now, though Skia could (``marks``):
 # how many more images it draws.
 _DENSE: dict[str, int] = {}
+_PLANS: OrderedDict[bytes, tuple] = OrderedDict()  # unpickled plans by their bytes
 
 
 def _start(budget_ms: int) -> None:
@@ -148,17 +150,37 @@ def _start(budget_ms: int) -> None:
             mapnik.register_fonts(d)
 
 
-def _draw(xml: str, bbox: tuple[float, float, float, float], width: int, height: int,
-          buffer: int = 0, fmt: str | None = None,
-          point_labels: tuple[LabelLayer, ...] = (), srid: int = 3857,
-          zoom: float = 0.0, whole: marks.Whole | None = None) -> bytes:
-    """The image encoded in ``fmt``, or straight-alpha RGBA bytes (rows top first): drawn
-    whole by Skia if ``whole`` says how and it has few rows (``marks``), else by Mapnik
-    (the map loaded once per XML, its sources reading each image's box through
-    ``!bbox!``), then ``point_labels`` drawn over it. ``buffer`` pixels around the image
-    are drawn too (a tile's labels near its edges)."""
+def plan_of(xml: str, point_labels: tuple[LabelLayer, ...] = (),
+            whole: marks.Whole | None = None) -> bytes:
+    """What ``_draw`` draws, pickled once: the Mapnik map's XML, the labels drawn over it,
+    how Skia draws it whole (if it can). The server keeps it with the map it composed, so
+    an image sends bytes to its drawing process instead of pickling the map again, and
+    the drawing process unpickles it once (``_PLANS``)."""
+    return pickle.dumps((xml, point_labels, whole), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _plan(blob: bytes) -> tuple[str, tuple[LabelLayer, ...], marks.Whole | None]:
+    found = _PLANS.get(blob)
+    if found is None:
+        found = _PLANS[blob] = pickle.loads(blob)
+        while len(_PLANS) > KEPT_MAPS * 4:
+            _PLANS.popitem(last=False)
+    else:
+        _PLANS.move_to_end(blob)
+    return found
+
+
+def _draw(plan: bytes, bbox: tuple[float, float, float, float], width: int, height: int,
+          buffer: int = 0, fmt: str | None = None, srid: int = 3857,
+          zoom: float = 0.0) -> bytes:
+    """The image of ``plan`` (``plan_of``) encoded in ``fmt``, or straight-alpha RGBA
+    bytes (rows top first): drawn whole by Skia if the plan says how and it has few rows
+    (``marks``), else by Mapnik (the map loaded once per XML, its sources reading each
+    image's box through ``!bbox!``), then its point labels drawn over it. ``buffer``
+    pixels around the image are drawn too (a tile's labels near its edges)."""
     import psycopg
 
+    xml, point_labels, whole = _plan(plan)
     lonlat = 4326 if srid in LONLAT else srid
     premultiplied = None
     try:
@@ -262,8 +284,7 @@ class Images:
         self._budget = budget_ms
         self._workers = max(1, workers)
         self._executor: ProcessPoolExecutor | None = None
-        self._made: OrderedDict[tuple, tuple[str, tuple[LabelLayer, ...], marks.Whole | None]
-                                ] = OrderedDict()
+        self._made: OrderedDict[tuple, bytes] = OrderedDict()  # plans by what they draw
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -281,21 +302,21 @@ class Images:
                    buffer: int = 0, fmt: str | None = None) -> np.ndarray | bytes:
         """The image encoded in ``fmt``, or as straight-alpha RGBA (height, width, 4)."""
         zoom = view.style_zoom
-        xml, point_labels, whole = self._composed(drawn, view.srid, zoom, background)
-        return await self.draw_xml(xml, view.bbox, view.width, view.height, buffer, fmt,
-                                   point_labels, view.srid, zoom, whole)
+        return await self._run(self._composed(drawn, view.srid, zoom, background),
+                               view.bbox, view.width, view.height, buffer, fmt, view.srid,
+                               zoom)
 
     def _composed(self, drawn: list[Drawn], srid: int, zoom: float, background: str | None
-                  ) -> tuple[str, tuple[LabelLayer, ...], marks.Whole | None]:
-        """The Mapnik map and the labels drawn over it, and how Skia draws it whole if it
-        can (``marks``), made once for the same sources (statements under the same
-        limits), style layers, zoom and background."""
+                  ) -> bytes:
+        """The plan of the image (``plan_of``): the Mapnik map and the labels drawn over
+        it, and how Skia draws it whole if it can (``marks``), made once for the same
+        sources (statements under the same limits), style layers, zoom and background."""
         key = (repr([(g.source.params, g.entries) for g in drawn]), srid, zoom, background)
         found = self._made.get(key)
         if found is None:
             rest, point_labels = labels.split(drawn, zoom)
-            found = (map_xml(rest, srs_of(srid), zoom, self.icons, background),
-                     tuple(point_labels), marks.plan(drawn, zoom, background))
+            found = plan_of(map_xml(rest, srs_of(srid), zoom, self.icons, background),
+                            tuple(point_labels), marks.plan(drawn, zoom, background))
             self._made[key] = found
             while len(self._made) > KEPT_MAPS * 4:
                 self._made.popitem(last=False)
@@ -304,15 +325,16 @@ class Images:
         return found
 
     async def draw_xml(self, xml: str, bbox: tuple[float, float, float, float], width: int,
-                       height: int, buffer: int = 0, fmt: str | None = None,
-                       point_labels: tuple[LabelLayer, ...] = (), srid: int = 3857,
-                       zoom: float = 0.0, whole: marks.Whole | None = None
-                       ) -> np.ndarray | bytes:
-        """A Mapnik map given as XML (a legend, a message), drawn the same way, with
-        ``point_labels`` over it (or drawn by Skia as ``whole`` says)."""
+                       height: int) -> np.ndarray:
+        """A Mapnik map given as XML (a legend, a message), drawn the same way, as
+        straight-alpha RGBA."""
+        return await self._run(plan_of(xml), bbox, width, height)
+
+    async def _run(self, plan: bytes, bbox: tuple[float, float, float, float], width: int,
+                   height: int, buffer: int = 0, fmt: str | None = None, srid: int = 3857,
+                   zoom: float = 0.0) -> np.ndarray | bytes:
         raw = await asyncio.get_running_loop().run_in_executor(
-            self._pool(), _draw, xml, bbox, width, height, buffer, fmt, point_labels, srid,
-            zoom, whole)
+            self._pool(), _draw, plan, bbox, width, height, buffer, fmt, srid, zoom)
         if fmt is not None:
             return raw
         return np.frombuffer(raw, np.uint8).reshape(height, width, 4)
