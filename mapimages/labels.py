@@ -124,7 +124,7 @@ def split(groups: list[Drawn], zoom: float) -> tuple[list[Drawn], list[LabelLaye
 _CONNS: dict[tuple, Any] = {}
 
 
-def _connection(db: tuple[tuple[str, str], ...]):
+def connection(db: tuple[tuple[str, str], ...]):
     import psycopg
 
     conn = _CONNS.get(db)
@@ -149,15 +149,20 @@ def rows(db: tuple[tuple[str, str], ...], query, columns: tuple[str, ...],
     """The rows of ``query`` (its point's x and y, its shape's dimension, ``columns``) in
     ``box``: each as its point and its fields (and its geometry's type as ``$type``)."""
     out = []
-    for x, y, dim, *values in _connection(db).execute(query, {
+    for x, y, dim, *values in connection(db).execute(query, {
             "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "px": float(pixel)}):
-        if x is None:
-            continue
-        props = {c: float(v) if isinstance(v, Decimal) else v
-                 for c, v in zip(columns, values, strict=True) if v is not None}
-        props["$type"] = TYPES.get(dim, "Polygon")
-        out.append((x, y, props))
+        if x is not None:
+            out.append((x, y, properties(columns, values, dim)))
     return out
+
+
+def properties(columns: tuple[str, ...], values: list[Any], dim: int) -> dict[str, Any]:
+    """A row's fields as expressions read them, with its geometry's type as ``$type``
+    (from its dimension)."""
+    props = {c: float(v) if isinstance(v, Decimal) else v
+             for c, v in zip(columns, values, strict=True) if v is not None}
+    props["$type"] = TYPES.get(dim, "Polygon")
+    return props
 
 
 def bound(statement: str, srid: int):

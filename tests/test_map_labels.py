@@ -1,5 +1,7 @@
-"""Point labels in map images, against a running OneMap: placed as the style anchors and
-offsets them, kept apart, haloed, Chinese drawn in its own face; in every image format."""
+"""Map images drawn, against a running OneMap: point labels placed as the style anchors and
+offsets them, kept apart, haloed, Chinese drawn in its own face, in every image format;
+dense markers read once per cell; few features drawn whole by Skia as Mapnik draws them;
+translucent colours kept by every path."""
 
 from __future__ import annotations
 
@@ -206,3 +208,41 @@ def test_few_points_drawn_whole_agree_with_mapnik(settings, server, http, tmp_pa
         near = [(np.abs(a[..., :3].astype(int) - rgb).sum(axis=-1) < 30).sum()
                 for a in (whole, mapnik)]
         assert abs(near[0] - near[1]) <= 0.15 * near[1], near
+
+
+def test_translucent_fills_keep_their_colour_however_drawn(settings, server, http, tmp_path):
+    """A fill at 0.85 opacity in a transparent image comes out as its colour with that
+    alpha, drawn whole by Skia, by Mapnik, or by Mapnik with Skia's labels over it (a fill
+    sort key, which only Mapnik's path takes, sends a layer there)."""
+    to_lonlat = pyproj.Transformer.from_crs(3857, 4326, always_xy=True)
+    square = shapely.box(CENTRE[0] - 400, CENTRE[1] - 400, CENTRE[0] + 400, CENTRE[1] + 400)
+    frame = gpd.GeoDataFrame(
+        {"pid": ["s1"], "name": ["SQUARE"]},
+        geometry=[shapely.transform(square, lambda c: np.column_stack(
+            to_lonlat.transform(c[:, 0], c[:, 1])))], crs=4326)
+    path = tmp_path / "square.geojson"
+    frame.to_file(path)
+    fill = {"id": "f", "type": "fill", "paint": {"fill-color": "#e07b91",
+                                                 "fill-opacity": 0.85}}
+    mapnik_fill = {**fill, "layout": {"fill-sort-key": 1}}
+    label = {**STYLE[0], "layout": {**STYLE[0]["layout"], "text-anchor": "center",
+                                    "text-offset": [0, 0]}}
+    looks = {"lb_sq_whole": [fill, label], "lb_sq_mapnik": [mapnik_fill],
+             "lb_sq_labelled": [mapnik_fill, label]}
+    for name in looks:
+        ingest_vector(path, name, key="pid", settings=settings)
+
+    async def styled() -> None:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            for name, style in looks.items():
+                layer = (await fetch_layers(conn, ids=[name]))[0]
+                await store.put(conn, layer, store.checked(layer, style), "test")
+
+    asyncio.run(styled())
+    for name in looks:
+        a = imagecodecs.png_decode(_image(http, name)).astype(int)
+        inside = a[SIDE // 2 + 20, SIDE // 2 + 20]  # inside the square, off its label
+        assert abs(inside[3] - 217) <= 1, (name, inside)
+        assert np.abs(inside[:3] - (0xe0, 0x7b, 0x91)).max() <= 2, (name, inside)
+        assert a[5, 5, 3] == 0, (name, a[5, 5])  # outside the square
