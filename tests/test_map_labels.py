@@ -42,16 +42,23 @@ def labelled(settings, server, tmp_path_factory) -> str:
                              geometry=[shapely.Point(*rows[k]) for k in POINTS], crs=4326)
     path = tmp_path_factory.mktemp("labels") / "named.geojson"
     frame.to_file(path)
-    ingest_vector(path, "lb_points", key="pid", settings=settings)
+    _ingest_styled(settings, path, {"lb_points": STYLE})
+    return "lb_points"
+
+
+def _ingest_styled(settings, path, looks: dict[str, list[dict]]) -> None:
+    """Each layer of ``looks`` ingested from ``path`` and given its style."""
+    for name in looks:
+        ingest_vector(path, name, key="pid", settings=settings)
 
     async def styled() -> None:
         async with await psycopg.AsyncConnection.connect(settings.database_url,
                                                          autocommit=True) as conn:
-            layer = (await fetch_layers(conn, ids=["lb_points"]))[0]
-            await store.put(conn, layer, store.checked(layer, STYLE), "test")
+            for name, style in looks.items():
+                layer = (await fetch_layers(conn, ids=[name]))[0]
+                await store.put(conn, layer, store.checked(layer, style), "test")
 
     asyncio.run(styled())
-    return "lb_points"
 
 
 def _image(http, layer: str, fmt: str = "image/png") -> bytes:
@@ -131,18 +138,9 @@ def test_dense_markers_read_once_per_cell_cover_what_every_marker_covers(
     colour = ["match", ["get", "kind"], "a", "#d62728", "#1f77b4"]
     looks = {}
     for name, extra in (("lb_dense", {}), ("lb_dense_all", {"filter": ["has", "kind"]})):
-        ingest_vector(path, name, key="pid", settings=settings)
         looks[name] = [{"id": name, "type": "circle", **extra, "paint": {
             "circle-radius": 4, "circle-color": colour}}]
-
-    async def styled() -> None:
-        async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                         autocommit=True) as conn:
-            for name, style in looks.items():
-                layer = (await fetch_layers(conn, ids=[name]))[0]
-                await store.put(conn, layer, store.checked(layer, style), "test")
-
-    asyncio.run(styled())
+    _ingest_styled(settings, path, looks)
     # Read once per cell of 2 px (half the radius) without the filter, per pixel with it.
     assert marker_cell(looks["lb_dense"], 16) == 2.0
     assert marker_cell(looks["lb_dense_all"], 16) == 1.0
@@ -181,17 +179,7 @@ def test_few_points_drawn_whole_agree_with_mapnik(settings, server, http, tmp_pa
         "circle-stroke-color": "#ffffff", "circle-stroke-width": 2}}
     looks = {"lb_few": [circle, {**STYLE[0], "filter": ["has", "name"]}],
              "lb_few_mapnik": [{**circle, "layout": {"circle-sort-key": 1}}, STYLE[0]]}
-    for name in looks:
-        ingest_vector(path, name, key="pid", settings=settings)
-
-    async def styled() -> None:
-        async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                         autocommit=True) as conn:
-            for name, style in looks.items():
-                layer = (await fetch_layers(conn, ids=[name]))[0]
-                await store.put(conn, layer, store.checked(layer, style), "test")
-
-    asyncio.run(styled())
+    _ingest_styled(settings, path, looks)
     whole, mapnik = (imagecodecs.png_decode(_image(http, n)) for n in looks)
     for (dx, dy), kind, _ in spots.values():
         col, row = _at((dx, dy))
@@ -229,20 +217,23 @@ def test_translucent_fills_keep_their_colour_however_drawn(settings, server, htt
                                     "text-offset": [0, 0]}}
     looks = {"lb_sq_whole": [fill, label], "lb_sq_mapnik": [mapnik_fill],
              "lb_sq_labelled": [mapnik_fill, label]}
-    for name in looks:
-        ingest_vector(path, name, key="pid", settings=settings)
-
-    async def styled() -> None:
-        async with await psycopg.AsyncConnection.connect(settings.database_url,
-                                                         autocommit=True) as conn:
-            for name, style in looks.items():
-                layer = (await fetch_layers(conn, ids=[name]))[0]
-                await store.put(conn, layer, store.checked(layer, style), "test")
-
-    asyncio.run(styled())
+    _ingest_styled(settings, path, looks)
     for name in looks:
         a = imagecodecs.png_decode(_image(http, name)).astype(int)
         inside = a[SIDE // 2 + 20, SIDE // 2 + 20]  # inside the square, off its label
         assert abs(inside[3] - 217) <= 1, (name, inside)
         assert np.abs(inside[:3] - (0xe0, 0x7b, 0x91)).max() <= 2, (name, inside)
         assert a[5, 5, 3] == 0, (name, a[5, 5])  # outside the square
+    # On an opaque background, the fill is laid over it by every path alike.
+    half = SIDE / 2 * METRES
+    box = ",".join(f"{v:.2f}" for v in (CENTRE[0] - half, CENTRE[1] - half,
+                                        CENTRE[0] + half, CENTRE[1] + half))
+    for name in looks:
+        r = http.get("/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetMap&STYLES=&CRS=EPSG:3857"
+                     f"&LAYERS={name}&BBOX={box}&WIDTH={SIDE}&HEIGHT={SIDE}"
+                     "&FORMAT=image/png&TRANSPARENT=FALSE&BGCOLOR=0x000000")
+        a = imagecodecs.png_decode(r.content).astype(int)
+        inside = a[SIDE // 2 + 20, SIDE // 2 + 20]
+        over_black = np.round(np.array((0xe0, 0x7b, 0x91)) * 0.85)
+        assert inside[3] == 255 and np.abs(inside[:3] - over_black).max() <= 3, (name, inside)
+        assert tuple(a[5, 5]) == (0, 0, 0, 255), (name, a[5, 5])
