@@ -60,6 +60,9 @@ MOST_LABELS = 20_000  # rows one label layer reads for an image
 # Pixels between the label candidates read: labels of 8 px text and more, padded, whose
 # points are closer both ways always overlap.
 SPACING = 8
+# The margin labels are read and placed in, as a multiple of the image's drawing margin:
+# a label near a tile's edge has neighbours a label's width away, and those theirs.
+REACH = 2
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ def _query(statement: str, columns: tuple[str, ...], srid: int):
         " LATERAL (SELECT CASE ST_Dimension(q.geom) WHEN 0 THEN ST_GeometryN(q.geom, 1)"
         " WHEN 1 THEN ST_LineInterpolatePoint(ST_GeometryN(q.geom, 1), 0.5)"
         " ELSE ST_PointOnSurface(q.geom) END AS p) l WHERE l.p IS NOT NULL"
-        " ORDER BY {keys}{missing} LIMIT {most}").format(
+        " ORDER BY {keys}{missing}, ST_X(l.p), ST_Y(l.p) LIMIT {most}").format(
         keys=keys, cols=sql.SQL("").join(sql.SQL(", ") + c for c in cols),
         table=bound(statement, srid),
         missing=sql.SQL("").join(sql.SQL(", {} IS NULL").format(c) for c in cols),
@@ -350,13 +353,13 @@ class _Style:
 def draw(pixels: np.ndarray, layers: list[LabelLayer], srid: int,
          bbox: tuple[float, float, float, float], buffer: int, zoom: float) -> None:
     """The labels drawn onto ``pixels`` (premultiplied RGBA, rows top first, in place);
-    ``buffer`` pixels around the image are read and placed too (a tile's neighbours'
-    labels near its edges are placed alike)."""
+    labels are read and placed ``REACH`` times ``buffer`` pixels around the image too (a
+    tile's neighbours' labels near its edges are placed alike)."""
     import skia
 
     height, width = pixels.shape[:2]
     pixel = pixel_of(bbox, width, height)
-    box = grown(bbox, buffer * pixel)
+    box = grown(bbox, REACH * buffer * pixel)
     canvas = skia.Canvas(pixels, colorType=skia.kRGBA_8888_ColorType,
                          alphaType=skia.kPremul_AlphaType)
     place(canvas, [(e, rows) for layer in layers
@@ -374,6 +377,15 @@ def grown(bbox: tuple[float, float, float, float], by: float
     return (bbox[0] - by, bbox[1] - by, bbox[2] + by, bbox[3] + by)
 
 
+def order(row: tuple[float, float, dict[str, Any]]) -> int:
+    """Where a feature comes among those placed and drawn: by its point's hash, the same
+    in every image that reads it. Tiles on either side of an edge then place the labels
+    in their margins alike, so labels meet across it; a sweep across the map (the
+    order of a scan or of a grid) would carry one label's fate to the next along it,
+    past the margin, where a hash rarely does."""
+    return hash((row[0], row[1]))
+
+
 def place(canvas, drawn: list[tuple[dict[str, Any], list[tuple[float, float, dict]]]],
           bbox: tuple[float, float, float, float], width: int, height: int,
           zoom: float) -> None:
@@ -388,7 +400,9 @@ def place(canvas, drawn: list[tuple[dict[str, Any], list[tuple[float, float, dic
                          StrokeJoin=skia.Paint.kRound_Join), skia.Paint(AntiAlias=True))
     for entry, rows in drawn:
         style = _Style(entry, zoom)
-        for x, y, feature in rows:
+        for x, y, feature in sorted(rows, key=order):
+            if x is None:
+                continue  # a shape without a label point (an empty one)
             try:
                 if style.filter is not None and not evaluate(style.filter, zoom, feature):
                     continue

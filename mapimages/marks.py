@@ -170,7 +170,13 @@ def _read(read: tuple[str, tuple[str, ...], tuple[tuple[str, str], ...], bool], 
         shapes.append(wkb)
     if len(out) > (MOST_MARKS if points else MOST_SHAPES):
         return None
-    return out, (shapely.from_wkb(shapes) if not points and shapes else [None] * len(out))
+    # In the order labels are placed in (``labels.order``), not the scan's: tiles on
+    # either side of an edge draw the shapes in their margins alike too.
+    order = sorted(range(len(out)), key=lambda k: labels.order(out[k]))
+    out = [out[k] for k in order]
+    if points or not shapes:
+        return out, [None] * len(out)
+    return out, list(shapely.from_wkb([shapes[k] for k in order]))
 
 
 class _Paints:
@@ -266,11 +272,12 @@ def _path(shape, x0: float, y1: float, sx: float, sy: float):
 def draw(whole: Whole, srid: int, bbox: tuple[float, float, float, float], width: int,
          height: int, buffer: int, zoom: float) -> np.ndarray | None:
     """The image as premultiplied RGBA (rows top first), or None if a source has more
-    rows in it than are drawn here. ``buffer`` pixels around it are read and placed too."""
+    rows in it than are drawn here. Shapes ``buffer`` pixels around it are drawn too,
+    labels ``labels.REACH`` times that placed."""
     import skia
 
     pixel = labels.pixel_of(bbox, width, height)
-    box = labels.grown(bbox, (max(buffer, whole.reach) + 1) * pixel)
+    box = labels.grown(bbox, (max(labels.REACH * buffer, whole.reach) + 1) * pixel)
     read = []
     for source in whole.reads:
         found = _read(source, srid, box, pixel)

@@ -327,7 +327,7 @@ def _rgb(hex_colour: str) -> tuple[int, int, int]:
     return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
 
 
-IMAGE_FORMAT = "2"  # bump when the same data would draw other pixels
+IMAGE_FORMAT = "3"  # bump when the same data would draw other pixels
 TILE_SIZE = 256
 TILE_BUFFER = 64  # pixels drawn around a tile: labels near its edge are placed once
 IMAGE_GRIDS = (WEB_MERCATOR, CGCS2000)

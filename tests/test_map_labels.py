@@ -237,3 +237,39 @@ def test_translucent_fills_keep_their_colour_however_drawn(settings, server, htt
         over_black = np.round(np.array((0xe0, 0x7b, 0x91)) * 0.85)
         assert inside[3] == 255 and np.abs(inside[:3] - over_black).max() <= 3, (name, inside)
         assert tuple(a[5, 5]) == (0, 0, 0, 255), (name, a[5, 5])
+
+
+def test_labels_meet_across_image_tile_edges(settings, server, http, tmp_path):
+    """Two image tiles side by side place the labels near their common edge alike (both
+    read and place labels in a margin around them, in an order that is the same in
+    both): no label is cut by the edge, drawn on one side and missing on the other."""
+    import mercantile
+
+    z = 17
+    t = mercantile.tile(116.40, 39.91, z)
+    left, right = mercantile.xy_bounds(t.x, t.y, z), mercantile.xy_bounds(t.x + 1, t.y, z)
+    side = left.right - left.left
+    rng = np.random.default_rng(11)
+    xs = rng.uniform(left.left - side / 2, right.right + side / 2, 480)
+    ys = rng.uniform(left.bottom - side / 2, left.top + side / 2, 480)
+    to_lonlat = pyproj.Transformer.from_crs(3857, 4326, always_xy=True)
+    frame = gpd.GeoDataFrame(
+        {"pid": [f"e{k}" for k in range(len(xs))],
+         "name": [f"P{k * 7919 % 10_000_000:07d}" for k in range(len(xs))]},
+        geometry=shapely.points(np.column_stack(to_lonlat.transform(xs, ys))),
+        crs=4326)
+    path = tmp_path / "edge.geojson"
+    frame.to_file(path)
+    _ingest_styled(settings, path, {"lb_edge": [
+        {"id": "c", "type": "circle", "paint": {"circle-radius": 3, "circle-color": "#3182bd"}},
+        {**STYLE[0], "layout": {**STYLE[0]["layout"], "text-size": 11}}]})
+    tiles = []
+    for x in (t.x, t.x + 1):
+        r = http.get(f"/tiles/lb_edge/WebMercatorQuad/{z}/{x}/{t.y}.png")
+        assert r.status_code == 200, r.text[:300]
+        tiles.append(imagecodecs.png_decode(r.content))
+    a, b = tiles[0][:, -1, 3].astype(int), tiles[1][:, 0, 3].astype(int)
+    assert (a > 200).sum() > 20, "labels and circles cross the edge"
+    # A row opaque on one side of the edge and empty on the other: something cut there.
+    cut = ((a > 200) & (b == 0)) | ((b > 200) & (a == 0))
+    assert cut.sum() <= 2, np.flatnonzero(cut)
