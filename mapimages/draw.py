@@ -3,9 +3,11 @@
 Mapnik reads each layer's rows itself, from PostGIS, with the statement
 ``layers.images.statement`` composed under the caller's limits (its parameters bound by
 psycopg into the text), on connections of its own that carry the images' statement
-budget. Mapnik holds the interpreter while it reads and draws, so images are drawn in
-worker processes of their own (``Images``): the server's event loop never waits on a
-drawing, and the machine's cores draw side by side.
+budget; point labels are drawn over its image by Skia (``labels``), and an image of few
+features is drawn by Skia alone from the same statements (``marks``). Mapnik holds the
+interpreter while it reads and draws, so images are drawn in worker processes of their
+own (``Images``): the server's event loop never waits on a drawing, and the machine's
+cores draw side by side.
 """
 
 from __future__ import annotations

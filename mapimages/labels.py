@@ -6,10 +6,11 @@ its rows are read here (the same statement as Mapnik's source, so under the same
 with a label point per row: the point, a line's middle, a polygon's point on its surface;
 one per cell of ``SPACING`` pixels, as two there could not both be placed),
 its values evaluated per feature at the image's zoom (``mapimages.expr``), the labels laid
-out (wrapped, anchored, offset as MapLibre does), kept apart with their padding, first
-come first placed, and drawn with their halos by Skia. Mapnik's own text path spends most
-of a street's image on label halos (it composites each glyph pixel's neighbourhood one
-pixel at a time); Skia strokes the glyphs' outlines, at a fraction of the time.
+out (wrapped, anchored, offset as MapLibre does), kept apart with their padding, placed
+in an order every image shares (``order``), and drawn with their halos by Skia. Mapnik's
+own text path spends most of a street's image on label halos (it composites each glyph
+pixel's neighbourhood one pixel at a time); Skia strokes the glyphs' outlines, at a
+fraction of the time.
 
 Line labels, icons and labels drawn beneath other style layers stay with Mapnik
 (``split``), which places them along lines and against its other symbols.
@@ -390,7 +391,7 @@ def place(canvas, drawn: list[tuple[dict[str, Any], list[tuple[float, float, dic
           bbox: tuple[float, float, float, float], width: int, height: int,
           zoom: float) -> None:
     """Each label style layer's labels of its rows (label point and fields, in the
-    image's CRS), laid out, kept apart and drawn on ``canvas``, first come first placed."""
+    image's CRS), laid out, kept apart and drawn on ``canvas``, placed in ``order``."""
     import skia
 
     x0, _, _, y1 = bbox
