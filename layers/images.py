@@ -77,7 +77,7 @@ def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
     where = sql.SQL("{} AND {}").format(touches, alive(False))
     if limit is not None:
         where = sql.SQL("{} AND {}").format(where, limit)
-    point = (layer.geometry_type or "").removeprefix("Multi") == "Point"
+    point = of_points(layer)
     if point:
         geom = shape
     else:
@@ -93,6 +93,11 @@ def statement(layer: Layer, r: Restriction, fields: set[str], srid: int,
         body = sql.SQL("SELECT DISTINCT ON ({keys}) * FROM ({body}) q").format(
             keys=sql.SQL(", ").join(keys), body=body)
     return sql.SQL("({}) AS q").format(body)
+
+
+def of_points(layer: Layer) -> bool:
+    """Whether a layer's rows are points (or several points each)."""
+    return (layer.geometry_type or "").removeprefix("Multi") == "Point"
 
 
 def columns(layer: Layer, r: Restriction, fields: set[str]) -> list[str]:

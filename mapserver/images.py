@@ -238,7 +238,7 @@ def _sources(request, conn, part: Part, n: int, view: View) -> dict[str, Any]:
                                     marker_cell(drawn, view.style_zoom))
         out[key] = images.source(
             key, table, view.srid, image_rows.area_of_use(view.srid), columns,
-            (layer.geometry_type or "").removeprefix("Multi") == "Point")
+            image_rows.of_points(layer))
     return out
 
 
