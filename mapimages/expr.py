@@ -182,6 +182,27 @@ def _feature(op: str, args: list[Any], props: dict[str, Any]) -> Any:
     return found if op == "has" else not found
 
 
+class PerFeature:
+    """A style layer's values at one zoom (folded): those that depend on the feature
+    apart (``dynamic``) from those that do not (``fixed``), and ``at`` a feature all of
+    them; ``reads``: the fields the dynamic ones read (features that agree on them get
+    the same values), None if they read the feature otherwise."""
+
+    def __init__(self, values: dict[str, Any], zoom: float) -> None:
+        self.zoom = zoom
+        self.dynamic = {k: v for k, v in values.items() if isinstance(v, list) and v
+                        and isinstance(v[0], str) and v[0] in OPERATORS}
+        self.fixed = {k: v for k, v in values.items() if k not in self.dynamic}
+        read = [fields_read(v) for v in self.dynamic.values()]
+        self.reads = None if None in read else tuple(sorted(set().union(*read)))
+
+    def at(self, feature: dict[str, Any]) -> dict[str, Any]:
+        if not self.dynamic:
+            return self.fixed
+        return {**self.fixed, **{k: evaluate(v, self.zoom, feature)
+                                 for k, v in self.dynamic.items()}}
+
+
 def fields_read(e: Any) -> frozenset[str] | None:
     """The feature's fields ``e`` reads (by ``get``, ``has``, ``!has``, ``geometry-type``
     as ``$type``): its value is the same for features that agree on them. None if it

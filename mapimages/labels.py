@@ -29,7 +29,7 @@ import numpy as np
 
 from mapimages.compose import DB_KEYS, Drawn, text_parts, visible_at
 from mapimages.compose import DEFAULTS as COMPOSE_DEFAULTS
-from mapimages.expr import OPERATORS, Unsupported, constant, evaluate, fold, rgba
+from mapimages.expr import PerFeature, Unsupported, constant, evaluate, fold, rgba
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,6 @@ def is_point_label(entry: dict[str, Any], zoom: float) -> bool:
     if set(props) - KNOWN or props.get("text-field") in (None, ""):
         return False
     return props.get("symbol-placement", "point") == "point"
-
-
-def _feature_dependent(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and isinstance(v[0], str) and v[0] in OPERATORS
 
 
 def split(groups: list[Drawn], zoom: float) -> tuple[list[Drawn], list[LabelLayer]]:
@@ -322,18 +318,9 @@ class _Style:
     depends on the feature evaluated per feature."""
 
     def __init__(self, entry: dict[str, Any], zoom: float) -> None:
-        self.zoom = zoom
         self.filter = entry.get("filter")
-        values = {**DEFAULTS, **_folded(entry, zoom)}
-        self.dynamic = {k: v for k, v in values.items() if _feature_dependent(v)}
-        self.fixed = {k: v for k, v in values.items() if k not in self.dynamic}
+        self.values = PerFeature({**DEFAULTS, **_folded(entry, zoom)}, zoom).at
         self._paints: dict[tuple, tuple] = {}
-
-    def values(self, feature: dict[str, Any]) -> dict[str, Any]:
-        if not self.dynamic:
-            return self.fixed
-        return {**self.fixed, **{k: evaluate(v, self.zoom, feature)
-                                 for k, v in self.dynamic.items()}}
 
     def paints(self, v: dict[str, Any]) -> tuple[Any, Any, float]:
         """The fill's and the halo's colours (None: not drawn) and the halo's width."""

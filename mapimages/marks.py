@@ -29,7 +29,7 @@ import numpy as np
 from mapimages import labels
 from mapimages.compose import DB_KEYS, Drawn, visible_at
 from mapimages.compose import DEFAULTS as COMPOSE_DEFAULTS
-from mapimages.expr import Unsupported, constant, evaluate, fields_read, fold, rgba
+from mapimages.expr import PerFeature, Unsupported, constant, evaluate, fold, rgba
 
 log = logging.getLogger(__name__)
 
@@ -185,32 +185,22 @@ class _Paints:
 
     def __init__(self, entry: dict[str, Any], zoom: float) -> None:
         self.kind = entry["type"]
-        self.zoom = zoom
         self.filter = entry.get("filter")
-        values = _values(entry, zoom)
-        self.dynamic = {k: v for k, v in values.items()
-                        if isinstance(v, list) and v and isinstance(v[0], str)}
-        self.fixed = {k: v for k, v in values.items() if k not in self.dynamic}
-        read = [fields_read(v) for v in self.dynamic.values()]
-        # The fields its values read (a category's): features that agree on them are
-        # painted alike. None: each feature's values are evaluated.
-        self.reads = None if None in read else tuple(sorted(set().union(*read)))
+        self.values = PerFeature(_values(entry, zoom), zoom)
         self._made: dict[tuple, tuple[Any, Any, float]] = {}
 
     def of(self, feature: dict[str, Any]) -> tuple[Any, Any, float]:
         """The fill's and the stroke's paints (None: not drawn), and a circle's radius
-        they are drawn at."""
-        if self.reads is not None:
-            key = tuple(feature.get(f) for f in self.reads)
-            found = self._made.get(key)
-            if found is None:
-                found = self._made[key] = self._paints(self._evaluated(feature))
-            return found
-        return self._paints(self._evaluated(feature))
-
-    def _evaluated(self, feature: dict[str, Any]) -> dict[str, Any]:
-        return {**self.fixed, **{k: evaluate(v, self.zoom, feature)
-                                 for k, v in self.dynamic.items()}}
+        they are drawn at: made once for features that agree on the fields the values
+        read (a category)."""
+        reads = self.values.reads
+        if reads is None:
+            return self._paints(self.values.at(feature))
+        key = tuple(feature.get(f) for f in reads)
+        found = self._made.get(key)
+        if found is None:
+            found = self._made[key] = self._paints(self.values.at(feature))
+        return found
 
     def _paints(self, v: dict[str, Any]) -> tuple[Any, Any, float]:
         import skia
