@@ -136,7 +136,7 @@ def map_xml(drawn: list[Drawn], srs: str, zoom: float, icons: Path | None,
             if not rules:
                 continue
             name = f"s{n}_{k}"
-            style = ET.SubElement(root, "Style", {"name": name})
+            style = ET.SubElement(root, "Style", {"name": name, "filter-mode": "first"})
             style.extend(rules)
             names.append(name)
         if not names:
@@ -152,34 +152,49 @@ def map_xml(drawn: list[Drawn], srs: str, zoom: float, icons: Path | None,
     return ET.tostring(root, encoding="unicode")
 
 
-def _rules(entry: dict[str, Any], zoom: float, icons: Path | None) -> Iterable[ET.Element]:
+def _rules(entry: dict[str, Any], zoom: float, icons: Path | None) -> list[ET.Element]:
+    """A style layer's Mapnik rules, one per combination of the cases of its values
+    (``expr.cases``). The cases of a value are exclusive and cover every feature, and so
+    are their combinations: the style stops at a feature's first matching rule
+    (``filter-mode="first"``, set by ``map_xml``), and where every combination has its
+    rule, the last, which a feature reaches only when no other matched, tests only the
+    layer's filter. A categorized style's default class is then no test at all, where it
+    was the negation of every other class, evaluated for each feature."""
     kind = entry.get("type")
     if kind not in _SYMBOLIZERS:
-        return
+        return []
     base = condition(entry["filter"], zoom) if "filter" in entry else None
     if base == "false":
-        return
+        return []
     props = {**(entry.get("layout") or {}), **(entry.get("paint") or {})}
     wanted = _SYMBOLIZERS[kind][0]
     split = {p: cases(constant(props.get(p, DEFAULTS.get(p))), zoom) for p in wanted
              if p in props or p in DEFAULTS}
     names = list(split)
-    combos = itertools.product(*(split[p] for p in names))
-    made = 0
-    for combo in combos:
-        made += 1
+    out: list[tuple[ET.Element, list[str | None]]] = []
+    every = True  # whether each combination draws something
+    for made, combo in enumerate(itertools.product(*(split[p] for p in names)), 1):
         if made > MOST_RULES:
             raise Unsupported(f"more than {MOST_RULES} rules")
-        conds = [base] + [c for c, _ in combo]
         values = {p: v for p, (_, v) in zip(names, combo, strict=True)}
+        symbolizers = _SYMBOLIZERS[kind][1](values, icons)
+        if not symbolizers:  # Mapnik skips a rule without symbolizers: none is made
+            every = False
+            continue
         rule = ET.Element("Rule")
+        rule.extend(symbolizers)
+        out.append((rule, [base] + [c for c, _ in combo]))
+    if out and every:
+        # Reached only by the features that no other rule took: those of its own
+        # combination, since every other one has its rule.
+        out[-1] = (out[-1][0], [base])
+    for rule, conds in out:
         test = " and ".join(f"({c})" for c in conds if c)
         if test:
-            ET.SubElement(rule, "Filter").text = test
-        symbolizers = _SYMBOLIZERS[kind][1](values, icons)
-        if symbolizers:
-            rule.extend(symbolizers)
-            yield rule
+            filt = ET.Element("Filter")
+            filt.text = test
+            rule.insert(0, filt)
+    return [rule for rule, _ in out]
 
 
 def mapnik_colour(v: Any) -> tuple[str, float]:

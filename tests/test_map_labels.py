@@ -273,3 +273,47 @@ def test_labels_meet_across_image_tile_edges(settings, server, http, tmp_path):
     # A row opaque on one side of the edge and empty on the other: something cut there.
     cut = ((a > 200) & (b == 0)) | ((b > 200) & (a == 0))
     assert cut.sum() <= 2, np.flatnonzero(cut)
+
+
+def test_each_feature_is_drawn_by_its_own_class_alone(settings, server, http, tmp_path):
+    """A categorized fill and outline (``match``) with a class drawn as nothing (a
+    transparent fill, a line of no width), a default class and the style layer's filter:
+    each square comes out in its class's colour, the class of nothing as nothing (not as
+    the default), the filtered one not at all — by Mapnik's rules (the first that matches
+    draws, the last tests only the filter) and, for the fill, by Skia."""
+    to_lonlat = pyproj.Transformer.from_crs(3857, 4326, always_xy=True)
+    spots = {"q1": ((-60, -60), "a"), "q2": ((60, -60), "none"), "q3": ((-60, 60), "other"),
+             "q4": ((60, 60), "hidden")}
+    frame = gpd.GeoDataFrame(
+        {"pid": list(spots), "kind": [k for _, k in spots.values()]},
+        geometry=[shapely.transform(shapely.box(
+            CENTRE[0] + dx * METRES - 200, CENTRE[1] - dy * METRES - 200,
+            CENTRE[0] + dx * METRES + 200, CENTRE[1] - dy * METRES + 200),
+            lambda c: np.column_stack(to_lonlat.transform(c[:, 0], c[:, 1])))
+            for (dx, dy), _ in spots.values()], crs=4326)
+    path = tmp_path / "classes.geojson"
+    frame.to_file(path)
+    shown = ["!=", ["get", "kind"], "hidden"]
+    fill = {"id": "f", "type": "fill", "filter": shown,
+            "paint": {"fill-color": ["match", ["get", "kind"], "a", "#d62728",
+                                     "none", "rgba(0,0,0,0)", "#1f77b4"]}}
+    line = {"id": "l", "type": "line", "filter": shown, "paint": {
+        "line-color": "#000000", "line-width": ["match", ["get", "kind"], "none", 0, 4]}}
+    looks = {"lb_cls_whole": [fill], "lb_cls_mapnik": [{**fill, "layout": {
+        "fill-sort-key": 1}}], "lb_cls_lined": [fill, line]}
+    _ingest_styled(settings, path, looks)
+    want = {"a": (0xd6, 0x27, 0x28, 255), "none": (0, 0, 0, 0),
+            "other": (0x1f, 0x77, 0xb4, 255), "hidden": (0, 0, 0, 0)}
+    for name in looks:
+        a = imagecodecs.png_decode(_image(http, name))
+        for offset, kind in spots.values():
+            col, row = _at(offset)
+            got = tuple(int(v) for v in a[row, col])
+            assert got[3] == want[kind][3] and (got[3] == 0 or got == want[kind]), (
+                name, kind, got)
+            if name == "lb_cls_lined":  # on the square's edge: its outline, or nothing
+                edge = tuple(int(v) for v in a[row, col + 20])
+                if kind in ("none", "hidden"):
+                    assert edge[3] == 0, (kind, edge)
+                else:
+                    assert edge == (0, 0, 0, 255), (kind, edge)
