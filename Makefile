@@ -179,11 +179,13 @@ bench-emap: setup $(BENCH_STAMP)
 	bash scripts/system-packages.sh wrk
 	$(BIN)/python bench/emap_tiles.py
 
-# No peer runs this lookup; the goal is absolute (p99 under 50 ms at 500 m).
+# GetMap against MapServer (Debian's cgi-mapserver under lighttpd), side by side; the
+# image tiles from OneMap's cache and through nginx's (docker/nginx.conf).
 bench-images: setup $(BENCH_STAMP)
-	bash scripts/system-packages.sh wrk cgi-mapserver lighttpd
+	bash scripts/system-packages.sh wrk cgi-mapserver lighttpd nginx
 	$(BIN)/python bench/map_images.py
 
+# No peer runs this lookup; the goal is absolute (p99 under 50 ms at 500 m).
 bench-registry: setup
 	$(BIN)/python bench/registry.py
 

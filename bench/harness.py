@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -50,6 +51,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def nginx(upstreams: list[str], cache: bool) -> tuple[subprocess.Popen, str, Path]:
+    """nginx from the system's packages in front of ``upstreams`` ("host:port"), as
+    shipped (``docker/nginx.conf``), its shared cache on or off: its process, its URL and
+    its folder (``stop_nginx``)."""
+    run = Path(tempfile.mkdtemp(prefix="onemap-bench-nginx-"))
+    (run / "cache").mkdir()
+    for d in (run, run / "cache"):
+        d.chmod(0o777)
+    port = free_port()
+    text = (ROOT / "docker" / "nginx.conf").read_text()
+    text = (text.replace("ONEMAP_UPSTREAMS", " ".join(f"server {u};" for u in upstreams))
+            .replace("ONEMAP_CACHE_DIR", str(run / "cache")).replace("ONEMAP_RUN_DIR", str(run))
+            .replace("ONEMAP_LISTEN", f"127.0.0.1:{port}"))
+    if not cache:
+        text = text.replace("proxy_cache onemap;", "proxy_cache off;")
+    (run / "nginx.conf").write_text(text)
+    proc = subprocess.Popen(["nginx", "-c", str(run / "nginx.conf"), "-p", str(run),
+                             "-e", str(run / "err"), "-g", "daemon off;"],
+                            stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc, f"http://127.0.0.1:{port}", run
+
+
+def stop_nginx(front: tuple[subprocess.Popen, str, Path]) -> None:
+    proc, _, run = front
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(run, ignore_errors=True)
 
 
 @dataclass

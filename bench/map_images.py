@@ -11,7 +11,8 @@ request of a case is another box (shifted over the city), so neither serves a re
 OneMap runs 2 server processes (each drawing in its 2 image processes), MapServer 8
 FastCGI processes; wrk keeps 8 requests in flight (2, for three times as long, at the
 city's scale, where one image takes seconds). Image tiles: the z12 to z15 cells
-over the centre, cached after a first pass. Usage:
+over the centre, cached after a first pass, from OneMap itself and through nginx's shared
+cache in front of it (as deployed, ``docker/nginx.conf``: version-pinned URLs). Usage:
 
     make bench-images      # or: .venv/bin/python bench/map_images.py [--rounds 3]
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +31,17 @@ import httpx
 import mercantile
 import numpy as np
 from dataset import BBOX, dataset
-from harness import ROOT, Server, bench_args, few, summarize_wrk, write_figures, wrk
+from harness import (
+    ROOT,
+    Server,
+    bench_args,
+    few,
+    nginx,
+    stop_nginx,
+    summarize_wrk,
+    write_figures,
+    wrk,
+)
 from pyproj import Transformer
 from umn_mapserver import MapServer, available, wms_mapfile
 
@@ -121,8 +133,9 @@ def set_styles(url: str) -> None:
 
 def main() -> None:
     args = bench_args(__doc__, "map_images.json")
-    if not available():
-        raise SystemExit("MapServer (cgi-mapserver) and lighttpd are needed: make bench-images")
+    if not available() or shutil.which("nginx") is None:
+        raise SystemExit("MapServer (cgi-mapserver), lighttpd and nginx are needed: "
+                         "make bench-images")
     rng = np.random.default_rng(7)
     results: dict = {}
     with dataset(args.workdir, args.port) as (url, _):
@@ -176,6 +189,30 @@ def main() -> None:
             results["image tiles, cached"] = {"onemap": cached, "tiles": len(tiles)}
             print(f"image tiles, cached ({len(tiles)}): {cached['rps']:.1f}/s "
                   f"p50 {cached['p50_ms']:.1f} ms", flush=True)
+            # As deployed: nginx's shared cache in front (docker/nginx.conf), which keeps
+            # the version-pinned URLs that the capabilities and TileJSON give.
+            pinned = []
+            for p in tiles:
+                r = httpx.get(onemap.url + p, timeout=60)
+                pinned.append(f"{p}?v={r.headers['etag'].strip(chr(34))}")
+            front = nginx([onemap.url.removeprefix("http://")], cache=True)
+            try:
+                wrk(front[1], pinned, CONCURRENCY, max(args.seconds, 4))  # fills it
+                with httpx.Client(timeout=60) as plain:
+                    plain.headers.pop("accept-encoding", None)  # as wrk asks
+                    hits = sum(plain.get(front[1] + p).headers.get("x-cache-status") == "HIT"
+                               for p in pinned[:50])
+                shared = summarize_wrk([wrk(front[1], pinned, CONCURRENCY, args.seconds)
+                                        for _ in range(args.rounds)], [0])
+            finally:
+                stop_nginx(front)
+            best = max(row["mapserver"]["rps"] for k, row in results.items() if "ratio" in row)
+            results["image tiles, nginx cache"] = {
+                "onemap": shared, "tiles": len(pinned), "warm_hits": [hits, 50],
+                "over_mapserver_best": round(shared["rps"] / max(best, 1e-9), 1)}
+            print(f"image tiles through nginx's cache ({hits} of 50 hits): "
+                  f"{shared['rps']:.1f}/s p50 {shared['p50_ms']:.1f} ms, "
+                  f"x{shared['rps'] / max(best, 1e-9):.1f} MapServer's best", flush=True)
         finally:
             onemap.stop()
             ms.stop()

@@ -12,38 +12,14 @@ from __future__ import annotations
 
 import random
 import shutil
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 
 import httpx
 from dataset import dataset
-from harness import ROOT, Server, bench_args, free_port, summarize_wrk, write_figures, wrk
+from harness import Server, bench_args, nginx, stop_nginx, summarize_wrk, write_figures, wrk
 from vector_tiles import tile_lists
 
 CONCURRENCY = 16
 WORKERS = 2  # each node's processes
-
-
-def nginx(upstreams: list[str], cache: bool) -> tuple[subprocess.Popen, str, Path]:
-    run = Path(tempfile.mkdtemp(prefix="onemap-bench-nginx-"))
-    (run / "cache").mkdir()
-    for d in (run, run / "cache"):
-        d.chmod(0o777)
-    port = free_port()
-    text = (ROOT / "docker" / "nginx.conf").read_text()
-    text = (text.replace("ONEMAP_UPSTREAMS", " ".join(f"server {u};" for u in upstreams))
-            .replace("ONEMAP_CACHE_DIR", str(run / "cache")).replace("ONEMAP_RUN_DIR", str(run))
-            .replace("ONEMAP_LISTEN", f"127.0.0.1:{port}"))
-    if not cache:
-        text = text.replace("proxy_cache onemap;", "proxy_cache off;")
-    (run / "nginx.conf").write_text(text)
-    proc = subprocess.Popen(["nginx", "-c", str(run / "nginx.conf"), "-p", str(run),
-                             "-e", str(run / "err"), "-g", "daemon off;"],
-                            stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    return proc, f"http://127.0.0.1:{port}", run
 
 
 def main() -> None:
@@ -97,10 +73,8 @@ def main() -> None:
                                           / direct, 2)}
             print(results["ratios"], flush=True)
         finally:
-            for proc, _, run in fronts:
-                proc.terminate()
-                proc.wait(timeout=10)
-                shutil.rmtree(run, ignore_errors=True)
+            for front in fronts:
+                stop_nginx(front)
             one.stop()
             two.stop()
     write_figures(args.out, {"scaling": results, "rounds": args.rounds,
