@@ -151,7 +151,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 # put the shipped nginx cache in front of two nodes, run OneMap behind pgbouncer, and run every benchmark once at a
 # thousandth of its size (wrk and the peers).
 test: setup $(BENCH_STAMP) $(GLTF_VALIDATOR) $(CESIUM)
-	bash scripts/system-packages.sh chromium wrk python3-qgis cgi-mapserver lighttpd nginx pgbouncer
+	bash scripts/system-packages.sh chromium wrk python3-qgis cgi-mapserver qgis-server lighttpd nginx pgbouncer
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
@@ -179,10 +179,11 @@ bench-emap: setup $(BENCH_STAMP)
 	bash scripts/system-packages.sh wrk
 	$(BIN)/python bench/emap_tiles.py
 
-# GetMap against MapServer (Debian's cgi-mapserver under lighttpd), side by side; the
-# image tiles from OneMap's cache and through nginx's (docker/nginx.conf).
+# GetMap against MapServer and QGIS Server (Debian's cgi-mapserver and qgis-server under
+# lighttpd), side by side; the image tiles from OneMap's cache and through nginx's
+# (docker/nginx.conf).
 bench-images: setup $(BENCH_STAMP)
-	bash scripts/system-packages.sh wrk cgi-mapserver lighttpd nginx
+	bash scripts/system-packages.sh wrk cgi-mapserver qgis-server python3-qgis lighttpd nginx
 	$(BIN)/python bench/map_images.py
 
 # No peer runs this lookup; the goal is absolute (p99 under 50 ms at 500 m).

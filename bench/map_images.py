@@ -1,18 +1,20 @@
 """Map images: WMS GetMap of the 1M-point and 100k-polygon layers, categorized and labelled,
 at city, district and street scales, 256 x 256 and 1024 x 768, OneMap against MapServer 8
-(the system's ``mapserv`` under lighttpd's FastCGI) on the same PostGIS tables, side by
-side in one run; and OneMap's image tiles from its cache.
+(the system's ``mapserv`` under lighttpd's FastCGI) and QGIS Server 3 (``qgis-server``,
+the same way, over a project PyQGIS makes: ``qgis_project.py``) on the same PostGIS
+tables, side by side in one run; and OneMap's image tiles from its cache.
 
-Both draw the same style: points as circles coloured by ``kind`` (6 classes), polygons
+All draw the same style: points as circles coloured by ``kind`` (6 classes), polygons
 filled by ``landuse`` (5 classes) with an outline, labels from ``code`` with a halo, kept
 apart, from a street's scale up (``LABEL_ZOOM``; labelling every feature of a city is
-minutes of collisions for MapServer); both read the current rows in Web Mercator. Every
-request of a case is another box (shifted over the city), so neither serves a repeat.
-OneMap runs 2 server processes (each drawing in its 2 image processes), MapServer 8
-FastCGI processes; wrk keeps 8 requests in flight (2, for three times as long, at the
-city's scale, where one image takes seconds). Image tiles: the z12 to z15 cells
-over the centre, cached after a first pass, from OneMap itself and through nginx's shared
-cache in front of it (as deployed, ``docker/nginx.conf``: version-pinned URLs). Usage:
+minutes of collisions for MapServer); all read the current rows in Web Mercator. Every
+request of a case is another box (shifted over the city), so none serves a repeat.
+OneMap runs 2 server processes (each drawing in its 2 image processes), MapServer and
+QGIS Server 8 FastCGI processes each; wrk keeps 8 requests in flight (2, for three times
+as long, at the city's scale, where one image takes seconds). Image tiles: the z12 to
+z15 cells over the centre, cached after a first pass, from OneMap itself and through
+nginx's shared cache in front of it (as deployed, ``docker/nginx.conf``: version-pinned
+URLs). Usage:
 
     make bench-images      # or: .venv/bin/python bench/map_images.py [--rounds 3]
 """
@@ -43,6 +45,8 @@ from harness import (
     wrk,
 )
 from pyproj import Transformer
+from qgis_server import QgisServer
+from qgis_server import available as qgis_available
 from umn_mapserver import MapServer, available, wms_mapfile
 
 CONCURRENCY = 8
@@ -146,9 +150,19 @@ def main() -> None:
         ms = MapServer("mapserver", url, {}, processes=CONCURRENCY)
         ms.text = wms_mapfile(url, LAYERS, f"{ms.url}/mapserv?map=bench&")
         peers = {"onemap": (onemap, "/wms?"), "mapserver": (ms, "/mapserv?map=bench&")}
+        # QGIS Server where it installs; DPI=72 puts its scale where MapServer's is (the
+        # labels' scale), its sizes being in pixels.
+        qgis = QgisServer("qgis", url, LAYERS, LABEL_SCALE, processes=CONCURRENCY) \
+            if qgis_available() else None
+        if qgis is not None:
+            peers["qgis"] = (qgis, "/qgis?DPI=72&")
+        else:
+            print("QGIS Server (qgis-server) is not installed: not run", flush=True)
         try:
             onemap.start("/healthz")
             ms.start("/mapserv?map=bench&SERVICE=WMS&REQUEST=GetCapabilities")
+            if qgis is not None:
+                qgis.start("/qgis?SERVICE=WMS&REQUEST=GetCapabilities")
             for table in LAYERS:
                 for scale in few(SCALES):
                     for size_name, size in few(SIZES.items()):
@@ -170,16 +184,22 @@ def main() -> None:
                                       if scale == "city" else (CONCURRENCY, args.seconds))
                         runs: dict[str, list[dict]] = {n: [] for n in peers}
                         for i in range(args.rounds):
-                            for n in list(peers)[i % 2:] + list(peers)[:i % 2]:
+                            k = i % len(peers)
+                            for n in list(peers)[k:] + list(peers)[:k]:
                                 runs[n].append(wrk(peers[n][0].url, paths[n], conc, secs))
                         row = {n: summarize_wrk(rs, sizes[n]) for n, rs in runs.items()}
                         row["ratio"] = round(row["onemap"]["rps"]
                                              / max(row["mapserver"]["rps"], 1e-9), 2)
+                        if "qgis" in row:  # none when it drew no image in the time
+                            row["ratio_qgis"] = round(row["onemap"]["rps"] / row["qgis"][
+                                "rps"], 2) if row["qgis"]["rps"] else None
                         results[case] = row
                         print(f"{case:34} " + " | ".join(
                             f"{n} {v['rps']:6.1f}/s p50 {v['p50_ms']:7.1f} ms"
-                            for n, v in row.items() if n != "ratio")
-                            + f" | x{row['ratio']}", flush=True)
+                            for n, v in row.items() if n in peers)
+                            + f" | x{row['ratio']}"
+                            + (f" (x{row['ratio_qgis']} QGIS)" if "qgis" in row else ""),
+                            flush=True)
             tiles = [f"/tiles/{t}/WebMercatorQuad/{c.z}/{c.x}/{c.y}.png" for t in LAYERS
                      for z in TILE_ZOOMS
                      for c in mercantile.tiles(116.3, 39.85, 116.5, 40.0, zooms=[z])][:400]
@@ -216,6 +236,8 @@ def main() -> None:
         finally:
             onemap.stop()
             ms.stop()
+            if qgis is not None:
+                qgis.stop()
     write_figures(args.out, {"images": results, "rounds": args.rounds,
                              "concurrency": CONCURRENCY, "seconds": args.seconds,
                              "onemap_workers": WORKERS})

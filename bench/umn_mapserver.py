@@ -149,46 +149,64 @@ class MapServer:
         (f / "mapserver.conf").write_text(
             f'CONFIG\n  ENV\n    MS_MAP_NO_PATH "1"\n  END\n'
             f'  MAPS\n    bench "{f / "bench.map"}"\n  END\nEND\n')
-        (f / "lighttpd.conf").write_text(f"""
-server.document-root = "{f}"
-server.port = {self.port}
-server.bind = "127.0.0.1"
-server.modules += ("mod_fastcgi")
-server.errorlog = "{f / 'error.log'}"
-server.max-connections = 256
-fastcgi.server = ("/mapserv" => ((
-  "bin-path" => "{MAPSERV}",
-  "socket" => "{f / 'mapserv.sock'}",
-  "check-local" => "disable",
-  "max-procs" => {self.processes},
-  "bin-environment" => ("MAPSERVER_CONFIG_FILE" => "{f / 'mapserver.conf'}")
-)))
-""")
-        # A session of its own: stopping it stops its FastCGI processes too.
-        self.proc = subprocess.Popen([LIGHTTPD, "-D", "-f", str(f / "lighttpd.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
-        probe = self.url + (health or self.items(next(iter(self.layers))) + "?f=json&limit=1")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"lighttpd exited: {self.proc.stderr.read().decode()}")
-            try:
-                r = httpx.get(probe, timeout=10)
-                if r.status_code == 200:
-                    return
-                raise RuntimeError(f"mapserver answered {r.status_code}: {r.text[:500]}")
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("mapserver did not start")
+        self.proc = lighttpd(f, self.port, "/mapserv", MAPSERV, self.processes,
+                             {"MAPSERVER_CONFIG_FILE": str(f / "mapserver.conf")})
+        wait_for(self.proc, self.url + (health or self.items(next(iter(self.layers)))
+                                        + "?f=json&limit=1"), "mapserver")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        stop_lighttpd(self.proc, self.folder)
+
+
+def lighttpd(folder: Path, port: int, route: str, program: Path, processes: int,
+             env: dict[str, str]) -> subprocess.Popen:
+    """lighttpd from the system's packages on ``port``, running ``processes`` FastCGI
+    ``program`` at ``route`` with ``env``; its configuration and logs in ``folder``."""
+    envs = ", ".join(f'"{k}" => "{v}"' for k, v in env.items())
+    (folder / "lighttpd.conf").write_text(f"""
+server.document-root = "{folder}"
+server.port = {port}
+server.bind = "127.0.0.1"
+server.modules += ("mod_fastcgi")
+server.errorlog = "{folder / 'error.log'}"
+server.max-connections = 256
+fastcgi.server = ("{route}" => ((
+  "bin-path" => "{program}",
+  "socket" => "{folder / 'fcgi.sock'}",
+  "check-local" => "disable",
+  "max-procs" => {processes},
+  "bin-environment" => ({envs})
+)))
+""")
+    # A session of its own: stopping it stops its FastCGI processes too.
+    return subprocess.Popen([LIGHTTPD, "-D", "-f", str(folder / "lighttpd.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def wait_for(proc: subprocess.Popen, probe: str, name: str, seconds: float = 30) -> None:
+    """Until ``probe`` answers 200 (an error if it answers otherwise, or lighttpd ends)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"lighttpd exited: {proc.stderr.read().decode()}")
+        try:
+            r = httpx.get(probe, timeout=30)
+            if r.status_code == 200:
+                return
+            raise RuntimeError(f"{name} answered {r.status_code}: {r.text[:500]}")
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{name} did not start")
+
+
+def stop_lighttpd(proc: subprocess.Popen | None, folder: Path | None) -> None:
+    if proc and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 FONT = "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf"

@@ -2,7 +2,7 @@
 # Installs what OneMap needs from the system's packages (Debian/Ubuntu): PostgreSQL 15+ with
 # PostGIS 3 and pgRouting (routes and service areas), Python's venv, GDAL's command-line tools (the tests drive ogr2ogr against
 # OneMap); and any extra commands or packages named as arguments (the benchmarks' wrk,
-# MapServer and lighttpd; the tests' Chromium and QGIS).
+# MapServer, QGIS Server and lighttpd; the tests' Chromium and QGIS).
 # Does nothing when all of it is there already.
 set -euo pipefail
 extra=()
@@ -12,6 +12,8 @@ for cmd in "$@"; do
     python3-qgis) /usr/bin/python3 -c 'import qgis.core' >/dev/null 2>&1 || extra+=("$cmd") ;;
     # UMN MapServer's FastCGI program, a peer of the benchmarks: not on the PATH.
     cgi-mapserver) [ -x /usr/lib/cgi-bin/mapserv ] || extra+=("$cmd") ;;
+    # QGIS Server's FastCGI program, the map images' other peer.
+    qgis-server) [ -x /usr/lib/cgi-bin/qgis_mapserv.fcgi ] || extra+=("$cmd") ;;
     # Fonts for the map's glyphs, and librsvg for its icons.
     fonts-noto-core) [ -f /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf ] || extra+=("$cmd") ;;
     fonts-noto-cjk) [ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || extra+=("$cmd") ;;

@@ -73,3 +73,7 @@ def test_the_benchmark_runs(name, tmp_path, workdirs):
         cases = figures["tiles" if name == "vector_tiles" else "items"]
         assert all("mapserver" in peers for case, peers in cases.items()
                    if "filter" not in case), cases
+    if name == "map_images":  # both peers draw every case; the shared cache answered
+        cases = {k: v for k, v in figures["images"].items() if "ratio" in v}
+        assert cases and all({"mapserver", "qgis"} <= set(v) for v in cases.values()), cases
+        assert figures["images"]["image tiles, nginx cache"]["onemap"]["rps"] > 0, figures
