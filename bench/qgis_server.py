@@ -12,13 +12,13 @@ import os
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from harness import ROOT, free_port
-from umn_mapserver import LIGHTTPD, lighttpd, stop_lighttpd, wait_for
+from harness import ROOT
+from umn_mapserver import LIGHTTPD, FastCgiPeer, lighttpd, wait_for
 
 QGIS_MAPSERV = Path("/usr/lib/cgi-bin/qgis_mapserv.fcgi")  # Debian's qgis-server
 SYSTEM_PYTHON = "/usr/bin/python3"  # where Debian's python3-qgis lives
@@ -30,22 +30,13 @@ def available() -> bool:
 
 
 @dataclass
-class QgisServer:
-    """lighttpd with ``processes`` FastCGI QGIS Servers of one project; same interface as
-    harness.Server. ``layers`` and ``label_scale`` as ``qgis_project.py`` takes them."""
+class QgisServer(FastCgiPeer):
+    """lighttpd with ``processes`` FastCGI QGIS Servers of one project. ``layers`` and
+    ``label_scale`` as ``qgis_project.py`` takes them."""
 
-    name: str
-    database_url: str
     layers: dict[str, dict]
     label_scale: float
     processes: int = 8
-    port: int = field(default_factory=free_port)
-    folder: Path | None = None
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self, health: str) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="onemap-bench-qgis-"))
@@ -72,6 +63,3 @@ class QgisServer:
         with ThreadPoolExecutor(self.processes) as pool:
             list(pool.map(lambda _: httpx.get(self.url + health, timeout=120),
                           range(self.processes * 2)))
-
-    def stop(self) -> None:
-        stop_lighttpd(self.proc, self.folder)

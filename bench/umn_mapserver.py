@@ -114,22 +114,32 @@ def _mercator(ll: tuple[float, ...]) -> tuple[float, ...]:
 
 
 @dataclass
-class MapServer:
-    """lighttpd with ``processes`` FastCGI ``mapserv``; same interface as harness.Server."""
+class FastCgiPeer:
+    """A peer run as FastCGI processes under lighttpd (``lighttpd``), with its files in a
+    folder of its own; same interface as harness.Server."""
 
     name: str
     database_url: str
-    layers: dict[str, tuple[str, str, tuple[float, ...]]]
-    processes: int = 8
-    # A mapfile of its own (a styled WMS, ``wms_mapfile``) instead of the tiles' and items'.
-    text: str | None = None
-    port: int = field(default_factory=free_port)
-    folder: Path | None = None
-    proc: subprocess.Popen | None = None
+    port: int = field(default_factory=free_port, kw_only=True)
+    folder: Path | None = field(default=None, kw_only=True)
+    proc: subprocess.Popen | None = field(default=None, kw_only=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        stop_lighttpd(self.proc, self.folder)
+
+
+@dataclass
+class MapServer(FastCgiPeer):
+    """lighttpd with ``processes`` FastCGI ``mapserv``."""
+
+    layers: dict[str, tuple[str, str, tuple[float, ...]]]
+    processes: int = 8
+    # A mapfile of its own (a styled WMS, ``wms_mapfile``) instead of the tiles' and items'.
+    text: str | None = None
 
     @staticmethod
     def tile(table: str, z: int, x: int, y: int) -> str:
@@ -153,9 +163,6 @@ class MapServer:
                              {"MAPSERVER_CONFIG_FILE": str(f / "mapserver.conf")})
         wait_for(self.proc, self.url + (health or self.items(next(iter(self.layers)))
                                         + "?f=json&limit=1"), "mapserver")
-
-    def stop(self) -> None:
-        stop_lighttpd(self.proc, self.folder)
 
 
 def lighttpd(folder: Path, port: int, route: str, program: Path, processes: int,
