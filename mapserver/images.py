@@ -356,11 +356,10 @@ async def map_tile(request, names: list[str], tms_name: str, z: str, x: str, y: 
             found = await parts(request, conn, names, params.get("datetime"), params)
             note(request, sorted({ly.id for part in found for ly, _ in part.layers}),
                  tile=cell)
-            text = "|".join([*(part.token() for part in found), cell, fmt, IMAGE_FORMAT])
-            etag = f'"{hashlib.sha1(text.encode()).hexdigest()[:20]}"'
+            etag = image_etag(found, fmt)
             if (unchanged := not_modified(request, etag)) is not None:
                 return unchanged
-            key = ("image", etag)
+            key = ("image", etag, cell)
             hit = state.cache.get(key)
             if hit is not None:
                 return tile_response(request, etag, hit[0], FORMATS[fmt], cache="hit")
@@ -370,6 +369,25 @@ async def map_tile(request, names: list[str], tms_name: str, z: str, x: str, y: 
             state.cache.put(key, body, "")
             return tile_response(request, etag, body, FORMATS[fmt], cache="miss")
     return await raster_tile(request, names[0], tms_name, z, x, y, fmt, params)
+
+
+def image_etag(found: list[Part], fmt: str) -> str:
+    """The ETag of the image tiles of ``found`` in ``fmt``: what every one of them depends
+    on (versions, limits, style, format), the same for all tiles of both grids, so that a
+    URL template can carry it (``?v=``, ``pins``) and a shared cache keep what it names."""
+    text = "|".join([*(part.token() for part in found), fmt, IMAGE_FORMAT])
+    return f'"{hashlib.sha1(text.encode()).hexdigest()[:20]}"'
+
+
+async def pins(request, conn, names: list[str]) -> dict[str, dict[str, str]]:
+    """For each of ``names`` (vector layers and base maps the caller may read), the
+    version pin of its image tiles in each format (``image_etag``): what WMTS templates
+    carry, as TileJSON's tile URLs carry their tiles' own."""
+    out = {}
+    for name in names:  # each alone, as its tiles name it (a part's style is keyed by its place)
+        part = (await parts(request, conn, [name]))[0]
+        out[name] = {fmt: image_etag([part], fmt).strip('"') for fmt in FORMATS}
+    return out
 
 
 def tile_view(tms_name: str, tms, z: int, x: int, y: int) -> View:

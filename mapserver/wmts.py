@@ -37,7 +37,7 @@ from layers.grids import (
 from layers.summary import seen
 from mapserver.deps import access, db, note
 from mapserver.errors import status_of
-from mapserver.images import BASEMAP, IMAGE_GRIDS, map_tile
+from mapserver.images import BASEMAP, IMAGE_GRIDS, map_tile, pins
 from mapserver.ogc import base, union
 from mapserver.tiles import MVT, vector_tile
 from styles import basemaps
@@ -99,7 +99,16 @@ def _limits(link: ET.Element, layer: Layer, tms_name: str) -> None:
             _sub(tl, _w(tag), str(value))
 
 
-def _layer(contents: ET.Element, request: Request, layer: Layer) -> None:
+def _pinned(template: str, pin: dict[str, str] | None, ext: str) -> str:
+    """A tile template with the version pin of its format (``images.pins``): tiles asked
+    by it may be kept by a shared cache, and a change of data gives a new template."""
+    if not pin or ext not in pin:
+        return template
+    return f"{template}{'&' if '?' in template else '?'}v={pin[ext]}"
+
+
+def _layer(contents: ET.Element, request: Request, layer: Layer,
+           pin: dict[str, str] | None = None) -> None:
     b = base(request)
     el = _sub(contents, _w("Layer"))
     _sub(el, _o("Title"), layer.title)
@@ -136,10 +145,12 @@ def _layer(contents: ET.Element, request: Request, layer: Layer) -> None:
         ext = RASTER_FORMATS.get(f, "mvt")
         template = (f"{b}/tiles/{layer.id}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/"
                     f"{{TileRow}}.{ext}" + ("?datetime={Time}" if times else ""))
-        _sub(el, _w("ResourceURL"), format=f, resourceType="tile", template=template)
+        _sub(el, _w("ResourceURL"), format=f, resourceType="tile",
+             template=_pinned(template, pin, ext))
 
 
-def _basemap(contents: ET.Element, request: Request, bm, extent) -> None:
+def _basemap(contents: ET.Element, request: Request, bm, extent,
+             pin: dict[str, str] | None = None) -> None:
     """A base map as a layer (``basemap:emap``): images in both grids, as Tianditu's
     ``vec``/``img``/``cva`` services in ``_w`` and ``_c``."""
     b = base(request)
@@ -158,9 +169,9 @@ def _basemap(contents: ET.Element, request: Request, bm, extent) -> None:
         link = _sub(el, _w("TileMatrixSetLink"))
         _sub(link, _w("TileMatrixSet"), g)
     for f, ext in RASTER_FORMATS.items():
-        _sub(el, _w("ResourceURL"), format=f, resourceType="tile", template=(
+        _sub(el, _w("ResourceURL"), format=f, resourceType="tile", template=_pinned(
             f"{b}/basemaps/{bm.id}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/"
-            f"{{TileRow}}.{ext}"))
+            f"{{TileRow}}.{ext}", pin, ext))
 
 
 def _utc(iso: str) -> str:
@@ -206,10 +217,12 @@ async def capabilities(request: Request) -> Response:
         layers = [await seen(conn, ly, a.restriction)
                   for ly, a in access(request).readable(await fetch_layers(conn))]
         every = await basemaps.fetch_all(conn)
+        ids = {ly.id: ly for ly in layers}
+        maps = [(bm, union([ids[i].extent for i in bm.layers])) for bm in every
+                if all(i in ids for i in bm.layers)]
+        pinned = await pins(request, conn, [ly.id for ly in layers if ly.kind == "vector"]
+                            + [BASEMAP + bm.id for bm, _ in maps])
     note(request, [ly.id for ly in layers])
-    ids = {ly.id: ly for ly in layers}
-    maps = [(bm, union([ids[i].extent for i in bm.layers])) for bm in every
-            if all(i in ids for i in bm.layers)]
     root = ET.Element(_w("Capabilities"), {
         "version": "1.0.0",
         f"{{{XSI_NS}}}schemaLocation":
@@ -223,9 +236,9 @@ async def capabilities(request: Request) -> Response:
     contents = _sub(root, _w("Contents"))
     for layer in layers:
         if layer.kind in ("raster", "vector"):
-            _layer(contents, request, layer)
+            _layer(contents, request, layer, pinned.get(layer.id))
     for bm, extent in maps:
-        _basemap(contents, request, bm, extent)
+        _basemap(contents, request, bm, extent, pinned.get(BASEMAP + bm.id))
     for name in GRIDS:
         _matrix_set(contents, name)
     # ElementTree's prefixes are global and WMS has another default namespace: each

@@ -17,6 +17,7 @@ import httpx
 import mercantile
 import psycopg
 import pytest
+from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 
 from access import admin
@@ -104,6 +105,15 @@ def nginx_in_front(upstreams: list[str]):
         shutil.rmtree(run, ignore_errors=True)
 
 
+def _png_template(url: str, layer: str) -> str:
+    """The PNG tile template of ``layer`` in the WMTS capabilities served at ``url``."""
+    caps = etree.fromstring(httpx.get(url + "/wmts?SERVICE=WMTS&REQUEST=GetCapabilities",
+                                      timeout=30).content)
+    ns = {"w": "http://www.opengis.net/wmts/1.0", "o": "http://www.opengis.net/ows/1.1"}
+    return caps.xpath(f"//w:Layer[o:Identifier='{layer}']/w:ResourceURL"
+                      "[@format='image/png']/@template", namespaces=ns)[0]
+
+
 def test_nginx_keeps_pinned_tiles_never_private_ones_and_nothing_stale(settings,
                                                                         sample_layers,
                                                                         tmp_path):
@@ -133,10 +143,25 @@ def test_nginx_keeps_pinned_tiles_never_private_ones_and_nothing_stale(settings,
                           timeout=10) for _ in range(2)]
         assert {r.headers["x-cache-status"] for r in mine} == {"BYPASS"}
         assert all(r.headers["cache-control"].startswith("private") for r in mine)
+        # Image tiles, as a WMTS client asks them: by the template its capabilities give,
+        # which carries the pin of the layer's images.
+        template = _png_template(front, "lamps")
+        assert "?v=" in template, template
+        image = (template.replace("{TileMatrixSet}", "WebMercatorQuad")
+                 .replace("{TileMatrix}", str(t.z)).replace("{TileCol}", str(t.x))
+                 .replace("{TileRow}", str(t.y)))
+        image = image[image.index("/tiles/"):]
+        tiles = [httpx.get(front + image, timeout=30) for _ in range(2)]
+        assert tiles[0].headers["content-type"] == "image/png", tiles[0].text[:300]
+        assert tiles[0].headers["cache-control"].startswith("public") and \
+            "immutable" in tiles[0].headers["cache-control"]
+        assert tiles[1].headers["x-cache-status"] == "HIT"
+        assert tiles[1].content == tiles[0].content and tiles[0].content[:4] == b"\x89PNG"
         # New data: a new ETag through the front at once, so a new pinned URL.
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             conn.execute("UPDATE onemap.layers SET version = version + 1 WHERE id = 'lamps'")
         assert httpx.get(front + path, timeout=10).headers["etag"] != etag
+        assert _png_template(front, "lamps") != template  # the images' pin moved with it
 
 
 def test_the_image_holds_every_package_and_its_files(tmp_path):
