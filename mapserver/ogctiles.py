@@ -15,7 +15,7 @@ from layers.catalog import Layer
 from layers.grids import GRIDS, MAX_LISTED_ZOOM, grid, limits
 from layers.summary import seen
 from mapserver.deps import db, readable_layer
-from mapserver.images import IMAGE_GRIDS, map_tile
+from mapserver.images import IMAGE_GRIDS, map_tile, pins
 from mapserver.ogc import base
 from mapserver.rasters import raster_tile
 from mapserver.tiles import MVT, vector_tile
@@ -92,8 +92,9 @@ def _grids(layer: Layer, drawn: bool = False) -> tuple[str, ...]:
 
 
 def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool,
-                drawn: bool = False) -> dict:
-    """A tileset; ``drawn``: a vector layer's map tiles (images in its style)."""
+                drawn: bool = False, pin: dict[str, str] | None = None) -> dict:
+    """A tileset; ``drawn``: a vector layer's map tiles (images in its style), their
+    templates carrying ``pin`` (``images.pins``: a shared cache may keep them)."""
     b = base(request)
     here = f"{b}/collections/{layer.id}/{'map/' if drawn else ''}tiles/{tms_name}"
     tms = _grid_or_404(tms_name)
@@ -116,7 +117,8 @@ def tileset_doc(request: Request, layer: Layer, tms_name: str, full: bool,
     template = f"{here}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}"
     if raster:
         doc["links"] += [{"rel": "item", "type": t, "templated": True,
-                          "href": f"{template}?f={f}"} for f, t in IMAGE_TYPES.items()]
+                          "href": f"{template}?f={f}" + (f"&v={pin[f]}" if pin else "")}
+                         for f, t in IMAGE_TYPES.items()]
     else:
         doc["links"].append({"rel": "item", "type": MVT, "templated": True, "href": template})
     if layer.extent:
@@ -152,7 +154,11 @@ async def tileset(request: Request) -> Response:
     drawn = _drawn(request)
     if name not in _grids(layer, drawn):
         raise HTTPException(404, f"{layer.id!r} has no tileset in {name!r}")
-    return JSONResponse(tileset_doc(request, layer, name, True, drawn))
+    pin = None
+    if drawn and layer.kind == "vector":
+        async with db(request, "tiles") as conn:
+            pin = (await pins(request, conn, [layer.id]))[layer.id]
+    return JSONResponse(tileset_doc(request, layer, name, True, drawn, pin))
 
 
 async def tile(request: Request) -> Response:

@@ -410,6 +410,20 @@ def test_image_tiles_in_both_grids_with_etags_and_cache(http, zones, tms_name):
     ogc = http.get(f"/collections/wz_zones/map/tiles/{tms_name}/{t.z}/{t.y}/{t.x}?f=png",
                    headers=reader)
     assert ogc.status_code == 200 and ogc.content == first.content
+    # Its template carries the images' pin: the tile it names may be kept (the reader's
+    # alone: signed in), and another tile of the layer carries the same ETag.
+    links = http.get(f"/collections/wz_zones/map/tiles/{tms_name}", headers=reader).json()
+    href = next(k["href"] for k in links["links"] if k.get("type") == "image/png")
+    assert "?f=png&v=" in href, href
+    pinned = http.get(href.replace("{tileMatrix}", str(t.z)).replace("{tileRow}", str(t.y))
+                      .replace("{tileCol}", str(t.x)), headers=reader)
+    assert pinned.status_code == 200 and pinned.content == first.content
+    assert pinned.headers["cache-control"].startswith("private") and \
+        "immutable" in pinned.headers["cache-control"], pinned.headers["cache-control"]
+    assert pinned.headers["etag"].strip('"') == href.rsplit("v=", 1)[1]
+    beside = http.get(href.replace("{tileMatrix}", str(t.z)).replace("{tileRow}", str(t.y))
+                      .replace("{tileCol}", str(t.x + 1)), headers=reader)
+    assert beside.status_code == 200 and beside.headers["etag"] == pinned.headers["etag"]
 
 
 def test_wmts_offers_vector_layers_as_images_in_both_grids(http, zones):
