@@ -210,7 +210,7 @@ def main() -> None:
             print(f"image tiles, cached ({len(tiles)}): {cached['rps']:.1f}/s "
                   f"p50 {cached['p50_ms']:.1f} ms", flush=True)
             # As deployed: nginx's shared cache in front (docker/nginx.conf), which keeps
-            # the version-pinned URLs that the capabilities and TileJSON give.
+            # version-pinned URLs, as WMTS capabilities give their templates.
             pinned = []
             for p in tiles:
                 r = httpx.get(onemap.url + p, timeout=60)

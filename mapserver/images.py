@@ -385,7 +385,10 @@ async def pins(request, conn, names: list[str]) -> dict[str, dict[str, str]]:
     carry, as TileJSON's tile URLs carry their tiles' own."""
     out = {}
     for name in names:  # each alone, as its tiles name it (a part's style is keyed by its place)
-        part = (await parts(request, conn, [name]))[0]
+        try:
+            part = (await parts(request, conn, [name]))[0]
+        except NotFound:  # gone since the caller's list was read: its templates stay plain
+            continue
         out[name] = {fmt: image_etag([part], fmt).strip('"') for fmt in FORMATS}
     return out
 
