@@ -13,6 +13,7 @@ their render parameters, laid over each other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections import OrderedDict
@@ -81,9 +82,10 @@ def _readable(request, layer: Layer | None, name: str) -> LayerAccess:
 
 
 async def parts(request, conn, names: list[str], time: str | None = None,
-                params: Any = None) -> list[Part]:
+                params: Any = None, alone: bool = False) -> list[Part]:
     """The parts ``names`` asks for, in that order; a name the caller may not read is
-    missing, exactly as one that does not exist (``NotFound`` names it)."""
+    missing, exactly as one that does not exist (``NotFound`` names it). ``alone``: each
+    as if it were asked for alone (its style keyed as the first part's)."""
     state = app_state(request)
     ids = [n for n in names if not n.startswith(BASEMAP)]
     for n in ids:
@@ -97,7 +99,8 @@ async def parts(request, conn, names: list[str], time: str | None = None,
     else:
         catalog, looks = found
     out: list[Part] = []
-    for n, name in enumerate(names):
+    for i, name in enumerate(names):
+        n = 0 if alone else i  # the place its style is keyed by
         if name.startswith(BASEMAP):
             out.append(await _basemap(request, conn, name, n))
             continue
@@ -383,14 +386,15 @@ async def pins(request, conn, names: list[str]) -> dict[str, dict[str, str]]:
     """For each of ``names`` (vector layers and base maps the caller may read), the
     version pin of its image tiles in each format (``image_etag``): what WMTS templates
     carry, as TileJSON's tile URLs carry their tiles' own."""
-    out = {}
-    for name in names:  # each alone, as its tiles name it (a part's style is keyed by its place)
-        try:
-            part = (await parts(request, conn, [name]))[0]
-        except NotFound:  # gone since the caller's list was read: its templates stay plain
-            continue
-        out[name] = {fmt: image_etag([part], fmt).strip('"') for fmt in FORMATS}
-    return out
+    try:  # each alone, as its tiles name it: a part's style is keyed by its place
+        found = await parts(request, conn, names, alone=True)
+    except NotFound:  # one gone since the caller's list was read: its templates stay plain
+        found = []
+        for name in names:
+            with contextlib.suppress(NotFound):
+                found += await parts(request, conn, [name])
+    return {part.name: {fmt: image_etag([part], fmt).strip('"') for fmt in FORMATS}
+            for part in found}
 
 
 def tile_view(tms_name: str, tms, z: int, x: int, y: int) -> View:
