@@ -8,7 +8,8 @@ field, classes, label}}}`` (``bench/map_images.py:LAYERS``). Each table is read 
 Mercator (``_geom_3857``, its current rows), points as 7 px circles in their class's
 colour with a white outline, polygons filled at 0.85 with an outline of their colour,
 labels from the label field in Noto Sans 11 px with a 2 px white buffer, kept apart by
-QGIS's own placement, from ``label_scale`` (QGIS Server's 0.28 mm pixel) down.
+QGIS's own placement, from the scale denominator ``label_scale`` down (at the request's
+DPI: the benchmark asks at 72, the DPI MapServer's scales are at).
 """
 
 import json
