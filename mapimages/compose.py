@@ -129,7 +129,7 @@ def map_xml(drawn: list[Drawn], srs: str, zoom: float, icons: Path | None,
             if not visible_at(entry, zoom):
                 continue
             try:
-                rules = list(_rules(entry, zoom, icons))
+                rules = _rules(entry, zoom, icons)
             except (Unsupported, TypeError, ValueError, IndexError, KeyError) as exc:
                 log.warning("style layer %r is not drawn in images: %s", entry.get("id"), exc)
                 continue
