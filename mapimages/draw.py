@@ -19,10 +19,10 @@ import multiprocessing
 import os
 import pickle
 import re
+import socket
 import struct
 import zlib
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,15 +105,16 @@ def source(db: dict[str, str], layer_id: str, table: str, srid: int,
 class DrawError(Exception):
     """An image could not be drawn: the message, without the connection's password;
     ``spent`` when a read ran out of its statement budget, ``lost`` when the database
-    could not be reached."""
+    could not be reached, ``stopped`` when the drawing process ended while drawing it."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, stopped: bool = False) -> None:
         clean = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", message)
         super().__init__(clean[:2000])
         self.spent = "statement timeout" in message
         self.lost = any(s in message for s in (
             "could not connect", "connection failed", "server closed the connection",
             "terminating connection", "Connection refused"))
+        self.stopped = stopped
 
     def __reduce__(self):  # crosses back from the drawing process
         return (DrawError, (str(self),))
@@ -282,8 +283,85 @@ def png(rgba: np.ndarray) -> bytes:
                      chunk(b"IEND", b"")))
 
 
+class _Drawer:
+    """One drawing process and the socket it is asked through: a call goes as a length
+    and its pickle, the answer comes back as a status, a length and the bytes (the image,
+    or the pickled exception). The server's event loop writes and reads the socket
+    itself, so no thread of the server stands between a request and its drawing."""
+
+    def __init__(self, budget_ms: int) -> None:
+        ours, theirs = socket.socketpair()
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_serve, args=(theirs, budget_ms), daemon=True, name="onemap-draw")
+        self.process.start()
+        theirs.close()
+        self.socket = ours
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def ask(self, payload: bytes) -> tuple[int, bytes]:
+        """The drawing's status (0: drawn) and its bytes."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # streams belong to the loop that opened them
+            self._streams = await asyncio.open_connection(
+                sock=socket.socket(fileno=os.dup(self.socket.fileno())), limit=1 << 22)
+            self._loop = loop
+        reader, writer = self._streams
+        writer.write(struct.pack("!I", len(payload)) + payload)
+        status, size = struct.unpack("!BI", await reader.readexactly(5))
+        return status, await reader.readexactly(size)
+
+    def close(self) -> None:
+        """Its process asked to stop (its socket ends), killed if it does not."""
+        if self._streams is not None and not self._loop.is_closed():
+            self._streams[1].close()
+        self.socket.close()
+        self.process.join(timeout=3)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=3)
+
+    def discard(self) -> None:
+        """Its process killed at once: one whose answer can no longer be read."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.close()
+
+
+def _serve(sock: socket.socket, budget_ms: int) -> None:
+    """A drawing process: draws each call it reads (``_Drawer``) until its socket ends."""
+    _start(budget_ms)
+
+    def exactly(n: int) -> bytearray | None:
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            k = sock.recv_into(view[got:])
+            if k == 0:
+                return None
+            got += k
+        return buf
+
+    while (head := exactly(4)) is not None:
+        call = exactly(struct.unpack("!I", head)[0])
+        if call is None:
+            return
+        try:
+            status, body = 0, _draw(*pickle.loads(call))
+        except Exception as exc:  # crosses back to the server, raised there
+            try:
+                status, body = 1, pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                status, body = 1, pickle.dumps(DrawError(repr(exc)))
+        head = struct.pack("!BI", status, len(body))
+        sent = sock.sendmsg([head, body])
+        if sent < len(head) + len(body):
+            sock.sendall(memoryview(head + body)[sent:])
+
+
 class Images:
-    """The worker processes that draw, started at the first image."""
+    """The processes that draw, started at the first image; each draws one image at a
+    time, handed to it by the event loop (``_Drawer``)."""
 
     def __init__(self, database_url: str, icons: Path | None, budget_ms: int,
                  workers: int) -> None:
@@ -291,15 +369,10 @@ class Images:
         self.icons = icons if icons is not None and icons.is_dir() else None
         self._budget = budget_ms
         self._workers = max(1, workers)
-        self._executor: ProcessPoolExecutor | None = None
+        self._drawers: list[_Drawer] = []
+        self._idle: asyncio.Queue[_Drawer] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._made: OrderedDict[tuple, bytes] = OrderedDict()  # plans by what they draw
-
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                self._workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start, initargs=(self._budget,))
-        return self._executor
 
     def source(self, layer_id: str, table: str, srid: int,
                extent: tuple[float, float, float, float], columns: tuple[str, ...] = (),
@@ -341,16 +414,60 @@ class Images:
     async def _run(self, plan: bytes, bbox: tuple[float, float, float, float], width: int,
                    height: int, buffer: int = 0, fmt: str | None = None, srid: int = 3857,
                    zoom: float = 0.0) -> np.ndarray | bytes:
-        raw = await asyncio.get_running_loop().run_in_executor(
-            self._pool(), _draw, plan, bbox, width, height, buffer, fmt, srid, zoom)
+        payload = pickle.dumps((plan, bbox, width, height, buffer, fmt, srid, zoom),
+                               protocol=pickle.HIGHEST_PROTOCOL)
+        idle = self._free()
+        drawer = await idle.get()
+        # A caller that goes away leaves the exchange to finish, so the drawer's answer is
+        # read before another call is handed to it.
+        raw = await asyncio.shield(asyncio.ensure_future(self._exchange(drawer, payload)))
         if fmt is not None:
             return raw
         return np.frombuffer(raw, np.uint8).reshape(height, width, 4)
 
+    def _free(self) -> asyncio.Queue[_Drawer]:
+        loop = asyncio.get_running_loop()
+        if self._idle is None or self._loop is not loop:
+            self._idle, self._loop = asyncio.Queue(), loop
+            for drawer in self._drawers:
+                self._idle.put_nowait(drawer)
+            for _ in range(self._workers - len(self._drawers)):
+                self._hire()
+        return self._idle
+
+    def _hire(self) -> None:
+        drawer = _Drawer(self._budget)
+        self._drawers.append(drawer)
+        self._idle.put_nowait(drawer)
+
+    def _replace(self, drawer: _Drawer) -> None:
+        self._drawers.remove(drawer)
+        drawer.discard()
+        self._hire()
+
+    async def _exchange(self, drawer: _Drawer, payload: bytes) -> bytes:
+        if not drawer.process.is_alive():  # ended while idle: another takes its place
+            self._replace(drawer)
+            drawer = await self._idle.get()
+        try:
+            status, body = await drawer.ask(payload)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            self._replace(drawer)
+            raise DrawError("the drawing process stopped while drawing this image",
+                            stopped=True) from None
+        except BaseException:  # stopped before its answer was read
+            self._replace(drawer)
+            raise
+        self._idle.put_nowait(drawer)
+        if status:
+            raise pickle.loads(body)
+        return body
+
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        for drawer in self._drawers:
+            drawer.close()
+        self._drawers.clear()
+        self._idle = None
 
 
 def over(below: np.ndarray, above: np.ndarray) -> np.ndarray:

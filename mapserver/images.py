@@ -266,6 +266,8 @@ async def render(request, conn, found: list[Part], view: View, transparent: bool
                               "smaller area or fewer layers, or try again later") from None
         if exc.lost:
             raise Unavailable("the database is not reachable; try again later") from None
+        if exc.stopped:
+            raise Unavailable("the image could not be drawn this time; try again") from None
         raise
 
 

@@ -484,3 +484,67 @@ def test_raster_layers_draw_under_vector_layers_with_a_time_dimension(http, scen
     assert none.status_code == 400 and b'code="InvalidDimensionValue"' in none.content
     jpeg = http.get(url.replace("image/png", "image/jpeg"))
     assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
+
+
+def _drawing_processes(pid: int) -> set[int]:
+    """The live drawing processes under process ``pid`` (``mapimages.draw._Drawer``)."""
+    children: dict[int, list[int]] = {}
+    states: dict[int, tuple[str, bytes]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        p = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(p)
+        states[p] = (fields[0], cmdline)
+    found, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            todo.append(c)
+            state, cmdline = states[c]
+            if b"spawn_main" in cmdline and state != "Z":
+                found.add(c)
+    return found
+
+
+def test_a_drawing_process_that_dies_is_replaced(settings, zones, tmp_path):
+    """A drawing process killed between images: the next image is drawn by the one that
+    takes its place, the same, instead of every image failing from then on; one killed
+    while drawing: that image is a 503 to try again, and the next is drawn."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from tests.conftest import server_process
+
+    ask = (f"{WMS}&REQUEST=GetMap&LAYERS=wz_zones&STYLES=&CRS=EPSG:3857&BBOX="
+           f"{','.join(map(str, _beijing_3857()))}&WIDTH=256&HEIGHT=256&FORMAT=image/png")
+    with server_process(settings, tmp_path / "serve.log", ONEMAP_IMAGE_WORKERS="1",
+                        ONEMAP_WORKERS="1") as live, httpx.Client(
+            base_url=live.url, timeout=30, headers=_auth(zones["wz-reader"])) as client:
+        first = client.get(ask)
+        assert first.status_code == 200, first.text
+        drawers = _drawing_processes(live.proc.pid)
+        assert len(drawers) == 1, drawers
+        os.kill(drawers.pop(), signal.SIGKILL)
+        time.sleep(0.5)
+        again = client.get(ask)
+        assert again.status_code == 200, again.text
+        assert np.array_equal(_png(again.content), _png(first.content))
+        (drawer,) = _drawing_processes(live.proc.pid)
+        # Stopped, it takes the next image and never answers; then killed.
+        os.kill(drawer, signal.SIGSTOP)
+        got: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: got.append(client.get(ask)))
+        asking.start()
+        time.sleep(1)
+        assert not got
+        os.kill(drawer, signal.SIGKILL)
+        asking.join(30)
+        assert got[0].status_code == 503, got[0].text
+        assert "try again" in got[0].text and "Traceback" not in got[0].text
+        assert client.get(ask).status_code == 200
+        assert len(_drawing_processes(live.proc.pid)) == 1
