@@ -150,7 +150,8 @@ def rows(db: tuple[tuple[str, str], ...], query, columns: tuple[str, ...],
     ``box``: each as its point and its fields (and its geometry's type as ``$type``)."""
     out = []
     for x, y, dim, *values in connection(db).execute(query, {
-            "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "px": float(pixel)}):
+            "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
+            "px": float(pixel)}).fetchall():
         if x is not None:
             out.append((x, y, properties(columns, values, dim)))
     return out
@@ -313,29 +314,79 @@ class _Placed:
             self.cells.setdefault(key, []).append(b)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What a label style layer's values make of a label but its text."""
+
+    transform: str
+    face: str
+    size: float
+    most: float  # its widest line, in pixels
+    line_h: float
+    anchor: tuple[float, float]
+    offset: tuple[float, float]
+    pad: float
+    overlap: bool  # drawn over others
+    ignored: bool  # others drawn over it
+    fill: Any  # the text's colour (None: not drawn)
+    halo: Any  # the halo's (None: none)
+    halo_w: float
+
+
 class _Style:
     """A label style layer read at the image's zoom: its constant values once, what
-    depends on the feature evaluated per feature."""
+    depends on the feature evaluated per feature; the layout made once for features
+    that agree on the fields it reads (most styles: only the text depends on them)."""
 
     def __init__(self, entry: dict[str, Any], zoom: float) -> None:
         self.filter = entry.get("filter")
-        self.values = PerFeature({**DEFAULTS, **_folded(entry, zoom)}, zoom).at
-        self._paints: dict[tuple, tuple] = {}
+        values = {**DEFAULTS, **_folded(entry, zoom)}
+        self.zoom = zoom
+        self.dynamic_text = "text-field" in PerFeature(values, zoom).dynamic
+        self.text = values.pop("text-field", None)
+        self._values = PerFeature(values, zoom)
+        self._layouts: dict[tuple, _Layout] = {}
 
-    def paints(self, v: dict[str, Any]) -> tuple[Any, Any, float]:
-        """The fill's and the halo's colours (None: not drawn) and the halo's width."""
-        key = (v["text-color"], v["text-halo-color"], v["text-opacity"], v["text-halo-width"])
-        found = self._paints.get(key)
+    def text_of(self, feature: dict[str, Any]) -> str:
+        text = self.text
+        if not self.dynamic_text:  # a string's {field} tokens filled in
+            return _text(text, feature).strip()
+        if len(text) == 2 and text[0] == "get" and isinstance(text[1], str):
+            value = feature.get(text[1])  # most labels: a field as it is
+        else:
+            value = evaluate(text, self.zoom, feature)
+        return "" if value is None else _str(value).strip()
+
+    def layout(self, feature: dict[str, Any]) -> _Layout:
+        reads = self._values.reads
+        if reads is None:
+            return self._layout(self._values.at(feature))
+        key = tuple(feature.get(f) for f in reads)
+        found = self._layouts.get(key)
         if found is None:
-            opacity = float(v["text-opacity"])
-            halo = _colour(v["text-halo-color"], opacity)
-            width = float(v["text-halo-width"])
-            import skia
-
-            if halo is not None and (width <= 0 or skia.ColorGetA(halo) == 0):
-                halo = None
-            found = self._paints[key] = (_colour(v["text-color"], opacity), halo, width)
+            found = self._layouts[key] = self._layout(self._values.at(feature))
         return found
+
+    @staticmethod
+    def _layout(v: dict[str, Any]) -> _Layout:
+        import skia
+
+        size = float(v["text-size"])
+        offset = v["text-offset"]
+        opacity = float(v["text-opacity"])
+        halo = _colour(v["text-halo-color"], opacity)
+        halo_w = float(v["text-halo-width"])
+        if halo is not None and (halo_w <= 0 or skia.ColorGetA(halo) == 0):
+            halo = None
+        return _Layout(
+            str(v["text-transform"]),
+            "bold" if any("Bold" in str(f) for f in v["text-font"] or ()) else "regular",
+            size, float(v["text-max-width"]) * size, float(v["text-line-height"]) * size,
+            ANCHORS.get(str(v["text-anchor"]), (0.5, 0.5)),
+            (float(offset[0]) * size, float(offset[1]) * size)
+            if isinstance(offset, list) and len(offset) == 2 else (0.0, 0.0),
+            float(v["text-padding"]), bool(v["text-allow-overlap"]),
+            bool(v["text-ignore-placement"]), _colour(v["text-color"], opacity), halo, halo_w)
 
 
 def draw(pixels: np.ndarray, layers: list[LabelLayer], srid: int,
@@ -394,59 +445,51 @@ def place(canvas, drawn: list[tuple[dict[str, Any], list[tuple[float, float, dic
             try:
                 if style.filter is not None and not evaluate(style.filter, zoom, feature):
                     continue
-                _label(canvas, placed, style, style.values(feature), feature,
-                       (x - x0) * sx, (y1 - y) * sy, width, height, paints)
+                _label(canvas, placed, style, feature, (x - x0) * sx, (y1 - y) * sy,
+                       width, height, paints)
             except (Unsupported, TypeError, ValueError, IndexError, KeyError,
                     ZeroDivisionError) as exc:
                 log.warning("a label of %r is not drawn: %s", entry.get("id"), exc)
                 break
 
 
-def _label(canvas, placed: _Placed, style: _Style, v: dict[str, Any],
-           feature: dict[str, Any], px: float, py: float, width: int, height: int,
-           paints: tuple[Any, Any]) -> None:
+def _label(canvas, placed: _Placed, style: _Style, feature: dict[str, Any], px: float,
+           py: float, width: int, height: int, paints: tuple[Any, Any]) -> None:
     import skia
 
-    text = _text(v["text-field"], feature).strip()
+    text = style.text_of(feature)
     if not text:
         return
-    transform = v["text-transform"]
-    if transform == "uppercase":
+    o = style.layout(feature)
+    if o.transform == "uppercase":
         text = text.upper()
-    elif transform == "lowercase":
+    elif o.transform == "lowercase":
         text = text.lower()
-    size = float(v["text-size"])
-    face = "bold" if any("Bold" in str(f) for f in v["text-font"] or ()) else "regular"
-    font = _font_for(text, face, size)
-    lines, widths = _wrap(text, font, float(v["text-max-width"]) * size)
-    line_h = float(v["text-line-height"]) * size
-    w, h = max(widths), line_h * len(lines)
-    ax, ay = ANCHORS.get(str(v["text-anchor"]), (0.5, 0.5))
-    offset = v["text-offset"]
-    dx, dy = (float(offset[0]) * size, float(offset[1]) * size) if isinstance(
-        offset, list) and len(offset) == 2 else (0.0, 0.0)
-    left, top = px + dx - ax * w, py + dy - ay * h
-    pad = float(v["text-padding"])
+    font = _font_for(text, o.face, o.size)
+    lines, widths = _wrap(text, font, o.most)
+    w, h = max(widths), o.line_h * len(lines)
+    left, top = px + o.offset[0] - o.anchor[0] * w, py + o.offset[1] - o.anchor[1] * h
+    pad = o.pad
     b = (left - pad, top - pad, left + w + pad, top + h + pad)
-    if not v["text-allow-overlap"] and not placed.free(b):
+    if not o.overlap and not placed.free(b):
         return
-    if not v["text-ignore-placement"]:
+    if not o.ignored:
         placed.add(b)
     if b[2] < 0 or b[3] < 0 or b[0] > width or b[1] > height:
         return  # placed in the margin, for its neighbours; not on this image
-    fill, halo, halo_w = style.paints(v)
     ascent, descent = _metrics(font)
     halo_paint, fill_paint = paints
+    line_h = o.line_h
     for i, (ln, lw) in enumerate(zip(lines, widths, strict=True)):
         blob = skia.TextBlob.MakeFromString(ln, font)
         bx = left + (w - lw) / 2
         by = top + i * line_h + (line_h + ascent - descent) / 2
-        if halo is not None:
-            halo_paint.setColor(halo)
-            halo_paint.setStrokeWidth(2 * halo_w)
+        if o.halo is not None:
+            halo_paint.setColor(o.halo)
+            halo_paint.setStrokeWidth(2 * o.halo_w)
             canvas.drawTextBlob(blob, bx, by, halo_paint)
-        if fill is not None:
-            fill_paint.setColor(fill)
+        if o.fill is not None:
+            fill_paint.setColor(o.fill)
             canvas.drawTextBlob(blob, bx, by, fill_paint)
 
 

@@ -165,7 +165,8 @@ def _read(read: tuple[str, tuple[str, ...], tuple[tuple[str, str], ...], bool], 
     out, shapes = [], []
     for wkb, x, y, dim, *values in labels.connection(db).execute(
             _query(table, columns, srid, points),
-            {"x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "px": float(pixel)}):
+            {"x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
+             "px": float(pixel)}).fetchall():
         out.append((x, y, labels.properties(columns, values, dim)))
         shapes.append(wkb)
     if len(out) > (MOST_MARKS if points else MOST_SHAPES):
