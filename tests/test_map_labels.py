@@ -317,3 +317,25 @@ def test_each_feature_is_drawn_by_its_own_class_alone(settings, server, http, tm
                     assert edge[3] == 0, (kind, edge)
                 else:
                     assert edge == (0, 0, 0, 255), (kind, edge)
+
+
+def test_a_label_text_is_its_field_or_its_template():
+    """A label's text as MapLibre makes it: an expression's value as it is (a value with
+    braces in it stays so), a string's {field} tokens filled in from the feature, its
+    layout the same for features that agree on what it reads."""
+    from mapimages.labels import _Style
+
+    feature = {"code": "P{name}", "name": "Elm", "n": 3.0}
+    by_field = _Style({"type": "symbol", "layout": {"text-field": ["get", "code"]}}, 14)
+    assert by_field.text_of(feature) == "P{name}"
+    assert by_field.text_of({"name": "Elm"}) == ""
+    number = _Style({"type": "symbol", "layout": {"text-field": ["get", "n"]}}, 14)
+    assert number.text_of(feature) == "3"
+    template = _Style({"type": "symbol", "layout": {"text-field": "{name} {n}"}}, 14)
+    assert template.text_of(feature) == "Elm 3"
+    joined = _Style({"type": "symbol", "layout": {
+        "text-field": ["concat", ["get", "name"], "-", ["get", "code"]],
+        "text-size": ["match", ["get", "name"], "Elm", 20, 12]}}, 14)
+    assert joined.text_of(feature) == "Elm-P{name}"
+    assert joined.layout(feature).size == 20 and joined.layout({"name": "Oak"}).size == 12
+    assert joined.layout(feature) is joined.layout({**feature, "code": "other"})
