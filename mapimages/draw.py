@@ -104,13 +104,14 @@ def source(db: dict[str, str], layer_id: str, table: str, srid: int,
 
 class DrawError(Exception):
     """An image could not be drawn: the message, without the connection's password;
-    ``spent`` when a read ran out of its statement budget, ``lost`` when the database
-    could not be reached, ``stopped`` when the drawing process ended while drawing it."""
+    ``spent`` when a read ran out of its statement budget (or the drawing, ``late``, out
+    of ``DEADLINE`` times it), ``lost`` when the database could not be reached,
+    ``stopped`` when the drawing process ended while drawing it."""
 
-    def __init__(self, message: str, stopped: bool = False) -> None:
+    def __init__(self, message: str, stopped: bool = False, late: bool = False) -> None:
         clean = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", message)
         super().__init__(clean[:2000])
-        self.spent = "statement timeout" in message
+        self.spent = late or "statement timeout" in message
         self.lost = any(s in message for s in (
             "could not connect", "connection failed", "server closed the connection",
             "terminating connection", "Connection refused"))
@@ -128,6 +129,9 @@ ENCODINGS = {"jpg": "jpeg90", "webp": "webp:quality=90"}
 # (no filter) took 4 ms for 34 KB, and Mapnik's own encoder, which tries every filter,
 # twice that.
 PNG_LEVEL = 2
+# An image's drawing process that has not answered in this many times the statement
+# budget is stopped (and replaced): its reads are bounded by the budget, so it is stuck.
+DEADLINE = 4
 _MAPS: OrderedDict[str, object] = OrderedDict()  # loaded maps by their XML, newest last
 KEPT_MAPS = 32
 # Maps (by their XML) whose images Mapnik draws for now, though Skia could (``marks``):
@@ -359,6 +363,12 @@ def _serve(sock: socket.socket, budget_ms: int) -> None:
             sock.sendall(memoryview(head + body)[sent:])
 
 
+def _settled(task: asyncio.Future) -> None:
+    """An exchange whose caller went away: its error is read (nobody else will)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Images:
     """The processes that draw, started at the first image; each draws one image at a
     time, handed to it by the event loop (``_Drawer``)."""
@@ -420,7 +430,9 @@ class Images:
         drawer = await idle.get()
         # A caller that goes away leaves the exchange to finish, so the drawer's answer is
         # read before another call is handed to it.
-        raw = await asyncio.shield(asyncio.ensure_future(self._exchange(drawer, payload)))
+        exchange = asyncio.ensure_future(self._exchange(drawer, payload))
+        exchange.add_done_callback(_settled)
+        raw = await asyncio.shield(exchange)
         if fmt is not None:
             return raw
         return np.frombuffer(raw, np.uint8).reshape(height, width, 4)
@@ -450,7 +462,11 @@ class Images:
             self._replace(drawer)
             drawer = await self._idle.get()
         try:
-            status, body = await drawer.ask(payload)
+            status, body = await asyncio.wait_for(drawer.ask(payload),
+                                                  DEADLINE * self._budget / 1000)
+        except TimeoutError:
+            self._replace(drawer)
+            raise DrawError("the drawing did not end in its time", late=True) from None
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             self._replace(drawer)
             raise DrawError("the drawing process stopped while drawing this image",

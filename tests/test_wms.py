@@ -509,22 +509,26 @@ def _drawing_processes(pid: int) -> set[int]:
     return found
 
 
-def test_a_drawing_process_that_dies_is_replaced(settings, zones, tmp_path):
+def test_a_drawing_process_that_dies_or_hangs_is_replaced(settings, zones, tmp_path):
     """A drawing process killed between images: the next image is drawn by the one that
-    takes its place, the same, instead of every image failing from then on; one killed
-    while drawing: that image is a 503 to try again, and the next is drawn."""
+    takes its place, the same, instead of every image failing from then on. One killed
+    while drawing, or stuck past its deadline (``draw.DEADLINE`` times the images'
+    statement budget): that image is a 503 to try again, and the next is drawn."""
     import os
     import signal
     import threading
     import time
 
+    from mapimages.draw import DEADLINE
     from tests.conftest import server_process
 
+    budget_ms = 400
     ask = (f"{WMS}&REQUEST=GetMap&LAYERS=wz_zones&STYLES=&CRS=EPSG:3857&BBOX="
            f"{','.join(map(str, _beijing_3857()))}&WIDTH=256&HEIGHT=256&FORMAT=image/png")
     with server_process(settings, tmp_path / "serve.log", ONEMAP_IMAGE_WORKERS="1",
-                        ONEMAP_WORKERS="1") as live, httpx.Client(
-            base_url=live.url, timeout=30, headers=_auth(zones["wz-reader"])) as client:
+                        ONEMAP_WORKERS="1", ONEMAP_BUDGET_IMAGES_MS=str(budget_ms)) as live, \
+            httpx.Client(base_url=live.url, timeout=30,
+                         headers=_auth(zones["wz-reader"])) as client:
         first = client.get(ask)
         assert first.status_code == 200, first.text
         drawers = _drawing_processes(live.proc.pid)
@@ -534,17 +538,30 @@ def test_a_drawing_process_that_dies_is_replaced(settings, zones, tmp_path):
         again = client.get(ask)
         assert again.status_code == 200, again.text
         assert np.array_equal(_png(again.content), _png(first.content))
-        (drawer,) = _drawing_processes(live.proc.pid)
+
         # Stopped, it takes the next image and never answers; then killed.
+        (drawer,) = _drawing_processes(live.proc.pid)
         os.kill(drawer, signal.SIGSTOP)
         got: list[httpx.Response] = []
         asking = threading.Thread(target=lambda: got.append(client.get(ask)))
         asking.start()
-        time.sleep(1)
+        time.sleep(0.3)
         assert not got
         os.kill(drawer, signal.SIGKILL)
         asking.join(30)
         assert got[0].status_code == 503, got[0].text
         assert "try again" in got[0].text and "Traceback" not in got[0].text
         assert client.get(ask).status_code == 200
-        assert len(_drawing_processes(live.proc.pid)) == 1
+
+        # Stopped and left so: past its deadline the image is a 503, the process gone.
+        (drawer,) = _drawing_processes(live.proc.pid)
+        os.kill(drawer, signal.SIGSTOP)
+        began = time.monotonic()
+        late = client.get(ask)
+        took = time.monotonic() - began
+        assert late.status_code == 503, late.text
+        assert "time budget" in late.text
+        assert DEADLINE * budget_ms / 1000 <= took < DEADLINE * budget_ms / 1000 + 5
+        assert client.get(ask).status_code == 200
+        (replaced,) = _drawing_processes(live.proc.pid)
+        assert replaced != drawer
