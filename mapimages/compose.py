@@ -9,8 +9,12 @@ filters, so a category's colour, a class's width or a label's field draw as in t
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import logging
+import math
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,6 +57,7 @@ class Source:
     params: dict[str, str]
     columns: tuple[str, ...] = ()  # the fields its rows carry
     points: bool = False  # its rows are points (or several points)
+    cell: float = 1.0  # pixels: its points read once per cell of this side (``marker_cell``)
 
 
 @dataclass
@@ -117,7 +122,12 @@ def _translucent(value: Any) -> bool:
 
 
 def map_xml(drawn: list[Drawn], srs: str, zoom: float, icons: Path | None,
-            background: str | None = None) -> str:
+            background: str | None = None, sprites: Path | None = None) -> str:
+    """The Mapnik map of ``drawn``. With ``sprites`` (a folder), the circles of a source
+    read once per cell of several pixels (``Source.cell``) are drawn from an image of
+    each circle made there (``sprite``) instead of as a path per point: a city's markers
+    are then copied, not rasterized one by one, each at its point's whole pixel, which
+    the cell it stands for moves it by more than already."""
     root = ET.Element("Map", {"srs": srs, "background-color": background or "transparent"})
     for name, faces in FONTSETS.items():
         fs = ET.SubElement(root, "FontSet", {"name": name})
@@ -129,7 +139,8 @@ def map_xml(drawn: list[Drawn], srs: str, zoom: float, icons: Path | None,
             if not visible_at(entry, zoom):
                 continue
             try:
-                rules = _rules(entry, zoom, icons)
+                rules = _rules(entry, zoom, icons, sprites if group.source.points
+                               and group.source.cell > 1 else None)
             except (Unsupported, TypeError, ValueError, IndexError, KeyError) as exc:
                 log.warning("style layer %r is not drawn in images: %s", entry.get("id"), exc)
                 continue
@@ -152,7 +163,8 @@ def map_xml(drawn: list[Drawn], srs: str, zoom: float, icons: Path | None,
     return ET.tostring(root, encoding="unicode")
 
 
-def _rules(entry: dict[str, Any], zoom: float, icons: Path | None) -> list[ET.Element]:
+def _rules(entry: dict[str, Any], zoom: float, icons: Path | None,
+           sprites: Path | None = None) -> list[ET.Element]:
     """A style layer's Mapnik rules, one per combination of the cases of its values
     (``expr.cases``). The cases of a value are exclusive and cover every feature, and so
     are their combinations: the style stops at a feature's first matching rule
@@ -167,7 +179,9 @@ def _rules(entry: dict[str, Any], zoom: float, icons: Path | None) -> list[ET.El
     if base == "false":
         return []
     props = {**(entry.get("layout") or {}), **(entry.get("paint") or {})}
-    wanted = _SYMBOLIZERS[kind][0]
+    wanted, make = _SYMBOLIZERS[kind]
+    if kind == "circle" and sprites is not None:
+        make = functools.partial(_sprite, sprites)
     split = {p: cases(constant(props.get(p, DEFAULTS.get(p))), zoom) for p in wanted
              if p in props or p in DEFAULTS}
     names = list(split)
@@ -177,7 +191,7 @@ def _rules(entry: dict[str, Any], zoom: float, icons: Path | None) -> list[ET.El
         if made > MOST_RULES:
             raise Unsupported(f"more than {MOST_RULES} rules")
         values = {p: v for p, (_, v) in zip(names, combo, strict=True)}
-        symbolizers = _SYMBOLIZERS[kind][1](values, icons)
+        symbolizers = make(values, icons)
         if not symbolizers:  # Mapnik skips a rule without symbolizers: none is made
             every = False
             continue
@@ -311,6 +325,56 @@ _ANCHOR = {  # MapLibre's anchor: which side of the label touches the point
     "top-right": ("left", "bottom"), "bottom-left": ("right", "top"),
     "bottom-right": ("left", "top"),
 }
+
+
+def _sprite(folder: Path, v: dict[str, Any], icons: Path | None) -> list[ET.Element]:
+    """A circle as a marker image (``sprite``) in ``folder``."""
+    r = _num(v["circle-radius"])
+    sw = _num(v["circle-stroke-width"])
+    fill = rgba(v["circle-color"])
+    stroke = rgba(v["circle-stroke-color"]) if sw > 0 else None
+    if r <= 0 and stroke is None:
+        return []
+    path = sprite(folder, r, fill, _num(v["circle-opacity"]), sw, stroke,
+                  _num(v.get("circle-stroke-opacity", 1)))  # 1 where sprites are drawn
+    return [ET.Element("MarkersSymbolizer", {
+        "file": str(path), "allow-overlap": "true", "ignore-placement": "true",
+        "placement": "point"})]
+
+
+def sprite(folder: Path, r: float, fill: Any, opacity: float, sw: float, stroke: Any,
+           stroke_opacity: float) -> Path:
+    """The PNG of a circle drawn as MapLibre draws it (and ``marks`` does): the stroke
+    outside the radius, the fill beneath it to its middle; made once in ``folder``, named
+    by what it shows (Mapnik keeps a marker image by its name)."""
+    spec = repr((r, fill, opacity, sw, stroke, stroke_opacity))
+    path = folder / f"circle-{hashlib.sha1(spec.encode()).hexdigest()[:16]}.png"
+    if path.exists():
+        return path
+    import imagecodecs
+    import numpy as np
+    import skia
+
+    side = 2 * math.ceil(r + sw) + 2
+    pixels = np.zeros((side, side, 4), np.uint8)
+    canvas = skia.Canvas(pixels, colorType=skia.kRGBA_8888_ColorType,
+                         alphaType=skia.kPremul_AlphaType)
+    mid = r + sw / 2
+    for colour, alpha, kw in ((fill, opacity, {}), (stroke, stroke_opacity, {
+            "Style": skia.Paint.kStroke_Style, "StrokeWidth": sw})):
+        if colour is None or (kw and sw <= 0):
+            continue
+        a = colour[3] * max(0.0, min(1.0, alpha))
+        canvas.drawCircle(side / 2, side / 2, mid, skia.Paint(AntiAlias=True, Color=skia.Color(
+            round(colour[0]), round(colour[1]), round(colour[2]), round(255 * a)), **kw))
+    info = skia.ImageInfo.Make(side, side, skia.kRGBA_8888_ColorType, skia.kPremul_AlphaType)
+    straight = np.empty_like(pixels)
+    skia.Image.MakeRasterData(info, skia.Data.MakeWithoutCopy(pixels), side * 4).readPixels(
+        info.makeAlphaType(skia.kUnpremul_AlphaType), straight, side * 4, 0, 0)
+    made = path.with_suffix(f".{os.getpid()}.tmp")
+    made.write_bytes(imagecodecs.png_encode(straight))
+    made.replace(path)  # whole, for a drawing process that reads it meanwhile
+    return path
 
 
 def _symbol(v: dict[str, Any], icons: Path | None) -> list[ET.Element]:

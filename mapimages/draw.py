@@ -19,8 +19,10 @@ import multiprocessing
 import os
 import pickle
 import re
+import shutil
 import socket
 import struct
+import tempfile
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -86,17 +88,17 @@ def database_params(url: str) -> dict[str, str]:
 
 def source(db: dict[str, str], layer_id: str, table: str, srid: int,
            extent: tuple[float, float, float, float], columns: tuple[str, ...] = (),
-           points: bool = False) -> Source:
+           points: bool = False, cell: float = 1.0) -> Source:
     """A Mapnik PostGIS source reading ``table`` (``layers.images.statement``, bound,
-    its rows carrying ``columns``, points if ``points``), over ``extent`` (the CRS's area,
-    in its units)."""
+    its rows carrying ``columns``, points if ``points``, once per ``cell`` pixels), over
+    ``extent`` (the CRS's area, in its units)."""
     return Source(layer_id, {
         "type": "postgis", **db, "table": table, "geometry_field": "geom",
         "srid": str(4326 if srid in LONLAT else srid),
         "extent": ",".join(f"{v:.6f}" for v in extent),
         "estimate_extent": "false", "persist_connection": "true", "max_size": "4",
         "connect_timeout": "4",
-    }, columns, points)
+    }, columns, points, cell)
 
 
 # ---- in a worker process ------------------------------------------------------------
@@ -383,11 +385,12 @@ class Images:
         self._idle: asyncio.Queue[_Drawer] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._made: OrderedDict[tuple, bytes] = OrderedDict()  # plans by what they draw
+        self._sprites: Path | None = None
 
     def source(self, layer_id: str, table: str, srid: int,
                extent: tuple[float, float, float, float], columns: tuple[str, ...] = (),
-               points: bool = False) -> Source:
-        return source(self.db, layer_id, table, srid, extent, columns, points)
+               points: bool = False, cell: float = 1.0) -> Source:
+        return source(self.db, layer_id, table, srid, extent, columns, points, cell)
 
     async def draw(self, drawn: list[Drawn], view: View, background: str | None = None,
                    buffer: int = 0, fmt: str | None = None) -> np.ndarray | bytes:
@@ -406,7 +409,8 @@ class Images:
         found = self._made.get(key)
         if found is None:
             rest, point_labels = labels.split(drawn, zoom)
-            found = plan_of(map_xml(rest, srs_of(srid), zoom, self.icons, background),
+            found = plan_of(map_xml(rest, srs_of(srid), zoom, self.icons, background,
+                                    self._sprite_folder()),
                             tuple(point_labels), marks.plan(drawn, zoom, background))
             self._made[key] = found
             while len(self._made) > KEPT_MAPS * 4:
@@ -414,6 +418,13 @@ class Images:
         else:
             self._made.move_to_end(key)
         return found
+
+    def _sprite_folder(self) -> Path:
+        """Where the circles drawn from images are made (``compose.sprite``): this
+        server process's own, read by its drawing processes, removed with them."""
+        if self._sprites is None:
+            self._sprites = Path(tempfile.mkdtemp(prefix="onemap-markers-"))
+        return self._sprites
 
     async def draw_xml(self, xml: str, bbox: tuple[float, float, float, float], width: int,
                        height: int) -> np.ndarray:
@@ -484,6 +495,9 @@ class Images:
             drawer.close()
         self._drawers.clear()
         self._idle = None
+        if self._sprites is not None:
+            shutil.rmtree(self._sprites, ignore_errors=True)
+            self._sprites = None
 
 
 def over(below: np.ndarray, above: np.ndarray) -> np.ndarray:

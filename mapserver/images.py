@@ -237,11 +237,11 @@ def _sources(request, conn, part: Part, n: int, view: View) -> dict[str, Any]:
         drawn = [e for e in part.entries if e["source-layer"] == key
                  and visible_at(e, view.style_zoom)]
         every, keyed = _fields(drawn)
-        table, columns = _statement(conn, layer, r, every, keyed, view.srid,
-                                    marker_cell(drawn, view.style_zoom))
+        cell = marker_cell(drawn, view.style_zoom)
+        table, columns = _statement(conn, layer, r, every, keyed, view.srid, cell)
         out[key] = images.source(
             key, table, view.srid, image_rows.area_of_use(view.srid), columns,
-            image_rows.of_points(layer))
+            image_rows.of_points(layer), cell)
     return out
 
 

@@ -339,3 +339,37 @@ def test_a_label_text_is_its_field_or_its_template():
     assert joined.text_of(feature) == "Elm-P{name}"
     assert joined.layout(feature).size == 20 and joined.layout({"name": "Oak"}).size == 12
     assert joined.layout(feature) is joined.layout({**feature, "code": "other"})
+
+
+def test_dense_circles_are_drawn_from_an_image_of_each(tmp_path):
+    """Circles of a source read once per cell of several pixels are copied from an image
+    of each circle (``compose.sprite``): the fill in the middle, the stroke at its edge,
+    of MapLibre's size; one read per pixel keeps Mapnik's path per point."""
+    import xml.etree.ElementTree as ET
+
+    from mapimages.compose import Drawn, Source, map_xml
+
+    entry = {"id": "c", "type": "circle", "source-layer": "0:p", "paint": {
+        "circle-radius": 6, "circle-stroke-width": 2, "circle-stroke-color": "#ffffff",
+        "circle-color": ["match", ["get", "kind"], "a", "#d62728", "#1f77b4"]}}
+
+    def markers(cell: float) -> list[dict[str, str]]:
+        source = Source("0:p", {"type": "postgis", "table": "t"}, ("kind",), True, cell)
+        root = ET.fromstring(map_xml([Drawn(source, [entry])], "epsg:3857", 12, None,
+                                     None, tmp_path))
+        return [m.attrib for m in root.iter("MarkersSymbolizer")]
+
+    assert all(m.get("marker-type") == "ellipse" for m in markers(1.0))
+    dense = markers(3.0)
+    assert len(dense) == 2 and all("marker-type" not in m for m in dense)
+    for m, rgb in zip(dense, ((0xd6, 0x27, 0x28), (0x1f, 0x77, 0xb4)), strict=True):
+        pixels = imagecodecs.png_decode(open(m["file"], "rb").read())
+        side = pixels.shape[0]
+        assert side == 2 * (6 + 2) + 2
+        mid = side // 2
+        assert tuple(pixels[mid, mid]) == (*rgb, 255)
+        # The stroke lies outside the radius: white from 6 to 8 px off the middle.
+        assert tuple(pixels[mid, mid + 7][:3]) == (255, 255, 255)
+        assert pixels[mid, mid + 7][3] > 200 and pixels[mid, mid + 8][3] == 0
+    assert markers(3.0) == dense  # made once, named by what they show
+    assert len(list(tmp_path.glob("circle-*.png"))) == 2
