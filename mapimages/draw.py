@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import multiprocessing
 import os
@@ -35,6 +36,8 @@ from psycopg.conninfo import conninfo_to_dict
 from mapimages import labels, marks
 from mapimages.compose import DB_KEYS, FONT_DIRS, Drawn, Source, map_xml
 from mapimages.labels import LabelLayer
+
+log = logging.getLogger(__name__)
 
 # Metres per pixel at MapLibre zoom 0 (a 512 px world) on the equator.
 MERCATOR_Z0 = 2 * math.pi * 6378137 / 512
@@ -386,6 +389,7 @@ class Images:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._made: OrderedDict[tuple, bytes] = OrderedDict()  # plans by what they draw
         self._sprites: Path | None = None
+        self._no_sprites = False
 
     def source(self, layer_id: str, table: str, srid: int,
                extent: tuple[float, float, float, float], columns: tuple[str, ...] = (),
@@ -419,11 +423,17 @@ class Images:
             self._made.move_to_end(key)
         return found
 
-    def _sprite_folder(self) -> Path:
+    def _sprite_folder(self) -> Path | None:
         """Where the circles drawn from images are made (``compose.sprite``): this
-        server process's own, read by its drawing processes, removed with them."""
-        if self._sprites is None:
-            self._sprites = Path(tempfile.mkdtemp(prefix="onemap-markers-"))
+        server process's own, read by its drawing processes, removed with them; None
+        (each circle drawn as a path) where no folder can be made."""
+        if self._sprites is None and not self._no_sprites:
+            try:
+                self._sprites = Path(tempfile.mkdtemp(prefix="onemap-markers-"))
+            except OSError as exc:
+                self._no_sprites = True
+                log.warning("dense circles are drawn one by one: no folder for their "
+                            "images (%s)", exc)
         return self._sprites
 
     async def draw_xml(self, xml: str, bbox: tuple[float, float, float, float], width: int,

@@ -373,3 +373,22 @@ def test_dense_circles_are_drawn_from_an_image_of_each(tmp_path):
         assert pixels[mid, mid + 7][3] > 200 and pixels[mid, mid + 8][3] == 0
     assert markers(3.0) == dense  # made once, named by what they show
     assert len(list(tmp_path.glob("circle-*.png"))) == 2
+
+
+def test_without_a_folder_for_circle_images_circles_are_drawn_as_paths(monkeypatch):
+    """Where no folder for the circles' images can be made, dense circles are drawn as a
+    path per point again, and the folder is not tried again for every map."""
+    import tempfile
+
+    from mapimages.draw import Images
+
+    tried = []
+
+    def refused(**kw):
+        tried.append(kw)
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    images = Images("postgresql://u@127.0.0.1:1/none", None, 1000, 1)
+    assert images._sprite_folder() is None and images._sprite_folder() is None
+    assert len(tried) == 1
