@@ -329,50 +329,52 @@ _ANCHOR = {  # MapLibre's anchor: which side of the label touches the point
 
 def _sprite(folder: Path, v: dict[str, Any], icons: Path | None) -> list[ET.Element]:
     """A circle as a marker image (``sprite``) in ``folder``."""
-    r = _num(v["circle-radius"])
-    sw = _num(v["circle-stroke-width"])
-    fill = rgba(v["circle-color"])
-    stroke = rgba(v["circle-stroke-color"]) if sw > 0 else None
-    if r <= 0 and stroke is None:
+    r, sw = _num(v["circle-radius"]), _num(v["circle-stroke-width"])
+    fill = skia_paint(v["circle-color"], v["circle-opacity"]) if r > 0 else None
+    stroke = skia_paint(v["circle-stroke-color"], v.get("circle-stroke-opacity", 1),
+                        stroke=sw) if sw > 0 else None
+    if fill is None and stroke is None:
         return []
-    path = sprite(folder, r, fill, _num(v["circle-opacity"]), sw, stroke,
-                  _num(v.get("circle-stroke-opacity", 1)))  # 1 where sprites are drawn
     return [ET.Element("MarkersSymbolizer", {
-        "file": str(path), "allow-overlap": "true", "ignore-placement": "true",
-        "placement": "point"})]
+        "file": str(sprite(folder, r, sw, fill, stroke)), "allow-overlap": "true",
+        "ignore-placement": "true", "placement": "point"})]
 
 
-def sprite(folder: Path, r: float, fill: Any, opacity: float, sw: float, stroke: Any,
-           stroke_opacity: float) -> Path:
-    """The PNG of a circle drawn as MapLibre draws it (and ``marks`` does): the stroke
-    outside the radius, the fill beneath it to its middle; made once in ``folder``, named
-    by what it shows (Mapnik keeps a marker image by its name)."""
-    spec = repr((r, fill, opacity, sw, stroke, stroke_opacity))
+def skia_paint(colour: Any, opacity: Any, stroke: float = 0.0, **kw: Any):
+    """Skia's antialiased paint of a style's colour at ``opacity`` (a stroke of that width
+    if ``stroke``), or None where it draws nothing."""
+    import skia
+
+    c = rgba(colour)
+    a = 0.0 if c is None else c[3] * max(0.0, min(1.0, float(opacity)))
+    if a <= 0:
+        return None
+    if stroke:
+        kw |= {"Style": skia.Paint.kStroke_Style, "StrokeWidth": stroke}
+    return skia.Paint(AntiAlias=True, Color=skia.Color(
+        round(c[0]), round(c[1]), round(c[2]), round(255 * a)), **kw)
+
+
+def sprite(folder: Path, r: float, sw: float, fill: Any, stroke: Any) -> Path:
+    """The PNG of a circle of radius ``r`` with a stroke of ``sw`` px (paints by
+    ``skia_paint``, None: not drawn), as MapLibre draws it (and ``marks`` does): the
+    stroke outside the radius, the fill beneath it to its middle; made once in
+    ``folder``, named by what it shows (Mapnik keeps a marker image by its name)."""
+    import skia
+
+    colours = tuple(None if p is None else p.getColor() for p in (fill, stroke))
+    spec = repr((r, sw, colours))
     path = folder / f"circle-{hashlib.sha1(spec.encode()).hexdigest()[:16]}.png"
     if path.exists():
         return path
-    import imagecodecs
-    import numpy as np
-    import skia
-
     side = 2 * math.ceil(r + sw) + 2
-    pixels = np.zeros((side, side, 4), np.uint8)
-    canvas = skia.Canvas(pixels, colorType=skia.kRGBA_8888_ColorType,
-                         alphaType=skia.kPremul_AlphaType)
-    mid = r + sw / 2
-    for colour, alpha, kw in ((fill, opacity, {}), (stroke, stroke_opacity, {
-            "Style": skia.Paint.kStroke_Style, "StrokeWidth": sw})):
-        if colour is None or (kw and sw <= 0):
-            continue
-        a = colour[3] * max(0.0, min(1.0, alpha))
-        canvas.drawCircle(side / 2, side / 2, mid, skia.Paint(AntiAlias=True, Color=skia.Color(
-            round(colour[0]), round(colour[1]), round(colour[2]), round(255 * a)), **kw))
-    info = skia.ImageInfo.Make(side, side, skia.kRGBA_8888_ColorType, skia.kPremul_AlphaType)
-    straight = np.empty_like(pixels)
-    skia.Image.MakeRasterData(info, skia.Data.MakeWithoutCopy(pixels), side * 4).readPixels(
-        info.makeAlphaType(skia.kUnpremul_AlphaType), straight, side * 4, 0, 0)
+    surface = skia.Surface(side, side)
+    canvas = surface.getCanvas()
+    for paint in (fill, stroke):
+        if paint is not None:
+            canvas.drawCircle(side / 2, side / 2, r + sw / 2, paint)
     made = path.with_suffix(f".{os.getpid()}.tmp")
-    made.write_bytes(imagecodecs.png_encode(straight))
+    made.write_bytes(bytes(surface.makeImageSnapshot().encodeToData()))  # straight alpha
     made.replace(path)  # whole, for a drawing process that reads it meanwhile
     return path
 

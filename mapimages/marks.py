@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mapimages import labels
-from mapimages.compose import DB_KEYS, Drawn, visible_at
+from mapimages.compose import DB_KEYS, Drawn, skia_paint, visible_at
 from mapimages.compose import DEFAULTS as COMPOSE_DEFAULTS
 from mapimages.expr import PerFeature, Unsupported, constant, evaluate, fold, rgba
 
@@ -206,32 +206,22 @@ class _Paints:
     def _paints(self, v: dict[str, Any]) -> tuple[Any, Any, float]:
         import skia
 
-        def paint(colour: Any, opacity: Any, **kw: Any):
-            c = rgba(colour)
-            a = 0.0 if c is None else c[3] * max(0.0, min(1.0, float(opacity)))
-            if a <= 0:
-                return None
-            return skia.Paint(AntiAlias=True, Color=skia.Color(
-                round(c[0]), round(c[1]), round(c[2]), round(255 * a)), **kw)
-
         if self.kind == "fill":
             outline = v["fill-outline-color"]
-            return (paint(v["fill-color"], v["fill-opacity"]),
-                    None if outline is None else paint(
-                        outline, v["fill-opacity"], Style=skia.Paint.kStroke_Style,
-                        StrokeWidth=1), 0.0)
+            return (skia_paint(v["fill-color"], v["fill-opacity"]),
+                    None if outline is None else skia_paint(
+                        outline, v["fill-opacity"], stroke=1), 0.0)
         if self.kind == "line":
             width = float(v["line-width"])
-            return (None, paint(v["line-color"], v["line-opacity"],
-                                Style=skia.Paint.kStroke_Style, StrokeWidth=width,
-                                StrokeCap=getattr(skia.Paint, CAPS[v["line-cap"]]),
-                                StrokeJoin=getattr(skia.Paint, JOINS[v["line-join"]]),
-                                StrokeMiter=float(v["line-miter-limit"]))
+            return (None, skia_paint(v["line-color"], v["line-opacity"], stroke=width,
+                                     StrokeCap=getattr(skia.Paint, CAPS[v["line-cap"]]),
+                                     StrokeJoin=getattr(skia.Paint, JOINS[v["line-join"]]),
+                                     StrokeMiter=float(v["line-miter-limit"]))
                     if width > 0 else None, 0.0)
         r, sw = float(v["circle-radius"]), float(v["circle-stroke-width"])
-        fill = paint(v["circle-color"], v["circle-opacity"]) if r > 0 else None
-        stroke = paint(v["circle-stroke-color"], v["circle-stroke-opacity"],
-                       Style=skia.Paint.kStroke_Style, StrokeWidth=sw) if sw > 0 else None
+        fill = skia_paint(v["circle-color"], v["circle-opacity"]) if r > 0 else None
+        stroke = skia_paint(v["circle-stroke-color"], v["circle-stroke-opacity"],
+                            stroke=sw) if sw > 0 else None
         # The stroke lies outside the radius, as MapLibre draws it: its middle at r + sw/2,
         # the fill to there too (beneath the stroke, so no seam shows between them).
         return fill, stroke, r + sw / 2
