@@ -492,6 +492,10 @@ class Images:
             self._replace(drawer)
             raise DrawError("the drawing process stopped while drawing this image",
                             stopped=True) from None
+        except asyncio.CancelledError:  # the loop ends (callers are shielded): no other
+            self._drawers.remove(drawer)
+            drawer.discard()
+            raise
         except BaseException:  # stopped before its answer was read
             self._replace(drawer)
             raise
